@@ -1,0 +1,13 @@
+#![no_std]
+#![forbid(unsafe_code)]
+//! peng3dnet core
+#[cfg(test)]
+extern crate std;
+
+pub mod codec;
+pub mod registry;
+pub mod rules;
+pub mod time;
+pub mod types;
+pub mod wire;
+pub use types::*;

@@ -1,0 +1,540 @@
+//! The packet registry: names <-> ids <-> rules, with a capacity fixed at
+//! compile time (`docs/PROTOCOL.md`, "Packet registry").
+//!
+//! Ids below 64 belong to the protocol; ids given automatically start at 64 and
+//! count up in registration order, skipping ids already taken. Names starting
+//! with `peng3dnet:` are reserved. Every registry starts with the five internal
+//! packets, so `N` counts them too (an `N` below 5 does not compile).
+//!
+//! ```
+//! use peng3dnet_core::registry::{Packet, Registry, RegistryError};
+//! use peng3dnet_core::rules::Rules;
+//!
+//! struct Chat;
+//! impl Packet for Chat {
+//!     const NAME: &'static str = "demo:chat.message";
+//!     const RULES: Rules = Rules::SMART;
+//!     type Message<'a> = &'a str;
+//! }
+//!
+//! let mut reg = Registry::<8>::new();
+//! assert_eq!(reg.register::<Chat>(), Ok(64));
+//! assert_eq!(reg.register::<Chat>(), Err(RegistryError::DuplicateName));
+//! assert_eq!(reg.register_raw("demo:raw", Some(7), Rules::NONE), Err(RegistryError::ReservedId(7)));
+//! assert_eq!(reg.by_id(64).unwrap().name, "demo:chat.message");
+//! ```
+
+use crate::rules::{InvalidAction, Rules};
+use crate::types::{Side, State, CONNTYPE_NOTSET};
+use core::fmt;
+use serde::de::{DeserializeSeed, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
+
+/// The first id given automatically; ids below it are the protocol's.
+pub const FIRST_AUTO_ID: u32 = 64;
+/// The prefix of names reserved for the protocol.
+pub const RESERVED_PREFIX: &str = "peng3dnet:";
+
+/// A packet type known at compile time: its name, optional fixed id, rules and
+/// message type. Sending and decoding through it are type-checked.
+pub trait Packet {
+    /// The registry name, `namespace:category.name`.
+    const NAME: &'static str;
+    /// A fixed id (64 or above for application packets), or `None` for an
+    /// automatic one.
+    const ID: Option<u32> = None;
+    /// The SmartPacket rules; [`Rules::NONE`] makes a plain packet.
+    const RULES: Rules = Rules::NONE;
+    /// The message the body carries. It may borrow from the received frame.
+    type Message<'a>: Serialize + Deserialize<'a>;
+}
+
+/// One registered packet type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Its name.
+    pub name: &'static str,
+    /// Its id on this connection (the server's id after a registry sync).
+    pub id: u32,
+    /// Its rules.
+    pub rules: Rules,
+    hash: u32,
+}
+
+/// Why a registration was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum RegistryError {
+    /// The table holds `N` entries already.
+    Full,
+    /// The name is registered already.
+    DuplicateName,
+    /// The id is registered already.
+    DuplicateId(u32),
+    /// A fixed id below 64 for a packet that is not the protocol's own.
+    ReservedId(u32),
+    /// A name starting with `peng3dnet:` for a packet that is not the
+    /// protocol's own.
+    ReservedName,
+    /// An empty name.
+    EmptyName,
+    /// No free id is left for an automatic id.
+    IdsExhausted,
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryError::Full => f.write_str("registry is full"),
+            RegistryError::DuplicateName => f.write_str("name already registered"),
+            RegistryError::DuplicateId(id) => write!(f, "id {id} already registered"),
+            RegistryError::ReservedId(id) => write!(f, "id {id} is reserved for the protocol"),
+            RegistryError::ReservedName => {
+                write!(f, "names starting with {RESERVED_PREFIX:?} are reserved")
+            }
+            RegistryError::EmptyName => f.write_str("empty packet name"),
+            RegistryError::IdsExhausted => f.write_str("no automatic id left"),
+        }
+    }
+}
+
+impl core::error::Error for RegistryError {}
+
+/// FNV-1a, to compare names by a word before comparing their bytes.
+const fn name_hash(name: &str) -> u32 {
+    let bytes = name.as_bytes();
+    let mut hash = 0x811c_9dc5u32;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u32;
+        hash = hash.wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    hash
+}
+
+/// Ids and names of the internal packets (`docs/PROTOCOL.md`, table of
+/// internal packets).
+pub mod internal {
+    /// `peng3dnet:internal.hello`, server to client.
+    pub const HELLO: u32 = 1;
+    /// `peng3dnet:internal.settype`, client to server.
+    pub const SETTYPE: u32 = 2;
+    /// `peng3dnet:internal.handshake`, server to client.
+    pub const HANDSHAKE: u32 = 3;
+    /// `peng3dnet:internal.handshake.accept`, client to server.
+    pub const HANDSHAKE_ACCEPT: u32 = 4;
+    /// `peng3dnet:internal.closeconn`, either way, in any state.
+    pub const CLOSECONN: u32 = 16;
+    /// The raw id of a ping request on a `ping` connection.
+    pub const PING_REQUEST: u32 = 64;
+    /// The raw id of a ping answer on a `ping` connection.
+    pub const PING_RESPONSE: u32 = 65;
+}
+
+/// The internal packets every registry starts with, with the rules the
+/// reference gives them.
+const INTERNAL: [(&str, u32, Rules); 5] = [
+    (
+        "peng3dnet:internal.hello",
+        internal::HELLO,
+        Rules::SMART
+            .state(State::HelloWait)
+            .side(Side::Client)
+            .conntype(CONNTYPE_NOTSET),
+    ),
+    (
+        "peng3dnet:internal.settype",
+        internal::SETTYPE,
+        Rules::SMART.state(State::WaitType).side(Side::Server),
+    ),
+    (
+        "peng3dnet:internal.handshake",
+        internal::HANDSHAKE,
+        Rules::SMART
+            .state(State::HandshakeWait1)
+            .side(Side::Client)
+            .on_invalid(InvalidAction::Close),
+    ),
+    (
+        "peng3dnet:internal.handshake.accept",
+        internal::HANDSHAKE_ACCEPT,
+        Rules::SMART
+            .state(State::HandshakeWait1)
+            .side(Side::Server)
+            .on_invalid(InvalidAction::Close),
+    ),
+    ("peng3dnet:internal.closeconn", internal::CLOSECONN, Rules::NONE),
+];
+
+/// The number of internal packets, the smallest useful `N`.
+pub const INTERNAL_COUNT: usize = INTERNAL.len();
+
+/// A packet registry of at most `N` entries, the internal ones included.
+#[derive(Clone, Debug)]
+pub struct Registry<const N: usize> {
+    /// In registration order.
+    entries: heapless::Vec<Entry, N>,
+    /// `(id, index into entries)`, sorted by id: the hot path is a binary search.
+    by_id: heapless::Vec<(u32, u16), N>,
+    next_auto: u32,
+}
+
+impl<const N: usize> Default for Registry<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> Registry<N> {
+    const ROOM_FOR_INTERNAL: () = assert!(
+        N >= INTERNAL_COUNT && N <= u16::MAX as usize,
+        "a registry needs room for the 5 internal packets and at most 65535 entries"
+    );
+
+    /// A registry holding the internal packets.
+    pub fn new() -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::ROOM_FOR_INTERNAL;
+        let mut reg = Registry {
+            entries: heapless::Vec::new(),
+            by_id: heapless::Vec::new(),
+            next_auto: FIRST_AUTO_ID,
+        };
+        for (name, id, rules) in INTERNAL {
+            // Cannot fail: N >= 5 is asserted at compile time and the
+            // internal names and ids are distinct.
+            let _ = reg.insert(name, id, rules);
+        }
+        reg
+    }
+
+    /// Registers the typed packet `P` and returns its id.
+    pub fn register<P: Packet>(&mut self) -> Result<u32, RegistryError> {
+        self.register_raw(P::NAME, P::ID, P::RULES)
+    }
+
+    /// Registers a packet by name, with a fixed id or an automatic one.
+    pub fn register_raw(
+        &mut self,
+        name: &'static str,
+        id: Option<u32>,
+        rules: Rules,
+    ) -> Result<u32, RegistryError> {
+        if name.is_empty() {
+            return Err(RegistryError::EmptyName);
+        }
+        if name.starts_with(RESERVED_PREFIX) {
+            return Err(RegistryError::ReservedName);
+        }
+        if self.entries.is_full() {
+            return Err(RegistryError::Full);
+        }
+        let hash = name_hash(name);
+        if self.find_name(name, hash).is_some() {
+            return Err(RegistryError::DuplicateName);
+        }
+        let id = match id {
+            Some(id) if id < FIRST_AUTO_ID => return Err(RegistryError::ReservedId(id)),
+            Some(id) => id,
+            None => {
+                let mut id = self.next_auto;
+                while self.index_of_id(id).is_some() {
+                    id = id.checked_add(1).ok_or(RegistryError::IdsExhausted)?;
+                }
+                self.next_auto = id.saturating_add(1);
+                id
+            }
+        };
+        self.insert(name, id, rules)
+    }
+
+    fn insert(&mut self, name: &'static str, id: u32, rules: Rules) -> Result<u32, RegistryError> {
+        let pos = match self.by_id.binary_search_by_key(&id, |&(i, _)| i) {
+            Ok(_) => return Err(RegistryError::DuplicateId(id)),
+            Err(pos) => pos,
+        };
+        let index = self.entries.len() as u16;
+        let entry = Entry {
+            name,
+            id,
+            rules,
+            hash: name_hash(name),
+        };
+        self.entries.push(entry).map_err(|_| RegistryError::Full)?;
+        self.by_id
+            .insert(pos, (id, index))
+            .map_err(|_| RegistryError::Full)?;
+        Ok(id)
+    }
+
+    fn index_of_id(&self, id: u32) -> Option<usize> {
+        self.by_id
+            .binary_search_by_key(&id, |&(i, _)| i)
+            .ok()
+            .map(|pos| self.by_id[pos].1 as usize)
+    }
+
+    fn find_name(&self, name: &str, hash: u32) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|e| e.hash == hash && e.name == name)
+    }
+
+    /// The entry with this id.
+    #[inline]
+    pub fn by_id(&self, id: u32) -> Option<&Entry> {
+        self.index_of_id(id).map(|i| &self.entries[i])
+    }
+
+    /// The entry with this name.
+    pub fn by_name(&self, name: &str) -> Option<&Entry> {
+        self.find_name(name, name_hash(name)).map(|i| &self.entries[i])
+    }
+
+    /// The id of the typed packet `P`, if registered.
+    pub fn id_of<P: Packet>(&self) -> Option<u32> {
+        self.by_name(P::NAME).map(|e| e.id)
+    }
+
+    /// Every entry, in registration order (the internal ones first).
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Number of entries, the internal ones included.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Never true: the internal packets are always there.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The whole registry as a map `name -> id`, as the server sends it in
+    /// its handshake.
+    pub fn as_map(&self) -> RegistryMap<'_, N> {
+        RegistryMap(self)
+    }
+
+    /// A seed that decodes a peer's `name -> id` map and compares it with this
+    /// registry, without storing the peer's names.
+    pub fn sync_seed(&self) -> SyncSeed<'_, N> {
+        SyncSeed(self)
+    }
+
+    /// Adopts the server's ids found by [`sync_seed`](Self::sync_seed) under
+    /// `policy`. On error the registry is left unchanged.
+    pub fn apply_sync(&mut self, sync: &SyncReport<N>, policy: SyncPolicy) -> Result<(), SyncError> {
+        if sync.duplicate_names {
+            return Err(SyncError::Malformed);
+        }
+        if policy == SyncPolicy::CloseConnection && !sync.same_names() {
+            return Err(SyncError::Mismatch);
+        }
+        // Internal packets keep their fixed ids.
+        for (i, e) in self.entries.iter().enumerate() {
+            if let Some(id) = sync.remote_ids[i] {
+                if e.name.starts_with(RESERVED_PREFIX) && id != e.id {
+                    return Err(SyncError::Mismatch);
+                }
+            }
+        }
+        let mut by_id: heapless::Vec<(u32, u16), N> = heapless::Vec::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            let id = sync.remote_ids[i].unwrap_or(e.id);
+            // Cannot fail: by_id has as many slots as entries.
+            let _ = by_id.push((id, i as u16));
+        }
+        by_id.sort_unstable_by_key(|&(id, _)| id);
+        if by_id.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(SyncError::DuplicateId);
+        }
+        for &(id, i) in by_id.iter() {
+            self.entries[i as usize].id = id;
+        }
+        self.by_id = by_id;
+        Ok(())
+    }
+}
+
+/// What a client does when the server's registry has other names than its own
+/// (`net.registry.missingpacketaction` in the reference).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SyncPolicy {
+    /// Close with `packetregmismatch` (the reference's default).
+    #[default]
+    CloseConnection,
+    /// Adopt the ids of the names both know and go on.
+    Ignore,
+}
+
+/// Why a registry sync failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SyncError {
+    /// The sets of names differ and the policy is to close.
+    Mismatch,
+    /// Adopting the server's ids would give two packets one id.
+    DuplicateId,
+    /// The server's map names a packet twice.
+    Malformed,
+}
+
+/// The result of comparing a peer's registry map with ours.
+#[derive(Clone, Debug)]
+pub struct SyncReport<const N: usize> {
+    /// The peer's id for each of our entries, by our entry index.
+    pub remote_ids: [Option<u32>; N],
+    /// How many of our entries the peer named.
+    pub matched: usize,
+    /// How many names the peer sent that we do not know.
+    pub unknown: usize,
+    /// How many entries we have.
+    pub ours: usize,
+    /// Whether the peer named one packet twice.
+    pub duplicate_names: bool,
+}
+
+impl<const N: usize> SyncReport<N> {
+    /// Whether both registries hold exactly the same names.
+    pub fn same_names(&self) -> bool {
+        self.unknown == 0 && self.matched == self.ours && !self.duplicate_names
+    }
+}
+
+/// Serializes a registry as the map `name -> id`.
+pub struct RegistryMap<'a, const N: usize>(&'a Registry<N>);
+
+impl<const N: usize> Serialize for RegistryMap<'_, N> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.entries.len()))?;
+        for e in self.0.entries.iter() {
+            map.serialize_entry(e.name, &e.id)?;
+        }
+        map.end()
+    }
+}
+
+/// Decodes a `name -> id` map against a registry; see
+/// [`Registry::sync_seed`].
+pub struct SyncSeed<'a, const N: usize>(&'a Registry<N>);
+
+impl<'de, const N: usize> DeserializeSeed<'de> for SyncSeed<'_, N> {
+    type Value = SyncReport<N>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, const N: usize> Visitor<'de> for SyncSeed<'_, N> {
+    type Value = SyncReport<N>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map of packet names to ids")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut report = SyncReport {
+            remote_ids: [None; N],
+            matched: 0,
+            unknown: 0,
+            ours: self.0.len(),
+            duplicate_names: false,
+        };
+        while let Some((name, id)) = map.next_entry::<NameKey<'de>, u32>()? {
+            match self.0.find_name(name.0, name_hash(name.0)) {
+                Some(i) if report.remote_ids[i].is_some() => report.duplicate_names = true,
+                Some(i) => {
+                    report.remote_ids[i] = Some(id);
+                    report.matched += 1;
+                }
+                None => report.unknown = report.unknown.saturating_add(1),
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// A borrowed map key.
+struct NameKey<'a>(&'a str);
+
+impl<'de> Deserialize<'de> for NameKey<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'de str>::deserialize(d).map(NameKey)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Codec, Postcard};
+
+    #[test]
+    fn auto_ids_count_up_and_skip_taken_ones() {
+        let mut reg = Registry::<10>::new();
+        assert_eq!(reg.register_raw("a:a", Some(65), Rules::NONE), Ok(65));
+        assert_eq!(reg.register_raw("a:b", None, Rules::NONE), Ok(64));
+        assert_eq!(reg.register_raw("a:c", None, Rules::NONE), Ok(66));
+        assert_eq!(
+            reg.register_raw("a:d", Some(66), Rules::NONE),
+            Err(RegistryError::DuplicateId(66))
+        );
+        assert_eq!(
+            reg.register_raw("peng3dnet:x", None, Rules::NONE),
+            Err(RegistryError::ReservedName)
+        );
+        assert_eq!(reg.register_raw("", None, Rules::NONE), Err(RegistryError::EmptyName));
+        assert_eq!(reg.register_raw("a:e", None, Rules::NONE), Ok(67));
+        assert_eq!(reg.register_raw("a:f", None, Rules::NONE), Ok(68));
+        assert_eq!(reg.register_raw("a:g", None, Rules::NONE), Err(RegistryError::Full));
+        assert_eq!(reg.by_id(16).unwrap().name, "peng3dnet:internal.closeconn");
+        assert_eq!(reg.by_name("a:c").unwrap().id, 66);
+        assert!(reg.by_id(68).is_none());
+    }
+
+    fn synced(server: &Registry<12>, client: &mut Registry<12>, policy: SyncPolicy) -> Result<(), SyncError> {
+        let mut buf = [0u8; 512];
+        let n = Postcard.encode(&server.as_map(), &mut buf).unwrap();
+        let report = Postcard.decode_seed(client.sync_seed(), &buf[..n]).unwrap();
+        client.apply_sync(&report, policy)
+    }
+
+    #[test]
+    fn sync_adopts_server_ids() {
+        let mut server = Registry::<12>::new();
+        server.register_raw("x:one", None, Rules::NONE).unwrap();
+        server.register_raw("x:two", None, Rules::NONE).unwrap();
+        let mut client = Registry::<12>::new();
+        client.register_raw("x:two", None, Rules::NONE).unwrap();
+        client.register_raw("x:one", None, Rules::NONE).unwrap();
+        assert_eq!(synced(&server, &mut client, SyncPolicy::CloseConnection), Ok(()));
+        assert_eq!(client.by_name("x:one").unwrap().id, 64);
+        assert_eq!(client.by_id(65).unwrap().name, "x:two");
+    }
+
+    #[test]
+    fn sync_policies() {
+        let mut server = Registry::<12>::new();
+        server.register_raw("x:one", None, Rules::NONE).unwrap();
+        server.register_raw("x:extra", Some(90), Rules::NONE).unwrap();
+        let mut client = Registry::<12>::new();
+        client.register_raw("x:mine", Some(64), Rules::NONE).unwrap();
+        client.register_raw("x:one", None, Rules::NONE).unwrap();
+        let before = client.clone();
+        assert_eq!(synced(&server, &mut client, SyncPolicy::CloseConnection), Err(SyncError::Mismatch));
+        assert_eq!(client.entries(), before.entries());
+        // x:one would take 64, which x:mine holds: refused, unchanged.
+        assert_eq!(synced(&server, &mut client, SyncPolicy::Ignore), Err(SyncError::DuplicateId));
+        let mut client = Registry::<12>::new();
+        client.register_raw("x:mine", Some(100), Rules::NONE).unwrap();
+        client.register_raw("x:one", None, Rules::NONE).unwrap();
+        assert_eq!(synced(&server, &mut client, SyncPolicy::Ignore), Ok(()));
+        assert_eq!(client.by_name("x:one").unwrap().id, 64);
+        assert_eq!(client.by_name("x:mine").unwrap().id, 100);
+    }
+}

@@ -1,0 +1,325 @@
+//! The protocol's constants as types: states, modes, sides, security levels,
+//! connection types and close reasons (`docs/PROTOCOL.md`, "Constants" and
+//! "Closing").
+
+use core::fmt;
+
+/// A connection state as the protocol numbers it. SmartPacket rules match it
+/// exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum State {
+    /// 0: nothing happened yet.
+    Init = 0,
+    /// 1: waiting for the registry handshake (`handshake` on the client,
+    /// `handshake.accept` on the server).
+    HandshakeWait1 = 1,
+    /// 2: defined by the protocol, never used.
+    HandshakeWait2 = 2,
+    /// 3: the server waits for `settype`; the client has sent it.
+    WaitType = 3,
+    /// 4: waiting for `hello` (client) or about to send it (server).
+    HelloWait = 4,
+    /// 64: the handshake is complete; application packets flow.
+    Active = 64,
+    /// 65: an application-defined state after [`Active`](Self::Active).
+    LoggedIn = 65,
+    /// 128: closed.
+    Closed = 128,
+}
+
+impl State {
+    /// The protocol's number for the state.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The state with the protocol number `code`, if there is one.
+    pub const fn from_code(code: u8) -> Option<State> {
+        Some(match code {
+            0 => State::Init,
+            1 => State::HandshakeWait1,
+            2 => State::HandshakeWait2,
+            3 => State::WaitType,
+            4 => State::HelloWait,
+            64 => State::Active,
+            65 => State::LoggedIn,
+            128 => State::Closed,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Init => "INIT",
+            State::HandshakeWait1 => "HANDSHAKE_WAIT1",
+            State::HandshakeWait2 => "HANDSHAKE_WAIT2",
+            State::WaitType => "WAITTYPE",
+            State::HelloWait => "HELLOWAIT",
+            State::Active => "ACTIVE",
+            State::LoggedIn => "LOGGEDIN",
+            State::Closed => "CLOSED",
+        })
+    }
+}
+
+/// An application mode. The protocol names five; applications may define more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Mode(pub u16);
+
+impl Mode {
+    /// 0: no mode set (the initial mode).
+    pub const NOTSET: Mode = Mode(0);
+    /// 1: closed.
+    pub const CLOSED: Mode = Mode(1);
+    /// 2: a ping connection.
+    pub const PING: Mode = Mode(2);
+    /// 3: playing.
+    pub const PLAY: Mode = Mode(3);
+    /// 4: chatting.
+    pub const CHAT: Mode = Mode(4);
+}
+
+/// The side of a connection an endpoint is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Side {
+    /// 0: the side that connected.
+    Client = 0,
+    /// 1: the side that accepted.
+    Server = 1,
+}
+
+impl Side {
+    /// The other side.
+    pub const fn peer(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Server => "server",
+        })
+    }
+}
+
+/// How well the transport protects the connection, as the adapter established
+/// it. Ordered: a rule's minimum is met by any level at or above it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SecurityLevel {
+    /// 0: plain TCP.
+    #[default]
+    None = 0,
+    /// 1: wrapped in TLS, nothing known about it.
+    Wrapped = 1,
+    /// 2: encrypted, no certificate verified.
+    Encrypted = 2,
+    /// 3: the server's certificate and host name were verified.
+    ServerAuth = 3,
+    /// 4: both certificates were verified.
+    BothAuth = 4,
+}
+
+/// The built-in classic connection type: registry handshake, then packets.
+pub const CONNTYPE_CLASSIC: &str = "classic";
+/// The built-in ping connection type.
+pub const CONNTYPE_PING: &str = "ping";
+/// The placeholder connection type before `settype`.
+pub const CONNTYPE_NOTSET: &str = "_notset";
+
+/// The longest close reason kept; a longer one from a peer is cut at a
+/// character boundary.
+pub const MAX_REASON_LEN: usize = 48;
+
+/// Why a connection closed. The string of each variant is what travels in
+/// `closeconn` and what the Python reference reports.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// `smartpacketinvalid`: a packet broke its SmartPacket rules and its
+    /// invalid action is `close`.
+    SmartPacketInvalid,
+    /// `protoversionmismatch`: the peers speak different protocol versions.
+    ProtoVersionMismatch,
+    /// `unknownconntype`: the client asked for a connection type the server
+    /// does not have.
+    UnknownConnType,
+    /// `packetregmismatch`: the registries differ and the policy is to close.
+    PacketRegMismatch,
+    /// `pingcomplete`: a ping connection ended normally.
+    PingComplete,
+    /// `pinginvalidside`: a ping packet arrived on the side that sends it.
+    PingInvalidSide,
+    /// `invalidpingpacket`: a ping connection carried another packet.
+    InvalidPingPacket,
+    /// `servershutdown`: the server is shutting down.
+    ServerShutdown,
+    /// `socketclose`: the transport closed without a `closeconn`.
+    SocketClose,
+    /// `command`: closed by an operator's command.
+    Command,
+    /// `userrequest`: closed at the user's request.
+    UserRequest,
+    /// `handshaketimeout`: the handshake did not finish in time (this project).
+    HandshakeTimeout,
+    /// `packettoolarge`: a frame exceeded the receiver's maximum (this project).
+    FrameTooLarge,
+    /// `malformedframe`: a length prefix shorter than the header (this project).
+    MalformedFrame,
+    /// `unknownflags`: a frame set undefined flag bits (this project).
+    UnknownFlags,
+    /// `encryptionunsupported`: a frame set the reserved AES flag (this project).
+    EncryptionUnsupported,
+    /// `compressionnotenabled`: a compressed frame arrived where compression is
+    /// off (this project).
+    CompressionNotEnabled,
+    /// `decompressionfailed`: a compressed body was invalid or inflated past the
+    /// receiver's buffer (this project).
+    DecompressionFailed,
+    /// `malformedpacket`: the body of a protocol packet did not decode
+    /// (this project).
+    MalformedPacket,
+    /// `handshakefailed`: the client answered the handshake with
+    /// `success: false` (this project).
+    HandshakeFailed,
+    /// `serverfull`: the server has no free client slot (this project).
+    ServerFull,
+    /// `writequeuefull`: the peer did not read and its write queue filled
+    /// (this project).
+    WriteQueueFull,
+    /// A `closeconn` without a reason (`nil`).
+    Unspecified,
+    /// Any other reason, cut to [`MAX_REASON_LEN`] bytes.
+    Other(heapless::String<MAX_REASON_LEN>),
+}
+
+const NAMED: [(CloseReason, &str); 22] = [
+    (CloseReason::SmartPacketInvalid, "smartpacketinvalid"),
+    (CloseReason::ProtoVersionMismatch, "protoversionmismatch"),
+    (CloseReason::UnknownConnType, "unknownconntype"),
+    (CloseReason::PacketRegMismatch, "packetregmismatch"),
+    (CloseReason::PingComplete, "pingcomplete"),
+    (CloseReason::PingInvalidSide, "pinginvalidside"),
+    (CloseReason::InvalidPingPacket, "invalidpingpacket"),
+    (CloseReason::ServerShutdown, "servershutdown"),
+    (CloseReason::SocketClose, "socketclose"),
+    (CloseReason::Command, "command"),
+    (CloseReason::UserRequest, "userrequest"),
+    (CloseReason::HandshakeTimeout, "handshaketimeout"),
+    (CloseReason::FrameTooLarge, "packettoolarge"),
+    (CloseReason::MalformedFrame, "malformedframe"),
+    (CloseReason::UnknownFlags, "unknownflags"),
+    (CloseReason::EncryptionUnsupported, "encryptionunsupported"),
+    (CloseReason::CompressionNotEnabled, "compressionnotenabled"),
+    (CloseReason::DecompressionFailed, "decompressionfailed"),
+    (CloseReason::MalformedPacket, "malformedpacket"),
+    (CloseReason::HandshakeFailed, "handshakefailed"),
+    (CloseReason::ServerFull, "serverfull"),
+    (CloseReason::WriteQueueFull, "writequeuefull"),
+];
+
+impl CloseReason {
+    /// The reason as it travels in `closeconn`; `None` for
+    /// [`Unspecified`](Self::Unspecified).
+    pub fn as_wire(&self) -> Option<&str> {
+        match self {
+            CloseReason::Unspecified => None,
+            CloseReason::Other(s) => Some(s.as_str()),
+            named => NAMED
+                .iter()
+                .find(|(r, _)| r == named)
+                .map(|(_, s)| *s),
+        }
+    }
+
+    /// The reason a peer sent: a known name becomes its variant, anything
+    /// else [`Other`](Self::Other), cut to [`MAX_REASON_LEN`] bytes.
+    pub fn from_wire(reason: Option<&str>) -> CloseReason {
+        let Some(text) = reason else {
+            return CloseReason::Unspecified;
+        };
+        if let Some((r, _)) = NAMED.iter().find(|(_, s)| *s == text) {
+            return r.clone();
+        }
+        CloseReason::other(text)
+    }
+
+    /// An application's own reason, cut to [`MAX_REASON_LEN`] bytes at a
+    /// character boundary.
+    pub fn other(text: &str) -> CloseReason {
+        let mut end = text.len().min(MAX_REASON_LEN);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut s = heapless::String::new();
+        // Cannot fail: `end` is at most the capacity.
+        let _ = s.push_str(&text[..end]);
+        CloseReason::Other(s)
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_wire().unwrap_or("(no reason)"))
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for CloseReason {
+    fn format(&self, f: defmt::Formatter) {
+        defmt::write!(f, "{=str}", self.as_wire().unwrap_or("(no reason)"))
+    }
+}
+
+/// Who ended a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Initiator {
+    /// This endpoint closed it (by a command or a protocol violation of the
+    /// peer's); a `closeconn` was queued for the peer.
+    Local,
+    /// The peer sent `closeconn`.
+    Peer,
+    /// The transport ended without a `closeconn`.
+    Transport,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_round_trip_through_their_wire_names() {
+        for (r, s) in NAMED.iter() {
+            assert_eq!(r.as_wire(), Some(*s));
+            assert_eq!(&CloseReason::from_wire(Some(s)), r);
+        }
+        assert_eq!(CloseReason::from_wire(None), CloseReason::Unspecified);
+        let long = "é".repeat(40);
+        let CloseReason::Other(cut) = CloseReason::from_wire(Some(&long)) else {
+            panic!("not Other")
+        };
+        assert_eq!(cut.len(), 48);
+    }
+
+    #[test]
+    fn states_have_protocol_codes() {
+        for code in 0..=255u8 {
+            if let Some(s) = State::from_code(code) {
+                assert_eq!(s.code(), code);
+            }
+        }
+        assert_eq!(State::Active.code(), 64);
+    }
+}

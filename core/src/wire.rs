@@ -1,0 +1,439 @@
+//! Frames on the wire: the length prefix, the header, and the incremental decoder.
+//!
+//! Every packet travels as one frame (`docs/PROTOCOL.md`, "Transport and framing"):
+//!
+//! | bytes | field | encoding |
+//! |---|---|---|
+//! | 4 | length of header + body | u32, big endian |
+//! | 4 | packet id | u32, big endian |
+//! | 2 | flags | u16, big endian |
+//! | length - 6 | body | the codec's bytes |
+//!
+//! [`encode_frame`] writes one frame into a caller's buffer, all or nothing.
+//! [`FrameDecoder`] accumulates a byte stream split at any byte and hands out
+//! whole frames, borrowed from its buffer:
+//!
+//! ```
+//! use peng3dnet_core::wire::{encode_frame, Flags, FrameDecoder};
+//!
+//! let mut out = [0u8; 64];
+//! let n = encode_frame(&mut out, 64, Flags::EMPTY, b"hi").unwrap();
+//! assert_eq!(&out[..n], &[0, 0, 0, 8, 0, 0, 0, 64, 0, 0, b'h', b'i']);
+//!
+//! let mut dec = FrameDecoder::new([0u8; 32]);
+//! // The stream may arrive one byte at a time.
+//! for byte in &out[..n - 1] {
+//!     assert_eq!(dec.feed(core::slice::from_ref(byte)), 1);
+//!     assert!(dec.next_frame().unwrap().is_none());
+//! }
+//! dec.feed(&out[n - 1..n]);
+//! let frame = dec.next_frame().unwrap().unwrap();
+//! assert_eq!((frame.packet_id, frame.body), (64, &b"hi"[..]));
+//! ```
+
+use core::fmt;
+
+/// Size of the big-endian `u32` length prefix.
+pub const LENGTH_PREFIX_LEN: usize = 4;
+/// Size of the header that follows the length prefix: packet id and flags.
+pub const HEADER_LEN: usize = 6;
+/// Bytes a frame adds around its body.
+pub const FRAME_OVERHEAD: usize = LENGTH_PREFIX_LEN + HEADER_LEN;
+
+/// The flags field of a frame header.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Flags(pub u16);
+
+impl Flags {
+    /// No flag set.
+    pub const EMPTY: Flags = Flags(0);
+    /// Bit 0: the body is a zlib stream (RFC 1950).
+    pub const COMPRESSED: Flags = Flags(1);
+    /// Bit 1: AES encryption, reserved and never implemented by any peer.
+    /// A frame carrying it is refused.
+    pub const ENCRYPTED_AES: Flags = Flags(2);
+    /// Every bit this implementation knows.
+    pub const KNOWN: Flags = Flags(3);
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits of `self` that no version of the protocol defines.
+    pub const fn unknown_bits(self) -> u16 {
+        self.0 & !Self::KNOWN.0
+    }
+}
+
+impl fmt::Debug for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Flags({:#06x})", self.0)
+    }
+}
+
+/// The caller's buffer cannot hold what was to be written; nothing was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BufferTooSmall {
+    /// Bytes the write needs.
+    pub required: usize,
+}
+
+impl fmt::Display for BufferTooSmall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "buffer too small: {} bytes required", self.required)
+    }
+}
+
+impl core::error::Error for BufferTooSmall {}
+
+/// Writes the length prefix and header of a frame whose body is `body_len`
+/// bytes into `out[..FRAME_OVERHEAD]`.
+///
+/// # Panics
+/// If `out` is shorter than [`FRAME_OVERHEAD`]; callers size it first.
+pub(crate) fn write_header(out: &mut [u8], packet_id: u32, flags: Flags, body_len: usize) {
+    // A body length was checked against u32 by every caller.
+    let length = (body_len + HEADER_LEN) as u32;
+    out[..4].copy_from_slice(&length.to_be_bytes());
+    out[4..8].copy_from_slice(&packet_id.to_be_bytes());
+    out[8..10].copy_from_slice(&flags.0.to_be_bytes());
+}
+
+/// The largest body a frame can carry: the length field is a `u32`.
+pub const MAX_BODY_LEN: usize = u32::MAX as usize - HEADER_LEN;
+
+/// Encodes one frame into `out` and returns its length.
+///
+/// All or nothing: if `out` is too small, nothing is written and the error says
+/// how many bytes the frame needs.
+pub fn encode_frame(
+    out: &mut [u8],
+    packet_id: u32,
+    flags: Flags,
+    body: &[u8],
+) -> Result<usize, BufferTooSmall> {
+    let required = FRAME_OVERHEAD.saturating_add(body.len());
+    if out.len() < required || body.len() > MAX_BODY_LEN {
+        return Err(BufferTooSmall { required });
+    }
+    write_header(out, packet_id, flags, body.len());
+    out[FRAME_OVERHEAD..required].copy_from_slice(body);
+    Ok(required)
+}
+
+/// One whole frame, borrowed from the decoder's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// The packet id of the header.
+    pub packet_id: u32,
+    /// The flags of the header.
+    pub flags: Flags,
+    /// The body, still encoded (and compressed if `flags` say so).
+    pub body: &'a [u8],
+}
+
+/// Why the decoder refused the stream. After an error the stream cannot be
+/// resynchronised: the connection must close (see
+/// [`CloseReason`](crate::CloseReason) for the reason each maps to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum FrameError {
+    /// The length prefix announces a frame larger than the decoder's buffer.
+    TooLarge {
+        /// Header plus body length announced by the prefix.
+        length: u32,
+        /// The largest header plus body this decoder accepts.
+        max: usize,
+    },
+    /// The length prefix is smaller than the 6-byte header.
+    TooShort {
+        /// The announced length.
+        length: u32,
+    },
+    /// The header sets flag bits that no protocol version defines.
+    UnknownFlags {
+        /// The whole flags field.
+        flags: Flags,
+    },
+    /// The header sets the reserved AES flag, which nobody implements.
+    EncryptionUnsupported,
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::TooLarge { length, max } => {
+                write!(f, "frame of {length} bytes exceeds the maximum of {max}")
+            }
+            FrameError::TooShort { length } => {
+                write!(f, "frame length {length} is shorter than the 6-byte header")
+            }
+            FrameError::UnknownFlags { flags } => write!(f, "unknown frame flags {flags:?}"),
+            FrameError::EncryptionUnsupported => f.write_str("AES-encrypted frames are not supported"),
+        }
+    }
+}
+
+impl core::error::Error for FrameError {}
+
+/// An incremental frame decoder over a buffer the caller provides.
+///
+/// The buffer's length is the largest frame (length prefix included) the
+/// decoder accepts; a larger one is refused with [`FrameError::TooLarge`]
+/// as soon as its length prefix is complete, before its body is read.
+///
+/// Drive it with [`feed`](Self::feed) (copies) or with
+/// [`free_space`](Self::free_space) + [`commit`](Self::commit) (read straight
+/// into the buffer, no copy), then call [`next_frame`](Self::next_frame) until it
+/// returns `Ok(None)`. A frame returned stays valid until the next `&mut` call.
+///
+/// Storage `B` is anything that derefs to a byte slice: `[u8; N]` for a
+/// compile-time capacity, `&'static mut [u8]`, or a boxed slice on a host.
+pub struct FrameDecoder<B> {
+    buf: B,
+    /// First byte not yet handed out.
+    start: usize,
+    /// End of the bytes received.
+    end: usize,
+    /// Set after an error: the stream is desynchronised for good.
+    failed: Option<FrameError>,
+}
+
+impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
+    /// A decoder over `buf`. Its length bounds the frame size.
+    pub fn new(buf: B) -> Self {
+        FrameDecoder {
+            buf,
+            start: 0,
+            end: 0,
+            failed: None,
+        }
+    }
+
+    /// The largest frame, length prefix included, that fits.
+    pub fn capacity(&self) -> usize {
+        self.buf.as_ref().len()
+    }
+
+    /// The largest header + body length (the value of a length prefix) accepted.
+    pub fn max_frame_len(&self) -> usize {
+        self.capacity().saturating_sub(LENGTH_PREFIX_LEN)
+    }
+
+    /// Bytes received and not yet handed out as frames.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// The error that stopped the decoder, if any.
+    pub fn error(&self) -> Option<FrameError> {
+        self.failed
+    }
+
+    /// Space to read into. Write received bytes at its start, then call
+    /// [`commit`](Self::commit) with their count. May move the buffered bytes
+    /// to the buffer's start to make room. Empty once the decoder failed or
+    /// holds a full buffer (call [`next_frame`](Self::next_frame) first).
+    pub fn free_space(&mut self) -> &mut [u8] {
+        self.make_room();
+        if self.failed.is_some() {
+            return &mut [];
+        }
+        let end = self.end;
+        &mut self.buf.as_mut()[end..]
+    }
+
+    /// Marks `n` bytes written at the start of [`free_space`](Self::free_space)
+    /// as received. `n` is clamped to the free space.
+    pub fn commit(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.capacity());
+    }
+
+    /// Copies as much of `bytes` as fits and returns how many were taken.
+    /// The caller feeds the rest after taking frames out.
+    pub fn feed(&mut self, bytes: &[u8]) -> usize {
+        let space = self.free_space();
+        let n = space.len().min(bytes.len());
+        space[..n].copy_from_slice(&bytes[..n]);
+        self.commit(n);
+        n
+    }
+
+    /// Moves a partial frame to the buffer's start when little room is left.
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 && self.capacity() - self.end < self.capacity() / 2 {
+            let (start, end) = (self.start, self.end);
+            self.buf.as_mut().copy_within(start..end, 0);
+            self.start = 0;
+            self.end = end - start;
+        }
+    }
+
+    /// The next whole frame, `Ok(None)` if more bytes are needed, or the error
+    /// that makes the stream unusable (returned again on every later call).
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let avail = &self.buf.as_ref()[self.start..self.end];
+        if avail.len() < LENGTH_PREFIX_LEN {
+            return Ok(None);
+        }
+        let length = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]);
+        let max = self.max_frame_len();
+        let err = if (length as usize) < HEADER_LEN {
+            Some(FrameError::TooShort { length })
+        } else if length as usize > max {
+            Some(FrameError::TooLarge { length, max })
+        } else {
+            None
+        };
+        if let Some(e) = err {
+            self.failed = Some(e);
+            return Err(e);
+        }
+        let total = LENGTH_PREFIX_LEN + length as usize;
+        if avail.len() < total {
+            return Ok(None);
+        }
+        let packet_id = u32::from_be_bytes([avail[4], avail[5], avail[6], avail[7]]);
+        let flags = Flags(u16::from_be_bytes([avail[8], avail[9]]));
+        let err = if flags.unknown_bits() != 0 {
+            Some(FrameError::UnknownFlags { flags })
+        } else if flags.contains(Flags::ENCRYPTED_AES) {
+            Some(FrameError::EncryptionUnsupported)
+        } else {
+            None
+        };
+        if let Some(e) = err {
+            self.failed = Some(e);
+            return Err(e);
+        }
+        let body_start = self.start + FRAME_OVERHEAD;
+        let body_end = self.start + total;
+        self.start = body_end;
+        Ok(Some(Frame {
+            packet_id,
+            flags,
+            body: &self.buf.as_ref()[body_start..body_end],
+        }))
+    }
+}
+
+impl<B> fmt::Debug for FrameDecoder<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameDecoder")
+            .field("buffered", &(self.end - self.start))
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(pid: u32, flags: u16, body: &[u8]) -> ([u8; 64], usize) {
+        let mut out = [0u8; 64];
+        let n = encode_frame(&mut out, pid, Flags(flags), body).unwrap();
+        (out, n)
+    }
+
+    #[test]
+    fn encode_is_all_or_nothing() {
+        let mut out = [0xAAu8; 11];
+        assert_eq!(
+            encode_frame(&mut out, 1, Flags::EMPTY, b"ab"),
+            Err(BufferTooSmall { required: 12 })
+        );
+        assert_eq!(out, [0xAA; 11]);
+    }
+
+    #[test]
+    fn length_prefix_split_at_every_byte() {
+        let (a, na) = frame(70, 0, b"first");
+        let (b, nb) = frame(71, 1, b"second!");
+        let mut stream = [0u8; 128];
+        stream[..na].copy_from_slice(&a[..na]);
+        stream[na..na + nb].copy_from_slice(&b[..nb]);
+        let stream = &stream[..na + nb];
+        for split in 0..=stream.len() {
+            let mut dec = FrameDecoder::new([0u8; 40]);
+            let mut got = [0u32; 2];
+            let mut count = 0;
+            for part in [&stream[..split], &stream[split..]] {
+                assert_eq!(dec.feed(part), part.len());
+                while let Some(f) = dec.next_frame().unwrap() {
+                    got[count] = f.packet_id;
+                    count += 1;
+                }
+            }
+            assert_eq!((count, got), (2, [70, 71]), "split at {split}");
+            assert_eq!(dec.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn too_large_is_refused_before_the_body() {
+        let mut dec = FrameDecoder::new([0u8; 16]);
+        dec.feed(&[0, 0, 0, 13]);
+        assert_eq!(dec.next_frame(), Err(FrameError::TooLarge { length: 13, max: 12 }));
+        // Sticky, and no more space is offered.
+        assert!(dec.free_space().is_empty());
+        assert!(dec.next_frame().is_err());
+        let mut dec = FrameDecoder::new([0u8; 16]);
+        dec.feed(&[0xff, 0xff, 0xff, 0xff]);
+        assert!(matches!(dec.next_frame(), Err(FrameError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn too_short_and_flags() {
+        for len in [0u8, 5] {
+            let mut dec = FrameDecoder::new([0u8; 16]);
+            dec.feed(&[0, 0, 0, len]);
+            assert_eq!(dec.next_frame(), Err(FrameError::TooShort { length: len as u32 }));
+        }
+        let (f, n) = frame(1, 4, b"");
+        let mut dec = FrameDecoder::new([0u8; 16]);
+        dec.feed(&f[..n]);
+        assert_eq!(dec.next_frame(), Err(FrameError::UnknownFlags { flags: Flags(4) }));
+        let (f, n) = frame(1, 2, b"");
+        let mut dec = FrameDecoder::new([0u8; 16]);
+        dec.feed(&f[..n]);
+        assert_eq!(dec.next_frame(), Err(FrameError::EncryptionUnsupported));
+    }
+
+    #[test]
+    fn empty_body_and_exact_capacity() {
+        let (f, n) = frame(9, 0, b"xy");
+        let mut dec = FrameDecoder::new([0u8; 12]);
+        assert_eq!(dec.feed(&f[..n]), 12);
+        assert_eq!(dec.next_frame().unwrap().unwrap().body, b"xy");
+        let (f, n) = frame(9, 0, b"");
+        assert_eq!(dec.feed(&f[..n]), 10);
+        assert_eq!(dec.next_frame().unwrap().unwrap().body, b"");
+    }
+
+    #[test]
+    fn compaction_keeps_partial_frames() {
+        let (f, n) = frame(5, 0, b"0123456789");
+        let mut dec = FrameDecoder::new([0u8; 30]);
+        for _ in 0..50 {
+            // Feed a frame and a half, take one out, then the rest.
+            let mut fed = dec.feed(&f[..n]);
+            assert_eq!(fed, n);
+            fed = dec.feed(&f[..7]);
+            assert_eq!(fed, 7);
+            assert_eq!(dec.next_frame().unwrap().unwrap().body, b"0123456789");
+            assert!(dec.next_frame().unwrap().is_none());
+            assert_eq!(dec.feed(&f[7..n]), n - 7);
+            assert_eq!(dec.next_frame().unwrap().unwrap().body, b"0123456789");
+        }
+    }
+}
