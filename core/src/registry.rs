@@ -494,7 +494,7 @@ mod tests {
         assert_eq!(reg.register_raw("a:g", None, Rules::NONE), Err(RegistryError::Full));
         assert_eq!(reg.by_id(16).unwrap().name, "peng3dnet:internal.closeconn");
         assert_eq!(reg.by_name("a:c").unwrap().id, 66);
-        assert!(reg.by_id(68).is_none());
+        assert!(reg.by_id(69).is_none());
     }
 
     fn synced(server: &Registry<12>, client: &mut Registry<12>, policy: SyncPolicy) -> Result<(), SyncError> {
