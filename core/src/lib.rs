@@ -5,6 +5,8 @@
 extern crate std;
 
 pub mod codec;
+pub mod connection;
+pub mod messages;
 pub mod registry;
 pub mod rules;
 pub mod time;

@@ -322,7 +322,7 @@ impl<const N: usize> Registry<N> {
     /// A seed that decodes a peer's `name -> id` map and compares it with this
     /// registry, without storing the peer's names.
     pub fn sync_seed(&self) -> SyncSeed<'_, N> {
-        SyncSeed(self)
+        SyncSeed::new(self)
     }
 
     /// Adopts the server's ids found by [`sync_seed`](Self::sync_seed) under
@@ -422,6 +422,13 @@ impl<const N: usize> Serialize for RegistryMap<'_, N> {
 /// Decodes a `name -> id` map against a registry; see
 /// [`Registry::sync_seed`].
 pub struct SyncSeed<'a, const N: usize>(&'a Registry<N>);
+
+impl<'a, const N: usize> SyncSeed<'a, N> {
+    /// A seed comparing against `registry`.
+    pub fn new(registry: &'a Registry<N>) -> Self {
+        SyncSeed(registry)
+    }
+}
 
 impl<'de, const N: usize> DeserializeSeed<'de> for SyncSeed<'_, N> {
     type Value = SyncReport<N>;

@@ -278,6 +278,26 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
     /// The next whole frame, `Ok(None)` if more bytes are needed, or the error
     /// that makes the stream unusable (returned again on every later call).
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
+        Ok(self
+            .next_frame_range()?
+            .map(|(packet_id, flags, body)| Frame {
+                packet_id,
+                flags,
+                body: &self.buf.as_ref()[body],
+            }))
+    }
+
+    /// The bytes of a range returned by [`next_frame_range`](Self::next_frame_range),
+    /// valid until the next `&mut` call.
+    pub(crate) fn stored(&self, range: core::ops::Range<usize>) -> &[u8] {
+        &self.buf.as_ref()[range]
+    }
+
+    /// Like [`next_frame`](Self::next_frame), with the body as a range of the
+    /// buffer, so the caller can borrow it later.
+    pub(crate) fn next_frame_range(
+        &mut self,
+    ) -> Result<Option<(u32, Flags, core::ops::Range<usize>)>, FrameError> {
         if let Some(e) = self.failed {
             return Err(e);
         }
@@ -318,11 +338,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
         let body_start = self.start + FRAME_OVERHEAD;
         let body_end = self.start + total;
         self.start = body_end;
-        Ok(Some(Frame {
-            packet_id,
-            flags,
-            body: &self.buf.as_ref()[body_start..body_end],
-        }))
+        Ok(Some((packet_id, flags, body_start..body_end)))
     }
 }
 

@@ -19,7 +19,8 @@ Subcommands (every socket is on 127.0.0.1, every wait is bounded):
          one JSON line; then closes with reason `userrequest`; exits 0.
          With --expect-close-reason R it does not close by itself: it sends
          the messages without waiting for answers and exits 0 only if the
-         connection is closed with reason R (sent by either side).
+         connection is closed with reason R (sent by either side, or reported
+         locally; R=None matches a nil reason).
   ping   --port P [--data JSON]
          peng3dnet.ext.ping.pingServer(); prints its result as one JSON line.
 
@@ -277,7 +278,10 @@ def cmd_client(args):
         die("connection closed during the handshake (reasons %r)" % (client.reasons,))
 
     if expect is not None:
-        while time.monotonic() < deadline and expect not in client.reasons:
+        def seen():
+            return expect in [str(r) for r in client.reasons]
+
+        while time.monotonic() < deadline and not seen():
             try:
                 name, ans = client.answers.get(timeout=0.01)
                 out(dump_json(ans))
@@ -286,7 +290,7 @@ def cmd_client(args):
         # print any answer that is still queued
         while not client.answers.empty():
             out(dump_json(client.answers.get_nowait()[1]))
-        if expect in client.reasons:
+        if seen():
             finish(0)
         die("expected close reason %r, saw %r" % (expect, client.reasons))
 
