@@ -32,23 +32,24 @@
 //! let mut client_reg = Registry::<8>::new();
 //! let now = Instant::ZERO;
 //! let mut server =
-//!     Connection::server(&config, &server_reg, Postcard, [0u8; 256], [0u8; 256], now).unwrap();
+//!     Connection::server(&config, &server_reg, Postcard, [0u8; 512], [0u8; 512], now).unwrap();
 //! let mut client = Connection::client(
-//!     &config, &mut client_reg, Postcard, [0u8; 256], [0u8; 256], "classic", now,
+//!     &config, &mut client_reg, Postcard, [0u8; 512], [0u8; 512], "classic", now,
 //! )
 //! .unwrap();
 //!
 //! // Shuttle bytes both ways until both sides are connected.
 //! let mut connected = 0;
 //! for _ in 0..4 {
-//!     for (from, to) in [(&mut server, &mut client), (&mut client, &mut server)] {
-//!         let n = to.handle_input(from.poll_transmit());
-//!         from.transmitted(n);
-//!         while let Some(event) = to.poll(now) {
-//!             if let Event::Connected = event {
-//!                 connected += 1;
-//!             }
-//!         }
+//!     let n = client.handle_input(server.poll_transmit());
+//!     server.transmitted(n);
+//!     while let Some(event) = client.poll(now) {
+//!         connected += matches!(event, Event::Connected) as u32;
+//!     }
+//!     let n = server.handle_input(client.poll_transmit());
+//!     client.transmitted(n);
+//!     while let Some(event) = server.poll(now) {
+//!         connected += matches!(event, Event::Connected) as u32;
 //!     }
 //! }
 //! assert_eq!(connected, 2);

@@ -9,6 +9,7 @@ pub mod connection;
 pub mod messages;
 pub mod registry;
 pub mod rules;
+pub mod table;
 pub mod time;
 pub mod types;
 pub mod wire;
