@@ -1,6 +1,85 @@
+//! # peng3dnet-core
+//!
+//! The protocol core of [peng3dnet](https://pypi.org/project/peng3dnet/) in Rust:
+//! length-prefixed frames, a packet registry, SmartPacket rules, the
+//! connection state machine (classic handshake with registry sync, the `ping`
+//! connection type, custom connection types, close with reasons) and the
+//! server's client table. It is `#![no_std]`, never allocates, has no `unsafe`
+//! and does no I/O: an adapter moves bytes and time in and events and bytes
+//! out. `peng3dnet-std` (TCP, TLS) and `peng3dnet-embassy` (microcontrollers)
+//! are such adapters; any other transport can be one.
+//!
+//! ```
+//! use peng3dnet_core::codec::Postcard;
+//! use peng3dnet_core::connection::{Config, Connection, Event};
+//! use peng3dnet_core::registry::{Packet, Registry};
+//! use peng3dnet_core::rules::Rules;
+//! use peng3dnet_core::time::Instant;
+//! use peng3dnet_core::Side;
+//!
+//! /// A chat line, received by the server only, once the handshake is done.
+//! struct Say;
+//! impl Packet for Say {
+//!     const NAME: &'static str = "chat:say";
+//!     const RULES: Rules = Rules::SMART.side(Side::Server);
+//!     type Message<'a> = &'a str;
+//! }
+//!
+//! let config = Config::new();
+//! let mut server_reg = Registry::<8>::new();
+//! server_reg.register::<Say>().unwrap();
+//! let mut client_reg = server_reg.clone();
+//! let now = Instant::ZERO;
+//! let mut server =
+//!     Connection::server(&config, &server_reg, Postcard, [0u8; 512], [0u8; 512], now).unwrap();
+//! let mut client =
+//!     Connection::client(&config, &mut client_reg, Postcard, [0u8; 512], [0u8; 512], "classic", now)
+//!         .unwrap();
+//!
+//! // A "transport" that copies every queued byte across, then lets each side
+//! // handle its events. Real adapters do the same with sockets.
+//! let mut heard = None;
+//! for round in 0..4 {
+//!     let n = client.handle_input(server.poll_transmit());
+//!     server.transmitted(n);
+//!     while let Some(event) = client.poll(now) {
+//!         if let Event::Connected = event {
+//!             client.send::<Say>(&"hello, server").unwrap();
+//!         }
+//!     }
+//!     let n = server.handle_input(client.poll_transmit());
+//!     client.transmitted(n);
+//!     while let Some(event) = server.poll(now) {
+//!         if let Event::Packet(p) = event {
+//!             heard = Some((round, p.decode::<Say>().unwrap().len()));
+//!         }
+//!     }
+//! }
+//! assert_eq!(heard, Some((1, 13)));
+//! // The rules hold on send too: the server may not send what only it receives.
+//! assert!(server.send::<Say>(&"no").is_err());
+//! ```
+//!
+//! ## Modules
+//! - [`wire`]: frames, the incremental decoder.
+//! - [`codec`]: the codec trait and [`codec::Postcard`].
+//! - [`registry`]: packet names, ids and rules; typed packets ([`registry::Packet`]).
+//! - [`rules`]: SmartPacket rules.
+//! - [`connection`]: the state machine of one connection, and its calling order.
+//! - [`table`]: the server's client table and broadcast.
+//! - [`messages`]: the protocol's own messages.
+//! - [`time`]: the core's `Instant` and `Duration`.
+//!
+//! The protocol is specified in `docs/PROTOCOL.md` of the repository; the
+//! close reasons this crate adds to the reference's are listed on
+//! [`CloseReason`].
+//!
+//! ## Features
+//! - `defmt`: `defmt::Format` for the public types.
 #![no_std]
 #![forbid(unsafe_code)]
-//! peng3dnet core
+#![warn(missing_docs)]
+
 #[cfg(test)]
 extern crate std;
 
@@ -13,4 +92,9 @@ pub mod table;
 pub mod time;
 pub mod types;
 pub mod wire;
-pub use types::*;
+
+pub use connection::{Config, Connection, Event};
+pub use types::{
+    CloseReason, Initiator, Mode, SecurityLevel, Side, State, CONNTYPE_CLASSIC, CONNTYPE_NOTSET,
+    CONNTYPE_PING,
+};
