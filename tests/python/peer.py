@@ -63,7 +63,7 @@ HOST = "127.0.0.1"
 # bind() warns whenever SSL is off; that is the normal case here.
 warnings.filterwarnings("ignore", message="Potential security weakness")
 
-_out_lock = threading.Lock()
+_out_lock = threading.RLock()  # re-entrant: finish() may run in a signal handler
 
 
 def out(line):

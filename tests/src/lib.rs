@@ -1,1 +1,270 @@
-//! Shared helpers of the cross-crate tests.
+//! Shared helpers of the cross-crate tests: packet types, a registry, owned
+//! event records and byte pumps between two core connections.
+
+use peng3dnet_core::codec::Postcard;
+use peng3dnet_core::connection::{Config, Connection, Event};
+use peng3dnet_core::registry::{Packet, Registry};
+use peng3dnet_core::rules::{InvalidAction, Rules};
+use peng3dnet_core::time::Instant;
+use peng3dnet_core::wire::FrameDecoder;
+use peng3dnet_core::{CloseReason, Initiator, Mode, SecurityLevel, Side, State};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// Registry capacity used by the tests.
+pub const CAP: usize = 16;
+/// Buffer size used by the tests.
+pub const BUF: usize = 4096;
+
+/// The connection type of the tests.
+pub type Conn<'a> = Connection<'a, Postcard, [u8; BUF], [u8; BUF], CAP>;
+
+/// A sequence-numbered message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Numbered<'a> {
+    /// Sequence number.
+    pub seq: u32,
+    /// Text.
+    pub text: &'a str,
+}
+
+/// A smart packet both sides may send and receive.
+pub struct Chat;
+impl Packet for Chat {
+    const NAME: &'static str = "test:chat";
+    const RULES: Rules = Rules::SMART;
+    type Message<'a> = Numbered<'a>;
+}
+
+/// Received only by the server; breaking it closes the connection.
+pub struct ToServer;
+impl Packet for ToServer {
+    const NAME: &'static str = "test:toserver";
+    const RULES: Rules = Rules::SMART
+        .side(Side::Server)
+        .on_invalid(InvalidAction::Close);
+    type Message<'a> = u32;
+}
+
+/// Received only by the client; breaking it is ignored.
+pub struct ToClient;
+impl Packet for ToClient {
+    const NAME: &'static str = "test:toclient";
+    const RULES: Rules = Rules::SMART.side(Side::Client);
+    type Message<'a> = u32;
+}
+
+/// Needs an encrypted transport to be sent.
+pub struct Secret;
+impl Packet for Secret {
+    const NAME: &'static str = "test:secret";
+    const RULES: Rules = Rules::SMART.min_security(SecurityLevel::Encrypted);
+    type Message<'a> = &'a str;
+}
+
+/// Needs mode PLAY.
+pub struct Move;
+impl Packet for Move {
+    const NAME: &'static str = "test:move";
+    const RULES: Rules = Rules::SMART.mode(Mode::PLAY);
+    type Message<'a> = (i32, i32);
+}
+
+/// A plain packet: no rules, any state.
+pub struct Plain;
+impl Packet for Plain {
+    const NAME: &'static str = "test:plain";
+    type Message<'a> = &'a [u8];
+}
+
+/// Needs state LOGGEDIN.
+pub struct AfterLogin;
+impl Packet for AfterLogin {
+    const NAME: &'static str = "test:afterlogin";
+    const RULES: Rules = Rules::SMART.state(State::LoggedIn);
+    type Message<'a> = ();
+}
+
+/// Only on connections of the custom type `custom`.
+pub struct CustomOnly;
+impl Packet for CustomOnly {
+    const NAME: &'static str = "test:customonly";
+    const RULES: Rules = Rules::SMART.conntype("custom");
+    type Message<'a> = u8;
+}
+
+/// The registry both test peers use.
+pub fn registry() -> Registry<CAP> {
+    let mut reg = Registry::new();
+    reg.register::<Chat>().unwrap();
+    reg.register::<ToServer>().unwrap();
+    reg.register::<ToClient>().unwrap();
+    reg.register::<Secret>().unwrap();
+    reg.register::<Move>().unwrap();
+    reg.register::<Plain>().unwrap();
+    reg.register::<AfterLogin>().unwrap();
+    reg.register::<CustomOnly>().unwrap();
+    reg
+}
+
+/// A config with a fixed version string, so frames are byte-for-byte stable.
+pub fn config() -> Config<'static> {
+    Config {
+        version: "t1",
+        ..Config::new()
+    }
+}
+
+/// An event, owned, for transcripts and assertions.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rec {
+    /// [`Event::Connected`].
+    Connected,
+    /// [`Event::Packet`] with its name and body.
+    Packet(u32, Option<&'static str>, Vec<u8>),
+    /// [`Event::ConnTypePacket`].
+    ConnTypePacket(u32, Vec<u8>),
+    /// [`Event::Pong`].
+    Pong,
+    /// [`Event::PingAnswered`].
+    PingAnswered,
+    /// [`Event::Ignored`].
+    Ignored(u32),
+    /// [`Event::Closed`].
+    Closed(CloseReason, Initiator),
+}
+
+impl std::fmt::Display for Rec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rec::Connected => f.write_str("Connected"),
+            Rec::Packet(id, name, body) => write!(f, "Packet {id} {name:?} {body:?}"),
+            Rec::ConnTypePacket(id, body) => write!(f, "ConnTypePacket {id} {body:?}"),
+            Rec::Pong => f.write_str("Pong"),
+            Rec::PingAnswered => f.write_str("PingAnswered"),
+            Rec::Ignored(id) => write!(f, "Ignored {id}"),
+            Rec::Closed(r, i) => write!(f, "Closed {r} {i:?}"),
+        }
+    }
+}
+
+/// Turns an event into a record.
+pub fn record<C>(event: Event<'_, C>) -> Rec {
+    match event {
+        Event::Connected => Rec::Connected,
+        Event::Packet(p) => Rec::Packet(p.packet_id, p.name, p.body.to_vec()),
+        Event::ConnTypePacket(p) => Rec::ConnTypePacket(p.packet_id, p.body.to_vec()),
+        Event::Pong { .. } => Rec::Pong,
+        Event::PingAnswered => Rec::PingAnswered,
+        Event::Ignored { packet_id, .. } => Rec::Ignored(packet_id),
+        Event::Closed { reason, initiator } => Rec::Closed(reason, initiator),
+    }
+}
+
+/// Every pending event of `conn`, as records (bounded: at most 100,000).
+pub fn drain(conn: &mut Conn<'_>, now: Instant) -> Vec<Rec> {
+    let mut out = Vec::new();
+    for _ in 0..100_000 {
+        match conn.poll(now) {
+            Some(e) => out.push(record(e)),
+            None => return out,
+        }
+    }
+    panic!("poll did not run dry after 100,000 events");
+}
+
+/// Feeds `bytes` into `conn` in pieces ending at `cuts` (ascending offsets),
+/// draining events after each piece.
+pub fn deliver(conn: &mut Conn<'_>, bytes: &[u8], cuts: &[usize], now: Instant) -> Vec<Rec> {
+    let mut events = Vec::new();
+    let mut pos = 0;
+    for &end in cuts.iter().chain(std::iter::once(&bytes.len())) {
+        let end = end.clamp(pos, bytes.len());
+        while pos < end {
+            let n = conn.handle_input(&bytes[pos..end]);
+            pos += n;
+            events.extend(drain(conn, now));
+            assert!(n > 0 || conn.is_closed(), "no progress");
+            if n == 0 {
+                return events;
+            }
+        }
+    }
+    events.extend(drain(conn, now));
+    events
+}
+
+/// The frames in a byte stream as `(packet id, flags, body)`.
+pub fn frames_of(bytes: &[u8]) -> Vec<(u32, u16, Vec<u8>)> {
+    let mut dec = FrameDecoder::new(vec![0u8; bytes.len().max(16)]);
+    assert_eq!(dec.feed(bytes), bytes.len());
+    let mut out = Vec::new();
+    while let Some(f) = dec.next_frame().expect("valid frames") {
+        out.push((f.packet_id, f.flags.0, f.body.to_vec()));
+    }
+    assert_eq!(dec.buffered(), 0, "a partial frame at the end");
+    out
+}
+
+/// Names for ids in transcripts: the protocol's packets by name, others
+/// (whose meaning depends on the connection type) by number.
+pub fn name_of(id: u32, reg: &Registry<CAP>) -> String {
+    match reg.by_id(id) {
+        Some(e) if id < 64 => e.name.to_string(),
+        _ => format!("#{id}"),
+    }
+}
+
+/// Takes what `from` queued, as bytes, and marks it transmitted.
+pub fn take_tx(from: &mut Conn<'_>) -> Vec<u8> {
+    let bytes = from.poll_transmit().to_vec();
+    from.transmitted(bytes.len());
+    bytes
+}
+
+/// Runs the exchange between a server and a client until neither has
+/// anything to send (at most 64 rounds), delivering each transfer in pieces
+/// chosen by `cuts(len)`. Returns the transcript: frames sent, events, state
+/// changes.
+pub fn transcript<'a>(
+    server: &mut Conn<'a>,
+    client: &mut Conn<'a>,
+    now: Instant,
+    cuts: &dyn Fn(usize) -> Vec<usize>,
+) -> Vec<String> {
+    let names = registry();
+    let mut lines = Vec::new();
+    let mut states = [server.state(), client.state()];
+    for _ in 0..64 {
+        let mut moved = false;
+        for dir in 0..2 {
+            let (from, to, tag, to_tag) = if dir == 0 {
+                (&mut *server, &mut *client, "S>C", "C")
+            } else {
+                (&mut *client, &mut *server, "C>S", "S")
+            };
+            let bytes = take_tx(from);
+            if bytes.is_empty() {
+                continue;
+            }
+            moved = true;
+            for (id, _, _) in frames_of(&bytes) {
+                lines.push(format!("{tag} {}", name_of(id, &names)));
+            }
+            for rec in deliver(to, &bytes, &cuts(bytes.len()), now) {
+                lines.push(format!("{to_tag}: {rec}"));
+            }
+            let idx = if dir == 0 { 1 } else { 0 };
+            if to.state() != states[idx] {
+                states[idx] = to.state();
+                let mut line = String::new();
+                let _ = write!(line, "{to_tag}: state {}", to.state());
+                lines.push(line);
+            }
+        }
+        if !moved {
+            return lines;
+        }
+    }
+    panic!("exchange did not settle in 64 rounds");
+}
