@@ -65,7 +65,8 @@ pub trait Codec {
 
     /// Encodes `value` into the start of `out` and returns the length written.
     /// On error the contents of `out` are unspecified.
-    fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut [u8]) -> Result<usize, CodecError>;
+    fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut [u8])
+        -> Result<usize, CodecError>;
 
     /// The length [`encode`](Self::encode) would write for `value`.
     fn encoded_len<T: Serialize + ?Sized>(&self, value: &T) -> Result<usize, CodecError>;
@@ -112,7 +113,11 @@ impl Codec for Postcard {
         false
     }
 
-    fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut [u8]) -> Result<usize, CodecError> {
+    fn encode<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        out: &mut [u8],
+    ) -> Result<usize, CodecError> {
         postcard::to_slice(value, out)
             .map(|written| written.len())
             .map_err(postcard_error)
@@ -151,13 +156,22 @@ mod tests {
     #[test]
     fn postcard_round_trip_and_errors() {
         let mut buf = [0u8; 16];
-        let msg = Msg { text: "hey", n: 300 };
+        let msg = Msg {
+            text: "hey",
+            n: 300,
+        };
         let n = Postcard.encode(&msg, &mut buf).unwrap();
         assert_eq!(Postcard.encoded_len(&msg), Ok(n));
         assert_eq!(Postcard.decode::<Msg>(&buf[..n]), Ok(msg));
-        assert_eq!(Postcard.decode::<Msg>(&buf[..n - 1]), Err(CodecError::Malformed));
+        assert_eq!(
+            Postcard.decode::<Msg>(&buf[..n - 1]),
+            Err(CodecError::Malformed)
+        );
         buf[n] = 7;
-        assert_eq!(Postcard.decode::<Msg>(&buf[..n + 1]), Err(CodecError::TrailingBytes));
+        assert_eq!(
+            Postcard.decode::<Msg>(&buf[..n + 1]),
+            Err(CodecError::TrailingBytes)
+        );
         let mut small = [0u8; 3];
         assert_eq!(
             Postcard.encode(&msg, &mut small),

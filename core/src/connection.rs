@@ -217,7 +217,9 @@ pub struct CustomConnType<'a> {
 
 impl fmt::Debug for CustomConnType<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CustomConnType").field("name", &self.name).finish()
+        f.debug_struct("CustomConnType")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -271,7 +273,9 @@ impl fmt::Display for NewConnectionError {
                 write!(f, "transmit buffer must hold at least {required} bytes")
             }
             NewConnectionError::UnknownConnType => f.write_str("unknown connection type"),
-            NewConnectionError::HelloTooLarge => f.write_str("hello does not fit the transmit buffer"),
+            NewConnectionError::HelloTooLarge => {
+                f.write_str("hello does not fit the transmit buffer")
+            }
         }
     }
 }
@@ -321,7 +325,10 @@ impl fmt::Display for SendError {
                 write!(f, "transmit buffer full ({required} bytes needed)")
             }
             SendError::TooLarge { required, capacity } => {
-                write!(f, "frame of {required} bytes exceeds the transmit capacity of {capacity}")
+                write!(
+                    f,
+                    "frame of {required} bytes exceeds the transmit capacity of {capacity}"
+                )
             }
             SendError::Encode(e) => write!(f, "encoding failed: {e}"),
         }
@@ -840,7 +847,10 @@ impl<'a, C: Codec, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Inner<'a, C, T,
                         return self.close(CloseReason::PacketRegMismatch);
                     }
                 }
-                self.queue_internal(internal::HANDSHAKE_ACCEPT, &HandshakeAccept { success: true });
+                self.queue_internal(
+                    internal::HANDSHAKE_ACCEPT,
+                    &HandshakeAccept { success: true },
+                );
                 if !self.is_closed() {
                     self.state = State::Active;
                     self.connected();
@@ -919,7 +929,9 @@ impl<'a, C: Codec, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Inner<'a, C, T,
         }
         let allowed = match self.kind {
             Kind::Ping => false,
-            Kind::Custom(_) => self.hooks().is_none_or(|h| h.allow_send(self.side, entry.id)),
+            Kind::Custom(_) => self
+                .hooks()
+                .is_none_or(|h| h.allow_send(self.side, entry.id)),
             Kind::NotSet | Kind::Classic => true,
         };
         if allowed {
@@ -1146,7 +1158,8 @@ where
     /// with `socketclose` unless it is closed already.
     pub fn handle_transport_closed(&mut self) {
         if !self.inner.is_closed() {
-            self.inner.finish(CloseReason::SocketClose, Initiator::Transport);
+            self.inner
+                .finish(CloseReason::SocketClose, Initiator::Transport);
         }
         self.inner.tx.clear();
     }
@@ -1175,7 +1188,11 @@ where
     }
 
     /// Sends any serde value as the registered packet `name`.
-    pub fn send_by_name<M: Serialize + ?Sized>(&mut self, name: &str, msg: &M) -> Result<(), SendError> {
+    pub fn send_by_name<M: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        msg: &M,
+    ) -> Result<(), SendError> {
         let entry = *self
             .inner
             .registry
@@ -1186,7 +1203,11 @@ where
     }
 
     /// Sends any serde value as the registered packet with this id.
-    pub fn send_by_id<M: Serialize + ?Sized>(&mut self, packet_id: u32, msg: &M) -> Result<(), SendError> {
+    pub fn send_by_id<M: Serialize + ?Sized>(
+        &mut self,
+        packet_id: u32,
+        msg: &M,
+    ) -> Result<(), SendError> {
         let entry = *self
             .inner
             .registry
@@ -1210,7 +1231,9 @@ where
             entry.id,
             CLOSE_RESERVE,
             |out| {
-                let dst = out.get_mut(..body.len()).ok_or(CodecError::BufferTooSmall)?;
+                let dst = out
+                    .get_mut(..body.len())
+                    .ok_or(CodecError::BufferTooSmall)?;
                 dst.copy_from_slice(body);
                 Ok(body.len())
             },
@@ -1218,7 +1241,11 @@ where
         )
     }
 
-    fn send_entry<M: Serialize + ?Sized>(&mut self, entry: &Entry, msg: &M) -> Result<(), SendError> {
+    fn send_entry<M: Serialize + ?Sized>(
+        &mut self,
+        entry: &Entry,
+        msg: &M,
+    ) -> Result<(), SendError> {
         self.inner.admit(entry)?;
         let codec = &self.inner.codec;
         self.inner.tx.push_frame(

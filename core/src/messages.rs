@@ -189,7 +189,8 @@ mod tests {
     #[test]
     fn handshake_round_trip_through_the_seed() {
         let mut reg = Registry::<8>::new();
-        reg.register_raw("t:x", None, crate::rules::Rules::NONE).unwrap();
+        reg.register_raw("t:x", None, crate::rules::Rules::NONE)
+            .unwrap();
         let out = HandshakeOut {
             version: "1.0",
             protoversion: PROTOVERSION,
@@ -197,7 +198,9 @@ mod tests {
         };
         let mut buf = [0u8; 256];
         let n = Postcard.encode(&out, &mut buf).unwrap();
-        let hs = Postcard.decode_seed(HandshakeSeed(&reg), &buf[..n]).unwrap();
+        let hs = Postcard
+            .decode_seed(HandshakeSeed(&reg), &buf[..n])
+            .unwrap();
         assert_eq!((hs.version, hs.protoversion), ("1.0", 2));
         assert!(hs.sync.same_names());
         assert_eq!(hs.sync.matched, 6);

@@ -165,7 +165,11 @@ const INTERNAL: [(&str, u32, Rules); 5] = [
             .side(Side::Server)
             .on_invalid(InvalidAction::Close),
     ),
-    ("peng3dnet:internal.closeconn", internal::CLOSECONN, Rules::NONE),
+    (
+        "peng3dnet:internal.closeconn",
+        internal::CLOSECONN,
+        Rules::NONE,
+    ),
 ];
 
 /// The number of internal packets, the smallest useful `N`.
@@ -290,7 +294,8 @@ impl<const N: usize> Registry<N> {
 
     /// The entry with this name.
     pub fn by_name(&self, name: &str) -> Option<&Entry> {
-        self.find_name(name, name_hash(name)).map(|i| &self.entries[i])
+        self.find_name(name, name_hash(name))
+            .map(|i| &self.entries[i])
     }
 
     /// The id of the typed packet `P`, if registered.
@@ -327,7 +332,11 @@ impl<const N: usize> Registry<N> {
 
     /// Adopts the server's ids found by [`sync_seed`](Self::sync_seed) under
     /// `policy`. On error the registry is left unchanged.
-    pub fn apply_sync(&mut self, sync: &SyncReport<N>, policy: SyncPolicy) -> Result<(), SyncError> {
+    pub fn apply_sync(
+        &mut self,
+        sync: &SyncReport<N>,
+        policy: SyncPolicy,
+    ) -> Result<(), SyncError> {
         if sync.duplicate_names {
             return Err(SyncError::Malformed);
         }
@@ -495,16 +504,26 @@ mod tests {
             reg.register_raw("peng3dnet:x", None, Rules::NONE),
             Err(RegistryError::ReservedName)
         );
-        assert_eq!(reg.register_raw("", None, Rules::NONE), Err(RegistryError::EmptyName));
+        assert_eq!(
+            reg.register_raw("", None, Rules::NONE),
+            Err(RegistryError::EmptyName)
+        );
         assert_eq!(reg.register_raw("a:e", None, Rules::NONE), Ok(67));
         assert_eq!(reg.register_raw("a:f", None, Rules::NONE), Ok(68));
-        assert_eq!(reg.register_raw("a:g", None, Rules::NONE), Err(RegistryError::Full));
+        assert_eq!(
+            reg.register_raw("a:g", None, Rules::NONE),
+            Err(RegistryError::Full)
+        );
         assert_eq!(reg.by_id(16).unwrap().name, "peng3dnet:internal.closeconn");
         assert_eq!(reg.by_name("a:c").unwrap().id, 66);
         assert!(reg.by_id(69).is_none());
     }
 
-    fn synced(server: &Registry<12>, client: &mut Registry<12>, policy: SyncPolicy) -> Result<(), SyncError> {
+    fn synced(
+        server: &Registry<12>,
+        client: &mut Registry<12>,
+        policy: SyncPolicy,
+    ) -> Result<(), SyncError> {
         let mut buf = [0u8; 512];
         let n = Postcard.encode(&server.as_map(), &mut buf).unwrap();
         let report = Postcard.decode_seed(client.sync_seed(), &buf[..n]).unwrap();
@@ -519,7 +538,10 @@ mod tests {
         let mut client = Registry::<12>::new();
         client.register_raw("x:two", None, Rules::NONE).unwrap();
         client.register_raw("x:one", None, Rules::NONE).unwrap();
-        assert_eq!(synced(&server, &mut client, SyncPolicy::CloseConnection), Ok(()));
+        assert_eq!(
+            synced(&server, &mut client, SyncPolicy::CloseConnection),
+            Ok(())
+        );
         assert_eq!(client.by_name("x:one").unwrap().id, 64);
         assert_eq!(client.by_id(65).unwrap().name, "x:two");
     }
@@ -528,17 +550,29 @@ mod tests {
     fn sync_policies() {
         let mut server = Registry::<12>::new();
         server.register_raw("x:one", None, Rules::NONE).unwrap();
-        server.register_raw("x:extra", Some(90), Rules::NONE).unwrap();
+        server
+            .register_raw("x:extra", Some(90), Rules::NONE)
+            .unwrap();
         let mut client = Registry::<12>::new();
-        client.register_raw("x:mine", Some(64), Rules::NONE).unwrap();
+        client
+            .register_raw("x:mine", Some(64), Rules::NONE)
+            .unwrap();
         client.register_raw("x:one", None, Rules::NONE).unwrap();
         let before = client.clone();
-        assert_eq!(synced(&server, &mut client, SyncPolicy::CloseConnection), Err(SyncError::Mismatch));
+        assert_eq!(
+            synced(&server, &mut client, SyncPolicy::CloseConnection),
+            Err(SyncError::Mismatch)
+        );
         assert_eq!(client.entries(), before.entries());
         // x:one would take 64, which x:mine holds: refused, unchanged.
-        assert_eq!(synced(&server, &mut client, SyncPolicy::Ignore), Err(SyncError::DuplicateId));
+        assert_eq!(
+            synced(&server, &mut client, SyncPolicy::Ignore),
+            Err(SyncError::DuplicateId)
+        );
         let mut client = Registry::<12>::new();
-        client.register_raw("x:mine", Some(100), Rules::NONE).unwrap();
+        client
+            .register_raw("x:mine", Some(100), Rules::NONE)
+            .unwrap();
         client.register_raw("x:one", None, Rules::NONE).unwrap();
         assert_eq!(synced(&server, &mut client, SyncPolicy::Ignore), Ok(()));
         assert_eq!(client.by_name("x:one").unwrap().id, 64);

@@ -227,11 +227,18 @@ impl fmt::Display for Violation {
             }
             Violation::Side { receiver } => write!(f, "may only be received by the {receiver}"),
             Violation::Mode { required, actual } => {
-                write!(f, "requires mode {}, connection is in {}", required.0, actual.0)
+                write!(
+                    f,
+                    "requires mode {}, connection is in {}",
+                    required.0, actual.0
+                )
             }
             Violation::ConnType => f.write_str("requires another connection type"),
             Violation::Security { required, actual } => {
-                write!(f, "requires security {required:?}, connection has {actual:?}")
+                write!(
+                    f,
+                    "requires security {required:?}, connection has {actual:?}"
+                )
             }
         }
     }

@@ -229,7 +229,10 @@ where
             .registry()
             .id_of::<P>()
             .ok_or(SendError::NotRegistered)?;
-        let n = first.codec().encode(msg, scratch).map_err(SendError::Encode)?;
+        let n = first
+            .codec()
+            .encode(msg, scratch)
+            .map_err(SendError::Encode)?;
         Ok(self.broadcast_encoded(packet_id, &scratch[..n], except))
     }
 
@@ -274,10 +277,8 @@ pub fn encode_refusal<C: Codec>(
         reason: reason.as_wire(),
     };
     let mut body = [0u8; 96];
-    let n = codec
-        .encode(&msg, &mut body)
-        .map_err(|_| BufferTooSmall {
-            required: FRAME_OVERHEAD + body.len(),
-        })?;
+    let n = codec.encode(&msg, &mut body).map_err(|_| BufferTooSmall {
+        required: FRAME_OVERHEAD + body.len(),
+    })?;
     encode_frame(out, internal::CLOSECONN, Flags::EMPTY, &body[..n])
 }

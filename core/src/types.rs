@@ -236,10 +236,7 @@ impl CloseReason {
         match self {
             CloseReason::Unspecified => None,
             CloseReason::Other(s) => Some(s.as_str()),
-            named => NAMED
-                .iter()
-                .find(|(r, _)| r == named)
-                .map(|(_, s)| *s),
+            named => NAMED.iter().find(|(r, _)| r == named).map(|(_, s)| *s),
         }
     }
 

@@ -172,7 +172,9 @@ impl fmt::Display for FrameError {
                 write!(f, "frame length {length} is shorter than the 6-byte header")
             }
             FrameError::UnknownFlags { flags } => write!(f, "unknown frame flags {flags:?}"),
-            FrameError::EncryptionUnsupported => f.write_str("AES-encrypted frames are not supported"),
+            FrameError::EncryptionUnsupported => {
+                f.write_str("AES-encrypted frames are not supported")
+            }
         }
     }
 }
@@ -399,7 +401,13 @@ mod tests {
     fn too_large_is_refused_before_the_body() {
         let mut dec = FrameDecoder::new([0u8; 16]);
         dec.feed(&[0, 0, 0, 13]);
-        assert_eq!(dec.next_frame(), Err(FrameError::TooLarge { length: 13, max: 12 }));
+        assert_eq!(
+            dec.next_frame(),
+            Err(FrameError::TooLarge {
+                length: 13,
+                max: 12
+            })
+        );
         // Sticky, and no more space is offered.
         assert!(dec.free_space().is_empty());
         assert!(dec.next_frame().is_err());
@@ -413,12 +421,18 @@ mod tests {
         for len in [0u8, 5] {
             let mut dec = FrameDecoder::new([0u8; 16]);
             dec.feed(&[0, 0, 0, len]);
-            assert_eq!(dec.next_frame(), Err(FrameError::TooShort { length: len as u32 }));
+            assert_eq!(
+                dec.next_frame(),
+                Err(FrameError::TooShort { length: len as u32 })
+            );
         }
         let (f, n) = frame(1, 4, b"");
         let mut dec = FrameDecoder::new([0u8; 16]);
         dec.feed(&f[..n]);
-        assert_eq!(dec.next_frame(), Err(FrameError::UnknownFlags { flags: Flags(4) }));
+        assert_eq!(
+            dec.next_frame(),
+            Err(FrameError::UnknownFlags { flags: Flags(4) })
+        );
         let (f, n) = frame(1, 2, b"");
         let mut dec = FrameDecoder::new([0u8; 16]);
         dec.feed(&f[..n]);

@@ -12,7 +12,9 @@ use peng3dnet_core::table::{encode_refusal, ClientTable};
 use peng3dnet_core::time::{Duration, Instant};
 use peng3dnet_core::wire::encode_frame;
 use peng3dnet_core::wire::Flags;
-use peng3dnet_core::{CloseReason, Config, Connection, Initiator, Mode, SecurityLevel, Side, State};
+use peng3dnet_core::{
+    CloseReason, Config, Connection, Initiator, Mode, SecurityLevel, Side, State,
+};
 use peng3dnet_tests::*;
 
 const T0: Instant = Instant::ZERO;
@@ -49,8 +51,10 @@ macro_rules! pair {
     ($cfg:expr, $sreg:ident, $creg:ident, $s:ident, $c:ident, $conntype:expr) => {
         let mut $s: Conn<'_> =
             Conn::server(&$cfg, &$sreg, Postcard, [0; BUF], [0; BUF], T0).unwrap();
-        let mut $c: Conn<'_> =
-            Conn::client(&$cfg, &mut $creg, Postcard, [0; BUF], [0; BUF], $conntype, T0).unwrap();
+        let mut $c: Conn<'_> = Conn::client(
+            &$cfg, &mut $creg, Postcard, [0; BUF], [0; BUF], $conntype, T0,
+        )
+        .unwrap();
     };
 }
 
@@ -72,8 +76,22 @@ fn typed_packets_travel_both_ways() {
     s.send::<Chat>(&Numbered { seq: 8, text: "ho" }).unwrap();
     let (se, ce) = exchange(&mut s, &mut c);
     let id = s.registry().id_of::<Chat>().unwrap();
-    assert_eq!(se, [Rec::Packet(id, Some("test:chat"), body(&Numbered { seq: 7, text: "hi" }))]);
-    assert_eq!(ce, [Rec::Packet(id, Some("test:chat"), body(&Numbered { seq: 8, text: "ho" }))]);
+    assert_eq!(
+        se,
+        [Rec::Packet(
+            id,
+            Some("test:chat"),
+            body(&Numbered { seq: 7, text: "hi" })
+        )]
+    );
+    assert_eq!(
+        ce,
+        [Rec::Packet(
+            id,
+            Some("test:chat"),
+            body(&Numbered { seq: 8, text: "ho" })
+        )]
+    );
     // decode checks the type.
     c.send::<Chat>(&Numbered { seq: 9, text: "x" }).unwrap();
     let bytes = take_tx(&mut c);
@@ -98,14 +116,22 @@ fn side_rule_both_directions() {
     // nothing reaches the wire; the connection goes on.
     assert_eq!(
         c.send::<ToClient>(&1),
-        Err(SendError::Rules(Violation::Side { receiver: Side::Client }))
+        Err(SendError::Rules(Violation::Side {
+            receiver: Side::Client
+        }))
     );
     assert!(c.poll_transmit().is_empty());
     assert!(c.is_connected());
     // The server sending ToServer breaks a close rule: refused and closed.
     assert!(matches!(s.send::<ToServer>(&1), Err(SendError::Rules(_))));
     let (_, ce) = exchange(&mut s, &mut c);
-    assert_eq!(ce, [Rec::Closed(CloseReason::SmartPacketInvalid, Initiator::Peer)]);
+    assert_eq!(
+        ce,
+        [Rec::Closed(
+            CloseReason::SmartPacketInvalid,
+            Initiator::Peer
+        )]
+    );
 }
 
 #[test]
@@ -120,10 +146,19 @@ fn side_rule_on_receive() {
     c.handle_input(&raw(to_server, 0, &body(&1u32)));
     assert_eq!(
         drain(&mut c, T0),
-        [Rec::Closed(CloseReason::SmartPacketInvalid, Initiator::Local)]
+        [Rec::Closed(
+            CloseReason::SmartPacketInvalid,
+            Initiator::Local
+        )]
     );
     let (se, _) = exchange(&mut s, &mut c);
-    assert_eq!(se, [Rec::Closed(CloseReason::SmartPacketInvalid, Initiator::Peer)]);
+    assert_eq!(
+        se,
+        [Rec::Closed(
+            CloseReason::SmartPacketInvalid,
+            Initiator::Peer
+        )]
+    );
 }
 
 #[test]
@@ -136,7 +171,10 @@ fn security_rule_is_checked_before_send() {
             actual: SecurityLevel::None
         }))
     );
-    assert!(c.poll_transmit().is_empty(), "a refused send never reaches the wire");
+    assert!(
+        c.poll_transmit().is_empty(),
+        "a refused send never reaches the wire"
+    );
     c.set_security_level(SecurityLevel::ServerAuth);
     c.send::<Secret>(&"pw").unwrap();
     // Not checked on receive: the server (level None) takes it.
@@ -147,11 +185,17 @@ fn security_rule_is_checked_before_send() {
 #[test]
 fn mode_rule_both_directions() {
     connected!(s, c);
-    assert!(matches!(c.send::<Move>(&(1, 2)), Err(SendError::Rules(Violation::Mode { .. }))));
+    assert!(matches!(
+        c.send::<Move>(&(1, 2)),
+        Err(SendError::Rules(Violation::Mode { .. }))
+    ));
     c.set_mode(Mode::PLAY);
     c.send::<Move>(&(1, 2)).unwrap();
     let (se, _) = exchange(&mut s, &mut c);
-    assert!(matches!(se[..], [Rec::Ignored(_)]), "server is not in PLAY: {se:?}");
+    assert!(
+        matches!(se[..], [Rec::Ignored(_)]),
+        "server is not in PLAY: {se:?}"
+    );
     s.set_mode(Mode::PLAY);
     c.send::<Move>(&(1, 2)).unwrap();
     let (se, _) = exchange(&mut s, &mut c);
@@ -161,7 +205,10 @@ fn mode_rule_both_directions() {
 #[test]
 fn state_rule_both_directions() {
     connected!(s, c);
-    assert!(matches!(c.send::<AfterLogin>(&()), Err(SendError::Rules(Violation::State { .. }))));
+    assert!(matches!(
+        c.send::<AfterLogin>(&()),
+        Err(SendError::Rules(Violation::State { .. }))
+    ));
     c.set_state(State::LoggedIn);
     assert_eq!(c.state(), State::LoggedIn);
     c.send::<AfterLogin>(&()).unwrap();
@@ -170,7 +217,10 @@ fn state_rule_both_directions() {
     s.set_state(State::LoggedIn);
     c.send::<AfterLogin>(&()).unwrap();
     let (se, _) = exchange(&mut s, &mut c);
-    assert!(matches!(se[..], [Rec::Packet(_, Some("test:afterlogin"), _)]));
+    assert!(matches!(
+        se[..],
+        [Rec::Packet(_, Some("test:afterlogin"), _)]
+    ));
     // Chat needs ACTIVE exactly.
     assert!(c.send::<Chat>(&Numbered { seq: 0, text: "" }).is_err());
 }
@@ -178,7 +228,10 @@ fn state_rule_both_directions() {
 #[test]
 fn conntype_rule_and_plain_packets() {
     connected!(s, c);
-    assert_eq!(c.send::<CustomOnly>(&1), Err(SendError::Rules(Violation::ConnType)));
+    assert_eq!(
+        c.send::<CustomOnly>(&1),
+        Err(SendError::Rules(Violation::ConnType))
+    );
     // Plain packets have no rules.
     c.set_state(State::LoggedIn);
     c.send::<Plain>(&&b"any"[..]).unwrap();
@@ -194,16 +247,25 @@ fn plain_packets_travel_before_the_handshake() {
     pair!(cfg, sreg, creg, s, c, "classic");
     c.send::<Plain>(&&b"early"[..]).unwrap();
     let (se, _) = exchange(&mut s, &mut c);
-    assert!(se.contains(&Rec::Packet(69, Some("test:plain"), body(&&b"early"[..]))), "{se:?}");
+    assert!(
+        se.contains(&Rec::Packet(69, Some("test:plain"), body(&&b"early"[..]))),
+        "{se:?}"
+    );
 }
 
 #[test]
 fn send_errors() {
     connected!(s, c);
-    assert_eq!(c.send_by_name("nope:nope", &1u8), Err(SendError::NotRegistered));
+    assert_eq!(
+        c.send_by_name("nope:nope", &1u8),
+        Err(SendError::NotRegistered)
+    );
     assert_eq!(c.send_by_id(999, &1u8), Err(SendError::NotRegistered));
     // The protocol's own packets cannot be sent by hand.
-    assert_eq!(c.send_by_id(16, &CloseConn { reason: None }), Err(SendError::NotRegistered));
+    assert_eq!(
+        c.send_by_id(16, &CloseConn { reason: None }),
+        Err(SendError::NotRegistered)
+    );
     let big = "x".repeat(BUF);
     assert!(matches!(
         c.send::<Chat>(&Numbered { seq: 0, text: &big }),
@@ -212,7 +274,10 @@ fn send_errors() {
     let mid = "y".repeat(BUF / 3);
     let mut sent = 0;
     let err = loop {
-        match c.send::<Chat>(&Numbered { seq: sent, text: &mid }) {
+        match c.send::<Chat>(&Numbered {
+            seq: sent,
+            text: &mid,
+        }) {
             Ok(()) => sent += 1,
             Err(e) => break e,
         }
@@ -224,11 +289,20 @@ fn send_errors() {
     assert_eq!(se.len(), 2);
     c.send::<Chat>(&Numbered { seq: 2, text: &mid }).unwrap();
     c.close(CloseReason::UserRequest);
-    assert_eq!(c.send::<Chat>(&Numbered { seq: 3, text: "" }), Err(SendError::Closed));
+    assert_eq!(
+        c.send::<Chat>(&Numbered { seq: 3, text: "" }),
+        Err(SendError::Closed)
+    );
     let (se, ce) = exchange(&mut s, &mut c);
     assert_eq!(se.len(), 2, "queued data drains before the close: {se:?}");
-    assert_eq!(se[1], Rec::Closed(CloseReason::UserRequest, Initiator::Peer));
-    assert_eq!(ce, [Rec::Closed(CloseReason::UserRequest, Initiator::Local)]);
+    assert_eq!(
+        se[1],
+        Rec::Closed(CloseReason::UserRequest, Initiator::Peer)
+    );
+    assert_eq!(
+        ce,
+        [Rec::Closed(CloseReason::UserRequest, Initiator::Local)]
+    );
 }
 
 #[test]
@@ -252,12 +326,25 @@ fn close_reasons_reach_the_peer() {
 #[test]
 fn socketclose_when_the_transport_ends() {
     connected!(s, c);
-    c.send::<Chat>(&Numbered { seq: 1, text: "lost" }).unwrap();
+    c.send::<Chat>(&Numbered {
+        seq: 1,
+        text: "lost",
+    })
+    .unwrap();
     c.handle_transport_closed();
-    assert_eq!(drain(&mut c, T0), [Rec::Closed(CloseReason::SocketClose, Initiator::Transport)]);
-    assert!(c.is_finished(), "nothing is left to write on a dead transport");
+    assert_eq!(
+        drain(&mut c, T0),
+        [Rec::Closed(CloseReason::SocketClose, Initiator::Transport)]
+    );
+    assert!(
+        c.is_finished(),
+        "nothing is left to write on a dead transport"
+    );
     s.handle_transport_closed();
-    assert_eq!(drain(&mut s, T0), [Rec::Closed(CloseReason::SocketClose, Initiator::Transport)]);
+    assert_eq!(
+        drain(&mut s, T0),
+        [Rec::Closed(CloseReason::SocketClose, Initiator::Transport)]
+    );
 }
 
 #[test]
@@ -275,8 +362,14 @@ fn handshake_timeout_on_both_sides() {
     assert!(!s.is_closed());
     s.handle_timeout(deadline);
     c.handle_timeout(deadline);
-    assert_eq!(drain(&mut s, deadline), [Rec::Closed(CloseReason::HandshakeTimeout, Initiator::Local)]);
-    assert_eq!(drain(&mut c, deadline), [Rec::Closed(CloseReason::HandshakeTimeout, Initiator::Local)]);
+    assert_eq!(
+        drain(&mut s, deadline),
+        [Rec::Closed(CloseReason::HandshakeTimeout, Initiator::Local)]
+    );
+    assert_eq!(
+        drain(&mut c, deadline),
+        [Rec::Closed(CloseReason::HandshakeTimeout, Initiator::Local)]
+    );
     // The server's hello was queued before the close; both go out in order.
     let frames = frames_of(&take_tx(&mut s));
     assert_eq!(frames.iter().map(|f| f.0).collect::<Vec<_>>(), [1, 16]);
@@ -285,7 +378,10 @@ fn handshake_timeout_on_both_sides() {
 #[test]
 fn frame_errors_close_with_their_reasons() {
     let cases: [(Vec<u8>, CloseReason); 6] = [
-        ((BUF as u32 - 3).to_be_bytes().to_vec(), CloseReason::FrameTooLarge),
+        (
+            (BUF as u32 - 3).to_be_bytes().to_vec(),
+            CloseReason::FrameTooLarge,
+        ),
         (u32::MAX.to_be_bytes().to_vec(), CloseReason::FrameTooLarge),
         (vec![0, 0, 0, 5], CloseReason::MalformedFrame),
         (raw(64, 0x8000, b""), CloseReason::UnknownFlags),
@@ -295,7 +391,10 @@ fn frame_errors_close_with_their_reasons() {
     for (bytes, reason) in cases {
         connected!(s, c);
         s.handle_input(&bytes);
-        assert_eq!(drain(&mut s, T0), [Rec::Closed(reason.clone(), Initiator::Local)]);
+        assert_eq!(
+            drain(&mut s, T0),
+            [Rec::Closed(reason.clone(), Initiator::Local)]
+        );
         let (_, ce) = exchange(&mut s, &mut c);
         assert_eq!(ce, [Rec::Closed(reason, Initiator::Peer)]);
     }
@@ -315,11 +414,17 @@ fn the_largest_frame_that_fits_is_taken() {
 fn closeconn_with_nil_or_garbage() {
     connected!(s, c);
     s.handle_input(&raw(16, 0, &[0]));
-    assert_eq!(drain(&mut s, T0), [Rec::Closed(CloseReason::Unspecified, Initiator::Peer)]);
+    assert_eq!(
+        drain(&mut s, T0),
+        [Rec::Closed(CloseReason::Unspecified, Initiator::Peer)]
+    );
     connected!(s2, c2);
     let _ = &mut c2;
     s2.handle_input(&raw(16, 0, &[1, 200, 200]));
-    assert_eq!(drain(&mut s2, T0), [Rec::Closed(CloseReason::Unspecified, Initiator::Peer)]);
+    assert_eq!(
+        drain(&mut s2, T0),
+        [Rec::Closed(CloseReason::Unspecified, Initiator::Peer)]
+    );
 }
 
 #[test]
@@ -331,15 +436,25 @@ fn registry_sync_policies() {
     let mut creg = registry();
     pair!(cfg, other, creg, s, c, "classic");
     let (se, ce) = exchange(&mut s, &mut c);
-    assert_eq!(ce, [Rec::Closed(CloseReason::PacketRegMismatch, Initiator::Local)]);
-    assert_eq!(se, [Rec::Closed(CloseReason::PacketRegMismatch, Initiator::Peer)]);
+    assert_eq!(
+        ce,
+        [Rec::Closed(
+            CloseReason::PacketRegMismatch,
+            Initiator::Local
+        )]
+    );
+    assert_eq!(
+        se,
+        [Rec::Closed(CloseReason::PacketRegMismatch, Initiator::Peer)]
+    );
     // ignore: connected, and the shared packet has the server's id.
     let cfg = Config {
         sync_policy: SyncPolicy::Ignore,
         ..config()
     };
     let mut sreg = Registry::<CAP>::new();
-    sreg.register_raw("test:other", None, peng3dnet_core::rules::Rules::NONE).unwrap();
+    sreg.register_raw("test:other", None, peng3dnet_core::rules::Rules::NONE)
+        .unwrap();
     sreg.register::<Chat>().unwrap();
     let mut creg = Registry::<CAP>::new();
     creg.register::<Chat>().unwrap();
@@ -347,7 +462,11 @@ fn registry_sync_policies() {
     let (se, ce) = exchange(&mut s, &mut c);
     assert_eq!((se, ce), (vec![Rec::Connected], vec![Rec::Connected]));
     assert_eq!(c.registry().id_of::<Chat>(), Some(65));
-    c.send::<Chat>(&Numbered { seq: 1, text: "synced" }).unwrap();
+    c.send::<Chat>(&Numbered {
+        seq: 1,
+        text: "synced",
+    })
+    .unwrap();
     let (se, _) = exchange(&mut s, &mut c);
     assert!(matches!(se[..], [Rec::Packet(65, Some("test:chat"), _)]));
 }
@@ -361,33 +480,81 @@ fn ping_closes() {
     pair!(cfg, sreg, creg, s, c, "classic");
     let _ = &mut c;
     take_tx(&mut s);
-    s.handle_input(&raw(2, 0, &body(&peng3dnet_core::messages::SetType { conntype: "ping" })));
+    s.handle_input(&raw(
+        2,
+        0,
+        &body(&peng3dnet_core::messages::SetType { conntype: "ping" }),
+    ));
     assert_eq!(drain(&mut s, T0), []);
     s.handle_input(&raw(65, 0, &[]));
-    assert_eq!(drain(&mut s, T0), [Rec::Closed(CloseReason::PingInvalidSide, Initiator::Local)]);
+    assert_eq!(
+        drain(&mut s, T0),
+        [Rec::Closed(CloseReason::PingInvalidSide, Initiator::Local)]
+    );
     // invalidpingpacket: another id on a ping connection.
     let mut s: Conn<'_> = Conn::server(&cfg, &sreg, Postcard, [0; BUF], [0; BUF], T0).unwrap();
-    s.handle_input(&raw(2, 0, &body(&peng3dnet_core::messages::SetType { conntype: "ping" })));
+    s.handle_input(&raw(
+        2,
+        0,
+        &body(&peng3dnet_core::messages::SetType { conntype: "ping" }),
+    ));
     s.handle_input(&raw(70, 0, &[]));
-    assert_eq!(drain(&mut s, T0), [Rec::Closed(CloseReason::InvalidPingPacket, Initiator::Local)]);
+    assert_eq!(
+        drain(&mut s, T0),
+        [Rec::Closed(
+            CloseReason::InvalidPingPacket,
+            Initiator::Local
+        )]
+    );
     // A request that does not decode is invalid too.
     let mut s: Conn<'_> = Conn::server(&cfg, &sreg, Postcard, [0; BUF], [0; BUF], T0).unwrap();
-    s.handle_input(&raw(2, 0, &body(&peng3dnet_core::messages::SetType { conntype: "ping" })));
+    s.handle_input(&raw(
+        2,
+        0,
+        &body(&peng3dnet_core::messages::SetType { conntype: "ping" }),
+    ));
     s.handle_input(&raw(64, 0, &[1]));
-    assert_eq!(drain(&mut s, T0), [Rec::Closed(CloseReason::InvalidPingPacket, Initiator::Local)]);
+    assert_eq!(
+        drain(&mut s, T0),
+        [Rec::Closed(
+            CloseReason::InvalidPingPacket,
+            Initiator::Local
+        )]
+    );
     // pinginvalidside on the client: a ping request arrives there.
     let mut creg = registry();
     let mut c: Conn<'_> =
         Conn::client(&cfg, &mut creg, Postcard, [0; BUF], [0; BUF], "ping", T0).unwrap();
-    let mut hello = raw(1, 0, &body(&peng3dnet_core::messages::Hello { version: "t1", protoversion: 2 }));
-    hello.extend(raw(64, 0, &body(&peng3dnet_core::messages::PingRequest { time: 1.0 })));
+    let mut hello = raw(
+        1,
+        0,
+        &body(&peng3dnet_core::messages::Hello {
+            version: "t1",
+            protoversion: 2,
+        }),
+    );
+    hello.extend(raw(
+        64,
+        0,
+        &body(&peng3dnet_core::messages::PingRequest { time: 1.0 }),
+    ));
     c.handle_input(&hello);
-    assert_eq!(drain(&mut c, T0), [Rec::Closed(CloseReason::PingInvalidSide, Initiator::Local)]);
+    assert_eq!(
+        drain(&mut c, T0),
+        [Rec::Closed(CloseReason::PingInvalidSide, Initiator::Local)]
+    );
     // A ping connection carries no application packets.
     let mut creg = registry();
     let mut c: Conn<'_> =
         Conn::client(&cfg, &mut creg, Postcard, [0; BUF], [0; BUF], "ping", T0).unwrap();
-    c.handle_input(&raw(1, 0, &body(&peng3dnet_core::messages::Hello { version: "t1", protoversion: 2 })));
+    c.handle_input(&raw(
+        1,
+        0,
+        &body(&peng3dnet_core::messages::Hello {
+            version: "t1",
+            protoversion: 2,
+        }),
+    ));
     assert_eq!(drain(&mut c, T0), []);
     assert_eq!(c.send::<Plain>(&&b""[..]), Err(SendError::ConnTypeRefused));
 }
@@ -419,7 +586,10 @@ fn ping_reports_the_delay_and_the_server_data() {
             assert_eq!(delay, Duration::from_millis(42));
             // The answer is a map: oldmsg, peng3dnet, then the server's data.
             let text = String::from_utf8_lossy(body);
-            assert!(text.contains("test server") && text.contains("r1"), "{text}");
+            assert!(
+                text.contains("test server") && text.contains("r1"),
+                "{text}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -442,7 +612,10 @@ impl ConnTypeHooks for Custom {
 #[test]
 fn custom_connection_type() {
     let hooks = Custom;
-    let types = [CustomConnType { name: "custom", hooks: &hooks }];
+    let types = [CustomConnType {
+        name: "custom",
+        hooks: &hooks,
+    }];
     let cfg = Config {
         conntypes: &types,
         ..config()
@@ -455,11 +628,20 @@ fn custom_connection_type() {
     assert_eq!((s.conntype(), c.conntype()), ("custom", "custom"));
     // No registry sync on a custom type; rules still apply.
     c.send::<CustomOnly>(&3).unwrap();
-    assert_eq!(c.send::<Chat>(&Numbered { seq: 0, text: "" }), Err(SendError::ConnTypeRefused));
+    assert_eq!(
+        c.send::<Chat>(&Numbered { seq: 0, text: "" }),
+        Err(SendError::ConnTypeRefused)
+    );
     let (se, _) = exchange(&mut s, &mut c);
-    assert!(matches!(se[..], [Rec::Packet(_, Some("test:customonly"), _)]));
+    assert!(matches!(
+        se[..],
+        [Rec::Packet(_, Some("test:customonly"), _)]
+    ));
     s.handle_input(&raw(200, 0, b"raw"));
-    assert_eq!(drain(&mut s, T0), [Rec::ConnTypePacket(200, b"raw".to_vec())]);
+    assert_eq!(
+        drain(&mut s, T0),
+        [Rec::ConnTypePacket(200, b"raw".to_vec())]
+    );
     // A client cannot ask for a type nobody declared.
     let mut creg = registry();
     assert!(Conn::client(&cfg, &mut creg, Postcard, [0; BUF], [0; BUF], "nope", T0).is_err());
@@ -472,14 +654,25 @@ fn writequeuefull_when_the_handshake_does_not_fit() {
     let mut s: Connection<'_, Postcard, [u8; 64], [u8; MIN_TX_BUFFER], CAP> =
         Connection::server(&cfg, &sreg, Postcard, [0; 64], [0; MIN_TX_BUFFER], T0).unwrap();
     s.transmitted(s.poll_transmit().len());
-    s.handle_input(&raw(2, 0, &body(&peng3dnet_core::messages::SetType { conntype: "classic" })));
+    s.handle_input(&raw(
+        2,
+        0,
+        &body(&peng3dnet_core::messages::SetType {
+            conntype: "classic",
+        }),
+    ));
     assert!(matches!(
         s.poll(T0),
-        Some(peng3dnet_core::Event::Closed { reason: CloseReason::WriteQueueFull, .. })
+        Some(peng3dnet_core::Event::Closed {
+            reason: CloseReason::WriteQueueFull,
+            ..
+        })
     ));
     // The closeconn still fits into the reserve.
     assert_eq!(frames_of(s.poll_transmit())[0].0, 16);
-    let tiny = Connection::<Postcard, [u8; 64], [u8; 64], CAP>::server(&cfg, &sreg, Postcard, [0; 64], [0; 64], T0);
+    let tiny = Connection::<Postcard, [u8; 64], [u8; 64], CAP>::server(
+        &cfg, &sreg, Postcard, [0; 64], [0; 64], T0,
+    );
     assert!(tiny.is_err());
 }
 
@@ -504,7 +697,10 @@ fn table_refuses_when_full_and_broadcasts_with_exceptions() {
     let mut out = [0u8; 128];
     let n = encode_refusal(&Postcard, &CloseReason::ServerFull, &mut out).unwrap();
     clients[2].handle_input(&out[..n]);
-    assert_eq!(drain(&mut clients[2], T0), [Rec::Closed(CloseReason::ServerFull, Initiator::Peer)]);
+    assert_eq!(
+        drain(&mut clients[2], T0),
+        [Rec::Closed(CloseReason::ServerFull, Initiator::Peer)]
+    );
     // Connect the two admitted clients.
     for (i, id) in ids.iter().enumerate() {
         let s = table.get_mut(*id).unwrap();
@@ -513,7 +709,14 @@ fn table_refuses_when_full_and_broadcasts_with_exceptions() {
     }
     let mut scratch = [0u8; 256];
     let report = table
-        .broadcast::<Chat>(&Numbered { seq: 5, text: "all" }, &mut scratch, &ids[..1])
+        .broadcast::<Chat>(
+            &Numbered {
+                seq: 5,
+                text: "all",
+            },
+            &mut scratch,
+            &ids[..1],
+        )
         .unwrap();
     assert_eq!((report.sent, report.excepted, report.failed), (1, 1, 0));
     for (i, id) in ids.iter().enumerate() {
@@ -522,9 +725,7 @@ fn table_refuses_when_full_and_broadcasts_with_exceptions() {
         assert_eq!(ce.len(), i, "client {i}: {ce:?}");
     }
     // A rule that refuses on some clients is reported, not fatal.
-    let report = table
-        .broadcast::<ToServer>(&1, &mut scratch, &[])
-        .unwrap();
+    let report = table.broadcast::<ToServer>(&1, &mut scratch, &[]).unwrap();
     assert_eq!(report.sent, 0);
     assert!(report.first_error.is_some());
 }

@@ -45,7 +45,12 @@ impl Pipe {
         }
     }
 
-    fn deliver(&mut self, now: Instant, to: &mut Conn<'_>, on_event: &mut dyn FnMut(&mut Conn<'_>)) {
+    fn deliver(
+        &mut self,
+        now: Instant,
+        to: &mut Conn<'_>,
+        on_event: &mut dyn FnMut(&mut Conn<'_>),
+    ) {
         while let Some((due, chunk)) = self.chunks.front_mut() {
             if *due > now {
                 return;
@@ -86,7 +91,10 @@ fn server_app(s: &mut Conn<'_>, now: Instant, out: &mut Outcome) {
             Event::Connected => out.server_connected = true,
             Event::Packet(p) => {
                 let msg = p.decode::<Chat>().expect("chat");
-                let echo = Numbered { seq: msg.seq, text: "echo" };
+                let echo = Numbered {
+                    seq: msg.seq,
+                    text: "echo",
+                };
                 s.send::<Chat>(&echo).expect("echo fits");
             }
             Event::Closed { reason, initiator } => out.server_closed = Some((reason, initiator)),
@@ -123,8 +131,10 @@ fn simulate(sc: &Scenario) -> Outcome {
     let mut now = Instant::ZERO;
     let mut server: Conn<'_> =
         Conn::server(&cfg, &sreg, Postcard, [0; BUF], [0; BUF], now).unwrap();
-    let mut client: Conn<'_> =
-        Conn::client(&cfg, &mut creg, Postcard, [0; BUF], [0; BUF], "classic", now).unwrap();
+    let mut client: Conn<'_> = Conn::client(
+        &cfg, &mut creg, Postcard, [0; BUF], [0; BUF], "classic", now,
+    )
+    .unwrap();
     let (mut s2c, mut c2s) = (Pipe::default(), Pipe::default());
     let mut out = Outcome::default();
     let (mut next_seq, mut expect_seq) = (0u32, 0u32);
@@ -152,7 +162,12 @@ fn simulate(sc: &Scenario) -> Outcome {
         // The client keeps up to `window` messages in flight.
         while client.is_connected() && next_seq < sc.messages && next_seq - expect_seq < window {
             let text = "m".repeat(rng.below(64) as usize);
-            client.send::<Chat>(&Numbered { seq: next_seq, text: &text }).expect("fits");
+            client
+                .send::<Chat>(&Numbered {
+                    seq: next_seq,
+                    text: &text,
+                })
+                .expect("fits");
             next_seq += 1;
         }
         if client.is_connected() && expect_seq == sc.messages {
@@ -195,10 +210,19 @@ fn echoes_arrive_in_order_through_fragmenting_laggy_transport() {
             timeout: Duration::from_secs(10),
         };
         let out = simulate(&sc);
-        assert!(out.client_connected && out.server_connected, "seed {seed}: {out:?}");
+        assert!(
+            out.client_connected && out.server_connected,
+            "seed {seed}: {out:?}"
+        );
         assert_eq!(out.echoes, sc.messages, "seed {seed}");
-        assert_eq!(out.client_closed, Some((CloseReason::UserRequest, Initiator::Local)));
-        assert_eq!(out.server_closed, Some((CloseReason::UserRequest, Initiator::Peer)));
+        assert_eq!(
+            out.client_closed,
+            Some((CloseReason::UserRequest, Initiator::Local))
+        );
+        assert_eq!(
+            out.server_closed,
+            Some((CloseReason::UserRequest, Initiator::Peer))
+        );
     }
 }
 
@@ -214,9 +238,17 @@ fn a_slow_link_ends_in_handshake_timeouts() {
         };
         let out = simulate(&sc);
         assert!(!out.client_connected || !out.server_connected);
-        assert_eq!(out.server_closed.unwrap().0, CloseReason::HandshakeTimeout, "seed {seed}");
+        assert_eq!(
+            out.server_closed.unwrap().0,
+            CloseReason::HandshakeTimeout,
+            "seed {seed}"
+        );
         // The client either timed out itself or heard the server's reason.
-        assert_eq!(out.client_closed.unwrap().0, CloseReason::HandshakeTimeout, "seed {seed}");
+        assert_eq!(
+            out.client_closed.unwrap().0,
+            CloseReason::HandshakeTimeout,
+            "seed {seed}"
+        );
     }
 }
 

@@ -29,7 +29,12 @@ fn pc<T: Serialize + ?Sized>(msg: &T) -> Vec<u8> {
 }
 
 fn closeconn(reason: &str) -> Vec<u8> {
-    frame(16, &pc(&CloseConn { reason: Some(reason) }))
+    frame(
+        16,
+        &pc(&CloseConn {
+            reason: Some(reason),
+        }),
+    )
 }
 
 fn server<'a>(cfg: &'a Config<'a>, reg: &'a Registry<CAP>) -> Conn<'a> {
@@ -41,7 +46,13 @@ fn client<'a>(cfg: &'a Config<'a>, reg: &'a mut Registry<CAP>, conntype: &str) -
 }
 
 fn hello() -> Vec<u8> {
-    frame(1, &pc(&Hello { version: "t1", protoversion: 2 }))
+    frame(
+        1,
+        &pc(&Hello {
+            version: "t1",
+            protoversion: 2,
+        }),
+    )
 }
 
 fn handshake(reg: &Registry<CAP>) -> Vec<u8> {
@@ -60,7 +71,10 @@ fn new_server_sends_hello_and_waits_for_the_type() {
     let (cfg, reg) = (config(), registry());
     let mut s = server(&cfg, &reg);
     // Postcard: "t1" as a length-prefixed string, then protoversion 2.
-    assert_eq!(take_tx(&mut s), [0, 0, 0, 10, 0, 0, 0, 1, 0, 0, 2, b't', b'1', 2]);
+    assert_eq!(
+        take_tx(&mut s),
+        [0, 0, 0, 10, 0, 0, 0, 1, 0, 0, 2, b't', b'1', 2]
+    );
     assert_eq!(s.state(), State::WaitType);
     assert_eq!(s.conntype(), "_notset");
     assert_eq!(s.poll_timeout(), Some(T0 + cfg.handshake_timeout));
@@ -85,15 +99,27 @@ fn client_hellowait() {
     let mut settype = vec![0, 0, 0, 14, 0, 0, 0, 2, 0, 0, 7];
     settype.extend_from_slice(b"classic");
     assert_eq!(take_tx(&mut c), settype);
-    assert_eq!((c.state(), c.conntype()), (State::HandshakeWait1, "classic"));
+    assert_eq!(
+        (c.state(), c.conntype()),
+        (State::HandshakeWait1, "classic")
+    );
 
     // Another protocol version closes.
     let mut reg = registry();
     let mut c = client(&cfg, &mut reg, "classic");
-    let bad = frame(1, &pc(&Hello { version: "t1", protoversion: 3 }));
+    let bad = frame(
+        1,
+        &pc(&Hello {
+            version: "t1",
+            protoversion: 3,
+        }),
+    );
     assert_eq!(
         deliver(&mut c, &bad, &[], T0),
-        [Rec::Closed(CloseReason::ProtoVersionMismatch, Initiator::Local)]
+        [Rec::Closed(
+            CloseReason::ProtoVersionMismatch,
+            Initiator::Local
+        )]
     );
     assert_eq!(take_tx(&mut c), closeconn("protoversionmismatch"));
 
@@ -103,7 +129,10 @@ fn client_hellowait() {
     let hs = handshake(&registry());
     assert_eq!(
         deliver(&mut c, &hs, &[], T0),
-        [Rec::Closed(CloseReason::SmartPacketInvalid, Initiator::Local)]
+        [Rec::Closed(
+            CloseReason::SmartPacketInvalid,
+            Initiator::Local
+        )]
     );
     assert_eq!(take_tx(&mut c), closeconn("smartpacketinvalid"));
 
@@ -121,7 +150,12 @@ fn server_waittype() {
     // classic: the handshake with the whole registry follows.
     let mut s = server(&cfg, &reg);
     take_tx(&mut s);
-    let settype = frame(2, &pc(&SetType { conntype: "classic" }));
+    let settype = frame(
+        2,
+        &pc(&SetType {
+            conntype: "classic",
+        }),
+    );
     assert_eq!(deliver(&mut s, &settype, &[], T0), []);
     assert_eq!(take_tx(&mut s), handshake(&reg));
     assert_eq!(s.state(), State::HandshakeWait1);
@@ -137,7 +171,12 @@ fn server_waittype() {
     // An unknown type closes with unknownconntype.
     let mut s = server(&cfg, &reg);
     take_tx(&mut s);
-    let settype = frame(2, &pc(&SetType { conntype: "teleport" }));
+    let settype = frame(
+        2,
+        &pc(&SetType {
+            conntype: "teleport",
+        }),
+    );
     assert_eq!(
         deliver(&mut s, &settype, &[], T0),
         [Rec::Closed(CloseReason::UnknownConnType, Initiator::Local)]
@@ -145,7 +184,10 @@ fn server_waittype() {
     assert_eq!(take_tx(&mut s), closeconn("unknownconntype"));
 
     // ping is unknown on a server without ping answers.
-    let no_ping = Config { ping: None, ..config() };
+    let no_ping = Config {
+        ping: None,
+        ..config()
+    };
     let mut s = server(&no_ping, &reg);
     take_tx(&mut s);
     let settype = frame(2, &pc(&SetType { conntype: "ping" }));
@@ -172,7 +214,10 @@ fn client_handshake_wait1() {
     let mut c = client(&cfg, &mut reg, "classic");
     deliver(&mut c, &hello(), &[], T0);
     take_tx(&mut c);
-    assert_eq!(deliver(&mut c, &handshake(&server_reg), &[], T0), [Rec::Connected]);
+    assert_eq!(
+        deliver(&mut c, &handshake(&server_reg), &[], T0),
+        [Rec::Connected]
+    );
     assert_eq!(take_tx(&mut c), [0, 0, 0, 7, 0, 0, 0, 4, 0, 0, 1]);
     assert_eq!(c.state(), State::Active);
     assert_eq!(c.poll_timeout(), None);
@@ -186,7 +231,10 @@ fn client_handshake_wait1() {
     take_tx(&mut c);
     assert_eq!(
         deliver(&mut c, &handshake(&other), &[], T0),
-        [Rec::Closed(CloseReason::PacketRegMismatch, Initiator::Local)]
+        [Rec::Closed(
+            CloseReason::PacketRegMismatch,
+            Initiator::Local
+        )]
     );
     assert_eq!(take_tx(&mut c), closeconn("packetregmismatch"));
 }
@@ -196,7 +244,17 @@ fn server_handshake_wait1() {
     let (cfg, reg) = (config(), registry());
     let to_wait1 = |s: &mut Conn<'_>| {
         take_tx(s);
-        deliver(s, &frame(2, &pc(&SetType { conntype: "classic" })), &[], T0);
+        deliver(
+            s,
+            &frame(
+                2,
+                &pc(&SetType {
+                    conntype: "classic",
+                }),
+            ),
+            &[],
+            T0,
+        );
         take_tx(s);
     };
     let mut s = server(&cfg, &reg);
@@ -218,7 +276,12 @@ fn server_handshake_wait1() {
     // A second settype in this state is ignored (its rule action is ignore).
     let mut s = server(&cfg, &reg);
     to_wait1(&mut s);
-    let settype = frame(2, &pc(&SetType { conntype: "classic" }));
+    let settype = frame(
+        2,
+        &pc(&SetType {
+            conntype: "classic",
+        }),
+    );
     assert_eq!(deliver(&mut s, &settype, &[], T0), [Rec::Ignored(2)]);
     assert!(take_tx(&mut s).is_empty());
 }
@@ -235,7 +298,12 @@ fn closed_connections_take_no_input_and_send_nothing_more() {
         peng3dnet_tests::drain(&mut s, T0),
         [Rec::Closed(CloseReason::Command, Initiator::Local)]
     );
-    let settype = frame(2, &pc(&SetType { conntype: "classic" }));
+    let settype = frame(
+        2,
+        &pc(&SetType {
+            conntype: "classic",
+        }),
+    );
     assert_eq!(s.handle_input(&settype), settype.len());
     assert_eq!(peng3dnet_tests::drain(&mut s, T0), []);
     assert!(take_tx(&mut s).is_empty());

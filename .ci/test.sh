@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, docs, every test, and the core built
+# for bare-metal targets. Installs what it needs itself (see .ci/baremetal.sh).
+# Usage: bash .ci/test.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+start=$SECONDS
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "bare-metal builds of peng3dnet-core (thumbv6m-none-eabi, thumbv7em-none-eabihf)"
+bash .ci/baremetal.sh -p peng3dnet-core
+
+step "cargo test (unit, integration, doc tests)"
+cargo test --workspace --locked
+
+step "done in $((SECONDS - start)) s"
