@@ -41,11 +41,16 @@ fn registry() -> Registry<8> {
 
 /// Prints the frames in `bytes` by name.
 fn show_frames(arrow: &str, bytes: &[u8], reg: &Registry<8>) {
-    let mut dec = FrameDecoder::new(vec![0u8; bytes.len().max(16)]);
+    let mut storage = vec![0u8; bytes.len().max(16)];
+    let mut dec = FrameDecoder::new(&mut storage[..]);
     dec.feed(bytes);
     while let Ok(Some(f)) = dec.next_frame() {
         let name = reg.by_id(f.packet_id).map_or("?", |e| e.name);
-        println!("  {arrow} {name} (id {}, {} byte body)", f.packet_id, f.body.len());
+        println!(
+            "  {arrow} {name} (id {}, {} byte body)",
+            f.packet_id,
+            f.body.len()
+        );
     }
 }
 
@@ -119,7 +124,10 @@ fn main() {
     println!("a rule refusing a packet:");
     match client.send::<Secret>(&"password") {
         Ok(()) => println!("  sent (unexpected)"),
-        Err(e) => println!("  client: send refused: {e}; queued bytes: {}", client.poll_transmit().len()),
+        Err(e) => println!(
+            "  client: send refused: {e}; queued bytes: {}",
+            client.poll_transmit().len()
+        ),
     }
 
     println!("close:");

@@ -55,6 +55,7 @@
 //! assert_eq!(connected, 2);
 //! ```
 
+use crate::buffer::Buffer;
 use crate::codec::{Codec, CodecError};
 use crate::messages::{
     CloseConn, HandshakeAccept, HandshakeOut, HandshakeSeed, Hello, PeerInfo, PingRequest,
@@ -454,26 +455,26 @@ struct TxBuf<B> {
     end: usize,
 }
 
-impl<B: AsRef<[u8]> + AsMut<[u8]>> TxBuf<B> {
+impl<B: Buffer> TxBuf<B> {
     fn capacity(&self) -> usize {
-        self.buf.as_ref().len()
+        self.buf.max_capacity()
     }
 
     fn pending(&self) -> &[u8] {
-        &self.buf.as_ref()[self.start..self.end]
+        &self.buf.bytes()[self.start..self.end]
     }
 
     fn consume(&mut self, n: usize) {
         self.start = (self.start + n).min(self.end);
         if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
+            self.clear();
         }
     }
 
     fn clear(&mut self) {
         self.start = 0;
         self.end = 0;
+        self.buf.release();
     }
 
     /// Writes one frame whose body `body` encodes into the free space, keeping
@@ -488,10 +489,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TxBuf<B> {
         let capacity = self.capacity().saturating_sub(reserve);
         let mut compacted = false;
         loop {
-            let limit = capacity.saturating_sub(self.end);
+            let len = self.buf.bytes().len().min(capacity);
+            let limit = len.saturating_sub(self.end);
             if limit >= FRAME_OVERHEAD {
                 let end = self.end;
-                let out = &mut self.buf.as_mut()[end..end + limit];
+                let out = &mut self.buf.bytes_mut()[end..end + limit];
                 match body(&mut out[FRAME_OVERHEAD..]) {
                     Ok(n) if n <= MAX_BODY_LEN => {
                         write_header(out, packet_id, Flags::EMPTY, n);
@@ -503,11 +505,21 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> TxBuf<B> {
                     Err(e) => return Err(SendError::Encode(e)),
                 }
             }
+            if len < capacity {
+                // A growable buffer: double (at least by a frame header).
+                let want = (len * 2)
+                    .max(len + FRAME_OVERHEAD + 1)
+                    .min(capacity + reserve);
+                self.buf.reserve(want);
+                if self.buf.bytes().len() > len {
+                    continue;
+                }
+            }
             if compacted || self.start == 0 {
                 break;
             }
             let (start, end) = (self.start, self.end);
-            self.buf.as_mut().copy_within(start..end, 0);
+            self.buf.bytes_mut().copy_within(start..end, 0);
             self.start = 0;
             self.end = end - start;
             compacted = true;
@@ -556,7 +568,7 @@ enum Outcome {
     Ignored(u32, IgnoreCause),
 }
 
-impl<'a, C: Codec, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Inner<'a, C, T, N> {
+impl<'a, C: Codec, T: Buffer, const N: usize> Inner<'a, C, T, N> {
     fn kind_name(&self, kind: Kind) -> &'a str {
         match kind {
             Kind::NotSet => CONNTYPE_NOTSET,
@@ -942,8 +954,8 @@ impl<'a, C: Codec, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Inner<'a, C, T,
     }
 }
 
-/// One endpoint of one connection over caller-owned buffers: `R` receives,
-/// `T` transmits (`[u8; K]`, `&mut [u8]`, a boxed slice...). `N` is the
+/// One endpoint of one connection over caller-owned [`Buffer`]s: `R` receives,
+/// `T` transmits (`[u8; K]`, `&mut [u8]`, a growable host buffer...). `N` is the
 /// registry's capacity. See the [module docs](self) for the calling order.
 pub struct Connection<'a, C, R, T, const N: usize> {
     rx: FrameDecoder<R>,
@@ -953,8 +965,8 @@ pub struct Connection<'a, C, R, T, const N: usize> {
 impl<'a, C, R, T, const N: usize> Connection<'a, C, R, T, N>
 where
     C: Codec,
-    R: AsRef<[u8]> + AsMut<[u8]>,
-    T: AsRef<[u8]> + AsMut<[u8]>,
+    R: Buffer,
+    T: Buffer,
 {
     fn new(
         side: Side,
@@ -965,7 +977,7 @@ where
         tx: T,
         now: Instant,
     ) -> Result<Self, NewConnectionError> {
-        let tx_len = tx.as_ref().len();
+        let tx_len = tx.max_capacity();
         if tx_len < MIN_TX_BUFFER {
             return Err(NewConnectionError::TxBufferTooSmall {
                 required: MIN_TX_BUFFER,
@@ -1119,6 +1131,12 @@ where
     /// The codec.
     pub fn codec(&self) -> &C {
         &self.inner.codec
+    }
+
+    /// The receive and transmit storage, for inspection (a host adapter
+    /// reports their current sizes, say).
+    pub fn buffers(&self) -> (&R, &T) {
+        (self.rx.buffer(), &self.inner.tx.buf)
     }
 
     /// The largest frame (length prefix included) this connection receives.

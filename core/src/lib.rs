@@ -61,6 +61,7 @@
 //! ```
 //!
 //! ## Modules
+//! - [`buffer`]: the caller's storage: fixed arrays, or growable host buffers.
 //! - [`wire`]: frames, the incremental decoder.
 //! - [`codec`]: the codec trait and [`codec::Postcard`].
 //! - [`registry`]: packet names, ids and rules; typed packets ([`registry::Packet`]).
@@ -84,6 +85,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod buffer;
 pub mod codec;
 pub mod connection;
 pub mod messages;

@@ -16,6 +16,7 @@
 //! assert_eq!(table.get(b), Some(&"bob"));
 //! ```
 
+use crate::buffer::Buffer;
 use crate::codec::Codec;
 use crate::connection::{Connection, SendError};
 use crate::messages::CloseConn;
@@ -210,8 +211,8 @@ pub struct BroadcastReport {
 impl<'a, C, R, T, const M: usize, const N: usize> ClientTable<Connection<'a, C, R, T, M>, N>
 where
     C: Codec,
-    R: AsRef<[u8]> + AsMut<[u8]>,
-    T: AsRef<[u8]> + AsMut<[u8]>,
+    R: Buffer,
+    T: Buffer,
 {
     /// Sends `msg` as a `P` to every connected client not in `except`,
     /// encoding it once into `scratch` with the codec of the first connected

@@ -31,6 +31,7 @@
 //! assert_eq!((frame.packet_id, frame.body), (64, &b"hi"[..]));
 //! ```
 
+use crate::buffer::Buffer;
 use core::fmt;
 
 /// Size of the big-endian `u32` length prefix.
@@ -192,8 +193,10 @@ impl core::error::Error for FrameError {}
 /// into the buffer, no copy), then call [`next_frame`](Self::next_frame) until it
 /// returns `Ok(None)`. A frame returned stays valid until the next `&mut` call.
 ///
-/// Storage `B` is anything that derefs to a byte slice: `[u8; N]` for a
-/// compile-time capacity, `&'static mut [u8]`, or a boxed slice on a host.
+/// Storage `B` is a [`Buffer`]: `[u8; N]` for a compile-time capacity,
+/// `&'static mut [u8]`, or a growable buffer on a host (its maximum bounds
+/// the frame size; it grows only while a frame needs the room and is
+/// released whenever no byte is buffered).
 pub struct FrameDecoder<B> {
     buf: B,
     /// First byte not yet handed out.
@@ -204,7 +207,7 @@ pub struct FrameDecoder<B> {
     failed: Option<FrameError>,
 }
 
-impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
+impl<B: Buffer> FrameDecoder<B> {
     /// A decoder over `buf`. Its length bounds the frame size.
     pub fn new(buf: B) -> Self {
         FrameDecoder {
@@ -217,7 +220,12 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
 
     /// The largest frame, length prefix included, that fits.
     pub fn capacity(&self) -> usize {
-        self.buf.as_ref().len()
+        self.buf.max_capacity()
+    }
+
+    /// The storage, for inspection (for example its current size).
+    pub fn buffer(&self) -> &B {
+        &self.buf
     }
 
     /// The largest header + body length (the value of a length prefix) accepted.
@@ -244,14 +252,25 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
         if self.failed.is_some() {
             return &mut [];
         }
-        let end = self.end;
-        &mut self.buf.as_mut()[end..]
+        let len = self.buf.bytes().len();
+        if self.end == len && len < self.capacity() {
+            // Grow to hold the frame being received, or at least one more byte.
+            let mut want = self.end + 1;
+            let avail = &self.buf.bytes()[self.start..self.end];
+            if avail.len() >= LENGTH_PREFIX_LEN {
+                let length = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]);
+                want = want.max(self.start + LENGTH_PREFIX_LEN + length as usize);
+            }
+            self.buf.reserve(want.min(self.capacity()));
+        }
+        let end = self.end.min(self.buf.bytes().len());
+        &mut self.buf.bytes_mut()[end..]
     }
 
     /// Marks `n` bytes written at the start of [`free_space`](Self::free_space)
     /// as received. `n` is clamped to the free space.
     pub fn commit(&mut self, n: usize) {
-        self.end = (self.end + n).min(self.capacity());
+        self.end = (self.end + n).min(self.buf.bytes().len());
     }
 
     /// Copies as much of `bytes` as fits and returns how many were taken.
@@ -266,12 +285,16 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
 
     /// Moves a partial frame to the buffer's start when little room is left.
     fn make_room(&mut self) {
+        let len = self.buf.bytes().len();
         if self.start == self.end {
+            if self.end != 0 || len != 0 {
+                self.buf.release();
+            }
             self.start = 0;
             self.end = 0;
-        } else if self.start > 0 && self.capacity() - self.end < self.capacity() / 2 {
+        } else if self.start > 0 && len - self.end < len / 2 {
             let (start, end) = (self.start, self.end);
-            self.buf.as_mut().copy_within(start..end, 0);
+            self.buf.bytes_mut().copy_within(start..end, 0);
             self.start = 0;
             self.end = end - start;
         }
@@ -285,14 +308,14 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
             .map(|(packet_id, flags, body)| Frame {
                 packet_id,
                 flags,
-                body: &self.buf.as_ref()[body],
+                body: &self.buf.bytes()[body],
             }))
     }
 
     /// The bytes of a range returned by [`next_frame_range`](Self::next_frame_range),
     /// valid until the next `&mut` call.
     pub(crate) fn stored(&self, range: core::ops::Range<usize>) -> &[u8] {
-        &self.buf.as_ref()[range]
+        &self.buf.bytes()[range]
     }
 
     /// Like [`next_frame`](Self::next_frame), with the body as a range of the
@@ -303,7 +326,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
         if let Some(e) = self.failed {
             return Err(e);
         }
-        let avail = &self.buf.as_ref()[self.start..self.end];
+        let avail = &self.buf.bytes()[self.start..self.end];
         if avail.len() < LENGTH_PREFIX_LEN {
             return Ok(None);
         }

@@ -196,7 +196,8 @@ pub fn deliver(conn: &mut Conn<'_>, bytes: &[u8], cuts: &[usize], now: Instant) 
 
 /// The frames in a byte stream as `(packet id, flags, body)`.
 pub fn frames_of(bytes: &[u8]) -> Vec<(u32, u16, Vec<u8>)> {
-    let mut dec = FrameDecoder::new(vec![0u8; bytes.len().max(16)]);
+    let mut storage = vec![0u8; bytes.len().max(16)];
+    let mut dec = FrameDecoder::new(&mut storage[..]);
     assert_eq!(dec.feed(bytes), bytes.len());
     let mut out = Vec::new();
     while let Some(f) = dec.next_frame().expect("valid frames") {
@@ -204,6 +205,60 @@ pub fn frames_of(bytes: &[u8]) -> Vec<(u32, u16, Vec<u8>)> {
     }
     assert_eq!(dec.buffered(), 0, "a partial frame at the end");
     out
+}
+
+/// A growable buffer for tests: starts empty, grows in steps of at least
+/// `step` bytes up to `max`, and drops its memory on release.
+#[derive(Debug)]
+pub struct GrowBuf {
+    /// The storage.
+    pub bytes: Vec<u8>,
+    /// The most it may grow to.
+    pub max: usize,
+    /// The smallest growth.
+    pub step: usize,
+    /// How often it grew.
+    pub grows: usize,
+    /// How often it was released while holding memory.
+    pub releases: usize,
+}
+
+impl GrowBuf {
+    /// An empty buffer.
+    pub fn new(max: usize, step: usize) -> Self {
+        GrowBuf {
+            bytes: Vec::new(),
+            max,
+            step,
+            grows: 0,
+            releases: 0,
+        }
+    }
+}
+
+impl peng3dnet_core::buffer::Buffer for GrowBuf {
+    fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+    fn max_capacity(&self) -> usize {
+        self.max
+    }
+    fn reserve(&mut self, min_len: usize) {
+        if min_len > self.bytes.len() {
+            let len = min_len.max(self.bytes.len() + self.step).min(self.max);
+            self.bytes.resize(len, 0);
+            self.grows += 1;
+        }
+    }
+    fn release(&mut self) {
+        if !self.bytes.is_empty() {
+            self.bytes = Vec::new();
+            self.releases += 1;
+        }
+    }
 }
 
 /// Names for ids in transcripts: the protocol's packets by name, others

@@ -1,0 +1,118 @@
+//! Growable caller buffers: a connection over buffers that start empty grows
+//! them only while a frame needs the room, never past their maximum, and gives
+//! the memory back when nothing is buffered.
+
+use peng3dnet_core::buffer::Buffer;
+use peng3dnet_core::codec::Postcard;
+use peng3dnet_core::connection::SendError;
+use peng3dnet_core::time::Instant;
+use peng3dnet_core::wire::{encode_frame, Flags, FrameDecoder, FrameError};
+use peng3dnet_core::{CloseReason, Connection, Event};
+use peng3dnet_tests::{config, registry, Chat, GrowBuf, Numbered, Plain, CAP};
+
+type GrowConn<'a> = Connection<'a, Postcard, GrowBuf, GrowBuf, CAP>;
+
+#[test]
+fn decoder_grows_for_a_frame_and_releases_after() {
+    let mut dec = FrameDecoder::new(GrowBuf::new(10_000, 64));
+    assert_eq!(dec.buffer().bytes().len(), 0);
+    let mut frame = vec![0u8; 5010];
+    encode_frame(&mut frame, 70, Flags::EMPTY, &[7u8; 5000]).unwrap();
+    // Byte by byte: the buffer grows to the frame, not beyond.
+    for (i, b) in frame.iter().enumerate() {
+        assert_eq!(dec.feed(core::slice::from_ref(b)), 1, "byte {i}");
+    }
+    assert!(dec.buffer().bytes().len() <= 5010 + 64);
+    let f = dec.next_frame().unwrap().unwrap();
+    assert_eq!(f.body.len(), 5000);
+    // Empty again: the next request for room releases the memory first.
+    assert_eq!(dec.buffered(), 0);
+    let _ = dec.free_space();
+    assert!(dec.buffer().releases >= 1);
+    assert!(dec.buffer().bytes().len() <= 64);
+    // The maximum still bounds frames.
+    let mut dec = FrameDecoder::new(GrowBuf::new(100, 64));
+    dec.feed(&97u32.to_be_bytes());
+    assert!(matches!(dec.next_frame(), Err(FrameError::TooLarge { .. })));
+}
+
+#[test]
+fn connections_over_growable_buffers() {
+    let cfg = config();
+    let sreg = registry();
+    let mut creg = registry();
+    let now = Instant::ZERO;
+    let max = 64 * 1024;
+    let mut s: GrowConn<'_> = Connection::server(
+        &cfg,
+        &sreg,
+        Postcard,
+        GrowBuf::new(max, 256),
+        GrowBuf::new(max, 256),
+        now,
+    )
+    .unwrap();
+    let mut c: GrowConn<'_> = Connection::client(
+        &cfg,
+        &mut creg,
+        Postcard,
+        GrowBuf::new(max, 256),
+        GrowBuf::new(max, 256),
+        "classic",
+        now,
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let pump = |s: &mut GrowConn<'_>, c: &mut GrowConn<'_>, got: &mut Vec<usize>| {
+        for _ in 0..8 {
+            let n = c.handle_input(s.poll_transmit());
+            s.transmitted(n);
+            while let Some(ev) = c.poll(now) {
+                if let Event::Packet(p) = ev {
+                    got.push(p.body.len());
+                }
+            }
+            let n = s.handle_input(c.poll_transmit());
+            c.transmitted(n);
+            while let Some(ev) = s.poll(now) {
+                let _ = ev;
+            }
+        }
+    };
+    pump(&mut s, &mut c, &mut got);
+    assert!(s.is_connected() && c.is_connected());
+    // A large packet grows the buffers; afterwards they are released.
+    let big = vec![1u8; 40_000];
+    s.send::<Plain>(&big.as_slice()).unwrap();
+    pump(&mut s, &mut c, &mut got);
+    assert_eq!(got.len(), 1);
+    assert!(got[0] > 40_000);
+    assert!(c.poll_transmit().is_empty() && s.poll_transmit().is_empty());
+    let _ = c.receive_buffer();
+    let _ = s.receive_buffer();
+    // Idle: no buffer keeps its peak size.
+    for conn in [&s, &c] {
+        let (rx, tx) = conn.buffers();
+        assert!(rx.bytes().len() <= 256, "rx holds {}", rx.bytes().len());
+        assert!(tx.bytes().is_empty(), "tx holds {}", tx.bytes().len());
+        assert!(rx.grows + tx.grows > 0);
+    }
+    assert!(c.buffers().0.releases >= 1);
+    assert_eq!(c.codec(), &Postcard);
+    // Over the maximum: refused, nothing queued.
+    let huge = vec![1u8; max];
+    assert!(matches!(
+        s.send::<Plain>(&huge.as_slice()),
+        Err(SendError::TooLarge { .. })
+    ));
+    assert!(s.poll_transmit().is_empty());
+    s.send::<Chat>(&Numbered {
+        seq: 1,
+        text: "small",
+    })
+    .unwrap();
+    s.close(CloseReason::ServerShutdown);
+    pump(&mut s, &mut c, &mut got);
+    assert_eq!(got.len(), 2);
+    assert!(s.is_finished() && c.is_finished());
+}
