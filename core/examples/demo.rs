@@ -5,7 +5,7 @@
 //! Run it with `cargo run -p peng3dnet-core --example demo`.
 
 use peng3dnet_core::codec::Postcard;
-use peng3dnet_core::registry::{Packet, Registry};
+use peng3dnet_core::registry::{Packet, Registry, RegistryAccess};
 use peng3dnet_core::rules::Rules;
 use peng3dnet_core::time::Instant;
 use peng3dnet_core::wire::FrameDecoder;
@@ -30,7 +30,9 @@ impl Packet for Secret {
     type Message<'a> = &'a str;
 }
 
-type Conn<'a> = Connection<'a, Postcard, [u8; 1024], [u8; 1024], 8>;
+/// Connections over 1 KiB arrays with a registry of 8; a server shares its
+/// registry (`&Registry`), a client owns the use of its own (`&mut Registry`).
+type Conn<'a, G> = Connection<'a, Postcard, [u8; 1024], [u8; 1024], 8, G>;
 
 fn registry() -> Registry<8> {
     let mut reg = Registry::new();
@@ -55,7 +57,12 @@ fn show_frames(arrow: &str, bytes: &[u8], reg: &Registry<8>) {
 }
 
 /// Moves one side's queued bytes to the other and handles its events.
-fn transfer(from: &mut Conn<'_>, to: &mut Conn<'_>, arrow: &str, now: Instant) {
+fn transfer<G1: RegistryAccess<8>, G2: RegistryAccess<8>>(
+    from: &mut Conn<'_, G1>,
+    to: &mut Conn<'_, G2>,
+    arrow: &str,
+    now: Instant,
+) {
     let bytes = from.poll_transmit().to_vec();
     from.transmitted(bytes.len());
     show_frames(arrow, &bytes, to.registry());
@@ -94,10 +101,10 @@ fn main() {
     let server_reg = registry();
     let mut client_reg = registry();
     let now = Instant::ZERO;
-    let mut server: Conn<'_> =
+    let mut server: Conn<'_, &Registry<8>> =
         Connection::server(&config, &server_reg, Postcard, [0; 1024], [0; 1024], now)
             .expect("buffers are large enough");
-    let mut client: Conn<'_> = Connection::client(
+    let mut client: Conn<'_, &mut Registry<8>> = Connection::client(
         &config,
         &mut client_reg,
         Postcard,

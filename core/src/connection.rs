@@ -61,7 +61,9 @@ use crate::messages::{
     CloseConn, HandshakeAccept, HandshakeOut, HandshakeSeed, Hello, PeerInfo, PingRequest,
     PingResponse, SetType, PROTOVERSION,
 };
-use crate::registry::{internal, Entry, Packet, Registry, SyncError, SyncPolicy, FIRST_AUTO_ID};
+use crate::registry::{
+    internal, Entry, Packet, Registry, RegistryAccess, SyncError, SyncPolicy, FIRST_AUTO_ID,
+};
 use crate::rules::{InvalidAction, RuleContext, Violation};
 use crate::time::{Duration, Instant};
 use crate::types::{
@@ -230,25 +232,6 @@ enum Kind {
     Classic,
     Ping,
     Custom(u16),
-}
-
-/// How a connection holds its registry: a server's connections share the
-/// server's; a client owns the use of its own, since the handshake rewrites ids.
-#[derive(Debug)]
-pub enum RegistryRef<'a, const N: usize> {
-    /// Read-only, shared by many connections.
-    Shared(&'a Registry<N>),
-    /// Exclusive, so that a registry sync can adopt the server's ids.
-    Exclusive(&'a mut Registry<N>),
-}
-
-impl<const N: usize> RegistryRef<'_, N> {
-    fn get(&self) -> &Registry<N> {
-        match self {
-            RegistryRef::Shared(r) => r,
-            RegistryRef::Exclusive(r) => r,
-        }
-    }
 }
 
 /// Why a connection could not be created.
@@ -542,9 +525,9 @@ struct Pending {
 
 /// Everything of a connection but its receive buffer, so that events can
 /// borrow the received bytes while the state machine runs.
-struct Inner<'a, C, T, const N: usize> {
-    config: &'a Config<'a>,
-    registry: RegistryRef<'a, N>,
+struct Inner<'a, C, T, const N: usize, G> {
+    config: Config<'a>,
+    registry: G,
     codec: C,
     side: Side,
     state: State,
@@ -568,7 +551,7 @@ enum Outcome {
     Ignored(u32, IgnoreCause),
 }
 
-impl<'a, C: Codec, T: Buffer, const N: usize> Inner<'a, C, T, N> {
+impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C, T, N, G> {
     fn kind_name(&self, kind: Kind) -> &'a str {
         match kind {
             Kind::NotSet => CONNTYPE_NOTSET,
@@ -673,7 +656,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize> Inner<'a, C, T, N> {
             Kind::Classic => {
                 self.state = State::HandshakeWait1;
                 if self.side == Side::Server {
-                    let reg = self.registry.get();
+                    let reg = self.registry.registry();
                     let msg = HandshakeOut {
                         version: self.config.version,
                         protoversion: PROTOVERSION,
@@ -761,7 +744,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize> Inner<'a, C, T, N> {
                     match dispatch {
                         Dispatch::Registry => {}
                         Dispatch::Consume => {
-                            let name = self.registry.get().by_id(packet_id).map(|e| e.name);
+                            let name = self.registry.registry().by_id(packet_id).map(|e| e.name);
                             return Outcome::ConnTypePacket(name);
                         }
                         Dispatch::Close(kind) => {
@@ -773,7 +756,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize> Inner<'a, C, T, N> {
                 Kind::NotSet | Kind::Classic => {}
             }
         }
-        let Some(entry) = self.registry.get().by_id(packet_id).copied() else {
+        let Some(entry) = self.registry.registry().by_id(packet_id).copied() else {
             return self.ignore(packet_id, IgnoreCause::UnknownId);
         };
         if let Err(v) = entry.rules.check_receive(&self.rule_context()) {
@@ -830,7 +813,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize> Inner<'a, C, T, N> {
                 }
             }
             internal::HANDSHAKE => {
-                let seed = HandshakeSeed(self.registry.get());
+                let seed = HandshakeSeed(self.registry.registry());
                 let Ok(hs) = self.codec.decode_seed(seed, body) else {
                     return self.close(CloseReason::MalformedPacket);
                 };
@@ -839,15 +822,15 @@ impl<'a, C: Codec, T: Buffer, const N: usize> Inner<'a, C, T, N> {
                 }
                 if self.config.autosync {
                     let policy = self.config.sync_policy;
-                    let result = match &mut self.registry {
-                        RegistryRef::Exclusive(reg) => reg.apply_sync(&hs.sync, policy),
+                    let entries = self.registry.registry().entries();
+                    let same_ids = (0..hs.sync.ours)
+                        .all(|i| hs.sync.remote_ids[i].is_none_or(|id| id == entries[i].id));
+                    let result = match self.registry.registry_mut() {
+                        Some(reg) => reg.apply_sync(&hs.sync, policy),
                         // A shared registry cannot adopt ids: only identical
                         // ones can be used.
-                        RegistryRef::Shared(_) => {
-                            let same = (0..hs.sync.ours).all(|i| {
-                                hs.sync.remote_ids[i]
-                                    .is_none_or(|id| id == self.registry.get().entries()[i].id)
-                            });
+                        None => {
+                            let same = same_ids;
                             if same && (hs.sync.same_names() || policy == SyncPolicy::Ignore) {
                                 Ok(())
                             } else {
@@ -957,21 +940,22 @@ impl<'a, C: Codec, T: Buffer, const N: usize> Inner<'a, C, T, N> {
 /// One endpoint of one connection over caller-owned [`Buffer`]s: `R` receives,
 /// `T` transmits (`[u8; K]`, `&mut [u8]`, a growable host buffer...). `N` is the
 /// registry's capacity. See the [module docs](self) for the calling order.
-pub struct Connection<'a, C, R, T, const N: usize> {
+pub struct Connection<'a, C, R, T, const N: usize, G = &'a Registry<N>> {
     rx: FrameDecoder<R>,
-    inner: Inner<'a, C, T, N>,
+    inner: Inner<'a, C, T, N, G>,
 }
 
-impl<'a, C, R, T, const N: usize> Connection<'a, C, R, T, N>
+impl<'a, C, R, T, const N: usize, G> Connection<'a, C, R, T, N, G>
 where
     C: Codec,
     R: Buffer,
     T: Buffer,
+    G: RegistryAccess<N>,
 {
     fn new(
         side: Side,
-        config: &'a Config<'a>,
-        registry: RegistryRef<'a, N>,
+        config: &Config<'a>,
+        registry: G,
         codec: C,
         rx: R,
         tx: T,
@@ -986,7 +970,7 @@ where
         Ok(Connection {
             rx: FrameDecoder::new(rx),
             inner: Inner {
-                config,
+                config: *config,
                 registry,
                 codec,
                 side,
@@ -1009,23 +993,16 @@ where
     }
 
     /// The server's view of a client that just connected. Queues `hello`.
+    /// `registry` is usually `&Registry` (shared by every connection).
     pub fn server(
-        config: &'a Config<'a>,
-        registry: &'a Registry<N>,
+        config: &Config<'a>,
+        registry: G,
         codec: C,
         rx: R,
         tx: T,
         now: Instant,
     ) -> Result<Self, NewConnectionError> {
-        let mut conn = Self::new(
-            Side::Server,
-            config,
-            RegistryRef::Shared(registry),
-            codec,
-            rx,
-            tx,
-            now,
-        )?;
+        let mut conn = Self::new(Side::Server, config, registry, codec, rx, tx, now)?;
         let inner = &mut conn.inner;
         let hello = Hello {
             version: config.version,
@@ -1047,26 +1024,18 @@ where
 
     /// A client that will ask for connection type `conntype` (`"classic"`,
     /// `"ping"` or one of [`Config::conntypes`]) once the server's `hello`
-    /// arrives. The client's registry adopts the server's ids in the
-    /// handshake.
+    /// arrives. A registry the client may change (`&mut Registry` or an
+    /// owned one) adopts the server's ids in the handshake.
     pub fn client(
-        config: &'a Config<'a>,
-        registry: &'a mut Registry<N>,
+        config: &Config<'a>,
+        registry: G,
         codec: C,
         rx: R,
         tx: T,
         conntype: &str,
         now: Instant,
     ) -> Result<Self, NewConnectionError> {
-        let mut conn = Self::new(
-            Side::Client,
-            config,
-            RegistryRef::Exclusive(registry),
-            codec,
-            rx,
-            tx,
-            now,
-        )?;
+        let mut conn = Self::new(Side::Client, config, registry, codec, rx, tx, now)?;
         conn.inner.target = conn
             .inner
             .find_kind(conntype)
@@ -1125,7 +1094,7 @@ where
     /// The registry this connection uses (with the server's ids, on a synced
     /// client).
     pub fn registry(&self) -> &Registry<N> {
-        self.inner.registry.get()
+        self.inner.registry.registry()
     }
 
     /// The codec.
@@ -1199,7 +1168,7 @@ where
         let entry = *self
             .inner
             .registry
-            .get()
+            .registry()
             .by_name(P::NAME)
             .ok_or(SendError::NotRegistered)?;
         self.send_entry(&entry, msg)
@@ -1214,7 +1183,7 @@ where
         let entry = *self
             .inner
             .registry
-            .get()
+            .registry()
             .by_name(name)
             .ok_or(SendError::NotRegistered)?;
         self.send_entry(&entry, msg)
@@ -1229,7 +1198,7 @@ where
         let entry = *self
             .inner
             .registry
-            .get()
+            .registry()
             .by_id(packet_id)
             .ok_or(SendError::NotRegistered)?;
         self.send_entry(&entry, msg)
@@ -1241,7 +1210,7 @@ where
         let entry = *self
             .inner
             .registry
-            .get()
+            .registry()
             .by_id(packet_id)
             .ok_or(SendError::NotRegistered)?;
         self.inner.admit(&entry)?;
@@ -1383,7 +1352,7 @@ where
     }
 }
 
-impl<C, R, T, const N: usize> fmt::Debug for Connection<'_, C, R, T, N> {
+impl<C, R, T, const N: usize, G> fmt::Debug for Connection<'_, C, R, T, N, G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
             .field("side", &self.inner.side)

@@ -369,6 +369,49 @@ impl<const N: usize> Registry<N> {
     }
 }
 
+/// How a connection reaches its registry: shared (`&Registry`, as a server's
+/// connections share the server's), exclusive (`&mut Registry`) or owned
+/// (`Registry`). A client whose registry it can change adopts the server's
+/// ids in the handshake; with a shared one, the ids must already agree.
+///
+/// A host adapter can implement it for its own handle type (an `Arc` wrapper,
+/// a boxed registry) so that a connection borrows nothing.
+pub trait RegistryAccess<const N: usize> {
+    /// The registry.
+    fn registry(&self) -> &Registry<N>;
+
+    /// The registry, if this access may change it.
+    fn registry_mut(&mut self) -> Option<&mut Registry<N>> {
+        None
+    }
+}
+
+impl<const N: usize> RegistryAccess<N> for &Registry<N> {
+    fn registry(&self) -> &Registry<N> {
+        self
+    }
+}
+
+impl<const N: usize> RegistryAccess<N> for &mut Registry<N> {
+    fn registry(&self) -> &Registry<N> {
+        self
+    }
+
+    fn registry_mut(&mut self) -> Option<&mut Registry<N>> {
+        Some(self)
+    }
+}
+
+impl<const N: usize> RegistryAccess<N> for Registry<N> {
+    fn registry(&self) -> &Registry<N> {
+        self
+    }
+
+    fn registry_mut(&mut self) -> Option<&mut Registry<N>> {
+        Some(self)
+    }
+}
+
 /// What a client does when the server's registry has other names than its own
 /// (`net.registry.missingpacketaction` in the reference).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -20,7 +20,7 @@ use crate::buffer::Buffer;
 use crate::codec::Codec;
 use crate::connection::{Connection, SendError};
 use crate::messages::CloseConn;
-use crate::registry::{internal, Packet};
+use crate::registry::{internal, Packet, RegistryAccess};
 use crate::types::CloseReason;
 use crate::wire::{encode_frame, BufferTooSmall, Flags, FRAME_OVERHEAD};
 use core::fmt;
@@ -208,11 +208,12 @@ pub struct BroadcastReport {
     pub first_error: Option<SendError>,
 }
 
-impl<'a, C, R, T, const M: usize, const N: usize> ClientTable<Connection<'a, C, R, T, M>, N>
+impl<'a, C, R, T, const M: usize, G, const N: usize> ClientTable<Connection<'a, C, R, T, M, G>, N>
 where
     C: Codec,
     R: Buffer,
     T: Buffer,
+    G: RegistryAccess<M>,
 {
     /// Sends `msg` as a `P` to every connected client not in `except`,
     /// encoding it once into `scratch` with the codec of the first connected

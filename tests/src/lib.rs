@@ -3,7 +3,7 @@
 
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::{Config, Connection, Event};
-use peng3dnet_core::registry::{Packet, Registry};
+use peng3dnet_core::registry::{Packet, Registry, RegistryAccess};
 use peng3dnet_core::rules::{InvalidAction, Rules};
 use peng3dnet_core::time::Instant;
 use peng3dnet_core::wire::FrameDecoder;
@@ -16,8 +16,12 @@ pub const CAP: usize = 16;
 /// Buffer size used by the tests.
 pub const BUF: usize = 4096;
 
-/// The connection type of the tests.
-pub type Conn<'a> = Connection<'a, Postcard, [u8; BUF], [u8; BUF], CAP>;
+/// The connection type of the tests (a server's, sharing its registry, by
+/// default).
+pub type Conn<'a, G = &'a Registry<CAP>> = Connection<'a, Postcard, [u8; BUF], [u8; BUF], CAP, G>;
+
+/// A client's connection, which syncs its own registry.
+pub type ClientConn<'a> = Conn<'a, &'a mut Registry<CAP>>;
 
 /// A sequence-numbered message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,7 +166,7 @@ pub fn record<C>(event: Event<'_, C>) -> Rec {
 }
 
 /// Every pending event of `conn`, as records (bounded: at most 100,000).
-pub fn drain(conn: &mut Conn<'_>, now: Instant) -> Vec<Rec> {
+pub fn drain<G: RegistryAccess<CAP>>(conn: &mut Conn<'_, G>, now: Instant) -> Vec<Rec> {
     let mut out = Vec::new();
     for _ in 0..100_000 {
         match conn.poll(now) {
@@ -175,7 +179,12 @@ pub fn drain(conn: &mut Conn<'_>, now: Instant) -> Vec<Rec> {
 
 /// Feeds `bytes` into `conn` in pieces ending at `cuts` (ascending offsets),
 /// draining events after each piece.
-pub fn deliver(conn: &mut Conn<'_>, bytes: &[u8], cuts: &[usize], now: Instant) -> Vec<Rec> {
+pub fn deliver<G: RegistryAccess<CAP>>(
+    conn: &mut Conn<'_, G>,
+    bytes: &[u8],
+    cuts: &[usize],
+    now: Instant,
+) -> Vec<Rec> {
     let mut events = Vec::new();
     let mut pos = 0;
     for &end in cuts.iter().chain(std::iter::once(&bytes.len())) {
@@ -271,7 +280,7 @@ pub fn name_of(id: u32, reg: &Registry<CAP>) -> String {
 }
 
 /// Takes what `from` queued, as bytes, and marks it transmitted.
-pub fn take_tx(from: &mut Conn<'_>) -> Vec<u8> {
+pub fn take_tx<G: RegistryAccess<CAP>>(from: &mut Conn<'_, G>) -> Vec<u8> {
     let bytes = from.poll_transmit().to_vec();
     from.transmitted(bytes.len());
     bytes
@@ -281,9 +290,9 @@ pub fn take_tx(from: &mut Conn<'_>) -> Vec<u8> {
 /// anything to send (at most 64 rounds), delivering each transfer in pieces
 /// chosen by `cuts(len)`. Returns the transcript: frames sent, events, state
 /// changes.
-pub fn transcript<'a>(
-    server: &mut Conn<'a>,
-    client: &mut Conn<'a>,
+pub fn transcript<G1: RegistryAccess<CAP>, G2: RegistryAccess<CAP>>(
+    server: &mut Conn<'_, G1>,
+    client: &mut Conn<'_, G2>,
     now: Instant,
     cuts: &dyn Fn(usize) -> Vec<usize>,
 ) -> Vec<String> {
@@ -291,35 +300,66 @@ pub fn transcript<'a>(
     let mut lines = Vec::new();
     let mut states = [server.state(), client.state()];
     for _ in 0..64 {
-        let mut moved = false;
-        for dir in 0..2 {
-            let (from, to, tag, to_tag) = if dir == 0 {
-                (&mut *server, &mut *client, "S>C", "C")
-            } else {
-                (&mut *client, &mut *server, "C>S", "S")
-            };
-            let bytes = take_tx(from);
-            if bytes.is_empty() {
-                continue;
-            }
-            moved = true;
-            for (id, _, _) in frames_of(&bytes) {
-                lines.push(format!("{tag} {}", name_of(id, &names)));
-            }
-            for rec in deliver(to, &bytes, &cuts(bytes.len()), now) {
-                lines.push(format!("{to_tag}: {rec}"));
-            }
-            let idx = if dir == 0 { 1 } else { 0 };
-            if to.state() != states[idx] {
-                states[idx] = to.state();
-                let mut line = String::new();
-                let _ = write!(line, "{to_tag}: state {}", to.state());
-                lines.push(line);
-            }
-        }
+        let to_client = take_tx(server);
+        let moved = !to_client.is_empty();
+        step(
+            &mut lines,
+            "S>C",
+            "C",
+            &to_client,
+            client,
+            &mut states[1],
+            now,
+            cuts,
+            &names,
+        );
+        let to_server = take_tx(client);
+        let moved = moved || !to_server.is_empty();
+        step(
+            &mut lines,
+            "C>S",
+            "S",
+            &to_server,
+            server,
+            &mut states[0],
+            now,
+            cuts,
+            &names,
+        );
         if !moved {
             return lines;
         }
     }
     panic!("exchange did not settle in 64 rounds");
+}
+
+/// One transfer of a transcript: the frames, the receiver's events and its
+/// new state.
+#[allow(clippy::too_many_arguments)]
+fn step<G: RegistryAccess<CAP>>(
+    lines: &mut Vec<String>,
+    tag: &str,
+    to_tag: &str,
+    bytes: &[u8],
+    to: &mut Conn<'_, G>,
+    state: &mut State,
+    now: Instant,
+    cuts: &dyn Fn(usize) -> Vec<usize>,
+    names: &Registry<CAP>,
+) {
+    if bytes.is_empty() {
+        return;
+    }
+    for (id, _, _) in frames_of(bytes) {
+        lines.push(format!("{tag} {}", name_of(id, names)));
+    }
+    for rec in deliver(to, bytes, &cuts(bytes.len()), now) {
+        lines.push(format!("{to_tag}: {rec}"));
+    }
+    if to.state() != *state {
+        *state = to.state();
+        let mut line = String::new();
+        let _ = write!(line, "{to_tag}: state {}", to.state());
+        lines.push(line);
+    }
 }

@@ -5,12 +5,15 @@
 use peng3dnet_core::buffer::Buffer;
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::SendError;
+use peng3dnet_core::registry::Registry;
 use peng3dnet_core::time::Instant;
 use peng3dnet_core::wire::{encode_frame, Flags, FrameDecoder, FrameError};
 use peng3dnet_core::{CloseReason, Connection, Event};
 use peng3dnet_tests::{config, registry, Chat, GrowBuf, Numbered, Plain, CAP};
 
-type GrowConn<'a> = Connection<'a, Postcard, GrowBuf, GrowBuf, CAP>;
+type GrowConn<'a, G = &'a Registry<CAP>> = Connection<'a, Postcard, GrowBuf, GrowBuf, CAP, G>;
+/// A client owning its registry: the connection borrows nothing but the config.
+type OwningClient<'a> = GrowConn<'a, Registry<CAP>>;
 
 #[test]
 fn decoder_grows_for_a_frame_and_releases_after() {
@@ -40,7 +43,6 @@ fn decoder_grows_for_a_frame_and_releases_after() {
 fn connections_over_growable_buffers() {
     let cfg = config();
     let sreg = registry();
-    let mut creg = registry();
     let now = Instant::ZERO;
     let max = 64 * 1024;
     let mut s: GrowConn<'_> = Connection::server(
@@ -52,9 +54,9 @@ fn connections_over_growable_buffers() {
         now,
     )
     .unwrap();
-    let mut c: GrowConn<'_> = Connection::client(
+    let mut c: OwningClient<'_> = Connection::client(
         &cfg,
-        &mut creg,
+        registry(),
         Postcard,
         GrowBuf::new(max, 256),
         GrowBuf::new(max, 256),
@@ -63,7 +65,7 @@ fn connections_over_growable_buffers() {
     )
     .unwrap();
     let mut got = Vec::new();
-    let pump = |s: &mut GrowConn<'_>, c: &mut GrowConn<'_>, got: &mut Vec<usize>| {
+    let pump = |s: &mut GrowConn<'_>, c: &mut OwningClient<'_>, got: &mut Vec<usize>| {
         for _ in 0..8 {
             let n = c.handle_input(s.poll_transmit());
             s.transmitted(n);
@@ -91,8 +93,7 @@ fn connections_over_growable_buffers() {
     let _ = c.receive_buffer();
     let _ = s.receive_buffer();
     // Idle: no buffer keeps its peak size.
-    for conn in [&s, &c] {
-        let (rx, tx) = conn.buffers();
+    for (rx, tx) in [s.buffers(), c.buffers()] {
         assert!(rx.bytes().len() <= 256, "rx holds {}", rx.bytes().len());
         assert!(tx.bytes().is_empty(), "tx holds {}", tx.bytes().len());
         assert!(rx.grows + tx.grows > 0);

@@ -5,11 +5,11 @@ use allocation_counter::measure;
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::time::Instant;
 use peng3dnet_core::{CloseReason, Event};
-use peng3dnet_tests::{config, registry, Chat, Conn, Numbered, BUF};
+use peng3dnet_tests::{config, registry, Chat, ClientConn, Conn, Numbered, BUF};
 
 /// Moves bytes both ways once and handles every event without allocating;
 /// returns how many chats each side received.
-fn round(s: &mut Conn<'_>, c: &mut Conn<'_>, now: Instant) -> (u32, u32) {
+fn round(s: &mut Conn<'_>, c: &mut ClientConn<'_>, now: Instant) -> (u32, u32) {
     let (mut to_s, mut to_c) = (0, 0);
     let n = c.handle_input(s.poll_transmit());
     s.transmitted(n);
@@ -38,7 +38,7 @@ fn session() -> (u32, u32) {
     let mut creg = registry();
     let now = Instant::ZERO;
     let mut s: Conn<'_> = Conn::server(&cfg, &sreg, Postcard, [0; BUF], [0; BUF], now).unwrap();
-    let mut c: Conn<'_> = Conn::client(
+    let mut c: ClientConn<'_> = Conn::client(
         &cfg, &mut creg, Postcard, [0; BUF], [0; BUF], "classic", now,
     )
     .unwrap();
@@ -81,7 +81,7 @@ fn ping() -> bool {
     let mut creg = registry();
     let now = Instant::ZERO;
     let mut s: Conn<'_> = Conn::server(&cfg, &sreg, Postcard, [0; BUF], [0; BUF], now).unwrap();
-    let mut c: Conn<'_> =
+    let mut c: ClientConn<'_> =
         Conn::client(&cfg, &mut creg, Postcard, [0; BUF], [0; BUF], "ping", now).unwrap();
     for _ in 0..4 {
         round(&mut s, &mut c, now);

@@ -6,7 +6,7 @@ use peng3dnet_core::connection::{
     ConnTypeHooks, CustomConnType, Dispatch, SendError, MIN_TX_BUFFER,
 };
 use peng3dnet_core::messages::CloseConn;
-use peng3dnet_core::registry::{Registry, SyncPolicy};
+use peng3dnet_core::registry::{Registry, RegistryAccess, SyncPolicy};
 use peng3dnet_core::rules::Violation;
 use peng3dnet_core::table::{encode_refusal, ClientTable};
 use peng3dnet_core::time::{Duration, Instant};
@@ -20,7 +20,10 @@ use peng3dnet_tests::*;
 const T0: Instant = Instant::ZERO;
 
 /// Moves bytes both ways until both are quiet; returns (server, client) events.
-fn exchange(s: &mut Conn<'_>, c: &mut Conn<'_>) -> (Vec<Rec>, Vec<Rec>) {
+fn exchange<G1: RegistryAccess<CAP>, G2: RegistryAccess<CAP>>(
+    s: &mut Conn<'_, G1>,
+    c: &mut Conn<'_, G2>,
+) -> (Vec<Rec>, Vec<Rec>) {
     let (mut se, mut ce) = (Vec::new(), Vec::new());
     for _ in 0..32 {
         let to_c = take_tx(s);
@@ -51,7 +54,7 @@ macro_rules! pair {
     ($cfg:expr, $sreg:ident, $creg:ident, $s:ident, $c:ident, $conntype:expr) => {
         let mut $s: Conn<'_> =
             Conn::server(&$cfg, &$sreg, Postcard, [0; BUF], [0; BUF], T0).unwrap();
-        let mut $c: Conn<'_> = Conn::client(
+        let mut $c: ClientConn<'_> = Conn::client(
             &$cfg, &mut $creg, Postcard, [0; BUF], [0; BUF], $conntype, T0,
         )
         .unwrap();
@@ -523,7 +526,7 @@ fn ping_closes() {
     );
     // pinginvalidside on the client: a ping request arrives there.
     let mut creg = registry();
-    let mut c: Conn<'_> =
+    let mut c: ClientConn<'_> =
         Conn::client(&cfg, &mut creg, Postcard, [0; BUF], [0; BUF], "ping", T0).unwrap();
     let mut hello = raw(
         1,
@@ -545,7 +548,7 @@ fn ping_closes() {
     );
     // A ping connection carries no application packets.
     let mut creg = registry();
-    let mut c: Conn<'_> =
+    let mut c: ClientConn<'_> =
         Conn::client(&cfg, &mut creg, Postcard, [0; BUF], [0; BUF], "ping", T0).unwrap();
     c.handle_input(&raw(
         1,
@@ -572,7 +575,7 @@ fn ping_reports_the_delay_and_the_server_data() {
     let sreg = registry();
     let mut creg = registry();
     let mut s: Conn<'_> = Conn::server(&cfg, &sreg, Postcard, [0; BUF], [0; BUF], T0).unwrap();
-    let mut c: Conn<'_> =
+    let mut c: ClientConn<'_> =
         Conn::client(&cfg, &mut creg, Postcard, [0; BUF], [0; BUF], "ping", T0).unwrap();
     c.handle_input(&take_tx(&mut s));
     assert_eq!(drain(&mut c, T0), []);
@@ -681,7 +684,7 @@ fn table_refuses_when_full_and_broadcasts_with_exceptions() {
     let cfg = config();
     let sreg = registry();
     let mut cregs: Vec<Registry<CAP>> = (0..3).map(|_| registry()).collect();
-    let mut clients: Vec<Conn<'_>> = cregs
+    let mut clients: Vec<ClientConn<'_>> = cregs
         .iter_mut()
         .map(|r| Conn::client(&cfg, r, Postcard, [0; BUF], [0; BUF], "classic", T0).unwrap())
         .collect();

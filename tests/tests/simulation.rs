@@ -5,9 +5,10 @@
 
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::Config;
+use peng3dnet_core::registry::RegistryAccess;
 use peng3dnet_core::time::{Duration, Instant};
 use peng3dnet_core::{CloseReason, Event, Initiator};
-use peng3dnet_tests::{config, registry, Chat, Conn, Numbered, BUF};
+use peng3dnet_tests::{config, registry, Chat, ClientConn, Conn, Numbered, BUF, CAP};
 use std::collections::VecDeque;
 
 /// splitmix64: a tiny deterministic generator for the simulation.
@@ -45,11 +46,11 @@ impl Pipe {
         }
     }
 
-    fn deliver(
+    fn deliver<'a, G: RegistryAccess<CAP>>(
         &mut self,
         now: Instant,
-        to: &mut Conn<'_>,
-        on_event: &mut dyn FnMut(&mut Conn<'_>),
+        to: &mut Conn<'a, G>,
+        on_event: &mut dyn FnMut(&mut Conn<'a, G>),
     ) {
         while let Some((due, chunk)) = self.chunks.front_mut() {
             if *due > now {
@@ -104,7 +105,13 @@ fn server_app(s: &mut Conn<'_>, now: Instant, out: &mut Outcome) {
 }
 
 /// The client's application: check the echoes' order.
-fn client_app(c: &mut Conn<'_>, now: Instant, out: &mut Outcome, expect_seq: &mut u32, seed: u64) {
+fn client_app(
+    c: &mut ClientConn<'_>,
+    now: Instant,
+    out: &mut Outcome,
+    expect_seq: &mut u32,
+    seed: u64,
+) {
     while let Some(ev) = c.poll(now) {
         match ev {
             Event::Connected => out.client_connected = true,
@@ -131,7 +138,7 @@ fn simulate(sc: &Scenario) -> Outcome {
     let mut now = Instant::ZERO;
     let mut server: Conn<'_> =
         Conn::server(&cfg, &sreg, Postcard, [0; BUF], [0; BUF], now).unwrap();
-    let mut client: Conn<'_> = Conn::client(
+    let mut client: ClientConn<'_> = Conn::client(
         &cfg, &mut creg, Postcard, [0; BUF], [0; BUF], "classic", now,
     )
     .unwrap();
@@ -174,10 +181,11 @@ fn simulate(sc: &Scenario) -> Outcome {
             client.close(CloseReason::UserRequest);
         }
         // Timers.
-        for conn in [&mut server, &mut client] {
-            if conn.poll_timeout().is_some_and(|t| now >= t) {
-                conn.handle_timeout(now);
-            }
+        if server.poll_timeout().is_some_and(|t| now >= t) {
+            server.handle_timeout(now);
+        }
+        if client.poll_timeout().is_some_and(|t| now >= t) {
+            client.handle_timeout(now);
         }
         server_app(&mut server, now, &mut out);
         client_app(&mut client, now, &mut out, &mut expect_seq, sc.seed);

@@ -7,7 +7,9 @@ use peng3dnet_core::messages::{CloseConn, HandshakeAccept, HandshakeOut, Hello, 
 use peng3dnet_core::registry::Registry;
 use peng3dnet_core::time::Instant;
 use peng3dnet_core::{CloseReason, Initiator, State};
-use peng3dnet_tests::{config, deliver, registry, take_tx, Chat, Conn, Numbered, Rec, BUF, CAP};
+use peng3dnet_tests::{
+    config, deliver, registry, take_tx, Chat, ClientConn, Conn, Numbered, Rec, BUF, CAP,
+};
 use serde::Serialize;
 
 const T0: Instant = Instant::ZERO;
@@ -41,7 +43,7 @@ fn server<'a>(cfg: &'a Config<'a>, reg: &'a Registry<CAP>) -> Conn<'a> {
     Conn::server(cfg, reg, Postcard, [0; BUF], [0; BUF], T0).unwrap()
 }
 
-fn client<'a>(cfg: &'a Config<'a>, reg: &'a mut Registry<CAP>, conntype: &str) -> Conn<'a> {
+fn client<'a>(cfg: &'a Config<'a>, reg: &'a mut Registry<CAP>, conntype: &str) -> ClientConn<'a> {
     Conn::client(cfg, reg, Postcard, [0; BUF], [0; BUF], conntype, T0).unwrap()
 }
 

@@ -4,7 +4,7 @@
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::Config;
 use peng3dnet_core::time::Instant;
-use peng3dnet_tests::{config, registry, transcript, Conn, BUF};
+use peng3dnet_tests::{config, registry, transcript, ClientConn, Conn, BUF};
 
 const CLASSIC: &[&str] = &[
     "S>C peng3dnet:internal.hello",
@@ -42,7 +42,7 @@ fn run(conntype: &str, cuts: &dyn Fn(usize) -> Vec<usize>) -> Vec<String> {
     let now = Instant::ZERO;
     let mut server: Conn<'_> =
         Conn::server(&cfg, &server_reg, Postcard, [0; BUF], [0; BUF], now).unwrap();
-    let mut client: Conn<'_> = Conn::client(
+    let mut client: ClientConn<'_> = Conn::client(
         &cfg,
         &mut client_reg,
         Postcard,
