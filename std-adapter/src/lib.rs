@@ -1,0 +1,2 @@
+//! peng3dnet on std (work in progress).
+pub mod tls;
