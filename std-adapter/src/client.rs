@@ -1,0 +1,630 @@
+//! A blocking client: connect, wait for the handshake, send typed packets,
+//! receive through handlers or as events, close, wait for the close.
+//!
+//! The client drives one socket with its own small poller, so it never spins
+//! and never deadlocks on a peer that writes while it writes: whenever it
+//! waits for room to send, it also reads.
+//!
+//! ```no_run
+//! use peng3dnet_core::registry::Packet;
+//! use peng3dnet_core::rules::Rules;
+//! use peng3dnet_core::CloseReason;
+//! use peng3dnet_std::client::{Client, ClientEvent, ClientOptions};
+//! use peng3dnet_std::StdRegistry;
+//! use std::time::Duration;
+//!
+//! struct Echo;
+//! impl Packet for Echo {
+//!     const NAME: &'static str = "echo:echo";
+//!     const RULES: Rules = Rules::SMART;
+//!     type Message<'a> = &'a str;
+//! }
+//!
+//! let mut registry = StdRegistry::new();
+//! registry.register::<Echo>().unwrap();
+//! let mut client = Client::connect("127.0.0.1:8080", registry, ClientOptions::default())?;
+//! client.wait_connected(Duration::from_secs(5))?;
+//! client.send::<Echo>(&"hello")?;
+//! if let ClientEvent::Packet(p) = client.recv(Duration::from_secs(5))? {
+//!     assert_eq!(p.decode::<Echo>()?, "hello");
+//! }
+//! client.close(CloseReason::UserRequest)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::buffer::HeapBuffer;
+use crate::{instant_since, StdRegistry, REGISTRY_CAPACITY};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use peng3dnet_core::codec::{Codec, CodecError, Postcard};
+use peng3dnet_core::connection::{Config, DecodeError, NewConnectionError, SendError};
+use peng3dnet_core::registry::{Packet, SyncPolicy};
+use peng3dnet_core::{CloseReason, Connection, Event, Initiator, SecurityLevel, State};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+const SOCKET: Token = Token(0);
+
+/// Settings of a client.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// The connection type asked for: `classic` (default), `ping`.
+    pub conntype: &'static str,
+    /// How long connecting (TCP) may take.
+    pub connect_timeout: Duration,
+    /// The core's handshake timer (the connection closes with
+    /// `handshaketimeout` after it).
+    pub handshake_timeout: Duration,
+    /// What to do when the server's registry holds other names.
+    pub sync_policy: SyncPolicy,
+    /// The largest frame accepted from the server.
+    pub max_frame: usize,
+    /// The most bytes queued for sending.
+    pub max_write_queue: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            conntype: peng3dnet_core::CONNTYPE_CLASSIC,
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            sync_policy: SyncPolicy::CloseConnection,
+            max_frame: 1 << 20,
+            max_write_queue: 1 << 20,
+        }
+    }
+}
+
+/// Why a client call failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The socket failed.
+    Io(io::Error),
+    /// Waiting took longer than the timeout given.
+    Timeout,
+    /// The connection is closed, for this reason.
+    Closed(CloseReason, Initiator),
+    /// A send was refused (rules, registry, size).
+    Send(SendError),
+    /// A received packet did not decode.
+    Decode(DecodeError),
+    /// The connection could not be set up.
+    Setup(NewConnectionError),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Io(e) => write!(f, "i/o error: {e}"),
+            ClientError::Timeout => f.write_str("timed out"),
+            ClientError::Closed(r, i) => write!(f, "connection closed ({r}, by {i:?})"),
+            ClientError::Send(e) => write!(f, "send refused: {e}"),
+            ClientError::Decode(e) => write!(f, "{e}"),
+            ClientError::Setup(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Io(e) => Some(e),
+            ClientError::Send(e) => Some(e),
+            ClientError::Decode(e) => Some(e),
+            ClientError::Setup(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+impl From<SendError> for ClientError {
+    fn from(e: SendError) -> Self {
+        ClientError::Send(e)
+    }
+}
+
+impl From<DecodeError> for ClientError {
+    fn from(e: DecodeError) -> Self {
+        ClientError::Decode(e)
+    }
+}
+
+/// A received application packet, owned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received<C = Postcard> {
+    /// Its id.
+    pub packet_id: u32,
+    /// Its registry name, if registered.
+    pub name: Option<&'static str>,
+    /// Its encoded body.
+    pub body: Vec<u8>,
+    codec: C,
+}
+
+impl<C: Codec> Received<C> {
+    /// Decodes it as a `P`.
+    pub fn decode<P: Packet>(&self) -> Result<P::Message<'_>, DecodeError> {
+        if self.name != Some(P::NAME) {
+            return Err(DecodeError::WrongPacket);
+        }
+        self.codec.decode(&self.body).map_err(DecodeError::Codec)
+    }
+
+    /// Whether it is a `P`.
+    pub fn is<P: Packet>(&self) -> bool {
+        self.name == Some(P::NAME)
+    }
+}
+
+/// What a client receives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientEvent<C = Postcard> {
+    /// The handshake completed.
+    Connected,
+    /// An application packet without a handler.
+    Packet(Received<C>),
+    /// A ping answer (on a `ping` connection), with the round trip and body.
+    Pong {
+        /// Round-trip delay.
+        delay: Duration,
+        /// The answer's body.
+        body: Vec<u8>,
+    },
+    /// A packet was dropped (unknown id, or its rules said ignore).
+    Ignored {
+        /// Its id.
+        packet_id: u32,
+    },
+    /// The connection closed.
+    Closed {
+        /// Why.
+        reason: CloseReason,
+        /// Who closed it.
+        initiator: Initiator,
+    },
+}
+
+type ClientHandler = Box<dyn FnMut(&[u8]) -> Result<(), CodecError> + Send>;
+
+/// The connection type of a client: it owns its registry.
+pub type ClientConn<C> =
+    Connection<'static, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY, StdRegistry>;
+
+/// A blocking client over TCP.
+pub struct Client<C: Codec = Postcard> {
+    socket: TcpStream,
+    poll: Poll,
+    events: Events,
+    conn: Box<ClientConn<C>>,
+    start: Instant,
+    queue: VecDeque<ClientEvent<C>>,
+    handlers: HashMap<u32, ClientHandler>,
+    named_handlers: Vec<(&'static str, ClientHandler)>,
+    closed: Option<(CloseReason, Initiator)>,
+    peer: SocketAddr,
+    eof: bool,
+}
+
+impl Client<Postcard> {
+    /// Connects to `addr` over TCP with the native codec. The handshake runs
+    /// while the client is used; [`wait_connected`](Self::wait_connected)
+    /// waits for it.
+    pub fn connect(
+        addr: impl ToSocketAddrs,
+        registry: StdRegistry,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        Self::connect_with(addr, registry, Postcard, options)
+    }
+}
+
+impl<C: Codec + Clone> Client<C> {
+    /// Connects with the given codec.
+    pub fn connect_with(
+        addr: impl ToSocketAddrs,
+        registry: StdRegistry,
+        codec: C,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let mut last = io::Error::new(ErrorKind::InvalidInput, "no address");
+        let mut stream = None;
+        for a in addr.to_socket_addrs()? {
+            match std::net::TcpStream::connect_timeout(&a, options.connect_timeout) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let stream = stream.ok_or(last)?;
+        let peer = stream.peer_addr()?;
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        let mut socket = TcpStream::from_std(stream);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut socket, SOCKET, Interest::READABLE | Interest::WRITABLE)?;
+        let config = Config {
+            handshake_timeout: peng3dnet_core::time::Duration::from_micros(
+                options.handshake_timeout.as_micros() as u64,
+            ),
+            sync_policy: options.sync_policy,
+            ping: None,
+            ..Config::new()
+        };
+        let conn = Connection::client(
+            &config,
+            registry,
+            codec,
+            HeapBuffer::new(options.max_frame, 1024),
+            HeapBuffer::new(options.max_write_queue, 1024),
+            options.conntype,
+            peng3dnet_core::time::Instant::ZERO,
+        )
+        .map_err(ClientError::Setup)?;
+        Ok(Client {
+            socket,
+            poll,
+            events: Events::with_capacity(4),
+            conn: Box::new(conn),
+            start: Instant::now(),
+            queue: VecDeque::new(),
+            handlers: HashMap::new(),
+            named_handlers: Vec::new(),
+            closed: None,
+            peer,
+            eof: false,
+        })
+    }
+
+    /// The server's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The connection's protocol state.
+    pub fn state(&self) -> State {
+        self.conn.state()
+    }
+
+    /// The transport's security level.
+    pub fn security_level(&self) -> SecurityLevel {
+        self.conn.security_level()
+    }
+
+    /// Whether the handshake completed and the connection is open.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_connected()
+    }
+
+    /// The registry, with the server's ids after the handshake.
+    pub fn registry(&self) -> &StdRegistry {
+        self.conn.registry()
+    }
+
+    /// Calls `handler` for every `P` received instead of queueing it as an
+    /// event. A body that does not decode closes with `malformedpacket`.
+    ///
+    /// # Panics
+    /// If `P` is not in the client's registry.
+    pub fn on<P: Packet + 'static>(
+        &mut self,
+        mut handler: impl for<'m> FnMut(P::Message<'m>) + Send + 'static,
+    ) where
+        C: Send + 'static,
+    {
+        assert!(
+            self.conn.registry().by_name(P::NAME).is_some(),
+            "register {} before adding its handler",
+            P::NAME
+        );
+        let codec = self.conn.codec().clone();
+        let h: ClientHandler = Box::new(move |body| {
+            let msg = codec.decode::<P::Message<'_>>(body)?;
+            handler(msg);
+            Ok(())
+        });
+        // Ids may change at the handshake: keep handlers by name and resolve
+        // them once connected.
+        self.named_handlers.push((P::NAME, h));
+        self.resolve_handlers();
+    }
+
+    /// Gives handlers their ids once the handshake fixed them.
+    fn resolve_handlers(&mut self) {
+        if !self.conn.is_connected() {
+            return;
+        }
+        for (name, h) in std::mem::take(&mut self.named_handlers) {
+            if let Some(e) = self.conn.registry().by_name(name) {
+                self.handlers.insert(e.id, h);
+            }
+        }
+    }
+
+    /// Waits until the handshake completed.
+    pub fn wait_connected(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.conn.is_connected() {
+                return Ok(());
+            }
+            if let Some((r, i)) = &self.closed {
+                return Err(ClientError::Closed(r.clone(), *i));
+            }
+            self.pump(Some(deadline))?;
+        }
+    }
+
+    /// Sends a typed packet. Waits (reading meanwhile) while the transmit
+    /// queue is full; fails on a rule, size or closed connection.
+    pub fn send<P: Packet>(&mut self, msg: &P::Message<'_>) -> Result<(), ClientError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.conn.send::<P>(msg) {
+                Ok(()) => {
+                    self.flush_some()?;
+                    return Ok(());
+                }
+                Err(SendError::WouldBlock { .. }) => self.pump(Some(deadline))?,
+                Err(SendError::Closed) => {
+                    let (r, i) = self
+                        .conn
+                        .close_reason()
+                        .map(|(r, i)| (r.clone(), i))
+                        .unwrap_or((CloseReason::Unspecified, Initiator::Local));
+                    return Err(ClientError::Closed(r, i));
+                }
+                Err(e) => return Err(ClientError::Send(e)),
+            }
+        }
+    }
+
+    /// The next event, waiting up to `timeout`. After the close event, every
+    /// call fails with [`ClientError::Closed`].
+    pub fn recv(&mut self, timeout: Duration) -> Result<ClientEvent<C>, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.queue.pop_front() {
+                return Ok(e);
+            }
+            if let Some((r, i)) = &self.closed {
+                return Err(ClientError::Closed(r.clone(), *i));
+            }
+            self.pump(Some(deadline))?;
+        }
+    }
+
+    /// The events received so far, without waiting.
+    pub fn try_recv(&mut self) -> Result<Option<ClientEvent<C>>, ClientError> {
+        if self.queue.is_empty() && self.closed.is_none() {
+            self.pump(Some(Instant::now())).or_else(|e| match e {
+                ClientError::Timeout => Ok(()),
+                e => Err(e),
+            })?;
+        }
+        Ok(self.queue.pop_front())
+    }
+
+    /// An iterator over events that blocks up to `timeout` for each and ends
+    /// after the close (or an error).
+    pub fn events(&mut self, timeout: Duration) -> EventIter<'_, C> {
+        EventIter {
+            client: self,
+            timeout,
+            done: false,
+        }
+    }
+
+    /// Closes with `reason` and waits (up to 10 s) until the `closeconn` is
+    /// written.
+    pub fn close(&mut self, reason: CloseReason) -> Result<(), ClientError> {
+        self.conn.close(reason);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.conn.is_finished() {
+            match self.pump(Some(deadline)) {
+                Ok(()) => {}
+                Err(ClientError::Closed(..)) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        Ok(())
+    }
+
+    /// Waits until the connection closed (by the server or the transport)
+    /// and returns the reason.
+    pub fn wait_closed(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(CloseReason, Initiator), ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(c) = &self.closed {
+                return Ok(c.clone());
+            }
+            match self.pump(Some(deadline)) {
+                Ok(()) | Err(ClientError::Closed(..)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes queued bytes without waiting.
+    fn flush_some(&mut self) -> Result<(), ClientError> {
+        loop {
+            let data = self.conn.poll_transmit();
+            if data.is_empty() {
+                return Ok(());
+            }
+            match self.socket.write(data) {
+                Ok(0) => return Ok(()),
+                Ok(n) => self.conn.transmitted(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.conn.handle_transport_closed();
+                    self.drain_events();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// One round: read what is there, handle events, write, then wait for
+    /// readiness (up to `deadline` and the core's timer).
+    fn pump(&mut self, deadline: Option<Instant>) -> Result<(), ClientError> {
+        self.read_some();
+        self.drain_events();
+        self.flush_some()?;
+        if self.closed.is_some() && self.conn.is_finished() {
+            let (r, i) = self.closed.clone().expect("checked above");
+            return Err(ClientError::Closed(r, i));
+        }
+        if !self.queue.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Err(ClientError::Timeout);
+        }
+        let core_now = instant_since(self.start);
+        let timer = self
+            .conn
+            .poll_timeout()
+            .map(|t| Duration::from_micros(t.saturating_duration_since(core_now).as_micros()));
+        let wait = match (deadline.map(|d| d - now), timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match self.poll.poll(&mut self.events, wait) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+        let core_now = instant_since(self.start);
+        if self.conn.poll_timeout().is_some_and(|t| core_now >= t) {
+            self.conn.handle_timeout(core_now);
+        }
+        self.read_some();
+        self.drain_events();
+        self.flush_some()
+    }
+
+    fn read_some(&mut self) {
+        for _ in 0..64 {
+            if self.eof || self.conn.is_closed() {
+                return;
+            }
+            let buf = self.conn.receive_buffer();
+            if buf.is_empty() {
+                // Events first, then room.
+                self.drain_events();
+                if self.conn.receive_buffer().is_empty() {
+                    return;
+                }
+                continue;
+            }
+            match self.socket.read(buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    self.conn.handle_transport_closed();
+                    return;
+                }
+                Ok(n) => {
+                    self.conn.commit_received(n);
+                    self.drain_events();
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.eof = true;
+                    self.conn.handle_transport_closed();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drain_events(&mut self) {
+        let now = instant_since(self.start);
+        let codec = self.conn.codec().clone();
+        loop {
+            let Some(event) = self.conn.poll(now) else {
+                break;
+            };
+            let out = match event {
+                Event::Connected => {
+                    self.queue.push_back(ClientEvent::Connected);
+                    self.resolve_handlers();
+                    continue;
+                }
+                Event::Packet(p) => {
+                    if let Some(h) = self.handlers.get_mut(&p.packet_id) {
+                        if h(p.body).is_err() {
+                            self.conn.close(CloseReason::MalformedPacket);
+                        }
+                        continue;
+                    }
+                    ClientEvent::Packet(Received {
+                        packet_id: p.packet_id,
+                        name: p.name,
+                        body: p.body.to_vec(),
+                        codec: codec.clone(),
+                    })
+                }
+                Event::ConnTypePacket(p) => ClientEvent::Packet(Received {
+                    packet_id: p.packet_id,
+                    name: p.name,
+                    body: p.body.to_vec(),
+                    codec: codec.clone(),
+                }),
+                Event::Pong { delay, body } => ClientEvent::Pong {
+                    delay: Duration::from_micros(delay.as_micros()),
+                    body: body.to_vec(),
+                },
+                Event::PingAnswered => continue,
+                Event::Ignored { packet_id, .. } => ClientEvent::Ignored { packet_id },
+                Event::Closed { reason, initiator } => {
+                    self.closed = Some((reason.clone(), initiator));
+                    ClientEvent::Closed { reason, initiator }
+                }
+            };
+            self.queue.push_back(out);
+        }
+    }
+}
+
+/// A blocking iterator over a client's events; see [`Client::events`].
+pub struct EventIter<'c, C: Codec> {
+    client: &'c mut Client<C>,
+    timeout: Duration,
+    done: bool,
+}
+
+impl<C: Codec + Clone> Iterator for EventIter<'_, C> {
+    type Item = Result<ClientEvent<C>, ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = self.client.recv(self.timeout);
+        if matches!(item, Err(_) | Ok(ClientEvent::Closed { .. })) {
+            self.done = true;
+        }
+        Some(item)
+    }
+}

@@ -1,0 +1,66 @@
+//! The std server and client over loopback TCP: handshake, echo, close.
+
+use peng3dnet_core::registry::Packet;
+use peng3dnet_core::rules::Rules;
+use peng3dnet_core::{CloseReason, Initiator};
+use peng3dnet_std::client::{Client, ClientEvent, ClientOptions};
+use peng3dnet_std::server::Server;
+use peng3dnet_std::StdRegistry;
+use std::sync::mpsc;
+use std::time::Duration;
+
+struct Echo;
+impl Packet for Echo {
+    const NAME: &'static str = "echo:echo";
+    const RULES: Rules = Rules::SMART;
+    type Message<'a> = (u32, &'a str);
+}
+
+fn registry() -> StdRegistry {
+    let mut r = StdRegistry::new();
+    r.register::<Echo>().unwrap();
+    r
+}
+
+const T: Duration = Duration::from_secs(10);
+
+#[test]
+fn echo_and_close_over_loopback() {
+    let (closed_tx, closed_rx) = mpsc::channel();
+    let server = Server::builder(registry())
+        .on::<Echo>(|ctx, msg| {
+            ctx.send::<Echo>(&msg).unwrap();
+        })
+        .on_close(move |_, reason, initiator| {
+            let _ = closed_tx.send((reason.clone(), initiator));
+        })
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    let running = server.spawn().unwrap();
+
+    let mut client = Client::connect(addr, registry(), ClientOptions::default()).unwrap();
+    client.wait_connected(T).unwrap();
+    for i in 0..100 {
+        client.send::<Echo>(&(i, "hello")).unwrap();
+    }
+    let mut next = 0;
+    while next < 100 {
+        match client.recv(T).unwrap() {
+            ClientEvent::Connected => {}
+            ClientEvent::Packet(p) => {
+                assert_eq!(p.decode::<Echo>().unwrap(), (next, "hello"));
+                next += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    client.close(CloseReason::UserRequest).unwrap();
+    assert_eq!(
+        closed_rx.recv_timeout(T).unwrap(),
+        (CloseReason::UserRequest, Initiator::Peer)
+    );
+    running.handle().shutdown();
+    let stats = running.join().unwrap();
+    assert_eq!((stats.accepted, stats.handshakes), (1, 1));
+}
