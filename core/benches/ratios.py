@@ -13,6 +13,7 @@ Exit status 1 if a target is missed, 2 if no estimates were found.
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -47,6 +48,8 @@ def load(root):
 
 
 def main():
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet under `| head`
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else default_dir()
     groups = load(root)
     if not groups:

@@ -756,7 +756,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
                 Kind::NotSet | Kind::Classic => {}
             }
         }
-        let Some(entry) = self.registry.registry().by_id(packet_id).copied() else {
+        let Some(entry) = self.registry.registry().by_id(packet_id) else {
             return self.ignore(packet_id, IgnoreCause::UnknownId);
         };
         if let Err(v) = entry.rules.check_receive(&self.rule_context()) {
@@ -769,6 +769,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             };
         }
         if packet_id < FIRST_AUTO_ID {
+            let entry = *entry;
             self.handle_internal(&entry, body, now);
             return Outcome::Nothing;
         }

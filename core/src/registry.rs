@@ -273,7 +273,16 @@ impl<const N: usize> Registry<N> {
         Ok(id)
     }
 
+    #[inline]
     fn index_of_id(&self, id: u32) -> Option<usize> {
+        // Automatic ids are dense from 64 and sort after the internal ones:
+        // id 64 + k is usually at position INTERNAL_COUNT + k.
+        let guess = (id.wrapping_sub(FIRST_AUTO_ID) as usize).wrapping_add(INTERNAL_COUNT);
+        if let Some(&(i, index)) = self.by_id.get(guess) {
+            if i == id {
+                return Some(index as usize);
+            }
+        }
         self.by_id
             .binary_search_by_key(&id, |&(i, _)| i)
             .ok()

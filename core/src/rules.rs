@@ -113,6 +113,7 @@ impl Rules {
     }
 
     /// Checks a packet that arrived on a connection in `ctx`.
+    #[inline]
     pub fn check_receive(&self, ctx: &RuleContext<'_>) -> Result<(), Violation> {
         if let Some(side) = self.side {
             if side != ctx.side {
@@ -123,6 +124,7 @@ impl Rules {
     }
 
     /// Checks a packet about to be sent on a connection in `ctx`.
+    #[inline]
     pub fn check_send(&self, ctx: &RuleContext<'_>) -> Result<(), Violation> {
         if let Some(side) = self.side {
             if side == ctx.side {
@@ -138,6 +140,7 @@ impl Rules {
         self.check_common(ctx)
     }
 
+    #[inline]
     fn check_common(&self, ctx: &RuleContext<'_>) -> Result<(), Violation> {
         if let Some(state) = self.state {
             if state != ctx.state {

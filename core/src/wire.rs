@@ -95,6 +95,7 @@ impl core::error::Error for BufferTooSmall {}
 ///
 /// # Panics
 /// If `out` is shorter than [`FRAME_OVERHEAD`]; callers size it first.
+#[inline]
 pub(crate) fn write_header(out: &mut [u8], packet_id: u32, flags: Flags, body_len: usize) {
     // A body length was checked against u32 by every caller.
     let length = (body_len + HEADER_LEN) as u32;
