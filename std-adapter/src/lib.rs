@@ -3,6 +3,8 @@ use peng3dnet_core::registry::Registry;
 
 pub mod buffer;
 pub mod client;
+pub mod echo;
+pub mod ping;
 pub mod server;
 pub mod tls;
 mod transport;

@@ -1,1 +1,285 @@
-fn main() {}
+//! The `peng3dnet` program: an echo server, a ping and an echo client, and a
+//! self-contained demo. Run `peng3dnet --help` for the commands.
+
+use clap::{Parser, Subcommand};
+use peng3dnet_core::registry::Packet;
+use peng3dnet_core::rules::Rules;
+use peng3dnet_core::{CloseReason, SecurityLevel, Side};
+use peng3dnet_std::client::{Client, ClientError, ClientEvent, ClientOptions};
+use peng3dnet_std::echo::{self, Echo, EchoPing, EchoPingMsg};
+use peng3dnet_std::ping::ping;
+use peng3dnet_std::server::ServerOptions;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// peng3dnet in Rust: serve, ping and echo over the peng3dnet protocol.
+#[derive(Parser)]
+#[command(name = "peng3dnet", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an echo server (`echo:echo` sent back unchanged, `echo:ping` with a
+    /// server timestamp) that also answers pings.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        /// Body codec: postcard (native).
+        #[arg(long, default_value = "postcard", value_parser = ["postcard"])]
+        codec: String,
+        /// Most clients at once; the next is refused with `serverfull`.
+        #[arg(long, default_value_t = 10_000)]
+        max_clients: usize,
+    },
+    /// Ping a server: print the round-trip delay and the server's ping data.
+    Ping {
+        /// The server's address, host:port.
+        addr: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send each MESSAGE as `echo:echo`, print each answer; exit 0 when all
+    /// came back.
+    Echo {
+        /// The server's address, host:port.
+        addr: String,
+        /// Messages to send.
+        #[arg(required = true)]
+        messages: Vec<String>,
+        /// Seconds to wait for the handshake and for each answer.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+    },
+    /// A server and a client on an ephemeral 127.0.0.1 port: the handshake,
+    /// echoes, a ping, a rule refusing a packet, and a clean close.
+    Demo,
+}
+
+fn seconds(s: f64) -> Duration {
+    Duration::from_secs_f64(s.clamp(0.001, 86_400.0))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            addr,
+            codec: _,
+            max_clients,
+        } => serve(addr, max_clients),
+        Command::Ping {
+            addr,
+            timeout,
+            json,
+        } => run_ping(&addr, seconds(timeout), json),
+        Command::Echo {
+            addr,
+            messages,
+            timeout,
+        } => run_echo(&addr, &messages, seconds(timeout)),
+        Command::Demo => demo(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("peng3dnet: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Res = Result<(), Box<dyn std::error::Error>>;
+
+fn serve(addr: SocketAddr, max_clients: usize) -> Res {
+    let options = ServerOptions {
+        max_clients,
+        ..ServerOptions::default()
+    };
+    let server = echo::server(echo::registry(), options).bind(addr)?;
+    println!(
+        "peng3dnet: listening on {} (codec postcard, plain TCP, at most {max_clients} clients)",
+        server.local_addr()
+    );
+    server.run()?;
+    Ok(())
+}
+
+fn run_ping(addr: &str, timeout: Duration, json: bool) -> Res {
+    let reply = ping(addr, timeout)?;
+    if json {
+        println!("{}", reply.to_json());
+    } else {
+        println!(
+            "{addr}: {:.3} ms, peng3dnet {} (release {}, protocol {})",
+            reply.delay.as_secs_f64() * 1000.0,
+            reply.version,
+            reply.release,
+            reply.protoversion
+        );
+        for (k, v) in &reply.data {
+            println!("  {k}: {v}");
+        }
+    }
+    Ok(())
+}
+
+fn run_echo(addr: &str, messages: &[String], timeout: Duration) -> Res {
+    let options = ClientOptions {
+        connect_timeout: timeout,
+        ..ClientOptions::default()
+    };
+    let mut client = Client::connect(addr, echo::registry(), options)?;
+    client.wait_connected(timeout)?;
+    for m in messages {
+        client.send::<Echo>(&m.as_str())?;
+    }
+    let mut answered = 0;
+    while answered < messages.len() {
+        match client.recv(timeout) {
+            Ok(ClientEvent::Packet(p)) if p.is::<Echo>() => {
+                let text = p.decode::<Echo>()?;
+                println!("{text}");
+                if text != messages[answered] {
+                    return Err(format!("answer {answered} differs: {text:?}").into());
+                }
+                answered += 1;
+            }
+            Ok(_) => {}
+            Err(ClientError::Timeout) => {
+                return Err(format!(
+                    "{} of {} answers came back before the timeout",
+                    answered,
+                    messages.len()
+                )
+                .into())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    client.close(CloseReason::UserRequest)?;
+    Ok(())
+}
+
+/// A packet that may only be sent over TLS with a verified server; the demo
+/// runs on plain TCP, so the client's send is refused before the wire.
+struct Secret;
+impl Packet for Secret {
+    const NAME: &'static str = "demo:secret";
+    const RULES: Rules = Rules::SMART
+        .side(Side::Server)
+        .min_security(SecurityLevel::ServerAuth);
+    type Message<'a> = &'a str;
+}
+
+fn demo() -> Res {
+    let t = Duration::from_secs(5);
+    let (log_tx, log_rx) = mpsc::channel::<String>();
+    let mut registry = echo::registry();
+    registry.register::<Secret>()?;
+    let (l1, l2, l3) = (log_tx.clone(), log_tx.clone(), log_tx.clone());
+    let server = echo::server(registry.clone(), ServerOptions::default())
+        .on_connect(move |ctx| {
+            let _ = l1.send(format!(
+                "server: client {} accepted, hello sent",
+                ctx.client_id()
+            ));
+        })
+        .on_handshake(move |ctx| {
+            let _ = l2.send(format!(
+                "server: client {} completed the handshake (state {})",
+                ctx.client_id(),
+                ctx.state()
+            ));
+        })
+        .on_close(move |id, reason, initiator| {
+            let _ = l3.send(format!(
+                "server: client {id} closed ({reason}, by {initiator:?})"
+            ));
+        });
+    let server = server.bind("127.0.0.1:0")?;
+    let addr = server.local_addr();
+    let running = server.spawn()?;
+    let flush_log = || {
+        while let Ok(line) = log_rx.recv_timeout(Duration::from_millis(50)) {
+            println!("  {line}");
+        }
+    };
+    println!("peng3dnet demo: server on {addr}");
+
+    println!("handshake (classic):");
+    let mut client = Client::connect(addr, registry, ClientOptions::default())?;
+    println!("  client: connected over TCP, waiting for hello");
+    client.wait_connected(t)?;
+    flush_log();
+    println!(
+        "  client: handshake complete (state {}), registry synced: echo:echo = {}, echo:ping = {}",
+        client.state(),
+        client.registry().id_of::<Echo>().unwrap_or(0),
+        client.registry().id_of::<EchoPing>().unwrap_or(0)
+    );
+
+    println!("echoes:");
+    for text in ["hello", "peng3dnet", "in Rust"] {
+        client.send::<Echo>(&text)?;
+        println!("  client -> echo:echo {text:?}");
+    }
+    client.send::<EchoPing>(&EchoPingMsg {
+        client_timestamp: echo::unix_time(),
+        server_timestamp: None,
+    })?;
+    println!("  client -> echo:ping");
+    let mut answers = 0;
+    while answers < 4 {
+        if let ClientEvent::Packet(p) = client.recv(t)? {
+            if let Ok(text) = p.decode::<Echo>() {
+                println!("  client <- echo:echo {text:?}");
+            } else if let Ok(m) = p.decode::<EchoPing>() {
+                let lag = m.server_timestamp.unwrap_or(0.0) - m.client_timestamp;
+                println!(
+                    "  client <- echo:ping, server stamped it {:.3} ms later",
+                    lag * 1000.0
+                );
+            }
+            answers += 1;
+        }
+    }
+
+    println!("ping (a second connection of type `ping`):");
+    let reply = ping(addr, t)?;
+    println!(
+        "  {:.3} ms round trip, server peng3dnet {} protocol {}",
+        reply.delay.as_secs_f64() * 1000.0,
+        reply.version,
+        reply.protoversion
+    );
+    flush_log();
+
+    println!("a rule refusing a packet:");
+    match client.send::<Secret>(&"password") {
+        Ok(()) => println!("  sent (unexpected!)"),
+        Err(e) => println!("  client: demo:secret refused before the wire: {e}"),
+    }
+
+    println!("close:");
+    client.close(CloseReason::UserRequest)?;
+    println!("  client: closed (userrequest)");
+    std::thread::sleep(Duration::from_millis(100));
+    flush_log();
+    running.handle().shutdown();
+    let stats = running.join()?;
+    println!(
+        "server stopped: {} connections accepted, {} handshakes",
+        stats.accepted, stats.handshakes
+    );
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! The echo service of the reference's echo example, as used by the
+//! `peng3dnet` program: `echo:echo` is sent back unchanged, `echo:ping` is sent
+//! back with `server_timestamp` set.
+
+use crate::server::{Server, ServerBuilder, ServerOptions};
+use crate::StdRegistry;
+use peng3dnet_core::registry::Packet;
+use peng3dnet_core::rules::Rules;
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `echo:echo`: any message; the server sends it back unchanged. The
+/// program's messages are strings.
+pub struct Echo;
+impl Packet for Echo {
+    const NAME: &'static str = "echo:echo";
+    const RULES: Rules = Rules::SMART;
+    type Message<'a> = &'a str;
+}
+
+/// The message of `echo:ping`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EchoPingMsg {
+    /// The client's clock when it sent the message (seconds).
+    pub client_timestamp: f64,
+    /// The server's clock when it answered (seconds); set by the server.
+    pub server_timestamp: Option<f64>,
+}
+
+/// `echo:ping`: sent back with `server_timestamp` set.
+pub struct EchoPing;
+impl Packet for EchoPing {
+    const NAME: &'static str = "echo:ping";
+    const RULES: Rules = Rules::SMART;
+    type Message<'a> = EchoPingMsg;
+}
+
+/// A registry with exactly the two echo packets (ids 64 and 65).
+pub fn registry() -> StdRegistry {
+    let mut reg = StdRegistry::new();
+    // Cannot fail: an empty registry has room and the names are valid.
+    reg.register::<Echo>().expect("room for echo:echo");
+    reg.register::<EchoPing>().expect("room for echo:ping");
+    reg
+}
+
+/// Seconds since the Unix epoch, as the reference's `time.time()`.
+pub fn unix_time() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// An echo server builder with both handlers installed, on `registry`
+/// (which must hold both echo packets; [`registry`] gives exactly those).
+///
+/// # Panics
+/// If `registry` lacks `echo:echo` or `echo:ping`.
+pub fn server(registry: StdRegistry, options: ServerOptions) -> ServerBuilder {
+    Server::builder(registry)
+        .options(options)
+        .on::<Echo>(|ctx, msg| {
+            let _ = ctx.send::<Echo>(&msg);
+        })
+        .on::<EchoPing>(|ctx, mut msg| {
+            msg.server_timestamp = Some(unix_time());
+            let _ = ctx.send::<EchoPing>(&msg);
+        })
+}

@@ -1,0 +1,174 @@
+//! Ping a server: the `ping` connection type, as the reference's
+//! `peng3dnet.ext.ping.pingServer` does.
+//!
+//! ```no_run
+//! let reply = peng3dnet_std::ping::ping("127.0.0.1:8080", std::time::Duration::from_secs(5))?;
+//! println!("{:?} to a server of version {}", reply.delay, reply.version);
+//! # Ok::<(), peng3dnet_std::client::ClientError>(())
+//! ```
+
+use crate::client::{Client, ClientError, ClientEvent, ClientOptions};
+use crate::StdRegistry;
+use peng3dnet_core::codec::{Codec, Postcard};
+use peng3dnet_core::messages::PingRequest;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use std::fmt;
+use std::net::ToSocketAddrs;
+use std::time::{Duration, Instant};
+
+/// A server's answer to a ping.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PingReply {
+    /// Round trip from sending the request to receiving the answer.
+    pub delay: Duration,
+    /// The request's `time` as the server echoed it.
+    pub time: f64,
+    /// The server's software version (`peng3dnet.version`).
+    pub version: String,
+    /// The server's release (`peng3dnet.release`).
+    pub release: String,
+    /// The server's protocol version.
+    pub protoversion: u32,
+    /// The server's own ping data, in its order.
+    pub data: Vec<(String, serde_json::Value)>,
+}
+
+impl PingReply {
+    /// The reply as JSON, with the reference's key names and `delay` in
+    /// seconds.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        map.insert("delay".into(), self.delay.as_secs_f64().into());
+        map.insert("oldmsg".into(), serde_json::json!({ "time": self.time }));
+        map.insert(
+            "peng3dnet".into(),
+            serde_json::json!({
+                "version": self.version,
+                "release": self.release,
+                "protoversion": self.protoversion,
+            }),
+        );
+        for (k, v) in &self.data {
+            map.insert(k.clone(), v.clone());
+        }
+        serde_json::Value::Object(map)
+    }
+}
+
+/// Pings the server at `addr` with the native codec and waits up to
+/// `timeout` for the answer.
+pub fn ping(addr: impl ToSocketAddrs, timeout: Duration) -> Result<PingReply, ClientError> {
+    ping_with(addr, Postcard, timeout)
+}
+
+/// Pings with the given codec.
+pub fn ping_with<C: Codec + Clone>(
+    addr: impl ToSocketAddrs,
+    codec: C,
+    timeout: Duration,
+) -> Result<PingReply, ClientError> {
+    let deadline = Instant::now() + timeout;
+    let options = ClientOptions {
+        conntype: peng3dnet_core::CONNTYPE_PING,
+        connect_timeout: timeout,
+        handshake_timeout: timeout,
+        ..ClientOptions::default()
+    };
+    let self_describing = codec.self_describing();
+    let mut client = Client::connect_with(addr, StdRegistry::new(), codec.clone(), options)?;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.recv(left)? {
+            ClientEvent::Pong { delay, body } => {
+                let reply = codec
+                    .decode_seed(ReplySeed { self_describing }, &body)
+                    .map_err(|e| {
+                        ClientError::Decode(peng3dnet_core::connection::DecodeError::Codec(e))
+                    })?;
+                // The core closes with `pingcomplete`; let the close go out.
+                let _ = client.wait_closed(Duration::from_secs(1));
+                return Ok(PingReply {
+                    delay,
+                    time: reply.time,
+                    version: reply.version,
+                    release: reply.release,
+                    protoversion: reply.protoversion,
+                    data: reply.data,
+                });
+            }
+            ClientEvent::Closed { reason, initiator } => {
+                return Err(ClientError::Closed(reason, initiator))
+            }
+            _ => {}
+        }
+    }
+}
+
+struct Reply {
+    time: f64,
+    version: String,
+    release: String,
+    protoversion: u32,
+    data: Vec<(String, serde_json::Value)>,
+}
+
+#[derive(Deserialize)]
+struct Info {
+    version: String,
+    release: String,
+    protoversion: u32,
+}
+
+/// Decodes a ping answer: a map with `oldmsg`, `peng3dnet` and the server's
+/// entries (strings with postcard; any value with a self-describing codec).
+struct ReplySeed {
+    self_describing: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ReplySeed {
+    type Value = Reply;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Reply, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ReplySeed {
+    type Value = Reply;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a ping answer map")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Reply, A::Error> {
+        use serde::de::Error;
+        let (mut time, mut info, mut data) = (None, None, Vec::new());
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "oldmsg" => time = Some(map.next_value::<PingRequest>()?.time),
+                "peng3dnet" => info = Some(map.next_value::<Info>()?),
+                _ if self.self_describing => {
+                    let v: serde_json::Value = map.next_value()?;
+                    data.push((key, v));
+                }
+                _ => {
+                    let v: String = map.next_value()?;
+                    data.push((key, serde_json::Value::String(v)));
+                }
+            }
+            if data.len() > 1024 {
+                // Bounded: skip the rest of an oversized answer.
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                break;
+            }
+        }
+        let info = info.ok_or_else(|| A::Error::missing_field("peng3dnet"))?;
+        Ok(Reply {
+            time: time.ok_or_else(|| A::Error::missing_field("oldmsg"))?,
+            version: info.version,
+            release: info.release,
+            protoversion: info.protoversion,
+            data,
+        })
+    }
+}
