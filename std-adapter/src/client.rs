@@ -33,6 +33,8 @@
 //! ```
 
 use crate::buffer::HeapBuffer;
+use crate::tls::TlsClientConfig;
+use crate::transport::Transport;
 use crate::{instant_since, StdRegistry, REGISTRY_CAPACITY};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -42,7 +44,7 @@ use peng3dnet_core::registry::{Packet, SyncPolicy};
 use peng3dnet_core::{CloseReason, Connection, Event, Initiator, SecurityLevel, State};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -64,6 +66,9 @@ pub struct ClientOptions {
     pub max_frame: usize,
     /// The most bytes queued for sending.
     pub max_write_queue: usize,
+    /// Speak TLS with this configuration (plain TCP when `None`). Its
+    /// verification decides the security level: see [`crate::tls`].
+    pub tls: Option<TlsClientConfig>,
 }
 
 impl Default for ClientOptions {
@@ -75,6 +80,7 @@ impl Default for ClientOptions {
             sync_policy: SyncPolicy::CloseConnection,
             max_frame: 1 << 20,
             max_write_queue: 1 << 20,
+            tls: None,
         }
     }
 }
@@ -203,7 +209,7 @@ pub type ClientConn<C> =
 
 /// A blocking client over TCP.
 pub struct Client<C: Codec = Postcard> {
-    socket: TcpStream,
+    transport: Transport,
     poll: Poll,
     events: Events,
     conn: Box<ClientConn<C>>,
@@ -256,6 +262,10 @@ impl<C: Codec + Clone> Client<C> {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut socket, SOCKET, Interest::READABLE | Interest::WRITABLE)?;
+        let transport = match &options.tls {
+            Some(tls) => Transport::tls_client(socket, tls).map_err(io::Error::from)?,
+            None => Transport::plain(socket),
+        };
         let config = Config {
             handshake_timeout: peng3dnet_core::time::Duration::from_micros(
                 options.handshake_timeout.as_micros() as u64,
@@ -275,7 +285,7 @@ impl<C: Codec + Clone> Client<C> {
         )
         .map_err(ClientError::Setup)?;
         Ok(Client {
-            socket,
+            transport,
             poll,
             events: Events::with_capacity(4),
             conn: Box::new(conn),
@@ -440,7 +450,7 @@ impl<C: Codec + Clone> Client<C> {
                 Err(e) => return Err(e),
             }
         }
-        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        self.transport.shutdown();
         Ok(())
     }
 
@@ -467,9 +477,12 @@ impl<C: Codec + Clone> Client<C> {
         loop {
             let data = self.conn.poll_transmit();
             if data.is_empty() {
+                if self.transport.wants_write() {
+                    let _ = self.transport.flush();
+                }
                 return Ok(());
             }
-            match self.socket.write(data) {
+            match self.transport.write(data) {
                 Ok(0) => return Ok(()),
                 Ok(n) => self.conn.transmitted(n),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
@@ -537,7 +550,13 @@ impl<C: Codec + Clone> Client<C> {
                 }
                 continue;
             }
-            match self.socket.read(buf) {
+            let res = self.transport.read(buf);
+            if let Some(level) = self.transport.security_level() {
+                if level != self.conn.security_level() {
+                    self.conn.set_security_level(level);
+                }
+            }
+            match res {
                 Ok(0) => {
                     self.eof = true;
                     self.conn.handle_transport_closed();

@@ -43,6 +43,7 @@
 //! a client's queue is more than half full, the server stops reading from it.
 
 use crate::buffer::HeapBuffer;
+use crate::tls::TlsServerConfig;
 use crate::transport::Transport;
 use crate::{instant_since, StdRegistry, REGISTRY_CAPACITY};
 use mio::net::TcpListener;
@@ -117,6 +118,8 @@ pub struct ServerOptions {
     pub ping: Option<PingData>,
     /// The software version sent in `hello` and `handshake`.
     pub version: String,
+    /// Serve TLS with this configuration (plain TCP when `None`).
+    pub tls: Option<TlsServerConfig>,
     /// How long a shutdown waits for clients to take their `servershutdown`.
     pub shutdown_grace: Duration,
 }
@@ -134,6 +137,7 @@ impl Default for ServerOptions {
                 entries: Vec::new(),
             }),
             version: env!("CARGO_PKG_VERSION").into(),
+            tls: None,
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -741,7 +745,13 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
                 refuse(&mut stream, &self.codec);
                 continue;
             }
-            let transport = Transport::plain(stream);
+            let transport = match &self.options.tls {
+                Some(tls) => match Transport::tls_server(stream, tls) {
+                    Ok(t) => t,
+                    Err(_) => continue,
+                },
+                None => Transport::plain(stream),
+            };
             let now = self.now();
             let conn = match Connection::server(
                 self.config,

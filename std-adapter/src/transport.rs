@@ -1,13 +1,17 @@
-//! The byte stream under a server's connection: plain TCP (TLS joins here).
+//! The byte stream under a connection: plain TCP or TLS over it. The server
+//! drives it non-blocking; the client too (with its own poller).
 
+use crate::tls::{TlsClientConfig, TlsError, TlsServerConfig, TlsStream};
 use mio::net::TcpStream;
 use peng3dnet_core::SecurityLevel;
 use std::io::{self, Read, Write};
 
-/// A client's socket on the server.
+/// A connection's socket.
 pub(crate) enum Transport {
     /// Plain TCP.
     Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Transport {
@@ -15,10 +19,25 @@ impl Transport {
         Transport::Plain(stream)
     }
 
+    pub(crate) fn tls_server(
+        stream: TcpStream,
+        config: &TlsServerConfig,
+    ) -> Result<Self, TlsError> {
+        Ok(Transport::Tls(Box::new(TlsStream::server(stream, config)?)))
+    }
+
+    pub(crate) fn tls_client(
+        stream: TcpStream,
+        config: &TlsClientConfig,
+    ) -> Result<Self, TlsError> {
+        Ok(Transport::Tls(Box::new(TlsStream::client(stream, config)?)))
+    }
+
     /// Reads received (decrypted) bytes; `Ok(0)` at end of stream.
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Transport::Plain(s) => s.read(buf),
+            Transport::Tls(t) => t.read_plain(buf),
         }
     }
 
@@ -26,33 +45,46 @@ impl Transport {
     pub(crate) fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Transport::Plain(s) => s.write(buf),
+            Transport::Tls(t) => t.write_plain(buf),
         }
     }
 
-    /// Pushes out what the transport itself buffered.
+    /// Pushes out what the transport itself buffered (TLS records).
     pub(crate) fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Transport::Plain(_) => Ok(()),
+            Transport::Tls(t) => t.flush_tls().map(|_| ()),
+        }
     }
 
     /// Whether the transport has bytes of its own to write.
     pub(crate) fn wants_write(&self) -> bool {
-        false
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(t) => t.wants_write(),
+        }
     }
 
-    /// The security level, once known.
+    /// The security level, once known (after a TLS handshake).
     pub(crate) fn security_level(&self) -> Option<SecurityLevel> {
         match self {
             Transport::Plain(_) => Some(SecurityLevel::None),
+            Transport::Tls(t) => t.security_level(),
         }
     }
 
     pub(crate) fn socket_mut(&mut self) -> &mut TcpStream {
         match self {
             Transport::Plain(s) => s,
+            Transport::Tls(t) => t.get_mut(),
         }
     }
 
     pub(crate) fn shutdown(&mut self) {
+        if let Transport::Tls(t) = self {
+            t.send_close_notify();
+            let _ = t.flush_tls();
+        }
         let _ = self.socket_mut().shutdown(std::net::Shutdown::Both);
     }
 }
