@@ -35,7 +35,7 @@
 use crate::buffer::HeapBuffer;
 use crate::tls::TlsClientConfig;
 use crate::transport::Transport;
-use crate::{instant_since, StdRegistry, REGISTRY_CAPACITY};
+use crate::{Clock, StdRegistry, REGISTRY_CAPACITY};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use peng3dnet_core::codec::{Codec, CodecError, Postcard};
@@ -213,7 +213,7 @@ pub struct Client<C: Codec = Postcard> {
     poll: Poll,
     events: Events,
     conn: Box<ClientConn<C>>,
-    start: Instant,
+    clock: Clock,
     queue: VecDeque<ClientEvent<C>>,
     handlers: HashMap<u32, ClientHandler>,
     named_handlers: Vec<(&'static str, ClientHandler)>,
@@ -274,6 +274,7 @@ impl<C: Codec + Clone> Client<C> {
             ping: None,
             ..Config::new()
         };
+        let clock = Clock::new();
         let conn = Connection::client(
             &config,
             registry,
@@ -281,7 +282,7 @@ impl<C: Codec + Clone> Client<C> {
             HeapBuffer::new(options.max_frame, 1024),
             HeapBuffer::new(options.max_write_queue, 1024),
             options.conntype,
-            peng3dnet_core::time::Instant::ZERO,
+            clock.now(),
         )
         .map_err(ClientError::Setup)?;
         Ok(Client {
@@ -289,7 +290,7 @@ impl<C: Codec + Clone> Client<C> {
             poll,
             events: Events::with_capacity(4),
             conn: Box::new(conn),
-            start: Instant::now(),
+            clock,
             queue: VecDeque::new(),
             handlers: HashMap::new(),
             named_handlers: Vec::new(),
@@ -513,7 +514,7 @@ impl<C: Codec + Clone> Client<C> {
         if deadline.is_some_and(|d| now >= d) {
             return Err(ClientError::Timeout);
         }
-        let core_now = instant_since(self.start);
+        let core_now = self.clock.now();
         let timer = self
             .conn
             .poll_timeout()
@@ -527,7 +528,7 @@ impl<C: Codec + Clone> Client<C> {
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
-        let core_now = instant_since(self.start);
+        let core_now = self.clock.now();
         if self.conn.poll_timeout().is_some_and(|t| core_now >= t) {
             self.conn.handle_timeout(core_now);
         }
@@ -578,7 +579,7 @@ impl<C: Codec + Clone> Client<C> {
     }
 
     fn drain_events(&mut self) {
-        let now = instant_since(self.start);
+        let now = self.clock.now();
         let codec = self.conn.codec().clone();
         loop {
             let Some(event) = self.conn.poll(now) else {

@@ -8,6 +8,7 @@
 //! ```
 
 use crate::client::{Client, ClientError, ClientEvent, ClientOptions};
+use crate::tls::TlsClientConfig;
 use crate::StdRegistry;
 use peng3dnet_core::codec::{Codec, Postcard};
 use peng3dnet_core::messages::PingRequest;
@@ -68,11 +69,22 @@ pub fn ping_with<C: Codec + Clone>(
     codec: C,
     timeout: Duration,
 ) -> Result<PingReply, ClientError> {
+    ping_with_options(addr, codec, timeout, None)
+}
+
+/// Pings with the given codec, over TLS when `tls` is given.
+pub fn ping_with_options<C: Codec + Clone>(
+    addr: impl ToSocketAddrs,
+    codec: C,
+    timeout: Duration,
+    tls: Option<TlsClientConfig>,
+) -> Result<PingReply, ClientError> {
     let deadline = Instant::now() + timeout;
     let options = ClientOptions {
         conntype: peng3dnet_core::CONNTYPE_PING,
         connect_timeout: timeout,
         handshake_timeout: timeout,
+        tls,
         ..ClientOptions::default()
     };
     let self_describing = codec.self_describing();

@@ -45,7 +45,7 @@
 use crate::buffer::HeapBuffer;
 use crate::tls::TlsServerConfig;
 use crate::transport::Transport;
-use crate::{instant_since, StdRegistry, REGISTRY_CAPACITY};
+use crate::{Clock, StdRegistry, REGISTRY_CAPACITY};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use peng3dnet_core::codec::{Codec, Postcard};
@@ -616,6 +616,7 @@ impl<C: Codec + Clone + Send + 'static> Server<C> {
                 handlers_by_id.insert(e.id, h);
             }
         }
+        let clock = Clock::new();
         let mut lp = Loop {
             config: &config,
             registry: &registry,
@@ -631,7 +632,7 @@ impl<C: Codec + Clone + Send + 'static> Server<C> {
             on_connect,
             on_handshake,
             on_close,
-            start: Instant::now(),
+            clock,
             stats: ServerStats::default(),
             shutdown_at: None,
             actions: Vec::new(),
@@ -670,7 +671,7 @@ struct Loop<'a, C: Codec> {
     on_connect: Option<Hook<C>>,
     on_handshake: Option<Hook<C>>,
     on_close: Option<CloseHook>,
-    start: Instant,
+    clock: Clock,
     stats: ServerStats,
     shutdown_at: Option<Instant>,
     actions: Vec<Action>,
@@ -679,7 +680,7 @@ struct Loop<'a, C: Codec> {
 
 impl<'a, C: Codec + Clone> Loop<'a, C> {
     fn now(&self) -> peng3dnet_core::time::Instant {
-        instant_since(self.start)
+        self.clock.now()
     }
 
     fn run(&mut self) -> io::Result<ServerStats> {

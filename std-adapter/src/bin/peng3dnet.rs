@@ -2,14 +2,17 @@
 //! self-contained demo. Run `peng3dnet --help` for the commands.
 
 use clap::{Parser, Subcommand};
+use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::registry::Packet;
 use peng3dnet_core::rules::Rules;
 use peng3dnet_core::{CloseReason, SecurityLevel, Side};
 use peng3dnet_std::client::{Client, ClientError, ClientEvent, ClientOptions};
 use peng3dnet_std::echo::{self, Echo, EchoPing, EchoPingMsg};
-use peng3dnet_std::ping::ping;
+use peng3dnet_std::ping::{ping, ping_with_options};
 use peng3dnet_std::server::ServerOptions;
+use peng3dnet_std::tls::{TlsClientConfig, TlsServerConfig};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -36,6 +39,8 @@ enum Command {
         /// Most clients at once; the next is refused with `serverfull`.
         #[arg(long, default_value_t = 10_000)]
         max_clients: usize,
+        #[command(flatten)]
+        tls: ServerTls,
     },
     /// Ping a server: print the round-trip delay and the server's ping data.
     Ping {
@@ -47,6 +52,8 @@ enum Command {
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        tls: ClientTls,
     },
     /// Send each MESSAGE as `echo:echo`, print each answer; exit 0 when all
     /// came back.
@@ -59,10 +66,79 @@ enum Command {
         /// Seconds to wait for the handshake and for each answer.
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
+        #[command(flatten)]
+        tls: ClientTls,
     },
     /// A server and a client on an ephemeral 127.0.0.1 port: the handshake,
     /// echoes, a ping, a rule refusing a packet, and a clean close.
     Demo,
+}
+
+/// TLS options of `serve`.
+#[derive(clap::Args)]
+struct ServerTls {
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): BOTHAUTH.
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+impl ServerTls {
+    fn config(&self) -> Result<Option<TlsServerConfig>, Box<dyn std::error::Error>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsServerConfig::from_pem_files(
+                cert,
+                key,
+                self.tls_client_ca.as_deref(),
+            )?)),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// TLS options of the client commands.
+#[derive(clap::Args)]
+struct ClientTls {
+    /// Speak TLS without verifying the server (ENCRYPTED).
+    #[arg(long)]
+    tls: bool,
+    /// Speak TLS and verify the server against this CA (PEM) and host name
+    /// (SERVERAUTH).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// The host name to verify (default: the host of ADDR).
+    #[arg(long, requires = "tls_ca")]
+    tls_name: Option<String>,
+    /// Present this client certificate chain (PEM); needs --tls-ca and
+    /// --tls-client-key (BOTHAUTH when the server verifies it).
+    #[arg(long, requires_all = ["tls_ca", "tls_client_key"])]
+    tls_client_cert: Option<PathBuf>,
+    /// The private key of --tls-client-cert (PEM).
+    #[arg(long, requires = "tls_client_cert")]
+    tls_client_key: Option<PathBuf>,
+}
+
+impl ClientTls {
+    fn config(&self, addr: &str) -> Result<Option<TlsClientConfig>, Box<dyn std::error::Error>> {
+        if let Some(ca) = &self.tls_ca {
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            let name = self.tls_name.as_deref().unwrap_or(host);
+            let mut config = TlsClientConfig::verify_file(ca, name)?;
+            if let (Some(cert), Some(key)) = (&self.tls_client_cert, &self.tls_client_key) {
+                config = config.with_client_cert_files(cert, key)?;
+            }
+            return Ok(Some(config));
+        }
+        if self.tls {
+            return Ok(Some(TlsClientConfig::no_verification()?));
+        }
+        Ok(None)
+    }
 }
 
 fn seconds(s: f64) -> Duration {
@@ -76,17 +152,24 @@ fn main() -> ExitCode {
             addr,
             codec: _,
             max_clients,
-        } => serve(addr, max_clients),
+            tls,
+        } => tls.config().and_then(|tls| serve(addr, max_clients, tls)),
         Command::Ping {
             addr,
             timeout,
             json,
-        } => run_ping(&addr, seconds(timeout), json),
+            tls,
+        } => tls
+            .config(&addr)
+            .and_then(|tls| run_ping(&addr, seconds(timeout), json, tls)),
         Command::Echo {
             addr,
             messages,
             timeout,
-        } => run_echo(&addr, &messages, seconds(timeout)),
+            tls,
+        } => tls
+            .config(&addr)
+            .and_then(|tls| run_echo(&addr, &messages, seconds(timeout), tls)),
         Command::Demo => demo(),
     };
     match result {
@@ -100,22 +183,28 @@ fn main() -> ExitCode {
 
 type Res = Result<(), Box<dyn std::error::Error>>;
 
-fn serve(addr: SocketAddr, max_clients: usize) -> Res {
+fn serve(addr: SocketAddr, max_clients: usize, tls: Option<TlsServerConfig>) -> Res {
+    let transport = match &tls {
+        Some(t) if t.requires_client_cert() => "TLS, client certificates required",
+        Some(_) => "TLS",
+        None => "plain TCP",
+    };
     let options = ServerOptions {
         max_clients,
+        tls,
         ..ServerOptions::default()
     };
     let server = echo::server(echo::registry(), options).bind(addr)?;
     println!(
-        "peng3dnet: listening on {} (codec postcard, plain TCP, at most {max_clients} clients)",
+        "peng3dnet: listening on {} (codec postcard, {transport}, at most {max_clients} clients)",
         server.local_addr()
     );
     server.run()?;
     Ok(())
 }
 
-fn run_ping(addr: &str, timeout: Duration, json: bool) -> Res {
-    let reply = ping(addr, timeout)?;
+fn run_ping(addr: &str, timeout: Duration, json: bool, tls: Option<TlsClientConfig>) -> Res {
+    let reply = ping_with_options(addr, Postcard, timeout, tls)?;
     if json {
         println!("{}", reply.to_json());
     } else {
@@ -133,9 +222,15 @@ fn run_ping(addr: &str, timeout: Duration, json: bool) -> Res {
     Ok(())
 }
 
-fn run_echo(addr: &str, messages: &[String], timeout: Duration) -> Res {
+fn run_echo(
+    addr: &str,
+    messages: &[String],
+    timeout: Duration,
+    tls: Option<TlsClientConfig>,
+) -> Res {
     let options = ClientOptions {
         connect_timeout: timeout,
+        tls,
         ..ClientOptions::default()
     };
     let mut client = Client::connect(addr, echo::registry(), options)?;
