@@ -1,4 +1,63 @@
-//! peng3dnet on std (work in progress).
+//! # peng3dnet-std
+//!
+//! peng3dnet on std: a TCP [server](server) for thousands of clients on one
+//! event loop, a blocking [client](client), [TLS](tls) with rustls, [ping](ping),
+//! and the `peng3dnet` program. The protocol itself is
+//! [`peng3dnet_core`]; this crate only moves bytes and time.
+//!
+//! ```
+//! use peng3dnet_core::registry::Packet;
+//! use peng3dnet_core::rules::Rules;
+//! use peng3dnet_core::CloseReason;
+//! use peng3dnet_std::client::{Client, ClientEvent, ClientOptions};
+//! use peng3dnet_std::server::Server;
+//! use peng3dnet_std::StdRegistry;
+//! use std::time::Duration;
+//!
+//! /// A chat line: sent by clients, broadcast by the server to everyone else.
+//! struct Say;
+//! impl Packet for Say {
+//!     const NAME: &'static str = "chat:say";
+//!     const RULES: Rules = Rules::SMART;
+//!     type Message<'a> = &'a str;
+//! }
+//!
+//! let mut registry = StdRegistry::new();
+//! registry.register::<Say>()?;
+//! let server = Server::builder(registry.clone())
+//!     .on::<Say>(|ctx, text| {
+//!         let me = ctx.client_id();
+//!         let _ = ctx.broadcast::<Say>(&text, &[me]);
+//!     })
+//!     .bind("127.0.0.1:0")?;
+//! let addr = server.local_addr();
+//! let running = server.spawn()?;
+//!
+//! let t = Duration::from_secs(5);
+//! let mut alice = Client::connect(addr, registry.clone(), ClientOptions::default())?;
+//! let mut bob = Client::connect(addr, registry, ClientOptions::default())?;
+//! alice.wait_connected(t)?;
+//! bob.wait_connected(t)?;
+//! alice.send::<Say>(&"hi bob")?;
+//! loop {
+//!     if let ClientEvent::Packet(p) = bob.recv(t)? {
+//!         assert_eq!(p.decode::<Say>()?, "hi bob");
+//!         break;
+//!     }
+//! }
+//! alice.close(CloseReason::UserRequest)?;
+//! running.handle().shutdown();
+//! let (reason, _) = bob.wait_closed(t)?;
+//! assert_eq!(reason, CloseReason::ServerShutdown);
+//! running.join()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## The program
+//! `cargo run --release -p peng3dnet-std --bin peng3dnet -- demo` runs a
+//! server and a client in one process and prints what happens;
+//! `peng3dnet serve`, `peng3dnet ping ADDR` and `peng3dnet echo ADDR MSG...`
+//! talk to real peers (`--help` on each).
 use peng3dnet_core::registry::Registry;
 
 pub mod buffer;
