@@ -109,6 +109,24 @@ pub struct Config<'a> {
     /// Connection types beyond `classic` and `ping`, in a table of the
     /// caller's size.
     pub conntypes: &'a [CustomConnType<'a>],
+    /// Accept zlib-compressed frames (needs the `zlib` feature; on by default
+    /// with it). Without, a compressed frame closes with
+    /// `compressionnotenabled`.
+    pub decompress: bool,
+    /// Compress bodies larger than its threshold before sending, as the
+    /// reference does above 8,192 bytes. `None` sends everything plain.
+    pub compressor: Option<&'a dyn Compressor>,
+}
+
+/// Compresses outgoing bodies (zlib, RFC 1950). The core has no compressor of
+/// its own (a deflater needs a heap); a host adapter provides one.
+pub trait Compressor {
+    /// Bodies longer than this are compressed.
+    fn threshold(&self) -> usize;
+
+    /// Compresses `input` into `out` as one zlib stream and returns its
+    /// length, or `None` if it does not fit (the body is then sent plain).
+    fn compress(&self, input: &[u8], out: &mut [u8]) -> Option<usize>;
 }
 
 impl<'a> Config<'a> {
@@ -125,6 +143,8 @@ impl<'a> Config<'a> {
                 data: &[],
             }),
             conntypes: &[],
+            decompress: cfg!(feature = "zlib"),
+            compressor: None,
         }
     }
 }
@@ -144,6 +164,8 @@ impl fmt::Debug for Config<'_> {
             .field("sync_policy", &self.sync_policy)
             .field("ping", &self.ping)
             .field("conntypes", &self.conntypes.len())
+            .field("decompress", &self.decompress)
+            .field("compressor", &self.compressor.map(|c| c.threshold()))
             .finish()
     }
 }
@@ -466,6 +488,7 @@ impl<B: Buffer> TxBuf<B> {
         &mut self,
         packet_id: u32,
         reserve: usize,
+        compressor: Option<&dyn Compressor>,
         body: impl Fn(&mut [u8]) -> Result<usize, CodecError>,
         body_len: impl FnOnce() -> Result<usize, CodecError>,
     ) -> Result<(), SendError> {
@@ -479,7 +502,9 @@ impl<B: Buffer> TxBuf<B> {
                 let out = &mut self.buf.bytes_mut()[end..end + limit];
                 match body(&mut out[FRAME_OVERHEAD..]) {
                     Ok(n) if n <= MAX_BODY_LEN => {
-                        write_header(out, packet_id, Flags::EMPTY, n);
+                        let (n, flags) =
+                            compress_in_place(&mut out[FRAME_OVERHEAD..], n, compressor);
+                        write_header(out, packet_id, flags, n);
                         self.end += FRAME_OVERHEAD + n;
                         return Ok(());
                     }
@@ -513,6 +538,29 @@ impl<B: Buffer> TxBuf<B> {
         } else {
             Err(SendError::WouldBlock { required })
         }
+    }
+}
+
+/// Compresses the `n`-byte body at the start of `area` in place when a
+/// compressor wants it and it shrinks; returns the body's length and flags.
+fn compress_in_place(
+    area: &mut [u8],
+    n: usize,
+    compressor: Option<&dyn Compressor>,
+) -> (usize, Flags) {
+    let Some(c) = compressor else {
+        return (n, Flags::EMPTY);
+    };
+    if n <= c.threshold() {
+        return (n, Flags::EMPTY);
+    }
+    let (body, rest) = area.split_at_mut(n);
+    match c.compress(body, rest) {
+        Some(m) if m < n && m <= rest.len() => {
+            area.copy_within(n..n + m, 0);
+            (m, Flags::COMPRESSED)
+        }
+        _ => (n, Flags::EMPTY),
     }
 }
 
@@ -588,6 +636,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         let res = self.tx.push_frame(
             packet_id,
             CLOSE_RESERVE,
+            self.config.compressor,
             |out| codec.encode(msg, out),
             || codec.encoded_len(msg),
         );
@@ -610,6 +659,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         let _ = self.tx.push_frame(
             internal::CLOSECONN,
             0,
+            None,
             |out| codec.encode(&msg, out),
             || codec.encoded_len(&msg),
         );
@@ -666,6 +716,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
                     let res = self.tx.push_frame(
                         internal::HANDSHAKE,
                         CLOSE_RESERVE,
+                        self.config.compressor,
                         |out| codec.encode(&msg, out),
                         || codec.encoded_len(&msg),
                     );
@@ -721,6 +772,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
 
     fn handle_frame(&mut self, packet_id: u32, flags: Flags, body: &[u8], now: Instant) -> Outcome {
         if flags.contains(Flags::COMPRESSED) {
+            // Inflated by the caller when enabled; here only if it is not.
             self.close(CloseReason::CompressionNotEnabled);
             return Outcome::Nothing;
         }
@@ -1015,6 +1067,7 @@ where
             .push_frame(
                 internal::HELLO,
                 CLOSE_RESERVE,
+                inner.config.compressor,
                 |out| codec.encode(&hello, out),
                 || codec.encoded_len(&hello),
             )
@@ -1218,6 +1271,7 @@ where
         self.inner.tx.push_frame(
             entry.id,
             CLOSE_RESERVE,
+            self.inner.config.compressor,
             |out| {
                 let dst = out
                     .get_mut(..body.len())
@@ -1239,6 +1293,7 @@ where
         self.inner.tx.push_frame(
             entry.id,
             CLOSE_RESERVE,
+            self.inner.config.compressor,
             |out| codec.encode(msg, out),
             || codec.encoded_len(msg),
         )
@@ -1303,6 +1358,13 @@ where
                     return self.inner.take_pending();
                 }
             };
+            let (flags, range) = match self.inflate(flags, range) {
+                Ok(inflated) => inflated,
+                Err(reason) => {
+                    self.inner.close(reason);
+                    return self.inner.take_pending();
+                }
+            };
             let body = self.rx.stored(range.clone());
             match self.inner.handle_frame(packet_id, flags, body, now) {
                 Outcome::Nothing => {
@@ -1333,6 +1395,32 @@ where
             // Handled in the loop.
             Outcome::Nothing => return None,
         })
+    }
+
+    /// Inflates a compressed body when decompression is on; otherwise hands
+    /// the frame on as it is.
+    #[cfg(feature = "zlib")]
+    fn inflate(
+        &mut self,
+        flags: Flags,
+        range: core::ops::Range<usize>,
+    ) -> Result<(Flags, core::ops::Range<usize>), CloseReason> {
+        if !flags.contains(Flags::COMPRESSED) || !self.inner.config.decompress {
+            return Ok((flags, range));
+        }
+        match self.rx.inflate(range) {
+            Ok(inflated) => Ok((Flags(flags.0 & !Flags::COMPRESSED.0), inflated)),
+            Err(_) => Err(CloseReason::DecompressionFailed),
+        }
+    }
+
+    #[cfg(not(feature = "zlib"))]
+    fn inflate(
+        &mut self,
+        flags: Flags,
+        range: core::ops::Range<usize>,
+    ) -> Result<(Flags, core::ops::Range<usize>), CloseReason> {
+        Ok((flags, range))
     }
 
     /// Bytes waiting to be written to the transport.

@@ -183,6 +183,33 @@ impl fmt::Display for FrameError {
 
 impl core::error::Error for FrameError {}
 
+/// Why a compressed body was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum InflateError {
+    /// The body inflates to more than the receiver can hold (a zlib bomb,
+    /// or simply too large).
+    TooLarge {
+        /// The most bytes it could have inflated to.
+        limit: usize,
+    },
+    /// The body is not a valid zlib stream.
+    Invalid,
+}
+
+impl fmt::Display for InflateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InflateError::TooLarge { limit } => {
+                write!(f, "compressed body inflates past {limit} bytes")
+            }
+            InflateError::Invalid => f.write_str("invalid zlib stream"),
+        }
+    }
+}
+
+impl core::error::Error for InflateError {}
+
 /// An incremental frame decoder over a buffer the caller provides.
 ///
 /// The buffer's length is the largest frame (length prefix included) the
@@ -317,6 +344,43 @@ impl<B: Buffer> FrameDecoder<B> {
     /// valid until the next `&mut` call.
     pub(crate) fn stored(&self, range: core::ops::Range<usize>) -> &[u8] {
         &self.buf.bytes()[range]
+    }
+
+    /// Inflates the zlib stream at `body` (a range from
+    /// [`next_frame_range`](Self::next_frame_range)) into the free space after
+    /// the received bytes, and returns where the inflated body is. It stays
+    /// valid until the next `&mut` call. The output is bounded by the buffer:
+    /// a body that would inflate to more than the largest frame body, or past
+    /// the free space, is refused.
+    #[cfg(feature = "zlib")]
+    pub(crate) fn inflate(
+        &mut self,
+        body: core::ops::Range<usize>,
+    ) -> Result<core::ops::Range<usize>, InflateError> {
+        use miniz_oxide::inflate::core::inflate_flags::{
+            TINFL_FLAG_PARSE_ZLIB_HEADER, TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
+        };
+        use miniz_oxide::inflate::core::{decompress, DecompressorOxide};
+        use miniz_oxide::inflate::TINFLStatus;
+        let max_body = self.max_frame_len().saturating_sub(HEADER_LEN);
+        // A growable buffer grows so the largest body fits after the input.
+        self.buf.reserve((self.end + max_body).min(self.capacity()));
+        let (received, free) = self.buf.bytes_mut().split_at_mut(self.end);
+        let limit = free.len().min(max_body);
+        let out = &mut free[..limit];
+        let mut state = DecompressorOxide::new();
+        let (status, _read, written) = decompress(
+            &mut state,
+            &received[body],
+            out,
+            0,
+            TINFL_FLAG_PARSE_ZLIB_HEADER | TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
+        );
+        match status {
+            TINFLStatus::Done => Ok(self.end..self.end + written),
+            TINFLStatus::HasMoreOutput => Err(InflateError::TooLarge { limit }),
+            _ => Err(InflateError::Invalid),
+        }
     }
 
     /// Like [`next_frame`](Self::next_frame), with the body as a range of the

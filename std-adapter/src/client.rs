@@ -33,6 +33,7 @@
 //! ```
 
 use crate::buffer::HeapBuffer;
+use crate::codec::ZLIB_DEFAULT;
 use crate::tls::TlsClientConfig;
 use crate::transport::Transport;
 use crate::{Clock, StdRegistry, REGISTRY_CAPACITY};
@@ -69,6 +70,9 @@ pub struct ClientOptions {
     /// Speak TLS with this configuration (plain TCP when `None`). Its
     /// verification decides the security level: see [`crate::tls`].
     pub tls: Option<TlsClientConfig>,
+    /// Compress bodies above 8,192 bytes (zlib level 6), as the reference
+    /// does. Compressed frames from the server are always accepted.
+    pub compression: bool,
 }
 
 impl Default for ClientOptions {
@@ -81,6 +85,7 @@ impl Default for ClientOptions {
             max_frame: 1 << 20,
             max_write_queue: 1 << 20,
             tls: None,
+            compression: true,
         }
     }
 }
@@ -272,6 +277,9 @@ impl<C: Codec + Clone> Client<C> {
             ),
             sync_policy: options.sync_policy,
             ping: None,
+            compressor: options
+                .compression
+                .then_some(&ZLIB_DEFAULT as &dyn peng3dnet_core::connection::Compressor),
             ..Config::new()
         };
         let clock = Clock::new();
@@ -318,6 +326,12 @@ impl<C: Codec + Clone> Client<C> {
     /// Whether the handshake completed and the connection is open.
     pub fn is_connected(&self) -> bool {
         self.conn.is_connected()
+    }
+
+    /// The codec in use (after the server's hello, the server's one when the
+    /// codec detects it, as [`crate::codec::AnyCodec`] does).
+    pub fn codec(&self) -> &C {
+        self.conn.codec()
     }
 
     /// The registry, with the server's ids after the handshake.

@@ -4,8 +4,10 @@
 
 use crate::server::{Server, ServerBuilder, ServerOptions};
 use crate::StdRegistry;
+use peng3dnet_core::codec::{Codec, Postcard};
 use peng3dnet_core::registry::Packet;
 use peng3dnet_core::rules::Rules;
+use peng3dnet_core::CloseReason;
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -58,13 +60,53 @@ pub fn unix_time() -> f64 {
 /// # Panics
 /// If `registry` lacks `echo:echo` or `echo:ping`.
 pub fn server(registry: StdRegistry, options: ServerOptions) -> ServerBuilder {
+    server_with_codec(Postcard, registry, options)
+}
+
+/// [`server`] with another codec. `echo:echo` bodies are sent back byte for
+/// byte, whatever they hold. With a self-describing codec (MessagePack),
+/// `echo:ping` may be any map, as the reference's clients send, and gets
+/// `server_timestamp` added; with postcard it is an [`EchoPingMsg`].
+///
+/// # Panics
+/// If `registry` lacks `echo:echo` or `echo:ping`.
+pub fn server_with_codec<C: Codec + Clone + Send + 'static>(
+    codec: C,
+    registry: StdRegistry,
+    options: ServerOptions,
+) -> ServerBuilder<C> {
     Server::builder(registry)
+        .codec(codec)
         .options(options)
-        .on::<Echo>(|ctx, msg| {
-            let _ = ctx.send::<Echo>(&msg);
+        .on_raw::<Echo>(|ctx, body| {
+            let _ = ctx.send_body::<Echo>(body);
         })
-        .on::<EchoPing>(|ctx, mut msg| {
-            msg.server_timestamp = Some(unix_time());
-            let _ = ctx.send::<EchoPing>(&msg);
+        .on_raw::<EchoPing>(|ctx, body| {
+            let stamp = unix_time();
+            if ctx.codec().self_describing() {
+                match ctx.codec().decode::<serde_json::Value>(body) {
+                    Ok(serde_json::Value::Object(mut map)) => {
+                        map.insert("server_timestamp".into(), stamp.into());
+                        let _ = ctx.send::<EchoPingAny>(&serde_json::Value::Object(map));
+                    }
+                    _ => ctx.close(CloseReason::MalformedPacket),
+                }
+            } else {
+                match ctx.codec().decode::<EchoPingMsg>(body) {
+                    Ok(mut msg) => {
+                        msg.server_timestamp = Some(stamp);
+                        let _ = ctx.send::<EchoPing>(&msg);
+                    }
+                    Err(_) => ctx.close(CloseReason::MalformedPacket),
+                }
+            }
         })
+}
+
+/// `echo:ping` carrying any map (with a self-describing codec).
+pub struct EchoPingAny;
+impl Packet for EchoPingAny {
+    const NAME: &'static str = "echo:ping";
+    const RULES: Rules = Rules::SMART;
+    type Message<'a> = serde_json::Value;
 }

@@ -62,6 +62,7 @@ use peng3dnet_core::registry::Registry;
 
 pub mod buffer;
 pub mod client;
+pub mod codec;
 pub mod echo;
 pub mod ping;
 pub mod server;

@@ -87,12 +87,14 @@ pub fn ping_with_options<C: Codec + Clone>(
         tls,
         ..ClientOptions::default()
     };
-    let self_describing = codec.self_describing();
-    let mut client = Client::connect_with(addr, StdRegistry::new(), codec.clone(), options)?;
+    let mut client = Client::connect_with(addr, StdRegistry::new(), codec, options)?;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match client.recv(left)? {
             ClientEvent::Pong { delay, body } => {
+                // The codec the server's hello chose.
+                let codec = client.codec().clone();
+                let self_describing = codec.self_describing();
                 let reply = codec
                     .decode_seed(ReplySeed { self_describing }, &body)
                     .map_err(|e| {

@@ -43,13 +43,14 @@
 //! a client's queue is more than half full, the server stops reading from it.
 
 use crate::buffer::HeapBuffer;
+use crate::codec::Zlib;
 use crate::tls::TlsServerConfig;
 use crate::transport::Transport;
 use crate::{Clock, StdRegistry, REGISTRY_CAPACITY};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use peng3dnet_core::codec::{Codec, Postcard};
-use peng3dnet_core::connection::{Config, PingServerConfig, SendError};
+use peng3dnet_core::connection::{Compressor, Config, PingServerConfig, SendError};
 use peng3dnet_core::registry::Packet;
 use peng3dnet_core::table::encode_refusal;
 use peng3dnet_core::{CloseReason, Connection, Event, Initiator, Mode, SecurityLevel, State};
@@ -120,6 +121,10 @@ pub struct ServerOptions {
     pub version: String,
     /// Serve TLS with this configuration (plain TCP when `None`).
     pub tls: Option<TlsServerConfig>,
+    /// Compress bodies above a threshold (the reference's default: zlib
+    /// level 6 above 8,192 bytes). Compressed frames from clients are always
+    /// accepted, inflated within `max_frame`.
+    pub compression: Option<Zlib>,
     /// How long a shutdown waits for clients to take their `servershutdown`.
     pub shutdown_grace: Duration,
 }
@@ -138,6 +143,7 @@ impl Default for ServerOptions {
             }),
             version: env!("CARGO_PKG_VERSION").into(),
             tls: None,
+            compression: Some(Zlib::default()),
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -199,6 +205,26 @@ impl<C: Codec> Ctx<'_, '_, C> {
             except: except.to_vec(),
         });
         Ok(())
+    }
+
+    /// Sends an already encoded body as a `P` to this client (to echo or
+    /// relay a body without decoding it).
+    pub fn send_body<P: Packet>(&mut self, body: &[u8]) -> Result<(), SendError> {
+        let id = self
+            .conn
+            .registry()
+            .id_of::<P>()
+            .ok_or(SendError::NotRegistered)?;
+        let res = self.conn.send_encoded(id, body);
+        if let Err(SendError::WouldBlock { .. }) = res {
+            self.conn.close(CloseReason::WriteQueueFull);
+        }
+        res
+    }
+
+    /// The connection's codec.
+    pub fn codec(&self) -> &C {
+        self.conn.codec()
     }
 
     /// Closes this client with `reason`.
@@ -315,6 +341,30 @@ impl<C: Codec + Clone + Send + 'static> ServerBuilder<C> {
                     .decode::<P::Message<'_>>(body)
                     .map_err(|_| CloseReason::MalformedPacket)?;
                 handler(ctx, msg);
+                Ok(())
+            }),
+        );
+        self
+    }
+
+    /// Calls `handler` with the encoded body of every `P` that passed its
+    /// rules, undecoded (to relay or echo it, or to decode it dynamically).
+    ///
+    /// # Panics
+    /// If `P` is not registered in the server's registry.
+    pub fn on_raw<P: Packet + 'static>(
+        mut self,
+        mut handler: impl for<'c, 'a> FnMut(&mut Ctx<'c, 'a, C>, &[u8]) + Send + 'static,
+    ) -> Self {
+        assert!(
+            self.registry.by_name(P::NAME).is_some(),
+            "register {} before adding its handler",
+            P::NAME
+        );
+        self.handlers.insert(
+            P::NAME,
+            Box::new(move |ctx, body| {
+                handler(ctx, body);
                 Ok(())
             }),
         );
@@ -608,6 +658,7 @@ impl<C: Codec + Clone + Send + 'static> Server<C> {
                 release: &p.release,
                 data: &ping_entries,
             }),
+            compressor: options.compression.as_ref().map(|z| z as &dyn Compressor),
             ..Config::new()
         };
         let mut handlers_by_id = HashMap::new();

@@ -44,7 +44,7 @@ fn raw(id: u32, flags: u16, body: &[u8]) -> Vec<u8> {
 }
 
 fn body<T: serde::Serialize>(msg: &T) -> Vec<u8> {
-    let mut out = vec![0u8; 256];
+    let mut out = vec![0u8; 8192];
     let n = Postcard.encode(msg, &mut out).unwrap();
     out.truncate(n);
     out
@@ -381,6 +381,7 @@ fn handshake_timeout_on_both_sides() {
 #[test]
 fn frame_errors_close_with_their_reasons() {
     let cases: [(Vec<u8>, CloseReason); 6] = [
+        (raw(64, 1, b"garbage"), CloseReason::DecompressionFailed),
         (
             (BUF as u32 - 3).to_be_bytes().to_vec(),
             CloseReason::FrameTooLarge,
@@ -389,7 +390,6 @@ fn frame_errors_close_with_their_reasons() {
         (vec![0, 0, 0, 5], CloseReason::MalformedFrame),
         (raw(64, 0x8000, b""), CloseReason::UnknownFlags),
         (raw(64, 2, b""), CloseReason::EncryptionUnsupported),
-        (raw(64, 1, b"\x78\x9c"), CloseReason::CompressionNotEnabled),
     ];
     for (bytes, reason) in cases {
         connected!(s, c);
@@ -731,4 +731,103 @@ fn table_refuses_when_full_and_broadcasts_with_exceptions() {
     let report = table.broadcast::<ToServer>(&1, &mut scratch, &[]).unwrap();
     assert_eq!(report.sent, 0);
     assert!(report.first_error.is_some());
+}
+
+#[test]
+fn compressed_frames_when_decompression_is_off() {
+    let cfg = Config {
+        decompress: false,
+        ..config()
+    };
+    let sreg = registry();
+    let mut creg = registry();
+    pair!(cfg, sreg, creg, s, c, "classic");
+    exchange(&mut s, &mut c);
+    s.handle_input(&raw(64, 1, b"\x78\x9c"));
+    assert_eq!(
+        drain(&mut s, T0),
+        [Rec::Closed(
+            CloseReason::CompressionNotEnabled,
+            Initiator::Local
+        )]
+    );
+}
+
+#[test]
+fn compression_both_ways_and_bounded_inflation() {
+    let cfg = Config {
+        compressor: Some(&peng3dnet_std::codec::ZLIB_DEFAULT),
+        ..config()
+    };
+    let sreg = registry();
+    let mut creg = registry();
+    pair!(cfg, sreg, creg, s, c, "classic");
+    exchange(&mut s, &mut c);
+    // 3,000 bytes stay plain (threshold 8,192 is above the buffer anyway:
+    // BUF is 4 KiB), so use a compressor with a low threshold.
+    let low = peng3dnet_std::codec::Zlib {
+        threshold: 100,
+        level: 6,
+    };
+    let cfg2 = Config {
+        compressor: Some(&low),
+        ..config()
+    };
+    let sreg2 = registry();
+    let mut creg2 = registry();
+    pair!(cfg2, sreg2, creg2, s2, c2, "classic");
+    exchange(&mut s2, &mut c2);
+    let text = "z".repeat(3000);
+    c2.send::<Chat>(&Numbered {
+        seq: 1,
+        text: &text,
+    })
+    .unwrap();
+    let wire = take_tx(&mut c2);
+    let frames = frames_of(&wire);
+    assert_eq!(frames[0].1, 1, "the frame is compressed");
+    assert!(
+        wire.len() < 200,
+        "3,000 bytes of z compress well: {}",
+        wire.len()
+    );
+    s2.handle_input(&wire);
+    match &drain(&mut s2, T0)[..] {
+        [Rec::Packet(_, Some("test:chat"), body)] => {
+            assert_eq!(
+                *body,
+                body_of(&Numbered {
+                    seq: 1,
+                    text: &text
+                })
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A zlib bomb: 1 MiB of zeros in a small frame inflates past the 4 KiB
+    // receive buffer and is refused.
+    let bomb = vec![0u8; 1 << 20];
+    let mut packed = vec![0u8; 8192];
+    let n = peng3dnet_core::connection::Compressor::compress(&low, &bomb, &mut packed).unwrap();
+    assert!(n + 10 <= BUF);
+    s.handle_input(&raw(64, 1, &packed[..n]));
+    assert_eq!(
+        drain(&mut s, T0),
+        [Rec::Closed(
+            CloseReason::DecompressionFailed,
+            Initiator::Local
+        )]
+    );
+    let (_, ce) = exchange(&mut s, &mut c);
+    assert_eq!(
+        ce,
+        [Rec::Closed(
+            CloseReason::DecompressionFailed,
+            Initiator::Peer
+        )]
+    );
+}
+
+fn body_of(msg: &Numbered<'_>) -> Vec<u8> {
+    body(msg)
 }

@@ -2,11 +2,12 @@
 //! self-contained demo. Run `peng3dnet --help` for the commands.
 
 use clap::{Parser, Subcommand};
-use peng3dnet_core::codec::Postcard;
+use peng3dnet_core::codec::Codec;
 use peng3dnet_core::registry::Packet;
 use peng3dnet_core::rules::Rules;
 use peng3dnet_core::{CloseReason, SecurityLevel, Side};
 use peng3dnet_std::client::{Client, ClientError, ClientEvent, ClientOptions};
+use peng3dnet_std::codec::AnyCodec;
 use peng3dnet_std::echo::{self, Echo, EchoPing, EchoPingMsg};
 use peng3dnet_std::ping::{ping, ping_with_options};
 use peng3dnet_std::server::ServerOptions;
@@ -33,8 +34,9 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: SocketAddr,
-        /// Body codec: postcard (native).
-        #[arg(long, default_value = "postcard", value_parser = ["postcard"])]
+        /// Body codec: postcard (native) or msgpack (the Python reference's).
+        /// Clients find the codec from the server's hello.
+        #[arg(long, default_value = "postcard", value_parser = ["postcard", "msgpack"])]
         codec: String,
         /// Most clients at once; the next is refused with `serverfull`.
         #[arg(long, default_value_t = 10_000)]
@@ -150,10 +152,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve {
             addr,
-            codec: _,
+            codec,
             max_clients,
             tls,
-        } => tls.config().and_then(|tls| serve(addr, max_clients, tls)),
+        } => tls
+            .config()
+            .and_then(|tls| serve(addr, &codec, max_clients, tls)),
         Command::Ping {
             addr,
             timeout,
@@ -183,7 +187,8 @@ fn main() -> ExitCode {
 
 type Res = Result<(), Box<dyn std::error::Error>>;
 
-fn serve(addr: SocketAddr, max_clients: usize, tls: Option<TlsServerConfig>) -> Res {
+fn serve(addr: SocketAddr, codec: &str, max_clients: usize, tls: Option<TlsServerConfig>) -> Res {
+    let codec = AnyCodec::from_name(codec).ok_or("unknown codec")?;
     let transport = match &tls {
         Some(t) if t.requires_client_cert() => "TLS, client certificates required",
         Some(_) => "TLS",
@@ -194,17 +199,18 @@ fn serve(addr: SocketAddr, max_clients: usize, tls: Option<TlsServerConfig>) -> 
         tls,
         ..ServerOptions::default()
     };
-    let server = echo::server(echo::registry(), options).bind(addr)?;
+    let server = echo::server_with_codec(codec, echo::registry(), options).bind(addr)?;
     println!(
-        "peng3dnet: listening on {} (codec postcard, {transport}, at most {max_clients} clients)",
-        server.local_addr()
+        "peng3dnet: listening on {} (codec {}, {transport}, at most {max_clients} clients)",
+        server.local_addr(),
+        codec.name()
     );
     server.run()?;
     Ok(())
 }
 
 fn run_ping(addr: &str, timeout: Duration, json: bool, tls: Option<TlsClientConfig>) -> Res {
-    let reply = ping_with_options(addr, Postcard, timeout, tls)?;
+    let reply = ping_with_options(addr, AnyCodec::default(), timeout, tls)?;
     if json {
         println!("{}", reply.to_json());
     } else {
@@ -233,7 +239,7 @@ fn run_echo(
         tls,
         ..ClientOptions::default()
     };
-    let mut client = Client::connect(addr, echo::registry(), options)?;
+    let mut client = Client::connect_with(addr, echo::registry(), AnyCodec::default(), options)?;
     client.wait_connected(timeout)?;
     for m in messages {
         client.send::<Echo>(&m.as_str())?;
