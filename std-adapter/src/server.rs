@@ -125,6 +125,9 @@ pub struct ServerOptions {
     /// level 6 above 8,192 bytes). Compressed frames from clients are always
     /// accepted, inflated within `max_frame`.
     pub compression: Option<Zlib>,
+    /// How long a client may leave queued bytes unread (no write progress at
+    /// all) before it is dropped with `writequeuefull`.
+    pub write_stall_timeout: Duration,
     /// How long a shutdown waits for clients to take their `servershutdown`.
     pub shutdown_grace: Duration,
 }
@@ -144,6 +147,7 @@ impl Default for ServerOptions {
             version: env!("CARGO_PKG_VERSION").into(),
             tls: None,
             compression: Some(Zlib::default()),
+            write_stall_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -705,6 +709,10 @@ struct Client<'a, C: Codec> {
     writable: bool,
     /// `on_close` was called.
     reported: bool,
+    /// When the client is dropped if its socket takes no byte until then.
+    stall: Option<peng3dnet_core::time::Instant>,
+    /// The transport is given up: remove without flushing.
+    dropped: bool,
 }
 
 struct Loop<'a, C: Codec> {
@@ -828,6 +836,8 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
                 paused: false,
                 writable: true,
                 reported: false,
+                stall: None,
+                dropped: false,
             };
             if let Some(level) = client.transport.security_level() {
                 client.conn.set_security_level(level);
@@ -973,11 +983,15 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
             match c.transport.read(buf) {
                 Ok(0) => {
                     c.conn.handle_transport_closed();
+                    c.dropped = true;
                 }
                 Ok(n) => c.conn.commit_received(n),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => read_more = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => c.conn.handle_transport_closed(),
+                Err(_) => {
+                    c.conn.handle_transport_closed();
+                    c.dropped = true;
+                }
             }
             if let Some(level) = c.transport.security_level() {
                 if c.conn.security_level() != level {
@@ -988,7 +1002,7 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
         self.handle_events(key, now, high_water);
         self.flush(key);
         let c = &mut self.conns[key];
-        if c.conn.is_finished() && !c.transport.wants_write() {
+        if c.conn.is_finished() && (c.dropped || !c.transport.wants_write()) {
             self.remove(key);
             return;
         }
@@ -1095,8 +1109,23 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
         }
     }
 
+    /// Writes what the client's connection queued, and watches for a client
+    /// that takes nothing: after [`ServerOptions::write_stall_timeout`]
+    /// without progress it is dropped (see [`Loop::fire_timers`]).
     fn flush(&mut self, key: usize) {
-        flush_one(&mut self.conns[key]);
+        let c = &mut self.conns[key];
+        let progress = flush_one(c);
+        let pending = !c.conn.poll_transmit().is_empty() || c.transport.wants_write();
+        if !pending || progress {
+            c.stall = None;
+        } else if c.stall.is_none() {
+            let at = self.clock.now()
+                + peng3dnet_core::time::Duration::from_micros(
+                    self.options.write_stall_timeout.as_micros() as u64,
+                );
+            c.stall = Some(at);
+            self.timers.push(Reverse((at, key, c.id.0)));
+        }
     }
 
     fn fire_timers(&mut self) {
@@ -1107,9 +1136,19 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
             }
             self.timers.pop();
             if let Some(c) = self.conns.get_mut(key) {
-                if c.id.0 == id && c.armed == Some(at) {
+                if c.id.0 != id {
+                    continue;
+                }
+                if c.armed == Some(at) {
                     c.armed = None;
                     c.conn.handle_timeout(now);
+                    self.service(key, false);
+                } else if c.stall == Some(at) {
+                    // The client took no byte for the whole timeout: it is
+                    // not told (it does not read), it is dropped.
+                    c.conn.close(CloseReason::WriteQueueFull);
+                    c.conn.handle_transport_closed();
+                    c.dropped = true;
                     self.service(key, false);
                 }
             }
@@ -1135,25 +1174,32 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
     }
 }
 
-/// Writes what the connection queued until the socket would block.
-fn flush_one<C: Codec>(c: &mut Client<'_, C>) {
+/// Writes what the connection queued until the socket would block; whether
+/// any byte was taken.
+fn flush_one<C: Codec>(c: &mut Client<'_, C>) -> bool {
+    let mut progress = false;
     for _ in 0..1024 {
         let data = c.conn.poll_transmit();
         if data.is_empty() {
             let _ = c.transport.flush();
-            return;
+            return progress;
         }
         match c.transport.write(data) {
-            Ok(0) => return,
-            Ok(n) => c.conn.transmitted(n),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            Ok(0) => return progress,
+            Ok(n) => {
+                c.conn.transmitted(n);
+                progress = true;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return progress,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => {
                 c.conn.handle_transport_closed();
-                return;
+                c.dropped = true;
+                return progress;
             }
         }
     }
+    progress
 }
 
 /// Tells a client the server is full, best effort, without a connection.

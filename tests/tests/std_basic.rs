@@ -64,3 +64,52 @@ fn echo_and_close_over_loopback() {
     let stats = running.join().unwrap();
     assert_eq!((stats.accepted, stats.handshakes), (1, 1));
 }
+
+struct Blob;
+impl Packet for Blob {
+    const NAME: &'static str = "test:blob";
+    const RULES: Rules = Rules::SMART;
+    type Message<'a> = &'a [u8];
+}
+
+#[test]
+fn a_client_that_never_reads_is_dropped_with_writequeuefull() {
+    let mut reg = registry();
+    reg.register::<Blob>().unwrap();
+    let (closed_tx, closed_rx) = mpsc::channel();
+    let server = Server::builder(reg.clone())
+        .with_options(|o| {
+            o.max_write_queue = 64 << 20;
+            o.write_stall_timeout = Duration::from_millis(300);
+            o.compression = None;
+        })
+        .on_close(move |_, reason, initiator| {
+            let _ = closed_tx.send((reason.clone(), initiator));
+        })
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    let running = server.spawn().unwrap();
+    let mut sleeper = Client::connect(addr, reg.clone(), ClientOptions::default()).unwrap();
+    sleeper.wait_connected(T).unwrap();
+    // 16 MiB towards a client that reads nothing: more than the kernel's
+    // socket buffers, less than the queue's maximum, so only the stall
+    // timer can end it.
+    let blob = vec![7u8; 64 << 10];
+    for _ in 0..256 {
+        running
+            .handle()
+            .broadcast::<Blob>(&blob.as_slice(), &[])
+            .unwrap();
+    }
+    assert_eq!(
+        closed_rx.recv_timeout(T).unwrap(),
+        (CloseReason::WriteQueueFull, Initiator::Local)
+    );
+    // Memory is given back: no client is left.
+    let status = running.handle().status().unwrap();
+    assert_eq!(status.clients, 0);
+    drop(sleeper);
+    running.handle().shutdown();
+    running.join().unwrap();
+}
