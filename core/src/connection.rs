@@ -1342,6 +1342,26 @@ where
     /// The next event, or `None` when every received frame is processed.
     /// Frees receive buffer space as frames are consumed.
     pub fn poll(&mut self, now: Instant) -> Option<Event<'_, C>> {
+        self.poll_events(now, false)
+    }
+
+    /// Like [`poll`](Self::poll), but stops before an application packet
+    /// (which stays buffered for a later [`poll`](Self::poll)), so it never
+    /// returns [`Event::Packet`] or [`Event::ConnTypePacket`]. A driver task
+    /// calls it to run the handshake, pings and closes while the
+    /// application's receiver takes packets when it is ready; frames are
+    /// still handled in order. [`has_buffered_frame`](Self::has_buffered_frame)
+    /// then says whether a packet waits.
+    pub fn poll_protocol(&mut self, now: Instant) -> Option<Event<'_, C>> {
+        self.poll_events(now, true)
+    }
+
+    /// Whether a whole frame waits in the receive buffer.
+    pub fn has_buffered_frame(&self) -> bool {
+        !self.inner.is_closed() && self.rx.has_frame()
+    }
+
+    fn poll_events(&mut self, now: Instant, protocol_only: bool) -> Option<Event<'_, C>> {
         if let Some(event) = self.inner.take_pending() {
             return Some(event);
         }
@@ -1358,6 +1378,11 @@ where
                     return self.inner.take_pending();
                 }
             };
+            if protocol_only && packet_id >= FIRST_AUTO_ID && self.inner.kind != Kind::Ping {
+                // An application frame: leave it for `poll`.
+                self.rx.unread(range.start - FRAME_OVERHEAD);
+                return None;
+            }
             let (flags, range) = match self.inflate(flags, range) {
                 Ok(inflated) => inflated,
                 Err(reason) => {

@@ -340,6 +340,27 @@ impl<B: Buffer> FrameDecoder<B> {
             }))
     }
 
+    /// Puts the frame starting at `frame_start` (taken by the last
+    /// [`next_frame_range`](Self::next_frame_range)) back, to be taken again.
+    pub(crate) fn unread(&mut self, frame_start: usize) {
+        self.start = self.start.min(frame_start);
+    }
+
+    /// Whether a whole frame (or an error) is waiting in the buffer.
+    pub fn has_frame(&self) -> bool {
+        if self.failed.is_some() {
+            return true;
+        }
+        let avail = &self.buf.bytes()[self.start..self.end];
+        if avail.len() < LENGTH_PREFIX_LEN {
+            return false;
+        }
+        let length = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+        length < HEADER_LEN
+            || avail.len() >= LENGTH_PREFIX_LEN + length
+            || length > self.max_frame_len()
+    }
+
     /// The bytes of a range returned by [`next_frame_range`](Self::next_frame_range),
     /// valid until the next `&mut` call.
     pub(crate) fn stored(&self, range: core::ops::Range<usize>) -> &[u8] {

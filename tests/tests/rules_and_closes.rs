@@ -831,3 +831,43 @@ fn compression_both_ways_and_bounded_inflation() {
 fn body_of(msg: &Numbered<'_>) -> Vec<u8> {
     body(msg)
 }
+
+#[test]
+fn poll_protocol_runs_the_protocol_and_leaves_packets_in_order() {
+    let cfg = config();
+    let sreg = registry();
+    let mut creg = registry();
+    pair!(cfg, sreg, creg, s, c, "classic");
+    // The handshake runs through poll_protocol alone.
+    for _ in 0..4 {
+        c.handle_input(&take_tx(&mut s));
+        while let Some(ev) = c.poll_protocol(T0) {
+            assert!(matches!(ev, peng3dnet_core::Event::Connected), "{ev:?}");
+        }
+        s.handle_input(&take_tx(&mut c));
+        while s.poll_protocol(T0).is_some() {}
+    }
+    assert!(s.is_connected() && c.is_connected());
+    // A packet, then a close: the close waits behind the packet.
+    s.send::<Chat>(&Numbered {
+        seq: 1,
+        text: "first",
+    })
+    .unwrap();
+    s.close(CloseReason::Command);
+    c.handle_input(&take_tx(&mut s));
+    assert!(c.poll_protocol(T0).is_none());
+    assert!(c.has_buffered_frame());
+    assert!(
+        c.is_connected(),
+        "the close is not processed before the packet"
+    );
+    assert!(matches!(
+        drain(&mut c, T0)[..],
+        [
+            Rec::Packet(..),
+            Rec::Closed(CloseReason::Command, Initiator::Peer)
+        ]
+    ));
+    assert!(!c.has_buffered_frame());
+}
