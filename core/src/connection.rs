@@ -393,6 +393,11 @@ impl<'a, C: Codec> Incoming<'a, C> {
     pub fn decode_as<M: Deserialize<'a>>(&self) -> Result<M, CodecError> {
         self.codec.decode(self.body)
     }
+
+    /// The connection's codec.
+    pub fn codec(&self) -> &'a C {
+        self.codec
+    }
 }
 
 impl<C> fmt::Debug for Incoming<'_, C> {

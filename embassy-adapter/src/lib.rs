@@ -1,0 +1,55 @@
+//! # peng3dnet-embassy
+//!
+//! peng3dnet for microcontrollers on [embassy](https://embassy.dev):
+//! `#![no_std]`, no heap, every buffer sized at compile time. A [`Session`]
+//! drives one connection of the core over any `embedded_io_async` reader and
+//! writer: an `embassy-net` TCP socket's halves, a TLS session, a UART, a
+//! test pipe.
+//!
+//! ```
+//! use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+//! use embassy_sync::pipe::Pipe;
+//! use peng3dnet_core::codec::Postcard;
+//! use peng3dnet_core::registry::Registry;
+//! use peng3dnet_core::{CloseReason, Config};
+//! use peng3dnet_embassy::{Resources, Session};
+//!
+//! # embassy_futures::block_on(async {
+//! // Two pipes make an in-memory link; a real board uses a TcpSocket's halves.
+//! let (up, down) = (Pipe::<NoopRawMutex, 512>::new(), Pipe::<NoopRawMutex, 512>::new());
+//! let config = Config::new();
+//! let server_registry = Registry::<8>::new();
+//! let mut client_registry = Registry::<8>::new();
+//! let mut server_res = Resources::<512, 512>::new();
+//! let mut client_res = Resources::<512, 512>::new();
+//! let server: Session<NoopRawMutex, _, 8, _> =
+//!     Session::server(&config, &server_registry, Postcard, &mut server_res).unwrap();
+//! let client: Session<NoopRawMutex, _, 8, _> =
+//!     Session::client(&config, &mut client_registry, Postcard, &mut client_res, "classic").unwrap();
+//!
+//! let app = async {
+//!     client.wait_connected().await.unwrap();
+//!     client.close(CloseReason::UserRequest);
+//! };
+//! let (_, s, c) = embassy_futures::join::join3(
+//!     app,
+//!     server.run(&up, &down),
+//!     client.run(&down, &up),
+//! )
+//! .await;
+//! assert_eq!(s.unwrap().reason, CloseReason::UserRequest);
+//! assert_eq!(c.unwrap().reason, CloseReason::UserRequest);
+//! # });
+//! ```
+//!
+//! A session's futures may run in different tasks at once (a receiver and a
+//! sender, say); all are cancel-safe (see [`session`]).
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
+
+mod fmt;
+pub mod session;
+
+pub use session::{Closed, ReceiveError, Received, Resources, RunError, Session, CHUNK};
