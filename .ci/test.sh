@@ -20,8 +20,8 @@ cargo clippy -p peng3dnet-core --features defmt --locked -- -D warnings
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
-step "bare-metal builds of peng3dnet-core (thumbv6m-none-eabi, thumbv7em-none-eabihf)"
-bash .ci/baremetal.sh -p peng3dnet-core
+step "bare-metal builds of peng3dnet-core and peng3dnet-embassy (thumbv6m-none-eabi, thumbv7em-none-eabihf)"
+bash .ci/baremetal.sh -p peng3dnet-core -p peng3dnet-embassy
 
 step "cargo test (unit, integration, doc tests)"
 cargo test --workspace --locked
