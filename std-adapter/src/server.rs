@@ -1006,11 +1006,14 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
             self.remove(key);
             return;
         }
-        if let Some(at) = c.conn.poll_timeout() {
-            if c.armed != Some(at) {
+        match c.conn.poll_timeout() {
+            Some(at) if c.armed != Some(at) => {
                 c.armed = Some(at);
                 self.timers.push(Reverse((at, key, c.id.0)));
             }
+            Some(_) => {}
+            // The handshake completed: the armed timer is stale, let it lapse.
+            None => c.armed = None,
         }
         let want_write = !c.conn.poll_transmit().is_empty() || c.transport.wants_write();
         if want_write != c.writable {
