@@ -225,6 +225,9 @@ pub struct Client<C: Codec = Postcard> {
     closed: Option<(CloseReason, Initiator)>,
     peer: SocketAddr,
     eof: bool,
+    /// The socket may have bytes: cleared when a read found none, set by a
+    /// readiness event.
+    readable: bool,
 }
 
 impl Client<Postcard> {
@@ -305,6 +308,7 @@ impl<C: Codec + Clone> Client<C> {
             closed: None,
             peer,
             eof: false,
+            readable: true,
         })
     }
 
@@ -542,6 +546,13 @@ impl<C: Codec + Clone> Client<C> {
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
+        if self
+            .events
+            .iter()
+            .any(|e| e.is_readable() || e.is_read_closed() || e.is_error())
+        {
+            self.readable = true;
+        }
         let core_now = self.clock.now();
         if self.conn.poll_timeout().is_some_and(|t| core_now >= t) {
             self.conn.handle_timeout(core_now);
@@ -553,7 +564,7 @@ impl<C: Codec + Clone> Client<C> {
 
     fn read_some(&mut self) {
         for _ in 0..64 {
-            if self.eof || self.conn.is_closed() {
+            if self.eof || self.conn.is_closed() || !self.readable {
                 return;
             }
             let buf = self.conn.receive_buffer();
@@ -565,6 +576,7 @@ impl<C: Codec + Clone> Client<C> {
                 }
                 continue;
             }
+            let len = buf.len();
             let res = self.transport.read(buf);
             if let Some(level) = self.transport.security_level() {
                 if level != self.conn.security_level() {
@@ -578,10 +590,19 @@ impl<C: Codec + Clone> Client<C> {
                     return;
                 }
                 Ok(n) => {
+                    // A short read on plain TCP emptied the socket: the next
+                    // byte brings a new readiness event (edge-triggered), so
+                    // reading again now would only return WouldBlock.
+                    if n < len && self.transport.is_plain() {
+                        self.readable = false;
+                    }
                     self.conn.commit_received(n);
                     self.drain_events();
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.eof = true;

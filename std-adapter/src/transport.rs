@@ -57,6 +57,12 @@ impl Transport {
         }
     }
 
+    /// Whether this is plain TCP (a short read then means the socket is
+    /// empty).
+    pub(crate) fn is_plain(&self) -> bool {
+        matches!(self, Transport::Plain(_))
+    }
+
     /// Whether the transport has bytes of its own to write.
     pub(crate) fn wants_write(&self) -> bool {
         match self {
