@@ -115,7 +115,7 @@ pub struct Config<'a> {
     pub decompress: bool,
     /// Compress bodies larger than its threshold before sending, as the
     /// reference does above 8,192 bytes. `None` sends everything plain.
-    pub compressor: Option<&'a dyn Compressor>,
+    pub compressor: Option<&'a (dyn Compressor + Sync)>,
 }
 
 /// Compresses outgoing bodies (zlib, RFC 1950). The core has no compressor of
@@ -237,7 +237,7 @@ pub struct CustomConnType<'a> {
     /// The name sent in `settype`.
     pub name: &'static str,
     /// Its hooks.
-    pub hooks: &'a dyn ConnTypeHooks,
+    pub hooks: &'a (dyn ConnTypeHooks + Sync),
 }
 
 impl fmt::Debug for CustomConnType<'_> {
@@ -493,7 +493,7 @@ impl<B: Buffer> TxBuf<B> {
         &mut self,
         packet_id: u32,
         reserve: usize,
-        compressor: Option<&dyn Compressor>,
+        compressor: Option<&(dyn Compressor + Sync)>,
         body: impl Fn(&mut [u8]) -> Result<usize, CodecError>,
         body_len: impl FnOnce() -> Result<usize, CodecError>,
     ) -> Result<(), SendError> {
@@ -551,7 +551,7 @@ impl<B: Buffer> TxBuf<B> {
 fn compress_in_place(
     area: &mut [u8],
     n: usize,
-    compressor: Option<&dyn Compressor>,
+    compressor: Option<&(dyn Compressor + Sync)>,
 ) -> (usize, Flags) {
     let Some(c) = compressor else {
         return (n, Flags::EMPTY);
@@ -593,6 +593,10 @@ struct Inner<'a, C, T, const N: usize, G> {
     ping_sent: Option<Instant>,
     closed: Option<(CloseReason, Initiator)>,
     pending: Pending,
+    /// [`Event::Connected`] was reported.
+    connected: bool,
+    /// The transport ended; buffered frames are still handed out.
+    transport_ended: bool,
 }
 
 /// What a frame turned into.
@@ -614,7 +618,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         }
     }
 
-    fn hooks(&self) -> Option<&'a dyn ConnTypeHooks> {
+    fn hooks(&self) -> Option<&'a (dyn ConnTypeHooks + Sync)> {
         match self.kind {
             Kind::Custom(i) => Some(self.config.conntypes[i as usize].hooks),
             _ => None,
@@ -680,6 +684,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
 
     fn connected(&mut self) {
         self.deadline = None;
+        self.connected = true;
         self.pending.connected = true;
     }
 
@@ -967,7 +972,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
 
     /// Checks rules and connection type before an application send.
     fn admit(&mut self, entry: &Entry) -> Result<(), SendError> {
-        if self.is_closed() {
+        if self.is_closed() || self.transport_ended {
             return Err(SendError::Closed);
         }
         if entry.id < FIRST_AUTO_ID {
@@ -1046,6 +1051,8 @@ where
                 ping_sent: None,
                 closed: None,
                 pending: Pending::default(),
+                connected: false,
+                transport_ended: false,
             },
         })
     }
@@ -1130,8 +1137,12 @@ where
     }
 
     /// Whether the handshake completed and the connection is not closed.
+    /// A `ping` connection never is: it has no handshake.
     pub fn is_connected(&self) -> bool {
-        matches!(self.inner.state, State::Active | State::LoggedIn) && !self.inner.is_closed()
+        self.inner.connected
+            && matches!(self.inner.state, State::Active | State::LoggedIn)
+            && !self.inner.is_closed()
+            && !self.inner.transport_ended
     }
 
     /// Whether the connection is closed or closing.
@@ -1202,12 +1213,21 @@ where
 
     /// The transport ended (end of stream or error). Closes the connection
     /// with `socketclose` unless it is closed already.
+    ///
+    /// Whole frames received before the end are still handed out by
+    /// [`poll`](Self::poll) in order (a peer's last packets, its
+    /// `closeconn`); the close is reported once they are taken.
     pub fn handle_transport_closed(&mut self) {
-        if !self.inner.is_closed() {
+        self.inner.tx.clear();
+        if self.inner.is_closed() {
+            return;
+        }
+        if self.rx.has_frame() {
+            self.inner.transport_ended = true;
+        } else {
             self.inner
                 .finish(CloseReason::SocketClose, Initiator::Transport);
         }
-        self.inner.tx.clear();
     }
 
     /// Time passed: fires the handshake timer if `now` is past it.
@@ -1377,6 +1397,11 @@ where
             }
             let (packet_id, flags, range) = match self.rx.next_frame_range() {
                 Ok(Some(frame)) => frame,
+                Ok(None) if self.inner.transport_ended => {
+                    self.inner
+                        .finish(CloseReason::SocketClose, Initiator::Transport);
+                    return self.inner.take_pending();
+                }
                 Ok(None) => return None,
                 Err(e) => {
                     self.inner.frame_error(e);

@@ -289,6 +289,9 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
                 let n = match reader.read(&mut buf).await {
                     Ok(0) => {
                         self.transport_closed();
+                        // Frames received before the end are still handed
+                        // out (the peer's last packets, its closeconn).
+                        self.wait_closed().await;
                         return Ok(());
                     }
                     Ok(n) => n,

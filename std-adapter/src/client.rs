@@ -282,7 +282,7 @@ impl<C: Codec + Clone> Client<C> {
             ping: None,
             compressor: options
                 .compression
-                .then_some(&ZLIB_DEFAULT as &dyn peng3dnet_core::connection::Compressor),
+                .then_some(&ZLIB_DEFAULT as &(dyn peng3dnet_core::connection::Compressor + Sync)),
             ..Config::new()
         };
         let clock = Clock::new();

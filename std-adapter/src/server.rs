@@ -662,7 +662,10 @@ impl<C: Codec + Clone + Send + 'static> Server<C> {
                 release: &p.release,
                 data: &ping_entries,
             }),
-            compressor: options.compression.as_ref().map(|z| z as &dyn Compressor),
+            compressor: options
+                .compression
+                .as_ref()
+                .map(|z| z as &(dyn Compressor + Sync)),
             ..Config::new()
         };
         let mut handlers_by_id = HashMap::new();

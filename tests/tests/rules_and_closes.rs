@@ -871,3 +871,60 @@ fn poll_protocol_runs_the_protocol_and_leaves_packets_in_order() {
     ));
     assert!(!c.has_buffered_frame());
 }
+
+#[test]
+fn frames_received_before_the_end_of_stream_are_still_delivered() {
+    // With the peer's closeconn behind a packet: its reason wins.
+    connected!(s, c);
+    s.send::<Chat>(&Numbered {
+        seq: 1,
+        text: "last words",
+    })
+    .unwrap();
+    s.close(CloseReason::Command);
+    c.handle_input(&take_tx(&mut s));
+    c.handle_transport_closed();
+    assert!(!c.is_connected() && !c.is_closed());
+    assert_eq!(
+        c.send::<Chat>(&Numbered { seq: 2, text: "" }),
+        Err(SendError::Closed),
+        "nothing can be sent on a dead transport"
+    );
+    let recs = drain(&mut c, T0);
+    assert!(
+        matches!(recs[0], Rec::Packet(_, Some("test:chat"), _)),
+        "{recs:?}"
+    );
+    assert_eq!(recs[1], Rec::Closed(CloseReason::Command, Initiator::Peer));
+    // Without one: the packet, then socketclose.
+    connected!(s2, c2);
+    s2.send::<Chat>(&Numbered {
+        seq: 1,
+        text: "cut",
+    })
+    .unwrap();
+    c2.handle_input(&take_tx(&mut s2));
+    c2.handle_transport_closed();
+    let recs = drain(&mut c2, T0);
+    assert!(matches!(recs[0], Rec::Packet(..)), "{recs:?}");
+    assert_eq!(
+        recs[1],
+        Rec::Closed(CloseReason::SocketClose, Initiator::Transport)
+    );
+    assert!(c2.is_finished());
+}
+
+#[test]
+fn a_ping_connection_is_never_connected() {
+    let cfg = config();
+    let sreg = registry();
+    let mut creg = registry();
+    pair!(cfg, sreg, creg, s, c, "ping");
+    c.handle_input(&take_tx(&mut s));
+    assert_eq!(drain(&mut c, T0), []);
+    assert_eq!(c.state(), State::Active);
+    assert!(!c.is_connected());
+    s.handle_input(&take_tx(&mut c));
+    assert_eq!(drain(&mut s, T0), [Rec::PingAnswered]);
+    assert!(!s.is_connected());
+}
