@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build workspace packages for bare-metal (no_std) targets.
 #
-# Usage: bash .ci/baremetal.sh [-p PACKAGE]... [--target TRIPLE]... [--manifest-path PATH]
+# Usage: bash .ci/baremetal.sh [-p PACKAGE]... [--target TRIPLE]... [--features F] [--manifest-path PATH]
 #   defaults: -p peng3dnet-core --target thumbv6m-none-eabi --target thumbv7em-none-eabihf
 #
 # Per target:
@@ -29,6 +29,7 @@ usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 
 packages=()
 targets=()
+features=
 manifest="${BAREMETAL_MANIFEST:-}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -37,6 +38,8 @@ while [[ $# -gt 0 ]]; do
         --target) [[ $# -ge 2 ]] || die "$1 needs a value"; targets+=("$2"); shift 2 ;;
         --target=*) targets+=("${1#*=}"); shift ;;
         --manifest-path) [[ $# -ge 2 ]] || die "$1 needs a value"; manifest="$2"; shift 2 ;;
+        --features) [[ $# -ge 2 ]] || die "$1 needs a value"; features="$2"; shift 2 ;;
+        --features=*) features="${1#*=}"; shift ;;
         --manifest-path=*) manifest="${1#*=}"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
@@ -62,6 +65,7 @@ build_std_features="${BAREMETAL_BUILD_STD_FEATURES-compiler-builtins-mem}"
 
 pkg_args=()
 for p in "${packages[@]}"; do pkg_args+=(-p "$p"); done
+[[ -n "$features" ]] && pkg_args+=(--features "$features")
 
 # --locked whenever a lockfile exists, so CI never silently re-resolves.
 locked=()

@@ -22,6 +22,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 step "bare-metal builds of peng3dnet-core and peng3dnet-embassy (thumbv6m-none-eabi, thumbv7em-none-eabihf)"
 bash .ci/baremetal.sh -p peng3dnet-core -p peng3dnet-embassy
+bash .ci/baremetal.sh -p peng3dnet-embassy --features "tls zlib"
 
 step "cargo test (unit, integration, doc tests)"
 cargo test --workspace --locked

@@ -50,6 +50,10 @@
 #![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
 
 mod fmt;
+pub mod server;
 pub mod session;
+#[cfg(feature = "tls")]
+pub mod tls;
 
+pub use server::{Ctx, Handler, Server, ServerOptions, ServerResources};
 pub use session::{Closed, ReceiveError, Received, Resources, RunError, Session, CHUNK};

@@ -320,6 +320,8 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
         };
         let write_loop = async {
             let mut buf = [0u8; CHUNK];
+            // Bytes written since the last flush (a TLS writer buffers them).
+            let mut dirty = false;
             loop {
                 let seen = self.generation();
                 let (k, finished) = self.with(|s| {
@@ -329,8 +331,16 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
                     (k, s.conn.is_finished())
                 });
                 if k == 0 {
+                    if dirty {
+                        dirty = false;
+                        if let Err(e) = writer.flush().await {
+                            self.transport_closed();
+                            return Err(RunError::Write(e));
+                        }
+                        // The flush took time: look for new bytes first.
+                        continue;
+                    }
                     if finished {
-                        let _ = writer.flush().await;
                         return Ok(());
                     }
                     self.changed(seen).await;
@@ -341,10 +351,13 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
                         self.transport_closed();
                         return Ok(());
                     }
-                    Ok(n) => self.with(|s| {
-                        s.conn.transmitted(n);
-                        s.notify();
-                    }),
+                    Ok(n) => {
+                        dirty = true;
+                        self.with(|s| {
+                            s.conn.transmitted(n);
+                            s.notify();
+                        })
+                    }
                     Err(e) => {
                         self.transport_closed();
                         return Err(RunError::Write(e));

@@ -1,0 +1,733 @@
+//! The embassy adapter on two embassy-net stacks (10.42.0.1 serving, 10.42.0.2
+//! connecting) joined by an in-memory Ethernet link: two
+//! `embassy-net-driver-channel` drivers whose frames a forwarding future
+//! copies across. Nothing leaves the process. Each test runs on embassy's std
+//! executor in a thread of its own; every wait is bounded by an
+//! `embassy_time` timeout and each test by a wall-clock limit.
+//!
+//! Covered: handshake, echo of typed packets, SmartPacket rules refusing a
+//! send on both sides and closing the connection, closes with a reason on
+//! both ends (client, server, shutdown), ping, handshake timeout, the hooks,
+//! broadcast, and the N-slot limit (`serverfull` for the next client, the
+//! slot reused after a close).
+
+use embassy_executor::Executor;
+use embassy_futures::join::{join, join3};
+use embassy_futures::select::{select, Either};
+use embassy_net::tcp::TcpSocket;
+use embassy_net::{Ipv4Address, Ipv4Cidr, Stack, StackResources, StaticConfigV4};
+use embassy_net_driver_channel as ch;
+use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+use embassy_sync::signal::Signal;
+use embassy_time::{with_timeout, Duration, Instant, Timer};
+use peng3dnet_core::codec::Postcard;
+use peng3dnet_core::connection::SendError;
+use peng3dnet_core::registry::{Packet, Registry};
+use peng3dnet_core::rules::{InvalidAction, Rules};
+use peng3dnet_core::time::Duration as CoreDuration;
+use peng3dnet_core::{CloseReason, Config, Initiator, Side};
+use peng3dnet_embassy::server::{ClientId, ServerStats};
+use peng3dnet_embassy::{
+    Closed, Ctx, Handler, Received, Resources, Server, ServerResources, Session,
+};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+
+const MTU: usize = 1514;
+const SERVER_IP: Ipv4Address = Ipv4Address::new(10, 42, 0, 1);
+const CLIENT_IP: Ipv4Address = Ipv4Address::new(10, 42, 0, 2);
+const PORT: u16 = 4242;
+/// Bound of every single wait.
+const STEP: Duration = Duration::from_secs(5);
+/// Bound of one client's whole connection.
+const LIFE: Duration = Duration::from_secs(20);
+/// Bound of a whole test, in wall-clock time.
+const WALL: std::time::Duration = std::time::Duration::from_secs(60);
+const NR: usize = 16;
+const SLOTS: usize = 2;
+
+// ---- packets ----
+
+/// Echoed by the server; the text `broadcast` makes it broadcast instead.
+struct Echo;
+impl Packet for Echo {
+    const NAME: &'static str = "test:echo";
+    const RULES: Rules = Rules::SMART;
+    type Message<'a> = &'a str;
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone, Copy)]
+struct Point {
+    x: i32,
+    y: i32,
+}
+
+/// A typed struct: the server answers `{x + 1, y * 2}`.
+struct Move;
+impl Packet for Move {
+    const NAME: &'static str = "test:move";
+    const RULES: Rules = Rules::SMART;
+    type Message<'a> = Point;
+}
+
+/// Received by clients only: the server sends it, a client may not.
+struct Notice;
+impl Packet for Notice {
+    const NAME: &'static str = "test:notice";
+    const RULES: Rules = Rules::SMART.side(Side::Client);
+    type Message<'a> = &'a str;
+}
+
+/// Received by the server only: the server may not send it.
+struct Report;
+impl Packet for Report {
+    const NAME: &'static str = "test:report";
+    const RULES: Rules = Rules::SMART.side(Side::Server);
+    type Message<'a> = u32;
+}
+
+/// Received by clients only, and breaking that closes the connection.
+struct Strict;
+impl Packet for Strict {
+    const NAME: &'static str = "test:strict";
+    const RULES: Rules = Rules::SMART
+        .side(Side::Client)
+        .on_invalid(InvalidAction::Close);
+    type Message<'a> = u8;
+}
+
+fn registry() -> Registry<NR> {
+    let mut r = Registry::new();
+    r.register::<Echo>().unwrap();
+    r.register::<Move>().unwrap();
+    r.register::<Notice>().unwrap();
+    r.register::<Report>().unwrap();
+    r.register::<Strict>().unwrap();
+    r
+}
+
+// ---- the executor, one per test ----
+
+#[embassy_executor::task(pool_size = 8)]
+async fn scenario(fut: Pin<Box<dyn Future<Output = ()>>>, done: Arc<AtomicBool>) {
+    fut.await;
+    done.store(true, Ordering::SeqCst);
+}
+
+/// Runs the future `make` builds on a std embassy executor in a new thread;
+/// fails the test on a panic or after [`WALL`].
+fn run_test<Fut: Future<Output = ()> + 'static>(name: &str, make: fn() -> Fut) {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            let executor: &'static mut Executor = Box::leak(Box::new(Executor::new()));
+            let done = Arc::new(AtomicBool::new(false));
+            let flag = done.clone();
+            executor.run_until(
+                move |spawner| spawner.spawn(scenario(Box::pin(make()), flag).unwrap()),
+                move || done.load(Ordering::SeqCst),
+            );
+            let _ = tx.send(started.elapsed());
+        })
+        .unwrap();
+    match rx.recv_timeout(WALL) {
+        Ok(took) => {
+            thread.join().unwrap();
+            eprintln!("{name}: {took:?}");
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => panic!("{name}: the executor stopped without a result"),
+        },
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{name}: over the wall-clock limit {WALL:?}")
+        }
+    }
+}
+
+// ---- the in-memory network ----
+
+/// Copies every frame one driver sends into the other's receive queue.
+async fn forward(mut from: ch::TxRunner<'_, MTU>, mut to: ch::RxRunner<'_, MTU>) {
+    loop {
+        let frame = from.tx_buf().await;
+        let buf = to.rx_buf().await;
+        let n = frame.len();
+        buf[..n].copy_from_slice(frame);
+        to.rx_done(n);
+        from.tx_done();
+    }
+}
+
+fn ip_config(ip: Ipv4Address) -> embassy_net::Config {
+    embassy_net::Config::ipv4_static(StaticConfigV4 {
+        address: Ipv4Cidr::new(ip, 24),
+        gateway: None,
+        dns_servers: Default::default(),
+    })
+}
+
+/// Runs `body` with a server stack and a client stack on one link.
+async fn with_net<R>(body: impl AsyncFnOnce(Stack<'_>, Stack<'_>) -> R) -> R {
+    let mut state_a = ch::State::<MTU, 4, 4>::new();
+    let mut state_b = ch::State::<MTU, 4, 4>::new();
+    let mac_a = ch::driver::HardwareAddress::Ethernet([0x02, 0, 0, 0, 0, 1]);
+    let mac_b = ch::driver::HardwareAddress::Ethernet([0x02, 0, 0, 0, 0, 2]);
+    let (runner_a, device_a) = ch::new(&mut state_a, mac_a);
+    let (runner_b, device_b) = ch::new(&mut state_b, mac_b);
+    let (link_a, rx_a, tx_a) = runner_a.split();
+    let (link_b, rx_b, tx_b) = runner_b.split();
+    link_a.set_link_state(ch::driver::LinkState::Up);
+    link_b.set_link_state(ch::driver::LinkState::Up);
+    let mut res_a = StackResources::<8>::new();
+    let mut res_b = StackResources::<8>::new();
+    let (stack_a, mut net_a) = embassy_net::new(device_a, ip_config(SERVER_IP), &mut res_a, 1);
+    let (stack_b, mut net_b) = embassy_net::new(device_b, ip_config(CLIENT_IP), &mut res_b, 2);
+    let network = join3(
+        net_a.run(),
+        net_b.run(),
+        join(forward(tx_a, rx_b), forward(tx_b, rx_a)),
+    );
+    let body = async {
+        with_timeout(
+            STEP,
+            join(stack_a.wait_config_up(), stack_b.wait_config_up()),
+        )
+        .await
+        .expect("stacks up");
+        body(stack_a, stack_b).await
+    };
+    match select(network, body).await {
+        Either::First(_) => unreachable!("the network runs forever"),
+        Either::Second(r) => r,
+    }
+}
+
+/// Closes a socket: FIN, wait for the peer's, reset if it does not come.
+async fn close_socket(socket: &mut TcpSocket<'_>) {
+    socket.close();
+    let graceful = with_timeout(Duration::from_secs(1), async {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = socket.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+        socket.flush().await
+    })
+    .await;
+    if !matches!(graceful, Ok(Ok(()))) {
+        socket.abort();
+        let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
+    }
+}
+
+// ---- clients ----
+
+type ClientSession<'a> = Session<'a, NoopRawMutex, Postcard, NR, &'a mut Registry<NR>>;
+
+/// Connects a client session of `conntype` to the server, runs `app` beside
+/// it, and returns what `app` returned and how the session ended.
+async fn client<R>(
+    stack: Stack<'_>,
+    conntype: &str,
+    app: impl AsyncFnOnce(&ClientSession<'_>) -> R,
+) -> (R, Closed) {
+    let mut rx = [0u8; 2048];
+    let mut tx = [0u8; 2048];
+    let mut socket = TcpSocket::new(stack, &mut rx, &mut tx);
+    socket.set_nagle_enabled(false);
+    with_timeout(STEP, socket.connect((SERVER_IP, PORT)))
+        .await
+        .expect("connect: timeout")
+        .expect("connect");
+    let config = Config::new();
+    let mut registry = registry();
+    let mut res = Resources::<1024, 1024>::new();
+    let session =
+        ClientSession::client(&config, &mut registry, Postcard, &mut res, conntype).unwrap();
+    let (r, run) = {
+        let (reader, writer) = socket.split();
+        join(
+            app(&session),
+            with_timeout(LIFE, session.run(reader, writer)),
+        )
+        .await
+    };
+    let closed = run.expect("client run: timeout").expect("client transport");
+    close_socket(&mut socket).await;
+    (r, closed)
+}
+
+/// The next packet the client receives, within [`STEP`].
+async fn next<'b>(session: &ClientSession<'_>, buf: &'b mut [u8]) -> Received<'b, Postcard> {
+    with_timeout(STEP, session.receive(buf))
+        .await
+        .expect("receive: timeout")
+        .expect("receive")
+}
+
+async fn connected(session: &ClientSession<'_>) {
+    with_timeout(STEP, session.wait_connected())
+        .await
+        .expect("handshake: timeout")
+        .expect("handshake");
+}
+
+async fn closed(session: &ClientSession<'_>) -> Closed {
+    with_timeout(STEP, session.wait_closed())
+        .await
+        .expect("close: timeout")
+}
+
+// ---- the server's handler ----
+
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Connect(usize),
+    Handshake(usize),
+    ServerSendRefused(SendError),
+    Broadcast(usize, usize),
+    Close(ClientId, CloseReason, Initiator),
+}
+
+#[derive(Default)]
+struct Recorder {
+    seen: RefCell<Vec<Seen>>,
+    ids: RefCell<Vec<ClientId>>,
+}
+
+impl Recorder {
+    fn push(&self, s: Seen) {
+        self.seen.borrow_mut().push(s);
+    }
+
+    fn closes(&self) -> Vec<(CloseReason, Initiator)> {
+        self.seen
+            .borrow()
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Close(_, r, i) => Some((r.clone(), *i)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn count(&self, f: impl Fn(&Seen) -> bool) -> usize {
+        self.seen.borrow().iter().filter(|s| f(s)).count()
+    }
+
+    /// Waits until `f` holds.
+    async fn until(&self, what: &str, f: impl Fn(&Recorder) -> bool) {
+        let start = Instant::now();
+        while !f(self) {
+            assert!(start.elapsed() < STEP, "waiting for {what}: timeout");
+            Timer::after_millis(5).await;
+        }
+    }
+}
+
+type M = NoopRawMutex;
+
+impl Handler<M, Postcard, NR> for Recorder {
+    fn on_connect(&self, ctx: &Ctx<'_, '_, M, Postcard, NR>) {
+        self.push(Seen::Connect(ctx.client_id().slot()));
+        self.ids.borrow_mut().push(ctx.client_id());
+    }
+
+    async fn on_handshake(&self, ctx: &Ctx<'_, '_, M, Postcard, NR>) {
+        self.push(Seen::Handshake(ctx.client_id().slot()));
+        ctx.send::<Notice>(&"welcome").await.unwrap();
+    }
+
+    async fn on_packet(&self, ctx: &Ctx<'_, '_, M, Postcard, NR>, p: Received<'_, Postcard>) {
+        if let Ok(text) = p.decode::<Echo>() {
+            if text == "broadcast" {
+                let report = ctx
+                    .broadcast::<Notice>(&"to the others", &[ctx.client_id()])
+                    .await
+                    .unwrap();
+                self.push(Seen::Broadcast(report.sent, report.excepted));
+                ctx.send::<Echo>(&"broadcast done").await.unwrap();
+            } else {
+                ctx.send::<Echo>(&text).await.unwrap();
+            }
+        } else if let Ok(point) = p.decode::<Move>() {
+            // A rule refuses the server's send: only the server receives it.
+            if let Err(e) = ctx.try_send::<Report>(&7) {
+                self.push(Seen::ServerSendRefused(e));
+            }
+            let answer = Point {
+                x: point.x + 1,
+                y: point.y * 2,
+            };
+            ctx.send::<Move>(&answer).await.unwrap();
+        } else if let Ok(n) = p.decode::<Report>() {
+            ctx.send::<Echo>(&if n == 1 { "one" } else { "many" })
+                .await
+                .unwrap();
+        }
+    }
+
+    fn on_close(&self, client: ClientId, reason: &CloseReason, initiator: Initiator) {
+        self.push(Seen::Close(client, reason.clone(), initiator));
+    }
+}
+
+type TestServer<'d> = Server<'d, M, Postcard, NR, SLOTS>;
+
+/// Runs a server on the first stack beside `body`, then shuts it down and
+/// returns its counters.
+async fn with_server(
+    config: &Config<'_>,
+    stack: Stack<'_>,
+    handler: &Recorder,
+    body: impl AsyncFnOnce(&TestServer<'_>),
+) -> ServerStats {
+    let registry = registry();
+    let server: TestServer<'_> = Server::new(config, &registry, Postcard);
+    let mut resources = ServerResources::<SLOTS, 1024, 1024>::new();
+    let test = async {
+        body(&server).await;
+        server.shutdown();
+    };
+    let (stats, ()) = with_timeout(
+        LIFE,
+        join(server.run(stack, PORT, &mut resources, handler), test),
+    )
+    .await
+    .expect("server: timeout");
+    stats
+}
+
+// ---- tests ----
+
+#[test]
+fn embassy_handshake_echo_rules_close() {
+    run_test("embassy_handshake_echo_rules_close", || async {
+        let config = Config::new();
+        let handler = Recorder::default();
+        let stats = with_net(async |server_stack, client_stack| {
+            with_server(&config, server_stack, &handler, async |server| {
+                // 1. Handshake, echo, a typed struct, rules refusing sends,
+                //    close by the client.
+                let (_, end) = client(client_stack, "classic", async |s| {
+                    connected(s).await;
+                    let mut buf = [0u8; 256];
+                    let p = next(s, &mut buf).await;
+                    assert_eq!(p.decode::<Notice>().unwrap(), "welcome");
+                    for i in 0..20 {
+                        let text = format!("hello {i}");
+                        s.send::<Echo>(&text.as_str()).await.unwrap();
+                    }
+                    for i in 0..20 {
+                        let p = next(s, &mut buf).await;
+                        assert_eq!(p.decode::<Echo>().unwrap(), format!("hello {i}"));
+                    }
+                    s.send::<Move>(&Point { x: 1, y: 2 }).await.unwrap();
+                    let p = next(s, &mut buf).await;
+                    assert_eq!(p.decode::<Move>().unwrap(), Point { x: 2, y: 4 });
+                    // A client may not send what only clients receive; the
+                    // connection goes on.
+                    assert!(matches!(
+                        s.send::<Notice>(&"no").await,
+                        Err(SendError::Rules(_))
+                    ));
+                    s.send::<Report>(&1).await.unwrap();
+                    let p = next(s, &mut buf).await;
+                    assert_eq!(p.decode::<Echo>().unwrap(), "one");
+                    s.close(CloseReason::UserRequest);
+                })
+                .await;
+                assert_eq!(end.reason, CloseReason::UserRequest);
+                assert_eq!(end.initiator, Initiator::Local);
+                handler
+                    .until("the server's close", |h| h.closes().len() == 1)
+                    .await;
+                assert_eq!(
+                    handler.closes()[0],
+                    (CloseReason::UserRequest, Initiator::Peer)
+                );
+                assert_eq!(
+                    handler.count(|s| matches!(s, Seen::ServerSendRefused(SendError::Rules(_)))),
+                    1
+                );
+
+                // 2. A rule whose invalid action is `close`: refused and the
+                //    connection closed with smartpacketinvalid on both ends.
+                let (refused, end) = client(client_stack, "classic", async |s| {
+                    connected(s).await;
+                    let refused = s.send::<Strict>(&1).await;
+                    let end = closed(s).await;
+                    (refused, end)
+                })
+                .await;
+                assert!(matches!(refused.0, Err(SendError::Rules(_))), "{refused:?}");
+                assert_eq!(refused.1.reason, CloseReason::SmartPacketInvalid);
+                assert_eq!(end.reason, CloseReason::SmartPacketInvalid);
+                assert_eq!(end.initiator, Initiator::Local);
+                handler
+                    .until("the server's close", |h| h.closes().len() == 2)
+                    .await;
+                assert_eq!(
+                    handler.closes()[1],
+                    (CloseReason::SmartPacketInvalid, Initiator::Peer)
+                );
+
+                // 3. The server closes a client with a reason.
+                let (_, end) = client(client_stack, "classic", async |s| {
+                    connected(s).await;
+                    // Take the welcome first: a `closeconn` queued behind an
+                    // application packet nobody received is lost when the
+                    // socket closes right after (reported as socketclose).
+                    let mut buf = [0u8; 64];
+                    assert_eq!(
+                        next(s, &mut buf).await.decode::<Notice>().unwrap(),
+                        "welcome"
+                    );
+                    let id = *handler.ids.borrow().last().unwrap();
+                    assert!(server.close(id, CloseReason::Command));
+                })
+                .await;
+                assert_eq!(end.reason, CloseReason::Command);
+                assert_eq!(end.initiator, Initiator::Peer);
+                handler
+                    .until("the server's close", |h| h.closes().len() == 3)
+                    .await;
+                assert_eq!(
+                    handler.closes()[2],
+                    (CloseReason::Command, Initiator::Local)
+                );
+
+                // 4. Shutdown closes the connected client with servershutdown.
+                let (_, end) = client(client_stack, "classic", async |s| {
+                    connected(s).await;
+                    let mut buf = [0u8; 64];
+                    assert_eq!(
+                        next(s, &mut buf).await.decode::<Notice>().unwrap(),
+                        "welcome"
+                    );
+                    server.shutdown();
+                })
+                .await;
+                assert_eq!(end.reason, CloseReason::ServerShutdown);
+                assert_eq!(end.initiator, Initiator::Peer);
+            })
+            .await
+        })
+        .await;
+        assert_eq!(stats.accepted, 4);
+        assert_eq!(stats.handshakes, 4);
+        assert_eq!(stats.refused, 0);
+        assert_eq!(
+            handler.closes()[3],
+            (CloseReason::ServerShutdown, Initiator::Local)
+        );
+        assert_eq!(handler.count(|s| matches!(s, Seen::Connect(_))), 4);
+        assert_eq!(handler.count(|s| matches!(s, Seen::Handshake(_))), 4);
+    });
+}
+
+#[test]
+fn embassy_ping() {
+    run_test("embassy_ping", || async {
+        let config = Config::new();
+        let handler = Recorder::default();
+        let stats = with_net(async |server_stack, client_stack| {
+            with_server(&config, server_stack, &handler, async |_| {
+                let (pong, end) = client(client_stack, "ping", async |s| {
+                    with_timeout(STEP, s.wait_pong())
+                        .await
+                        .expect("pong: timeout")
+                })
+                .await;
+                let delay = pong.expect("pong");
+                assert!(delay < CoreDuration::from_secs(5), "{delay:?}");
+                assert_eq!(end.reason, CloseReason::PingComplete);
+                assert_eq!(end.initiator, Initiator::Local);
+                handler
+                    .until("the server's close", |h| h.closes().len() == 1)
+                    .await;
+                assert_eq!(
+                    handler.closes()[0],
+                    (CloseReason::PingComplete, Initiator::Peer)
+                );
+            })
+            .await
+        })
+        .await;
+        assert_eq!(stats.accepted, 1);
+        // A ping is no handshake.
+        assert_eq!(stats.handshakes, 0);
+        assert_eq!(handler.count(|s| matches!(s, Seen::Handshake(_))), 0);
+    });
+}
+
+#[test]
+fn embassy_handshake_timeout() {
+    run_test("embassy_handshake_timeout", || async {
+        let config = Config {
+            handshake_timeout: CoreDuration::from_millis(300),
+            ..Config::new()
+        };
+        let handler = Recorder::default();
+        with_net(async |server_stack, client_stack| {
+            with_server(&config, server_stack, &handler, async |_| {
+                // A client that never answers `hello`.
+                let mut rx = [0u8; 512];
+                let mut tx = [0u8; 512];
+                let mut socket = TcpSocket::new(client_stack, &mut rx, &mut tx);
+                with_timeout(STEP, socket.connect((SERVER_IP, PORT)))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let started = Instant::now();
+                let mut got = Vec::new();
+                let mut buf = [0u8; 256];
+                loop {
+                    let n = with_timeout(STEP, socket.read(&mut buf))
+                        .await
+                        .expect("read: timeout")
+                        .unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let waited = started.elapsed();
+                assert!(waited >= Duration::from_millis(250), "{waited:?}");
+                assert!(got.windows(16).any(|w| w == b"handshaketimeout"), "{got:?}");
+                close_socket(&mut socket).await;
+                handler
+                    .until("the server's close", |h| h.closes().len() == 1)
+                    .await;
+                assert_eq!(
+                    handler.closes()[0],
+                    (CloseReason::HandshakeTimeout, Initiator::Local)
+                );
+            })
+            .await
+        })
+        .await;
+    });
+}
+
+#[test]
+fn embassy_slots_limit_and_broadcast() {
+    run_test("embassy_slots_limit_and_broadcast", || async {
+        let config = Config::new();
+        let handler = Recorder::default();
+        let stats = with_net(async |server_stack, client_stack| {
+            with_server(&config, server_stack, &handler, async |server| {
+                let first_ready = Signal::<M, ()>::new();
+                let second_ready = Signal::<M, ()>::new();
+                let release_first = Signal::<M, ()>::new();
+                let release_second = Signal::<M, ()>::new();
+                let outside_sent = Signal::<M, ()>::new();
+                // Two clients fill both slots.
+                let first = client(client_stack, "classic", async |s| {
+                    connected(s).await;
+                    let mut buf = [0u8; 256];
+                    assert_eq!(
+                        next(s, &mut buf).await.decode::<Notice>().unwrap(),
+                        "welcome"
+                    );
+                    first_ready.signal(());
+                    // The second client's broadcast reaches this one.
+                    let p = next(s, &mut buf).await;
+                    assert_eq!(p.decode::<Notice>().unwrap(), "to the others");
+                    // And the server's own broadcast.
+                    let p = next(s, &mut buf).await;
+                    assert_eq!(p.decode::<Notice>().unwrap(), "from outside");
+                    with_timeout(STEP * 2, release_first.wait()).await.unwrap();
+                    s.close(CloseReason::UserRequest);
+                });
+                let second = client(client_stack, "classic", async |s| {
+                    with_timeout(STEP, first_ready.wait()).await.unwrap();
+                    connected(s).await;
+                    let mut buf = [0u8; 256];
+                    assert_eq!(
+                        next(s, &mut buf).await.decode::<Notice>().unwrap(),
+                        "welcome"
+                    );
+                    s.send::<Echo>(&"broadcast").await.unwrap();
+                    let p = next(s, &mut buf).await;
+                    assert_eq!(p.decode::<Echo>().unwrap(), "broadcast done");
+                    second_ready.signal(());
+                    with_timeout(STEP, outside_sent.wait()).await.unwrap();
+                    let p = next(s, &mut buf).await;
+                    assert_eq!(p.decode::<Notice>().unwrap(), "from outside");
+                    with_timeout(STEP * 3, release_second.wait()).await.unwrap();
+                    s.close(CloseReason::UserRequest);
+                });
+                let driver = async {
+                    with_timeout(STEP * 2, second_ready.wait()).await.unwrap();
+                    assert_eq!(handler.count(|s| *s == Seen::Broadcast(1, 1)), 1);
+                    let status = server.status();
+                    assert_eq!((status.clients, status.connected), (2, 2));
+                    assert_eq!(status.listening, 0);
+                    let report =
+                        with_timeout(STEP, server.broadcast::<Notice>(&"from outside", &[]))
+                            .await
+                            .unwrap()
+                            .unwrap();
+                    assert_eq!((report.sent, report.excepted, report.failed), (2, 0, 0));
+                    outside_sent.signal(());
+
+                    // A third client is refused with serverfull.
+                    let (r, end) = client(client_stack, "classic", async |s| {
+                        with_timeout(STEP, s.wait_connected()).await.unwrap()
+                    })
+                    .await;
+                    assert_eq!(end.reason, CloseReason::ServerFull);
+                    assert_eq!(end.initiator, Initiator::Peer);
+                    assert_eq!(r.unwrap_err().reason, CloseReason::ServerFull);
+
+                    // The first leaves; its slot serves a new client.
+                    release_first.signal(());
+                    let start = Instant::now();
+                    while server.status().listening == 0 {
+                        assert!(start.elapsed() < STEP, "slot not freed");
+                        Timer::after_millis(5).await;
+                    }
+                    let (_, end) = client(client_stack, "classic", async |s| {
+                        connected(s).await;
+                        let mut buf = [0u8; 256];
+                        assert_eq!(
+                            next(s, &mut buf).await.decode::<Notice>().unwrap(),
+                            "welcome"
+                        );
+                        s.send::<Echo>(&"again").await.unwrap();
+                        assert_eq!(next(s, &mut buf).await.decode::<Echo>().unwrap(), "again");
+                        s.close(CloseReason::UserRequest);
+                    })
+                    .await;
+                    assert_eq!(end.reason, CloseReason::UserRequest);
+                    release_second.signal(());
+                };
+                let ((_, e1), (_, e2), ()) = join3(first, second, driver).await;
+                assert_eq!(e1.reason, CloseReason::UserRequest);
+                assert_eq!(e2.reason, CloseReason::UserRequest);
+                handler
+                    .until("every close", |h| h.closes().len() == 3)
+                    .await;
+            })
+            .await
+        })
+        .await;
+        assert_eq!(stats.accepted, 3);
+        assert_eq!(stats.refused, 1);
+        assert_eq!(stats.handshakes, 3);
+        assert_eq!(stats.peak_clients, 2);
+        assert!(handler
+            .closes()
+            .iter()
+            .all(|c| *c == (CloseReason::UserRequest, Initiator::Peer)));
+    });
+}
