@@ -1244,13 +1244,7 @@ where
     /// Sends a typed packet, checked against its rules and the connection
     /// type first. Nothing is queued on error.
     pub fn send<P: Packet>(&mut self, msg: &P::Message<'_>) -> Result<(), SendError> {
-        let entry = *self
-            .inner
-            .registry
-            .registry()
-            .by_name(P::NAME)
-            .ok_or(SendError::NotRegistered)?;
-        self.send_entry(&entry, msg)
+        self.send_by_name(P::NAME, msg)
     }
 
     /// Sends any serde value as the registered packet `name`.
@@ -1259,12 +1253,7 @@ where
         name: &str,
         msg: &M,
     ) -> Result<(), SendError> {
-        let entry = *self
-            .inner
-            .registry
-            .registry()
-            .by_name(name)
-            .ok_or(SendError::NotRegistered)?;
+        let entry = self.entry(self.registry().by_name(name))?;
         self.send_entry(&entry, msg)
     }
 
@@ -1274,24 +1263,19 @@ where
         packet_id: u32,
         msg: &M,
     ) -> Result<(), SendError> {
-        let entry = *self
-            .inner
-            .registry
-            .registry()
-            .by_id(packet_id)
-            .ok_or(SendError::NotRegistered)?;
+        let entry = self.entry(self.registry().by_id(packet_id))?;
         self.send_entry(&entry, msg)
+    }
+
+    /// A copy of a looked-up entry, or `NotRegistered`.
+    fn entry(&self, found: Option<&Entry>) -> Result<Entry, SendError> {
+        found.copied().ok_or(SendError::NotRegistered)
     }
 
     /// Sends an already encoded body as the registered packet with this id
     /// (for broadcasts and relays: encode once, send many times).
     pub fn send_encoded(&mut self, packet_id: u32, body: &[u8]) -> Result<(), SendError> {
-        let entry = *self
-            .inner
-            .registry
-            .registry()
-            .by_id(packet_id)
-            .ok_or(SendError::NotRegistered)?;
+        let entry = self.entry(self.registry().by_id(packet_id))?;
         self.inner.admit(&entry)?;
         self.inner.tx.push_frame(
             entry.id,
