@@ -42,7 +42,7 @@ use mio::{Events, Interest, Poll, Token};
 use peng3dnet_core::codec::{Codec, CodecError, Postcard};
 use peng3dnet_core::connection::{Config, DecodeError, NewConnectionError, SendError};
 use peng3dnet_core::registry::{Packet, SyncPolicy};
-use peng3dnet_core::{CloseReason, Connection, Event, Initiator, SecurityLevel, State};
+use peng3dnet_core::{CloseReason, Connection, Event, Initiator, Mode, SecurityLevel, State};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, ErrorKind};
@@ -322,6 +322,21 @@ impl<C: Codec + Clone> Client<C> {
         self.conn.state()
     }
 
+    /// Sets an application state once connected (for example `LOGGEDIN`).
+    pub fn set_state(&mut self, state: State) {
+        self.conn.set_state(state);
+    }
+
+    /// The connection's mode.
+    pub fn mode(&self) -> Mode {
+        self.conn.mode()
+    }
+
+    /// Sets the connection's mode (SmartPacket rules may require one).
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.conn.set_mode(mode);
+    }
+
     /// The transport's security level.
     pub fn security_level(&self) -> SecurityLevel {
         self.conn.security_level()
@@ -393,7 +408,7 @@ impl<C: Codec + Clone> Client<C> {
             if let Some((r, i)) = &self.closed {
                 return Err(ClientError::Closed(r.clone(), *i));
             }
-            self.pump(Some(deadline))?;
+            self.pump(deadline, false)?;
         }
     }
 
@@ -407,7 +422,7 @@ impl<C: Codec + Clone> Client<C> {
                     self.flush_some()?;
                     return Ok(());
                 }
-                Err(SendError::WouldBlock { .. }) => self.pump(Some(deadline))?,
+                Err(SendError::WouldBlock { .. }) => self.pump(deadline, false)?,
                 Err(SendError::Closed) => {
                     let (r, i) = self
                         .conn
@@ -432,14 +447,14 @@ impl<C: Codec + Clone> Client<C> {
             if let Some((r, i)) = &self.closed {
                 return Err(ClientError::Closed(r.clone(), *i));
             }
-            self.pump(Some(deadline))?;
+            self.pump(deadline, true)?;
         }
     }
 
     /// The events received so far, without waiting.
     pub fn try_recv(&mut self) -> Result<Option<ClientEvent<C>>, ClientError> {
         if self.queue.is_empty() && self.closed.is_none() {
-            self.pump(Some(Instant::now())).or_else(|e| match e {
+            self.pump(Instant::now(), true).or_else(|e| match e {
                 ClientError::Timeout => Ok(()),
                 e => Err(e),
             })?;
@@ -463,7 +478,7 @@ impl<C: Codec + Clone> Client<C> {
         self.conn.close(reason);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.conn.is_finished() {
-            match self.pump(Some(deadline)) {
+            match self.pump(deadline, false) {
                 Ok(()) => {}
                 Err(ClientError::Closed(..)) => break,
                 Err(e) => return Err(e),
@@ -484,7 +499,7 @@ impl<C: Codec + Clone> Client<C> {
             if let Some(c) = &self.closed {
                 return Ok(c.clone());
             }
-            match self.pump(Some(deadline)) {
+            match self.pump(deadline, false) {
                 Ok(()) | Err(ClientError::Closed(..)) => {}
                 Err(e) => return Err(e),
             }
@@ -515,33 +530,40 @@ impl<C: Codec + Clone> Client<C> {
         }
     }
 
-    /// One round: read what is there, handle events, write, then wait for
-    /// readiness (up to `deadline` and the core's timer).
-    fn pump(&mut self, deadline: Option<Instant>) -> Result<(), ClientError> {
+    /// Reads what is there, handles events, writes; shuts the socket once
+    /// the connection closed and its last bytes left.
+    fn turn(&mut self) -> Result<(), ClientError> {
         self.read_some();
         self.drain_events();
         self.flush_some()?;
+        if self.closed.is_some() && self.conn.is_finished() && !self.eof {
+            self.transport.shutdown();
+            self.eof = true;
+        }
+        Ok(())
+    }
+
+    /// One round: a [`turn`](Self::turn), then (unless `until_event` and an
+    /// event is queued) a wait for readiness up to `deadline` and the core's
+    /// timer, and another turn. Fails with `Timeout` only after waiting.
+    fn pump(&mut self, deadline: Instant, until_event: bool) -> Result<(), ClientError> {
+        self.turn()?;
+        if until_event && !self.queue.is_empty() {
+            return Ok(());
+        }
         if self.closed.is_some() && self.conn.is_finished() {
             let (r, i) = self.closed.clone().expect("checked above");
             return Err(ClientError::Closed(r, i));
         }
-        if !self.queue.is_empty() {
-            return Ok(());
-        }
         let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
-            return Err(ClientError::Timeout);
-        }
         let core_now = self.clock.now();
         let timer = self
             .conn
             .poll_timeout()
             .map(|t| Duration::from_micros(t.saturating_duration_since(core_now).as_micros()));
-        let wait = match (deadline.map(|d| d - now), timer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        match self.poll.poll(&mut self.events, wait) {
+        let wait = deadline.saturating_duration_since(now);
+        let wait = timer.map_or(wait, |t| t.min(wait));
+        match self.poll.poll(&mut self.events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
@@ -557,9 +579,14 @@ impl<C: Codec + Clone> Client<C> {
         if self.conn.poll_timeout().is_some_and(|t| core_now >= t) {
             self.conn.handle_timeout(core_now);
         }
-        self.read_some();
-        self.drain_events();
-        self.flush_some()
+        self.turn()?;
+        if until_event && !self.queue.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(ClientError::Timeout);
+        }
+        Ok(())
     }
 
     fn read_some(&mut self) {

@@ -56,7 +56,7 @@ use peng3dnet_core::table::encode_refusal;
 use peng3dnet_core::{CloseReason, Connection, Event, Initiator, Mode, SecurityLevel, State};
 use slab::Slab;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::mpsc;
@@ -695,6 +695,7 @@ impl<C: Codec + Clone + Send + 'static> Server<C> {
             shutdown_at: None,
             actions: Vec::new(),
             scratch: Vec::new(),
+            ready: VecDeque::new(),
         };
         lp.run()
     }
@@ -716,6 +717,8 @@ struct Client<'a, C: Codec> {
     stall: Option<peng3dnet_core::time::Instant>,
     /// The transport is given up: remove without flushing.
     dropped: bool,
+    /// On the ready list: bytes may wait to be read.
+    queued: bool,
 }
 
 struct Loop<'a, C: Codec> {
@@ -738,6 +741,8 @@ struct Loop<'a, C: Codec> {
     shutdown_at: Option<Instant>,
     actions: Vec<Action>,
     scratch: Vec<u8>,
+    /// Clients that may have bytes left to read (see `service`).
+    ready: VecDeque<usize>,
 }
 
 impl<'a, C: Codec + Clone> Loop<'a, C> {
@@ -748,7 +753,11 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
     fn run(&mut self) -> io::Result<ServerStats> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.next_timeout();
+            let timeout = if self.ready.is_empty() {
+                self.next_timeout()
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
@@ -760,6 +769,12 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
                     LISTENER => self.accept()?,
                     WAKER => self.commands()?,
                     Token(key) => self.service(key, event.is_readable() || event.is_read_closed()),
+                }
+            }
+            for key in std::mem::take(&mut self.ready) {
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.queued = false;
+                    self.service(key, true);
                 }
             }
             self.fire_timers();
@@ -841,6 +856,7 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
                 reported: false,
                 stall: None,
                 dropped: false,
+                queued: false,
             };
             if let Some(level) = client.transport.security_level() {
                 client.conn.set_security_level(level);
@@ -964,7 +980,8 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
         let now = self.now();
         let high_water = self.options.max_write_queue / 2;
         let mut read_more = readable || self.conns[key].paused;
-        // Bounded: each round either reads bytes or stops.
+        // Bounded, for fairness: a client with more to read after 64 reads
+        // goes on the ready list and is read again after the others.
         for _ in 0..64 {
             self.handle_events(key, now, high_water);
             self.flush(key);
@@ -1008,6 +1025,12 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
         if c.conn.is_finished() && (c.dropped || !c.transport.wants_write()) {
             self.remove(key);
             return;
+        }
+        if read_more && !c.paused && !c.conn.is_closed() && !c.queued {
+            // Edge-triggered readiness will not fire again for bytes that
+            // are already there.
+            c.queued = true;
+            self.ready.push_back(key);
         }
         match c.conn.poll_timeout() {
             Some(at) if c.armed != Some(at) => {
