@@ -1,7 +1,7 @@
 //! # peng3dnet-std
 //!
-//! peng3dnet on std: a TCP [server](server) for thousands of clients on one
-//! event loop, a blocking [client](client), [TLS](tls) with rustls, [ping](ping),
+//! peng3dnet on std: a TCP [server] for thousands of clients on one
+//! event loop, a blocking [client], [TLS](tls) with rustls, [ping],
 //! and the `peng3dnet` program. The protocol itself is
 //! [`peng3dnet_core`]; this crate only moves bytes and time.
 //!
