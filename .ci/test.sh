@@ -24,6 +24,9 @@ step "bare-metal builds of peng3dnet-core and peng3dnet-embassy (thumbv6m-none-e
 bash .ci/baremetal.sh -p peng3dnet-core -p peng3dnet-embassy
 bash .ci/baremetal.sh -p peng3dnet-embassy --features "tls zlib"
 
+step "firmware on QEMU mps2-an385: LAN9118 driver tests, client and server scenarios, footprint"
+FIRMWARE_LOCKED=1 bash firmware/run.sh
+
 step "cargo test (unit, integration, doc tests)"
 cargo test --workspace --locked
 

@@ -1,0 +1,66 @@
+//! The packets of `peng3dnet serve`'s echo service (`peng3dnet_std::echo`):
+//! its registry is exactly `echo:echo` (id 64) and `echo:ping` (id 65).
+
+use peng3dnet_core::registry::{Packet, Registry, RegistryError};
+use peng3dnet_core::rules::Rules;
+use peng3dnet_core::SecurityLevel;
+use serde::{Deserialize, Serialize};
+
+/// Registry capacity: the 5 internal packets and the 2 echo packets, plus one spare.
+pub const REGISTRY: usize = 8;
+
+/// `echo:echo`: a string the server sends back unchanged.
+pub struct Echo;
+impl Packet for Echo {
+    const NAME: &'static str = "echo:echo";
+    const RULES: Rules = Rules::SMART;
+    type Message<'a> = &'a str;
+}
+
+/// The message of `echo:ping` (postcard layout of `peng3dnet_std::echo::EchoPingMsg`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EchoPingMsg {
+    /// The client's clock when it sent the message (seconds).
+    pub client_timestamp: f64,
+    /// The server's clock when it answered (seconds).
+    pub server_timestamp: Option<f64>,
+}
+
+/// `echo:ping`, as the server registers it.
+pub struct EchoPing;
+impl Packet for EchoPing {
+    const NAME: &'static str = "echo:ping";
+    const RULES: Rules = Rules::SMART;
+    type Message<'a> = EchoPingMsg;
+}
+
+/// `echo:ping` as the *client firmware* registers it: the same name (so the
+/// handshake's registry sync, which compares names, passes against the
+/// unmodified `peng3dnet serve`), with a stricter local rule: it may only be
+/// sent over TLS with a verified server (`min_security(ServerAuth)`, checked
+/// on send only). On this plain-TCP connection every send of it is refused
+/// before the wire; the server's answers of the same name would still be
+/// received.
+pub struct SecureEchoPing;
+impl Packet for SecureEchoPing {
+    const NAME: &'static str = "echo:ping";
+    const RULES: Rules = Rules::SMART.min_security(SecurityLevel::ServerAuth);
+    type Message<'a> = EchoPingMsg;
+}
+
+/// The server's registry: `echo:echo` (64), `echo:ping` (65).
+pub fn server_registry() -> Result<Registry<REGISTRY>, RegistryError> {
+    let mut reg = Registry::new();
+    reg.register::<Echo>()?;
+    reg.register::<EchoPing>()?;
+    Ok(reg)
+}
+
+/// The client firmware's registry: the same names, `echo:ping` with the
+/// TLS-only rule of [`SecureEchoPing`].
+pub fn client_registry() -> Result<Registry<REGISTRY>, RegistryError> {
+    let mut reg = Registry::new();
+    reg.register::<Echo>()?;
+    reg.register::<SecureEchoPing>()?;
+    Ok(reg)
+}

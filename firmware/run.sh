@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# Build the mps2-an385 firmware and run it on QEMU against the host's peng3dnet,
+# end to end, with timeouts. Exit status 0 only when every step passed.
+#
+# Usage: bash firmware/run.sh [build|client|server|footprint|test|all]...   (default: all)
+#   build      build the two firmware images (client, server) and the host's
+#              `peng3dnet` program
+#   test       `cargo test` of the LAN9118 driver on the host (simulated registers)
+#   client     firmware as client: `peng3dnet serve` on a free 127.0.0.1 port, QEMU's
+#              guestfwd maps 10.0.2.100:4242 to it; handshake, 1,000 echoes, ping,
+#              a packet refused by its rules, close `userrequest`; QEMU exits 0/1
+#   server     firmware as 4-slot server on a free 127.0.0.1 port (QEMU hostfwd):
+#              `peng3dnet echo`/`ping` reach it, a fifth client is refused (serverfull)
+#   footprint  flash and static RAM of both images, peng3dnet-core's and
+#              peng3dnet-embassy's share, static RAM of one more server slot
+#
+# Toolchain: the rustup target thumbv7m-none-eabi when installed; otherwise the
+# Debian route of /work/shared/EMBEDDED.md and .ci/baremetal.sh (rustc-web, cargo-web,
+# rust-web-src 1.96, `-Zbuild-std=core`, rustup's rust-lld as linker). Missing
+# Debian packages (those three and qemu-system-arm) are installed with apt-get
+# (root or sudo needed) unless FIRMWARE_NO_APT=1.
+#
+# Environment:
+#   FIRMWARE_TIMEOUT   seconds per QEMU run (default 120)
+#   FIRMWARE_LOCKED=1  build with --locked (firmware/Cargo.lock must be current)
+#   FIRMWARE_NO_APT=1  never run apt-get
+#   FIRMWARE_BUDGET    flash budget of core + adapter in bytes (default 24576)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+target=thumbv7m-none-eabi
+qemu_timeout="${FIRMWARE_TIMEOUT:-120}"
+budget="${FIRMWARE_BUDGET:-24576}"
+log() { printf 'firmware: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 2; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+steps=("$@")
+[[ ${#steps[@]} -gt 0 ]] || steps=(all)
+if [[ " ${steps[*]} " == *" all "* ]]; then steps=(test build client server footprint); fi
+
+results=()
+status=0
+record() { # name ok|FAIL seconds detail
+    results+=("$(printf '%-4s %-10s %6ss  %s' "$2" "$1" "$3" "$4")")
+    [[ "$2" == ok ]] || status=1
+}
+
+# ---- packages --------------------------------------------------------------------
+apt_install() {
+    local missing=() p
+    for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    [[ "${FIRMWARE_NO_APT:-0}" != 1 ]] || die "missing packages: ${missing[*]} (FIRMWARE_NO_APT=1)"
+    command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get"
+    local sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || die "need root or sudo to install ${missing[*]}"
+        sudo=(sudo)
+    fi
+    log "installing ${missing[*]}"
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# ---- build -----------------------------------------------------------------------
+route=""
+fw_cmd=()
+fw_env=()
+fw_out=""
+setup_toolchain() {
+    [[ -n "$route" ]] && return 0
+    local locked=()
+    [[ "${FIRMWARE_LOCKED:-0}" == 1 ]] && locked=(--locked)
+    if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+        route=rustup
+        fw_cmd=(cargo build --release "${locked[@]}" --target "$target" -p mps2-an385 --bins)
+        fw_env=(CARGO_TARGET_DIR="$here/target")
+        fw_out="$here/target/$target/release"
+    else
+        route=debian
+        apt_install rustc-web cargo-web rust-web-src
+        [[ -d /usr/lib/rustlib/src/rust/library ]] || die "rust-web-src library source missing"
+        local sysroot host lld
+        sysroot="$(rustc --print sysroot 2>/dev/null || true)"
+        [[ -n "$sysroot" && "$sysroot" != /usr ]] || die "no rustup toolchain: its rust-lld is the linker of the Debian route"
+        host="$(rustc -vV | sed -n 's/^host: //p')"
+        lld="$sysroot/lib/rustlib/$host/bin/rust-lld"
+        [[ -x "$lld" ]] || die "$lld not found"
+        fw_cmd=(/usr/bin/cargo build --release "${locked[@]}" -Zbuild-std=core
+                -Zbuild-std-features=compiler-builtins-mem --target "$target" -p mps2-an385 --bins)
+        fw_env=(RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+                CARGO_TARGET_DIR="$here/target/baremetal"
+                "CARGO_TARGET_$(tr 'a-z.-' 'A-Z__' <<<"$target")_LINKER=$lld")
+        fw_out="$here/target/baremetal/$target/release"
+    fi
+}
+
+build_firmware() { # extra cargo args...
+    setup_toolchain
+    (cd "$here" && env "${fw_env[@]}" "${fw_cmd[@]}" "$@")
+}
+
+peng3dnet="$root/target/release/peng3dnet"
+do_build() {
+    local t0 ok=ok
+    t0=$(now)
+    setup_toolchain
+    log "building the firmware ($route route): ${fw_env[*]} ${fw_cmd[*]}"
+    build_firmware || ok=FAIL
+    record "firmware" "$ok" "$(since "$t0")" "$route route -> $fw_out/{client,server}"
+    [[ $ok == ok ]] || return 0
+    t0=$(now)
+    ok=ok
+    log "building the host's peng3dnet"
+    (cd "$root" && cargo build --release -p peng3dnet-std --bin peng3dnet) || ok=FAIL
+    record "peng3dnet" "$ok" "$(since "$t0")" "$peng3dnet"
+}
+
+do_test() {
+    local t0 ok=ok out lint="fmt"
+    t0=$(now)
+    out="$(cd "$here/lan9118" && cargo test 2>&1)" || ok=FAIL
+    [[ $ok == ok ]] || printf '%s\n' "$out" >&2
+    # Style of the whole firmware workspace; lints of the host-buildable driver.
+    (cd "$here" && cargo fmt -p lan9118 -p mps2-an385 -- --check) || ok=FAIL
+    if cargo clippy --version >/dev/null 2>&1; then
+        lint="fmt, clippy"
+        (cd "$here/lan9118" && cargo clippy --all-targets -q -- -D warnings) || ok=FAIL
+    fi
+    record "lan9118" "$ok" "$(since "$t0")" \
+        "$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' <<<"$out" | head -1); $lint"
+}
+
+# ---- emulator --------------------------------------------------------------------
+free_port() {
+    mkdir -p "$here/target"
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+qemu() { # kernel nic-options
+    timeout --kill-after=5 "$qemu_timeout" qemu-system-arm -cpu cortex-m3 -machine mps2-an385 \
+        -display none -serial null -monitor none \
+        -semihosting-config enable=on,target=native \
+        -nic "user,model=lan9118,$2" -kernel "$1" </dev/null
+}
+
+need_run_prereqs() {
+    apt_install qemu-system-arm
+    setup_toolchain
+    [[ -x "$fw_out/client" && -x "$fw_out/server" ]] || die "firmware not built (run: $0 build)"
+    [[ -x "$peng3dnet" ]] || die "$peng3dnet not built (run: $0 build)"
+}
+
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+do_client() {
+    need_run_prereqs
+    local t0 port rc=0 out spid
+    t0=$(now)
+    port="$(free_port)"
+    "$peng3dnet" serve --addr "127.0.0.1:$port" >"$here/target/serve.log" 2>&1 &
+    spid=$!
+    pids+=("$spid")
+    # Wait until it listens.
+    for _ in $(seq 1 50); do
+        "$peng3dnet" ping "127.0.0.1:$port" --timeout 1 >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    log "client scenario: peng3dnet serve on 127.0.0.1:$port, QEMU guestfwd 10.0.2.100:4242 -> it"
+    out="$(qemu "$fw_out/client" \
+        "guestfwd=tcp:10.0.2.100:4242-cmd:python3 $here/scripts/relay.py 127.0.0.1 $port" 2>&1)" || rc=$?
+    kill "$spid" 2>/dev/null || true
+    wait "$spid" 2>/dev/null || true
+    printf '%s\n' "$out" | sed 's/^/  | /'
+    local summary
+    summary="$(grep -o 'SUMMARY client: .*' <<<"$out" || true)"
+    if [[ $rc -eq 0 && -n "$summary" ]]; then
+        record client ok "$(since "$t0")" "${summary#SUMMARY }"
+    else
+        [[ $rc -eq 124 || $rc -eq 137 ]] && summary="timed out after ${qemu_timeout}s"
+        record client FAIL "$(since "$t0")" "QEMU exit $rc ${summary:-$(grep -m1 FAIL <<<"$out" || true)}"
+    fi
+}
+
+do_server() {
+    need_run_prereqs
+    local t0 port rc=0 hrc=0 qpid out
+    t0=$(now)
+    port="$(free_port)"
+    log "server scenario: QEMU hostfwd 127.0.0.1:$port -> 10.0.2.15:4242"
+    qemu "$fw_out/server" "hostfwd=tcp:127.0.0.1:$port-:4242" >"$here/target/server-firmware.log" 2>&1 &
+    qpid=$!
+    pids+=("$qpid")
+    timeout 100 python3 "$here/scripts/server_scenario.py" "$peng3dnet" "$port" \
+        >"$here/target/server-host.log" 2>&1 || hrc=$?
+    sed 's/^/  | /' "$here/target/server-host.log"
+    wait "$qpid" || rc=$?
+    out="$(cat "$here/target/server-firmware.log")"
+    printf '%s\n' "$out" | sed 's/^/  | /'
+    local summary
+    summary="$(grep -o 'SUMMARY server: .*' <<<"$out" || true)"
+    if [[ $rc -eq 0 && $hrc -eq 0 && -n "$summary" ]]; then
+        record server ok "$(since "$t0")" "${summary#SUMMARY }"
+    else
+        [[ $rc -eq 124 || $rc -eq 137 ]] && summary="QEMU timed out after ${qemu_timeout}s"
+        record server FAIL "$(since "$t0")" "QEMU exit $rc, host checks exit $hrc ${summary}"
+    fi
+}
+
+do_footprint() {
+    setup_toolchain
+    local t0 ok=ok
+    t0=$(now)
+    [[ -x "$fw_out/client" ]] || die "firmware not built (run: $0 build)"
+    python3 "$here/scripts/footprint.py" --budget-core-adapter "$budget" "$fw_out/client" "$fw_out/server" || ok=FAIL
+    # One more server slot: what a connection costs in static RAM.
+    local four five
+    four="$(python3 "$here/scripts/footprint.py" --json "$fw_out/server" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ram"])')"
+    cp "$fw_out/server" "$fw_out/server-4slots"
+    # Cargo copies a binary to release/ only when it (re)links it: touch the
+    # source so the 5-slot build relinks (seconds), keep that copy, and put
+    # the 4-slot image back.
+    touch "$here/mps2-an385/src/bin/server.rs"
+    if build_firmware --features five-slots >/dev/null 2>&1; then
+        cp "$fw_out/server" "$fw_out/server-5slots"
+        cp "$fw_out/server-4slots" "$fw_out/server"
+        touch "$here/mps2-an385/src/bin/server.rs"
+        five="$(python3 "$here/scripts/footprint.py" --json "$fw_out/server-5slots" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ram"])')"
+        # The slot's own buffers: connection RX + TX, the handler's copy of a
+        # body (RX), the TCP socket's RX + TX (see src/bin/server.rs).
+        local slot=$((five - four)) bufs=$((512 + 512)) copy=512 sock=$((1024 + 1024))
+        local over=$((slot - bufs - copy - sock))
+        echo "server: one more slot costs $slot bytes of static RAM: connection buffers $bufs + body copy $copy + TCP socket buffers $sock + $over of state (smoltcp socket, session, futures):"
+        python3 "$here/scripts/footprint.py" --ram-diff "$fw_out/server-4slots" "$fw_out/server-5slots"
+    else
+        ok=FAIL
+        log "the five-slot build failed"
+    fi
+    record footprint "$ok" "$(since "$t0")" "budget for core + adapter: $budget bytes of flash"
+}
+
+for s in "${steps[@]}"; do
+    case "$s" in
+        build) do_build ;;
+        test) do_test ;;
+        client) do_client ;;
+        server) do_server ;;
+        footprint) do_footprint ;;
+        *) die "unknown step $s (build, test, client, server, footprint, all)" ;;
+    esac
+done
+
+echo "firmware summary:"
+for r in "${results[@]}"; do echo "  $r"; done
+exit "$status"
