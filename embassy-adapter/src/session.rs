@@ -11,7 +11,10 @@
 //! Every future of a session is cancel-safe: dropping `send` before it
 //! returns queues nothing, dropping `receive` before it returns consumes no
 //! packet, and the connection stays usable. Dropping `run` stops the
-//! connection's I/O (run it again, or drop the session).
+//! connection's I/O; it may be run again, but bytes it had read and not yet
+//! fit into a full receive buffer are lost then, so drop it only between
+//! packets (as `tests/tests/embassy_session.rs` does) or to end the
+//! connection.
 
 use crate::fmt::debug;
 use core::cell::RefCell;
