@@ -507,8 +507,18 @@ impl<B: Buffer> TxBuf<B> {
                 let out = &mut self.buf.bytes_mut()[end..end + limit];
                 match body(&mut out[FRAME_OVERHEAD..]) {
                     Ok(n) if n <= MAX_BODY_LEN => {
-                        let (n, flags) =
-                            compress_in_place(&mut out[FRAME_OVERHEAD..], n, compressor);
+                        let wants = compressor.filter(|c| n > c.threshold());
+                        if wants.is_some() {
+                            // A growable buffer makes room for the deflated
+                            // copy after the body (zlib's worst case).
+                            let need = end + FRAME_OVERHEAD + n + zlib_bound(n);
+                            if need > self.buf.bytes().len() {
+                                self.buf.reserve(need.min(capacity));
+                            }
+                        }
+                        let len = self.buf.bytes().len().min(capacity);
+                        let out = &mut self.buf.bytes_mut()[end..len];
+                        let (n, flags) = compress_in_place(&mut out[FRAME_OVERHEAD..], n, wants);
                         write_header(out, packet_id, flags, n);
                         self.end += FRAME_OVERHEAD + n;
                         return Ok(());
@@ -544,6 +554,12 @@ impl<B: Buffer> TxBuf<B> {
             Err(SendError::WouldBlock { required })
         }
     }
+}
+
+/// The most bytes zlib may need for `n` bytes of input (deflate's stored
+/// blocks plus the zlib header and checksum), with some slack.
+fn zlib_bound(n: usize) -> usize {
+    n + n / 1000 + 5 * (n / 16_384 + 1) + 64
 }
 
 /// Compresses the `n`-byte body at the start of `area` in place when a
