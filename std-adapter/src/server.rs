@@ -50,7 +50,7 @@ use crate::{Clock, StdRegistry, REGISTRY_CAPACITY};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use peng3dnet_core::codec::{Codec, Postcard};
-use peng3dnet_core::connection::{Compressor, Config, PingServerConfig, SendError};
+use peng3dnet_core::connection::{Compressor, Config, PingServerConfig, SendError, MIN_TX_BUFFER};
 use peng3dnet_core::registry::Packet;
 use peng3dnet_core::table::encode_refusal;
 use peng3dnet_core::{CloseReason, Connection, Event, Initiator, Mode, SecurityLevel, State};
@@ -170,11 +170,12 @@ impl<C: Codec> Ctx<'_, '_, C> {
         self.id
     }
 
-    /// Sends a typed packet to this client. A full transmit queue closes the
-    /// client with `writequeuefull`.
+    /// Sends a typed packet to this client. A full transmit queue, or a
+    /// message larger than the queue can ever hold, closes the client with
+    /// `writequeuefull` (rather than leave it waiting for an answer).
     pub fn send<P: Packet>(&mut self, msg: &P::Message<'_>) -> Result<(), SendError> {
         let res = self.conn.send::<P>(msg);
-        if let Err(SendError::WouldBlock { .. }) = res {
+        if let Err(SendError::WouldBlock { .. } | SendError::TooLarge { .. }) = res {
             self.conn.close(CloseReason::WriteQueueFull);
         }
         res
@@ -220,7 +221,7 @@ impl<C: Codec> Ctx<'_, '_, C> {
             .id_of::<P>()
             .ok_or(SendError::NotRegistered)?;
         let res = self.conn.send_encoded(id, body);
-        if let Err(SendError::WouldBlock { .. }) = res {
+        if let Err(SendError::WouldBlock { .. } | SendError::TooLarge { .. }) = res {
             self.conn.close(CloseReason::WriteQueueFull);
         }
         res
@@ -408,7 +409,7 @@ impl<C: Codec + Clone + Send + 'static> ServerBuilder<C> {
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "no address to bind"))?;
-        let mut listener = TcpListener::bind(addr)?;
+        let mut listener = listen(addr)?;
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -836,7 +837,14 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
                 self.registry,
                 self.codec.clone(),
                 HeapBuffer::new(self.options.max_frame, self.options.idle_buffer),
-                HeapBuffer::new(self.options.max_write_queue, self.options.idle_buffer),
+                // The transmit queue always holds an answer as large as the
+                // largest frame a client may send (an echo of it).
+                HeapBuffer::new(
+                    self.options
+                        .max_write_queue
+                        .max(self.options.max_frame + MIN_TX_BUFFER),
+                    self.options.idle_buffer,
+                ),
                 now,
             ) {
                 Ok(c) => c,
@@ -1229,6 +1237,21 @@ fn flush_one<C: Codec>(c: &mut Client<'_, C>) -> bool {
         }
     }
     progress
+}
+
+/// The listening socket, with a backlog for bursts of connections (the
+/// default of 128 makes a burst's clients wait for SYN retries).
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 /// Tells a client the server is full, best effort, without a connection.

@@ -1,0 +1,1160 @@
+//! Hostile peers against the real `peng3dnet serve` program over loopback
+//! TCP, once per codec (`hostile_postcard`, `hostile_msgpack`), while a
+//! well-behaved client keeps exchanging echoes with the same server and must
+//! see no error. Each case asserts what the hostile peer reads back: the
+//! reason in `closeconn`, the stream ending without one, or the connection
+//! going on. The server's resident memory is read before and after the
+//! suite, its open descriptors must come back to where they were, and the
+//! process must still run at the end. `docs/HOSTILE.md` is the table of
+//! inputs and outcomes.
+//!
+//! Slow cases (the 10 s handshake timeout, the 30 s write stall) run on
+//! threads beside the others; every wait is bounded.
+
+mod hostile_common;
+
+use hostile_common::*;
+use peng3dnet_core::codec::Codec;
+use peng3dnet_core::messages::{HandshakeAccept, Hello, SetType};
+use peng3dnet_core::registry::internal;
+use peng3dnet_std::codec::AnyCodec;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The most the server's resident memory may grow over the whole suite.
+const RSS_GROWTH_BOUND_KIB: u64 = 32 * 1024;
+
+/// The most the server's resident memory may grow while a client that never
+/// reads stays connected: the bounds of its two buffers (`max_write_queue`
+/// and `max_frame`, 1 MiB each) plus 1 MiB of slack for the allocator, which
+/// keeps the smaller generations of a doubling buffer.
+const NEVER_READS_RSS_BOUND_KIB: u64 = ((MAX_WRITE_QUEUE + MAX_FRAME + (1 << 20)) / 1024) as u64;
+
+/// The slowest echo round trip the well-behaved client may see.
+const GOOD_RTT_BOUND: Duration = Duration::from_secs(3);
+
+/// The server's handshake timeout and write stall timeout (the program
+/// uses the defaults of `ServerOptions`).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a case gets.
+#[derive(Clone, Copy)]
+struct Env {
+    addr: SocketAddr,
+    codec: AnyCodec,
+    pid: u32,
+}
+
+impl Env {
+    fn raw(&self) -> Raw {
+        Raw::connect(self.addr, self.codec)
+    }
+
+    /// A raw client that read `hello` (the server waits for `settype`).
+    fn after_hello(&self) -> Raw {
+        let mut r = self.raw();
+        r.hello();
+        r
+    }
+
+    /// A raw client through the whole classic handshake (ACTIVE).
+    fn active(&self) -> Raw {
+        let mut r = self.raw();
+        r.handshake();
+        r
+    }
+}
+
+type Case = fn(&Env);
+
+#[test]
+fn hostile_postcard() {
+    suite("postcard");
+}
+
+#[test]
+fn hostile_msgpack() {
+    suite("msgpack");
+}
+
+fn suite(codec: &str) {
+    let started = Instant::now();
+    let mut server = ServerProc::start(codec);
+    let env = Env {
+        addr: server.addr,
+        codec: server.codec,
+        pid: server.pid(),
+    };
+    let good = GoodClient::start(env.addr);
+    if !good.wait_echoes(50) {
+        panic!("the good client did not get going: {:?}", good.finish());
+    }
+    let rss_before = rss_kib(env.pid);
+    let fds_before = fd_count(env.pid);
+    let mut failures: Vec<String> = Vec::new();
+    let mut record = |name: &str, result: Result<(), String>, took: Duration| {
+        eprintln!(
+            "[{codec}] {name}: {} ({:.1} s)",
+            if result.is_ok() { "ok" } else { "FAILED" },
+            took.as_secs_f64()
+        );
+        if let Err(e) = result {
+            failures.push(format!("{name}: {e}"));
+        }
+    };
+
+    // The client that never reads goes first, alone beside the good client,
+    // so that the memory it costs the server is measured without the others.
+    let t = Instant::now();
+    let never = catch(|| never_reads_fill(&env, rss_before));
+    let (never, result) = match never {
+        Ok(n) => (Some(n), Ok(())),
+        Err(e) => (None, Err(e)),
+    };
+    record("never_reads_backpressure", result, t.elapsed());
+
+    // Slow cases beside the others.
+    let mut background: Vec<(&str, thread::JoinHandle<Duration>)> = Vec::new();
+    let slow: [(&str, Case); 2] = [
+        ("slowloris_silent", slowloris_silent),
+        ("slowloris_trickle", slowloris_trickle),
+    ];
+    for (name, case) in slow {
+        background.push((name, thread::spawn(move || timed(|| case(&env)))));
+    }
+    if let Some(n) = never {
+        background.push((
+            "never_reads_dropped_after_write_stall",
+            thread::spawn(move || timed(|| never_reads_dropped(n))),
+        ));
+    }
+
+    let cases: [(&str, Case); 19] = [
+        ("length_prefix_0", length_prefix_0),
+        ("length_prefix_5", length_prefix_5),
+        ("length_prefix_u32_max", length_prefix_u32_max),
+        ("frame_split_at_every_byte", frame_split_at_every_byte),
+        ("unknown_packet_ids", unknown_packet_ids),
+        ("unknown_flags", unknown_flags),
+        ("aes_flag", aes_flag),
+        ("compressed_garbage", compressed_garbage),
+        ("zlib_bomb", zlib_bomb),
+        ("malformed_internal_bodies", malformed_internal_bodies),
+        ("handshake_out_of_order", handshake_out_of_order),
+        ("handshake_replayed", handshake_replayed),
+        ("settype_unknown_and_1_mib", settype_unknown_and_1_mib),
+        ("ping_request_16_mib", ping_request_16_mib),
+        ("disconnect_mid_frame", disconnect_mid_frame),
+        ("burst_of_5000_connections", burst_of_5000_connections),
+        ("non_utf8_close_reason", non_utf8_close_reason),
+        ("registry_of_100000_entries", registry_of_100000_entries),
+        ("echo_of_the_largest_frame", echo_of_the_largest_frame),
+    ];
+    for (name, case) in cases {
+        let t = Instant::now();
+        record(name, catch(|| case(&env)), t.elapsed());
+    }
+    for (name, handle) in background {
+        match handle.join() {
+            Ok(took) => record(name, Ok(()), took),
+            Err(p) => record(name, Err(panic_text(p)), Duration::ZERO),
+        }
+    }
+
+    // Every hostile connection is gone: the descriptors come back.
+    let fds_after = wait_fds_at_most(env.pid, fds_before, LIMIT);
+    let rss_after = rss_kib(env.pid);
+    let growth = rss_after.saturating_sub(rss_before);
+    eprintln!(
+        "[{codec}] server RSS {rss_before} KiB before, {rss_after} KiB after (+{growth} KiB, \
+         bound {RSS_GROWTH_BOUND_KIB} KiB, peak {} KiB); fds {fds_before} before, {fds_after} after",
+        proc_status_kib(env.pid, "VmHWM").unwrap_or(0)
+    );
+    if fds_after > fds_before {
+        failures.push(format!(
+            "descriptors: {fds_before} before the suite, still {fds_after} after it"
+        ));
+    }
+    if growth > RSS_GROWTH_BOUND_KIB {
+        failures.push(format!(
+            "memory: the server's RSS grew by {growth} KiB (bound {RSS_GROWTH_BOUND_KIB} KiB)"
+        ));
+    }
+
+    // The well-behaved client saw no error the whole time.
+    let stopped_early = good.stopped();
+    match good.finish() {
+        Ok(stats) => {
+            eprintln!(
+                "[{codec}] good client: {} echoes, slowest {:.0} ms",
+                stats.echoes,
+                stats.max_rtt.as_secs_f64() * 1000.0
+            );
+            if stopped_early || stats.echoes == 0 {
+                failures.push("good client: stopped early".into());
+            }
+            if stats.max_rtt > GOOD_RTT_BOUND {
+                failures.push(format!(
+                    "good client: an echo took {:?} (bound {GOOD_RTT_BOUND:?})",
+                    stats.max_rtt
+                ));
+            }
+        }
+        Err(e) => failures.push(e),
+    }
+    let stderr = server.stderr();
+    let alive = server.alive();
+    if let Err(e) = server.finish() {
+        failures.push(e);
+    } else if !alive {
+        failures.push("the server stopped".into());
+    }
+    eprintln!(
+        "[{codec}] suite took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "[{codec}] {} failure(s):\n  {}\nserver stderr:\n{stderr}",
+        failures.len(),
+        failures.join("\n  ")
+    );
+}
+
+fn timed(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(panic_text)
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panicked".into())
+}
+
+/// Writes what it can, ignoring errors: the server may close while a peer
+/// still writes the rest of a refused frame.
+fn write_lossy(s: &mut TcpStream, bytes: &[u8]) {
+    for chunk in bytes.chunks(64 * 1024) {
+        if s.write_all(chunk).is_err() {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Framing
+
+fn length_prefix_0(env: &Env) {
+    let mut r = env.after_hello();
+    r.write(&[0, 0, 0, 0]);
+    assert_eq!(r.outcome(), closed("malformedframe"));
+    // Also when connected, followed by more bytes.
+    let mut r = env.active();
+    r.write(&[0, 0, 0, 0, 0, 0, 0, 64, 0, 0]);
+    assert_eq!(r.outcome(), closed("malformedframe"));
+}
+
+fn length_prefix_5(env: &Env) {
+    let mut r = env.after_hello();
+    r.write(&[0, 0, 0, 5, 0, 0, 0, 2, 0]);
+    assert_eq!(r.outcome(), closed("malformedframe"));
+    let mut r = env.active();
+    r.write(&[0, 0, 0, 5]);
+    assert_eq!(r.outcome(), closed("malformedframe"));
+}
+
+fn length_prefix_u32_max(env: &Env) {
+    // Refused from the prefix alone: nothing of the 4 GiB is waited for.
+    let mut r = env.after_hello();
+    r.write(&u32::MAX.to_be_bytes());
+    assert_eq!(r.outcome(), closed("packettoolarge"));
+    let mut r = env.active();
+    r.write(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 64, 0, 0, b'x']);
+    assert_eq!(r.outcome(), closed("packettoolarge"));
+    // One byte above the limit, too.
+    let mut r = env.active();
+    r.write(&((MAX_FRAME - 3) as u32).to_be_bytes());
+    assert_eq!(r.outcome(), closed("packettoolarge"));
+}
+
+fn frame_split_at_every_byte(env: &Env) {
+    let mut r = env.after_hello();
+    // The second is compressed (to about 100 bytes).
+    let messages = [
+        "first".to_string(),
+        "hostile ".repeat(2500),
+        "third".to_string(),
+    ];
+    let mut bytes = frame(
+        internal::SETTYPE,
+        0,
+        &r.enc(&SetType {
+            conntype: "classic",
+        }),
+    );
+    bytes.extend(frame(
+        internal::HANDSHAKE_ACCEPT,
+        0,
+        &r.enc(&HandshakeAccept { success: true }),
+    ));
+    bytes.extend(frame(ECHO_ID, 0, &r.enc(messages[0].as_str())));
+    // A compressed frame, split too.
+    bytes.extend(frame(ECHO_ID, 1, &zlib(&r.enc(messages[1].as_str()), 6)));
+    bytes.extend(frame(ECHO_ID, 0, &r.enc(messages[2].as_str())));
+    assert!(bytes.len() < 2000, "{} bytes to trickle", bytes.len());
+    for b in &bytes {
+        r.write(std::slice::from_ref(b));
+        thread::sleep(Duration::from_micros(500));
+    }
+    r.read_handshake();
+    for m in &messages {
+        let body = r.expect(ECHO_ID);
+        let back: &str = r.codec.decode(&body).expect("an echo");
+        assert_eq!(back, m.as_str());
+    }
+    r.echo("still going");
+}
+
+fn unknown_packet_ids(env: &Env) {
+    // Ignored in every state, as the reference does; the connection goes on.
+    let mut r = env.after_hello();
+    r.frame(1000, 0, b"before settype");
+    r.settype("classic");
+    r.read_handshake();
+    r.frame(77, 0, GARBAGE);
+    r.accept();
+    for id in [0, 5, 15, 17, 63, 66, 1000, u32::MAX] {
+        r.frame(id, 0, GARBAGE);
+    }
+    // A flood of 10,000 in one write, then an echo: answered in order.
+    let mut flood = Vec::new();
+    for i in 0..10_000u32 {
+        flood.extend(frame(100 + i, 0, &i.to_be_bytes()));
+    }
+    r.write(&flood);
+    r.echo("after 10,000 unknown packets");
+    // On a ping connection any other id is refused, as the reference does.
+    let mut r = env.after_hello();
+    r.settype("ping");
+    r.frame(1000, 0, GARBAGE);
+    assert_eq!(r.outcome(), closed("invalidpingpacket"));
+}
+
+fn unknown_flags(env: &Env) {
+    for flags in [4u16, 0x8000, 0xfffc] {
+        let mut r = env.active();
+        let body = r.enc("x");
+        r.frame(ECHO_ID, flags, &body);
+        assert_eq!(r.outcome(), closed("unknownflags"), "flags {flags:#x}");
+    }
+    // Before the handshake too.
+    let mut r = env.after_hello();
+    let body = r.enc(&SetType {
+        conntype: "classic",
+    });
+    r.frame(internal::SETTYPE, 0x10, &body);
+    assert_eq!(r.outcome(), closed("unknownflags"));
+}
+
+fn aes_flag(env: &Env) {
+    for flags in [2u16, 3] {
+        let mut r = env.active();
+        let body = r.enc("secret");
+        r.frame(ECHO_ID, flags, &body);
+        assert_eq!(
+            r.outcome(),
+            closed("encryptionunsupported"),
+            "flags {flags:#x}"
+        );
+    }
+    let mut r = env.after_hello();
+    r.frame(internal::SETTYPE, 2, GARBAGE);
+    assert_eq!(r.outcome(), closed("encryptionunsupported"));
+}
+
+fn compressed_garbage(env: &Env) {
+    let good = zlib(&enc(env.codec, "x"), 6);
+    let bodies: [(&str, Vec<u8>); 4] = [
+        ("not zlib", GARBAGE.to_vec()),
+        ("empty", Vec::new()),
+        ("truncated zlib", good[..good.len() - 5].to_vec()),
+        ("bad checksum", {
+            let mut b = good.clone();
+            let n = b.len();
+            b[n - 1] ^= 0xff;
+            b
+        }),
+    ];
+    for (what, body) in bodies {
+        let mut r = env.active();
+        r.frame(ECHO_ID, 1, &body);
+        assert_eq!(r.outcome(), closed("decompressionfailed"), "{what}");
+    }
+    // In the handshake too.
+    let mut r = env.after_hello();
+    r.frame(internal::SETTYPE, 1, GARBAGE);
+    assert_eq!(r.outcome(), closed("decompressionfailed"));
+}
+
+fn zlib_bomb(env: &Env) {
+    // 64 MiB of zeros in about 64 KiB: inflating stops at the receive
+    // buffer (1 MiB).
+    let bomb = zlib(&vec![0u8; 64 << 20], 9);
+    assert!(bomb.len() < 128 * 1024, "{} bytes", bomb.len());
+    let mut r = env.active();
+    r.frame(ECHO_ID, 1, &bomb);
+    assert_eq!(r.outcome(), closed("decompressionfailed"));
+    // Before the handshake.
+    let mut r = env.after_hello();
+    r.frame(internal::SETTYPE, 1, &bomb);
+    assert_eq!(r.outcome(), closed("decompressionfailed"));
+    // Just past the limit: one byte more than the largest body.
+    let body = vec![b'a'; MAX_FRAME - 10 + 1];
+    let mut r = env.active();
+    r.frame(ECHO_ID, 1, &zlib(&body, 6));
+    assert_eq!(r.outcome(), closed("decompressionfailed"));
+    // A compressed settype that inflates fine is handled.
+    let mut r = env.after_hello();
+    let settype = r.enc(&SetType {
+        conntype: "classic",
+    });
+    r.frame(internal::SETTYPE, 1, &zlib(&settype, 6));
+    r.read_handshake();
+    r.accept();
+    r.echo("after a compressed settype");
+}
+
+// ---------------------------------------------------------------------------
+// Internal packets
+
+fn malformed_internal_bodies(env: &Env) {
+    // settype (in WAITTYPE).
+    for body in [GARBAGE, &[]] {
+        let mut r = env.after_hello();
+        r.frame(internal::SETTYPE, 0, body);
+        assert_eq!(r.outcome(), closed("malformedpacket"), "settype {body:?}");
+    }
+    // handshake.accept (in HANDSHAKE_WAIT1).
+    for body in [GARBAGE, &[]] {
+        let mut r = env.after_hello();
+        r.settype("classic");
+        r.read_handshake();
+        r.frame(internal::HANDSHAKE_ACCEPT, 0, body);
+        assert_eq!(
+            r.outcome(),
+            closed("malformedpacket"),
+            "handshake.accept {body:?}"
+        );
+    }
+    // hello from a client: its rules (received by clients only, ignore)
+    // drop it before the body is looked at.
+    let mut r = env.after_hello();
+    r.frame(internal::HELLO, 0, GARBAGE);
+    r.settype("classic");
+    r.read_handshake();
+    r.accept();
+    r.frame(internal::HELLO, 0, GARBAGE);
+    r.echo("after two malformed hellos");
+    // handshake from a client: its rules close.
+    let mut r = env.active();
+    r.frame(internal::HANDSHAKE, 0, GARBAGE);
+    assert_eq!(r.outcome(), closed("smartpacketinvalid"));
+    // closeconn that does not decode: still a close, by the peer, so the
+    // server sends nothing back.
+    for mut r in [env.after_hello(), env.active()] {
+        r.frame(internal::CLOSECONN, 0, GARBAGE);
+        assert_eq!(r.outcome(), Outcome::Ended);
+    }
+    // ping request on a ping connection.
+    let mut r = env.after_hello();
+    r.settype("ping");
+    r.frame(internal::PING_REQUEST, 0, GARBAGE);
+    assert_eq!(r.outcome(), closed("invalidpingpacket"));
+    // A ping answer from the client: the wrong side, whatever its body.
+    let mut r = env.after_hello();
+    r.settype("ping");
+    r.frame(internal::PING_RESPONSE, 0, GARBAGE);
+    assert_eq!(r.outcome(), closed("pinginvalidside"));
+    // An application packet that must decode: echo:ping.
+    let mut r = env.active();
+    r.frame(ECHO_PING_ID, 0, GARBAGE);
+    assert_eq!(r.outcome(), closed("malformedpacket"));
+}
+
+fn handshake_out_of_order(env: &Env) {
+    // handshake.accept before settype: its rules close.
+    let mut r = env.after_hello();
+    r.accept();
+    assert_eq!(r.outcome(), closed("smartpacketinvalid"));
+    // handshake from the client, before settype.
+    let mut r = env.after_hello();
+    r.frame(internal::HANDSHAKE, 0, &[]);
+    assert_eq!(r.outcome(), closed("smartpacketinvalid"));
+    // hello from the client before settype: ignored.
+    let mut r = env.after_hello();
+    let hello = r.enc(&Hello {
+        version: "hostile",
+        protoversion: 2,
+    });
+    r.frame(internal::HELLO, 0, &hello);
+    r.handshake_rest();
+    r.echo("after an early hello");
+    // An application packet before the handshake completed: ignored (its
+    // rules want ACTIVE), so the first answer is the later echo's.
+    let mut r = env.after_hello();
+    r.send(ECHO_ID, "too early");
+    r.settype("classic");
+    r.send(ECHO_ID, "still too early");
+    r.read_handshake();
+    r.accept();
+    r.echo("in time");
+    // Id 64 (a ping request on a ping connection, echo:echo on a classic
+    // one) with a ping body before the handshake: the wrong state, ignored.
+    let mut r = env.after_hello();
+    r.send(internal::PING_REQUEST, &PingTime { time: 1.0 });
+    r.handshake_rest();
+    r.echo("after an early ping request");
+    // settype written before hello is read: the server's order holds.
+    let mut r = env.raw();
+    r.settype("classic");
+    r.accept();
+    r.hello();
+    r.read_handshake();
+    r.echo("after a client that did not wait for hello");
+    // closeconn first, twice: the server closes without a word.
+    let mut r = env.after_hello();
+    r.closeconn("userrequest");
+    r.closeconn("userrequest");
+    assert_eq!(r.outcome(), Outcome::Ended);
+}
+
+fn handshake_replayed(env: &Env) {
+    // settype again in HANDSHAKE_WAIT1: ignored by its state rule.
+    let mut r = env.after_hello();
+    r.settype("classic");
+    r.settype("classic");
+    r.settype("ping");
+    r.read_handshake();
+    r.accept();
+    r.echo("after three settypes");
+    // settype again when ACTIVE: ignored.
+    let mut r = env.active();
+    r.settype("classic");
+    r.settype("nosuchtype");
+    r.echo("after settype replayed");
+    // handshake.accept replayed when ACTIVE: its rules close.
+    let mut r = env.active();
+    r.accept();
+    assert_eq!(r.outcome(), closed("smartpacketinvalid"));
+    // The server's own handshake sent back to it when ACTIVE: its rules
+    // (received by clients only) close.
+    let mut r = env.active();
+    r.send(internal::HANDSHAKE, &HandshakeAccept { success: true });
+    assert_eq!(r.outcome(), closed("smartpacketinvalid"));
+    // The whole client side of the handshake replayed at once.
+    let mut r = env.active();
+    r.settype("classic");
+    r.accept();
+    assert_eq!(r.outcome(), closed("smartpacketinvalid"));
+    // settype replayed on a ping connection: ignored, and the ping answered.
+    let mut r = env.after_hello();
+    r.settype("ping");
+    r.settype("ping");
+    r.settype("classic");
+    r.send(internal::PING_REQUEST, &PingTime { time: 42.5 });
+    r.expect(internal::PING_RESPONSE);
+    r.closeconn("pingcomplete");
+    assert_eq!(r.outcome(), Outcome::Ended);
+    // A second ping request on the same connection is answered too (each
+    // answer is bounded: only `time` is echoed).
+    let mut r = env.after_hello();
+    r.settype("ping");
+    for _ in 0..3 {
+        r.send(internal::PING_REQUEST, &PingTime { time: 1.5 });
+        let answer = r.expect(internal::PING_RESPONSE);
+        assert!(answer.len() < 256, "ping answer of {} bytes", answer.len());
+    }
+}
+
+impl Raw {
+    /// settype classic, handshake, accept (after `hello`).
+    #[track_caller]
+    fn handshake_rest(&mut self) {
+        self.settype("classic");
+        self.read_handshake();
+        self.accept();
+    }
+}
+
+#[derive(Serialize)]
+struct PingTime {
+    time: f64,
+}
+
+fn settype_unknown_and_1_mib(env: &Env) {
+    for conntype in ["nosuchtype", "_notset", "", "CLASSIC", "classic\0"] {
+        let mut r = env.after_hello();
+        r.settype(conntype);
+        assert_eq!(
+            r.outcome(),
+            closed("unknownconntype"),
+            "conntype {conntype:?}"
+        );
+    }
+    // A 1 MiB connection type: larger than the largest frame.
+    let huge = "x".repeat(1 << 20);
+    let mut r = env.after_hello();
+    let body = r.enc(&SetType { conntype: &huge });
+    let mut writer = r.s.try_clone().unwrap();
+    let bytes = frame(internal::SETTYPE, 0, &body);
+    let w = thread::spawn(move || write_lossy(&mut writer, &bytes));
+    assert_eq!(r.outcome(), closed("packettoolarge"));
+    w.join().unwrap();
+    // Just below the limit: read whole, then refused by name.
+    let overhead = enc(env.codec, &SetType { conntype: &huge }).len() - huge.len();
+    let almost = "y".repeat(MAX_FRAME - 10 - overhead);
+    let mut r = env.after_hello();
+    let body = r.enc(&SetType { conntype: &almost });
+    assert_eq!(body.len() + 10, MAX_FRAME);
+    r.frame(internal::SETTYPE, 0, &body);
+    assert_eq!(r.outcome(), closed("unknownconntype"));
+}
+
+fn ping_request_16_mib(env: &Env) {
+    let mut r = env.after_hello();
+    r.settype("ping");
+    let mut head = ((16u32 << 20) + 6).to_be_bytes().to_vec();
+    head.extend(internal::PING_REQUEST.to_be_bytes());
+    head.extend([0, 0]);
+    let mut writer = r.s.try_clone().unwrap();
+    let w = thread::spawn(move || {
+        write_lossy(&mut writer, &head);
+        write_lossy(&mut writer, &vec![0x90; 256 * 1024]);
+    });
+    assert_eq!(r.outcome(), closed("packettoolarge"));
+    w.join().unwrap();
+    // A ping request as large as a frame may be: the answer echoes only
+    // `time` (MessagePack ignores the other field; postcard has no room
+    // for one and refuses the request).
+    #[derive(Serialize)]
+    struct Padded<'a> {
+        time: f64,
+        pad: &'a str,
+    }
+    let probe = enc(env.codec, &Padded { time: 1.0, pad: "" }).len();
+    let pad = "p".repeat(MAX_FRAME - 10 - probe - 5);
+    let mut r = env.after_hello();
+    r.settype("ping");
+    let body = r.enc(&Padded {
+        time: 1.0,
+        pad: &pad,
+    });
+    assert!(body.len() + 10 <= MAX_FRAME);
+    r.frame(internal::PING_REQUEST, 0, &body);
+    match env.codec {
+        AnyCodec::MsgPack => {
+            let answer = r.expect(internal::PING_RESPONSE);
+            assert!(answer.len() < 256, "ping answer of {} bytes", answer.len());
+            r.closeconn("pingcomplete");
+            assert_eq!(r.outcome(), Outcome::Ended);
+        }
+        AnyCodec::Postcard => assert_eq!(r.outcome(), closed("invalidpingpacket")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Connections
+
+fn slowloris_silent(env: &Env) {
+    let t = Instant::now();
+    let mut r = env.after_hello();
+    assert_eq!(r.outcome(), closed("handshaketimeout"));
+    let took = t.elapsed();
+    assert!(
+        took >= HANDSHAKE_TIMEOUT - Duration::from_millis(500) && took < HANDSHAKE_TIMEOUT * 3 / 2,
+        "closed after {took:?}"
+    );
+}
+
+fn slowloris_trickle(env: &Env) {
+    // One byte of a settype every 250 ms, never completing it.
+    let t = Instant::now();
+    let mut r = env.after_hello();
+    let long = "z".repeat(500);
+    let bytes = frame(internal::SETTYPE, 0, &r.enc(&SetType { conntype: &long }));
+    let mut writer = r.s.try_clone().unwrap();
+    let w = thread::spawn(move || {
+        for b in &bytes[..bytes.len() - 1] {
+            if writer.write_all(std::slice::from_ref(b)).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+    });
+    assert_eq!(r.outcome(), closed("handshaketimeout"));
+    let took = t.elapsed();
+    assert!(
+        took >= HANDSHAKE_TIMEOUT - Duration::from_millis(500) && took < HANDSHAKE_TIMEOUT * 3 / 2,
+        "closed after {took:?}"
+    );
+    w.join().unwrap();
+}
+
+/// A connected client that pipelined echoes and stopped reading.
+struct NeverReader {
+    r: Raw,
+    /// When its last byte was taken.
+    stalled: Instant,
+}
+
+/// Pipelines 8 KiB echoes (below the compression threshold) without ever
+/// reading until the server takes no more for a second: the server must
+/// stop reading from it (bounded bytes taken) and hold at most its write
+/// queue for it.
+fn never_reads_fill(env: &Env, rss_before: u64) -> NeverReader {
+    let mut r = env.active();
+    let message = text(8000, 3);
+    let f = frame(ECHO_ID, 0, &r.enc(message.as_str()));
+    r.s.set_nonblocking(true).unwrap();
+    let (mut written, mut off) = (0usize, 0usize);
+    let mut last_progress = Instant::now();
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        assert!(Instant::now() < deadline, "the server kept reading");
+        assert!(
+            written < 256 << 20,
+            "the server took {written} bytes from a client that never reads"
+        );
+        match r.s.write(&f[off..]) {
+            Ok(n) => {
+                written += n;
+                off = (off + n) % f.len();
+                last_progress = Instant::now();
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if last_progress.elapsed() > Duration::from_secs(1) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    r.s.set_nonblocking(false).unwrap();
+    let rss = rss_kib(env.pid);
+    let growth = rss.saturating_sub(rss_before);
+    eprintln!(
+        "never reads: server took {written} bytes ({} echoes), then stopped reading; RSS +{growth} KiB \
+         (bound {NEVER_READS_RSS_BOUND_KIB} KiB)",
+        written / f.len()
+    );
+    assert!(
+        growth <= NEVER_READS_RSS_BOUND_KIB,
+        "the server's RSS grew by {growth} KiB for a client that never reads"
+    );
+    NeverReader {
+        r,
+        stalled: last_progress,
+    }
+}
+
+/// The server drops the client after `write_stall_timeout` (30 s) without
+/// a byte taken: no `closeconn` (it would not be read), a reset.
+fn never_reads_dropped(n: NeverReader) {
+    let NeverReader { r, stalled } = n;
+    let deadline = stalled + WRITE_STALL_TIMEOUT + LIMIT;
+    let err = loop {
+        match r.s.take_error() {
+            Ok(Some(e)) => break e,
+            Ok(None) => {}
+            Err(e) => break e,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still connected {:?} after the server stopped taking bytes",
+            stalled.elapsed()
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    let took = stalled.elapsed();
+    eprintln!("never reads: dropped {took:?} after the stall ({err})");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+    assert!(
+        took >= WRITE_STALL_TIMEOUT - Duration::from_secs(2),
+        "dropped after {took:?}, before the write stall timeout"
+    );
+}
+
+fn disconnect_mid_frame(env: &Env) {
+    let fds = fd_count(env.pid);
+    let echo = frame(ECHO_ID, 0, &enc(env.codec, "cut short"));
+    let big = frame(ECHO_ID, 0, &enc(env.codec, text(512 * 1024, 9).as_str()));
+    let settype = frame(
+        internal::SETTYPE,
+        0,
+        &enc(
+            env.codec,
+            &SetType {
+                conntype: "classic",
+            },
+        ),
+    );
+    let cuts: [(bool, &[u8]); 6] = [
+        (false, &settype[..2]),
+        (false, &settype[..7]),
+        (false, &settype[..settype.len() - 1]),
+        (true, &echo[..echo.len() / 2]),
+        (true, &big[..big.len() / 2]),
+        (true, &zlib(&big, 6)[..100]),
+    ];
+    for (active, bytes) in cuts {
+        let mut r = if active {
+            env.active()
+        } else {
+            env.after_hello()
+        };
+        r.write(bytes);
+        drop(r);
+    }
+    // And mid-handshake: settype sent, the handshake never read.
+    let mut r = env.after_hello();
+    r.settype("classic");
+    drop(r);
+    let after = wait_fds_at_most(env.pid, fds, Duration::from_secs(5));
+    assert!(
+        after <= fds,
+        "the server still holds {after} descriptors (had {fds})"
+    );
+}
+
+fn burst_of_5000_connections(env: &Env) {
+    // Both suites may burst at once in this process, and the server inherits
+    // the same limit.
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(
+        soft >= 12_000,
+        "the open-file limit is {soft}: this case needs 12,000 (ulimit -n)"
+    );
+    let fds = fd_count(env.pid);
+    let t = Instant::now();
+    let settype = frame(
+        internal::SETTYPE,
+        0,
+        &enc(
+            env.codec,
+            &SetType {
+                conntype: "classic",
+            },
+        ),
+    );
+    let mut socks = Vec::with_capacity(5000);
+    let mut slowest = Duration::ZERO;
+    let mut slow = 0;
+    for i in 0..5000 {
+        let c = Instant::now();
+        let mut s = TcpStream::connect_timeout(&env.addr, LIMIT)
+            .unwrap_or_else(|e| panic!("connection {i} of the burst: {e}"));
+        slowest = slowest.max(c.elapsed());
+        if c.elapsed() > Duration::from_millis(100) {
+            slow += 1;
+        }
+        // A third say nothing, a third half a length prefix, a third a
+        // whole settype.
+        let _ = match i % 3 {
+            0 => Ok(()),
+            1 => s.write_all(&[0, 0]),
+            _ => s.write_all(&settype),
+        };
+        socks.push(s);
+        assert!(t.elapsed() < 3 * LIMIT, "the burst took {:?}", t.elapsed());
+    }
+    let opened = t.elapsed();
+    drop(socks);
+    let after = wait_fds_at_most(env.pid, fds, LIMIT);
+    eprintln!(
+        "burst: 5000 opened in {:.2} s (slowest connect {slowest:?}, {slow} over 100 ms), \
+         all gone from the server {:.2} s later",
+        opened.as_secs_f64(),
+        (t.elapsed() - opened).as_secs_f64()
+    );
+    assert!(
+        after <= fds,
+        "the server still holds {after} descriptors (had {fds})"
+    );
+    // And it still serves a newcomer at once.
+    let mut r = env.active();
+    r.echo("after the burst");
+}
+
+fn non_utf8_close_reason(env: &Env) {
+    // closeconn {reason: <3 bytes that are no UTF-8>} in the codec's own
+    // string encoding, and a 64 KiB reason of valid UTF-8.
+    let bad: &[u8] = &[0xff, 0xfe, b'A'];
+    let bad_reason = match env.codec {
+        AnyCodec::Postcard => [&[1u8, 3][..], bad].concat(),
+        AnyCodec::MsgPack => [&b"\x81\xa6reason\xa3"[..], bad].concat(),
+    };
+    // MessagePack bin instead of str; postcard: a length past the end.
+    let odd_reason = match env.codec {
+        AnyCodec::Postcard => vec![1u8, 100, b'a'],
+        AnyCodec::MsgPack => [&b"\x81\xa6reason\xc4\x03"[..], bad].concat(),
+    };
+    let long = "é".repeat(32 * 1024);
+    for (active, body) in [
+        (true, bad_reason.clone()),
+        (false, bad_reason),
+        (true, odd_reason),
+        (
+            true,
+            enc(
+                env.codec,
+                &peng3dnet_core::messages::CloseConn {
+                    reason: Some(&long),
+                },
+            ),
+        ),
+    ] {
+        let mut r = if active {
+            env.active()
+        } else {
+            env.after_hello()
+        };
+        r.frame(internal::CLOSECONN, 0, &body);
+        assert_eq!(
+            r.outcome(),
+            Outcome::Ended,
+            "closeconn {:?}",
+            &body[..body.len().min(12)]
+        );
+    }
+}
+
+fn echo_of_the_largest_frame(env: &Env) {
+    // An echo must come back, or the server must close and say why; a
+    // silent drop leaves the client waiting forever. The largest body whose
+    // echo fits the write queue (1 MiB less the 96 bytes kept for a
+    // closeconn, less the 10-byte frame header) comes back; the largest
+    // body the server accepts (a frame of max_frame bytes) is 96 bytes
+    // longer.
+    let probe = "x".repeat(MAX_FRAME - 100);
+    let overhead = enc(env.codec, probe.as_str()).len() - probe.len();
+    let fits = MAX_WRITE_QUEUE - 96 - 10;
+    let largest = MAX_FRAME - 10;
+    for body_len in [fits, largest] {
+        let message = text(body_len - overhead, body_len as u64);
+        let mut r = env.active();
+        let body = r.enc(message.as_str());
+        assert_eq!(body.len(), body_len);
+        r.frame(ECHO_ID, 0, &body);
+        match r.read_frame(Instant::now() + Duration::from_secs(5)) {
+            Got::Frame(ECHO_ID, back) => {
+                assert!(back == body, "the echo came back changed");
+                r.echo("after a large echo");
+            }
+            Got::Frame(internal::CLOSECONN, _) => {}
+            other => panic!(
+                "an echo with a body of {body_len} bytes (a frame of {} bytes; the server \
+                 accepts up to max_frame = {MAX_FRAME}) got neither its answer nor a closeconn \
+                 within 5 s: {other:?}",
+                body_len + 10
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A hostile server against the `peng3dnet echo` program
+
+/// The name -> id map of a hostile handshake: the client's own names with
+/// their ids, then `extra` made-up names.
+struct BigRegistry {
+    extra: usize,
+    long_names: bool,
+}
+
+impl Serialize for BigRegistry {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let own = [
+            ("peng3dnet:internal.hello", 1u32),
+            ("peng3dnet:internal.settype", 2),
+            ("peng3dnet:internal.handshake", 3),
+            ("peng3dnet:internal.handshake.accept", 4),
+            ("peng3dnet:internal.closeconn", 16),
+            ("echo:echo", ECHO_ID),
+            ("echo:ping", ECHO_PING_ID),
+        ];
+        let mut map = s.serialize_map(Some(own.len() + self.extra))?;
+        for (name, id) in own {
+            map.serialize_entry(name, &id)?;
+        }
+        for i in 0..self.extra {
+            let name = if self.long_names {
+                format!("hostile:registry.entry.{i:08}")
+            } else {
+                format!("h:{i}")
+            };
+            map.serialize_entry(&name, &100u32)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct BigHandshake {
+    version: &'static str,
+    protoversion: u32,
+    registry: BigRegistry,
+}
+
+/// A hard cap on the virtual memory of the echo program (`ulimit -v`),
+/// about three times its own peak (10 MiB in a debug build): a client that
+/// grew without bound on a huge handshake would be killed by it.
+const ECHO_VM_LIMIT_KIB: u64 = 32 * 1024;
+/// The most its resident memory may be while it holds the whole handshake
+/// (about 7 MiB idle, 8 MiB with the 900 KB frame buffered).
+const ECHO_RSS_BOUND_KIB: u64 = 16 * 1024;
+
+fn registry_of_100000_entries(env: &Env) {
+    // Fits the client's 1 MiB frame: decoded entry by entry against the
+    // client's registry (nothing stored), then packetregmismatch. With long
+    // names it does not fit: packettoolarge from its length prefix.
+    for (long_names, expected) in [(false, "packetregmismatch"), (true, "packettoolarge")] {
+        let hs = BigHandshake {
+            version: "hostile",
+            protoversion: 2,
+            registry: BigRegistry {
+                extra: 100_000,
+                long_names,
+            },
+        };
+        let body = enc(env.codec, &hs);
+        assert_eq!(
+            body.len() + 10 <= MAX_FRAME,
+            !long_names,
+            "{} bytes",
+            body.len()
+        );
+        hostile_server_against_echo(env.codec, frame(internal::HANDSHAKE, 0, &body), expected);
+    }
+}
+
+fn hostile_server_against_echo(codec: AnyCodec, handshake: Vec<u8>, expected: &str) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let t = Instant::now();
+    let script = format!("ulimit -v {ECHO_VM_LIMIT_KIB} && exec \"$0\" \"$@\"");
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            &script,
+            PROGRAM,
+            "echo",
+            &addr,
+            "hi",
+            "--timeout",
+            "10",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn peng3dnet echo");
+    let pid = child.id();
+    // Kill the child whatever happens below.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let stderr = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr_pipe.read_to_string(&mut s);
+        s
+    });
+    let mut child = Reap(child);
+    listener.set_nonblocking(true).unwrap();
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == ErrorKind::WouldBlock && t.elapsed() < LIMIT => {
+                if let Ok(Some(status)) = child.0.try_wait() {
+                    panic!("peng3dnet echo exited ({status}) before connecting");
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut r = Raw { s: stream, codec };
+    r.send(
+        internal::HELLO,
+        &Hello {
+            version: "hostile",
+            protoversion: 2,
+        },
+    );
+    let body = r.expect(internal::SETTYPE);
+    let st: SetType = codec.decode(&body).expect("a settype");
+    assert_eq!(st.conntype, "classic");
+    // All but the last byte, then the client's memory while it holds them,
+    // then the last byte.
+    let rss_before = rss_kib(pid);
+    let mut writer = r.s.try_clone().unwrap();
+    let (head, last) = handshake.split_at(handshake.len() - 1);
+    write_lossy(&mut writer, head);
+    let mut rss_full = rss_before;
+    if expected == "packetregmismatch" {
+        thread::sleep(Duration::from_millis(300));
+        rss_full = rss_kib(pid);
+        write_lossy(&mut writer, last);
+    }
+    assert_eq!(r.outcome(), closed(expected));
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "peng3dnet echo did not exit");
+        thread::sleep(Duration::from_millis(10));
+    };
+    let took = t.elapsed();
+    let stderr = stderr.join().unwrap();
+    eprintln!(
+        "registry of 100,000 ({expected}): peng3dnet echo RSS {rss_before} KiB, {rss_full} KiB \
+         holding the handshake; exited ({status}) after {:.2} s: {}",
+        took.as_secs_f64(),
+        stderr.trim()
+    );
+    assert!(!status.success(), "peng3dnet echo succeeded");
+    assert!(stderr.contains(expected), "stderr: {stderr}");
+    assert!(
+        rss_full <= ECHO_RSS_BOUND_KIB,
+        "peng3dnet echo holds {rss_full} KiB"
+    );
+    assert!(took < LIMIT, "took {took:?}");
+}
