@@ -68,6 +68,7 @@
 //! - [`rules`]: SmartPacket rules.
 //! - [`connection`]: the state machine of one connection, and its calling order.
 //! - [`table`]: the server's client table and broadcast.
+//! - [`echo`]: the packets of the echo service of the `peng3dnet` program.
 //! - [`messages`]: the protocol's own messages.
 //! - [`time`]: the core's `Instant` and `Duration`.
 //!
@@ -88,6 +89,7 @@ extern crate std;
 pub mod buffer;
 pub mod codec;
 pub mod connection;
+pub mod echo;
 pub mod messages;
 pub mod registry;
 pub mod rules;

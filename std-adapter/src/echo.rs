@@ -8,34 +8,9 @@ use peng3dnet_core::codec::{Codec, Postcard};
 use peng3dnet_core::registry::Packet;
 use peng3dnet_core::rules::Rules;
 use peng3dnet_core::CloseReason;
-use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// `echo:echo`: any message; the server sends it back unchanged. The
-/// program's messages are strings.
-pub struct Echo;
-impl Packet for Echo {
-    const NAME: &'static str = "echo:echo";
-    const RULES: Rules = Rules::SMART;
-    type Message<'a> = &'a str;
-}
-
-/// The message of `echo:ping`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EchoPingMsg {
-    /// The client's clock when it sent the message (seconds).
-    pub client_timestamp: f64,
-    /// The server's clock when it answered (seconds); set by the server.
-    pub server_timestamp: Option<f64>,
-}
-
-/// `echo:ping`: sent back with `server_timestamp` set.
-pub struct EchoPing;
-impl Packet for EchoPing {
-    const NAME: &'static str = "echo:ping";
-    const RULES: Rules = Rules::SMART;
-    type Message<'a> = EchoPingMsg;
-}
+pub use peng3dnet_core::echo::{Echo, EchoPing, EchoPingMsg};
 
 /// A registry with exactly the two echo packets (ids 64 and 65).
 pub fn registry() -> StdRegistry {

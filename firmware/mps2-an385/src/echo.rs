@@ -4,35 +4,11 @@
 use peng3dnet_core::registry::{Packet, Registry, RegistryError};
 use peng3dnet_core::rules::Rules;
 use peng3dnet_core::SecurityLevel;
-use serde::{Deserialize, Serialize};
 
 /// Registry capacity: the 5 internal packets and the 2 echo packets, plus one spare.
 pub const REGISTRY: usize = 8;
 
-/// `echo:echo`: a string the server sends back unchanged.
-pub struct Echo;
-impl Packet for Echo {
-    const NAME: &'static str = "echo:echo";
-    const RULES: Rules = Rules::SMART;
-    type Message<'a> = &'a str;
-}
-
-/// The message of `echo:ping` (postcard layout of `peng3dnet_std::echo::EchoPingMsg`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EchoPingMsg {
-    /// The client's clock when it sent the message (seconds).
-    pub client_timestamp: f64,
-    /// The server's clock when it answered (seconds).
-    pub server_timestamp: Option<f64>,
-}
-
-/// `echo:ping`, as the server registers it.
-pub struct EchoPing;
-impl Packet for EchoPing {
-    const NAME: &'static str = "echo:ping";
-    const RULES: Rules = Rules::SMART;
-    type Message<'a> = EchoPingMsg;
-}
+pub use peng3dnet_core::echo::{Echo, EchoPing, EchoPingMsg};
 
 /// `echo:ping` as the *client firmware* registers it: the same name (so the
 /// handshake's registry sync, which compares names, passes against the
