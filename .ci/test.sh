@@ -30,4 +30,7 @@ FIRMWARE_LOCKED=1 bash firmware/run.sh
 step "cargo test (unit, integration, doc tests)"
 cargo test --workspace --locked
 
+step "fuzz targets, 60 s each (fuzz/README.md)"
+bash .ci/fuzz.sh 60
+
 step "done in $((SECONDS - start)) s"
