@@ -10,8 +10,9 @@
 # flags cargo-fuzz passes (-Zsanitizer=address); no toolchain is downloaded.
 #
 # Each target starts from its committed seeds (fuzz/corpus/<target>) and the
-# inputs of reported crashes (fuzz/regressions/<target>, replayed first: a
-# bug that is back fails the run at once); what it finds goes to
+# inputs of reported crashes (fuzz/regressions/<target>, run in libFuzzer's
+# first pass before any mutation: a bug that is back fails at once); what it
+# finds goes to
 # fuzz/work/<target> (ignored by git, kept between runs). A crash is written
 # to fuzz/artifacts/<target>/ and makes the script exit 1 after the other
 # targets ran.
@@ -81,7 +82,7 @@ run_target() {
     local art="$root/fuzz/artifacts/$t/"
     mkdir -p "$work" "$art"
     local dirs=("$work" "$seeds")
-    # Reported crash inputs come first: they run before any fuzzing.
+    # Reported crash inputs run in the first pass, before any mutation.
     if [[ -d "$reg" ]] && [[ -n "$(ls -A "$reg")" ]]; then dirs=("$work" "$reg" "$seeds"); fi
     # shellcheck disable=SC2086
     cargo_fuzz run "${build_flags[@]}" "$t" "${dirs[@]}" -- \

@@ -5,7 +5,9 @@
 //! (`peng3dnet_fuzz::opt`; bit 0 = the hello is MessagePack, so the client's
 //! `AnyCodec` switches to it); `opts[1]`: buffers as in `server_conn`;
 //! `opts[2]`: bits 0-1 connection type (classic, ping, fuzz, classic), bit 2
-//! a shared (read-only) registry, bit 3 a registry with other names.
+//! a shared (read-only) registry, bit 3 a registry with other names, bit 6
+//! no hello first (the bytes start at the connection's start), bit 7 the
+//! transport ends right after the last fragment, before it is polled.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -65,6 +67,11 @@ fuzz_target!(|input: &[u8]| {
     assert_eq!(client.state(), State::HelloWait);
     assert!(client.poll_transmit().is_empty());
 
+    let mut driver = Driver::new(o1 & 0x40 != 0);
+    if o2 & 0x40 != 0 {
+        driver.run(&mut client, &script, o2 & 0x80 != 0);
+        return;
+    }
     // A valid hello, in the server's codec.
     let msgpack = o0 & opt::MSGPACK != 0;
     let hello = Hello {
@@ -76,7 +83,6 @@ fuzz_target!(|input: &[u8]| {
     } else {
         encode(&Postcard, &hello)
     };
-    let mut driver = Driver::new(o1 & 0x40 != 0);
     driver.feed(&mut client, &frame(1, 0, &body), false);
     driver.check(&client);
     let expected_codec = if msgpack {
@@ -105,5 +111,5 @@ fuzz_target!(|input: &[u8]| {
         assert_eq!(frames.len(), 1);
     }
 
-    driver.run(&mut client, &script);
+    driver.run(&mut client, &script, o2 & 0x80 != 0);
 });

@@ -5,7 +5,8 @@
 //! `opts[0]`: config bits (`peng3dnet_fuzz::opt`; bit 0 = MessagePack);
 //! `opts[1]`: bits 0-1 receive size, 2-3 transmit size, bit 4 growable
 //! receive buffer, bit 5 encrypted transport, bit 6 zero-copy reads, bit 7
-//! growable transmit buffer.
+//! growable transmit buffer; `opts[2]` bit 7: the transport ends right after
+//! the last fragment arrived, before it is polled.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,7 +22,7 @@ use peng3dnet_std::codec::AnyCodec;
 
 fuzz_target!(|input: &[u8]| {
     let script = Script::parse(input);
-    let [o0, o1, _] = script.opts;
+    let [o0, o1, o2] = script.opts;
     let cfg = config(o0);
     let reg = registry();
     let codec = if o0 & opt::MSGPACK != 0 {
@@ -58,5 +59,5 @@ fuzz_target!(|input: &[u8]| {
     );
 
     let mut driver = Driver::new(o1 & 0x40 != 0);
-    driver.run(&mut server, &script);
+    driver.run(&mut server, &script, o2 & 0x80 != 0);
 });

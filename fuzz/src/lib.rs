@@ -255,6 +255,7 @@ impl Buffer for Buf<'_> {
 
 /// A registry the connection owns (a client adopts the server's ids) or
 /// shares (ids must already agree).
+#[allow(clippy::large_enum_variant)] // one per run, on the stack, like a real client's
 pub enum Reg<'a> {
     /// May change.
     Owned(Registry<REG_N>),
@@ -549,12 +550,31 @@ impl Driver {
     }
 
     /// Feeds the script's fragments with its actions, then ends the transport.
+    /// With `end_early`, the transport ends right after the last fragment
+    /// arrived, before it is polled: the frames it completed must still be
+    /// handed out, then the close.
     pub fn run<C: Codec, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
         script: &Script<'_>,
+        end_early: bool,
     ) {
-        for (fragment, action) in script.fragments() {
+        let fragments = script.fragments();
+        let last = fragments.len().saturating_sub(1);
+        for (i, (fragment, action)) in fragments.into_iter().enumerate() {
+            if end_early && i == last {
+                self.drain(conn, usize::MAX);
+                // What does not fit is lost with the transport.
+                let _ = conn.handle_input(fragment);
+                conn.handle_transport_closed();
+                self.check(conn);
+                self.poll_all(conn, false);
+                assert!(
+                    conn.is_closed(),
+                    "open after the transport ended and was polled"
+                );
+                break;
+            }
             self.step(conn, fragment, action);
         }
         self.finish(conn);
@@ -575,7 +595,14 @@ impl Driver {
             _ => 6_000_000,
         };
         self.now = self.now + Duration::from_micros(dt);
+        let expired = conn.poll_timeout().is_some_and(|d| self.now >= d);
         conn.handle_timeout(self.now);
+        if expired {
+            assert!(
+                conn.is_closed(),
+                "the handshake timer expired without a close"
+            );
+        }
         self.check(conn);
         self.command(conn, action & 7, fragment.len());
         self.check(conn);
@@ -634,7 +661,11 @@ impl Driver {
                 _ => {
                     let id = 64 + (len % 40) as u32;
                     let known = conn.registry().by_id(id).copied();
-                    let r = conn.send_encoded(id, &[0x02, 0x00, 0x01]);
+                    let r = if len % 8 < 4 {
+                        conn.send_encoded(id, &[0x02, 0x00, 0x01])
+                    } else {
+                        conn.send_by_id(id, &self.seq)
+                    };
                     match known {
                         None => assert_eq!(r, Err(SendError::NotRegistered)),
                         Some(e) => self.check_send(conn, r, before, was_closed, e.rules),
@@ -758,14 +789,26 @@ impl Driver {
     ) {
         let rx_cap = conn.max_frame_len();
         let side = conn.side();
+        // After poll_protocol, a frame that waits (has_buffered_frame) is an
+        // application frame, which the next full poll turns into an event.
+        let mut full_next = false;
         loop {
             let now = self.now;
-            let ev = if protocol_only {
+            let use_protocol = protocol_only && !full_next;
+            let ev = if use_protocol {
                 conn.poll_protocol(now)
             } else {
                 conn.poll(now)
             };
-            let Some(ev) = ev else { break };
+            let Some(ev) = ev else {
+                if use_protocol && conn.has_buffered_frame() {
+                    full_next = true;
+                    continue;
+                }
+                assert!(!full_next, "has_buffered_frame, but poll returned no event");
+                break;
+            };
+            full_next = false;
             if self.closed.is_some() {
                 let kind = match ev {
                     Event::Connected => "Connected",
@@ -787,11 +830,11 @@ impl Driver {
                     assert_eq!(self.connected, 1, "Connected twice");
                 }
                 Event::Packet(inc) => {
-                    assert!(!protocol_only, "poll_protocol returned a packet");
+                    assert!(!use_protocol, "poll_protocol returned a packet");
                     delivered = Some((check_incoming(&inc, rx_cap), false));
                 }
                 Event::ConnTypePacket(inc) => {
-                    assert!(!protocol_only, "poll_protocol returned a packet");
+                    assert!(!use_protocol, "poll_protocol returned a packet");
                     delivered = Some((check_incoming(&inc, rx_cap), true));
                 }
                 Event::Pong { body, .. } => {
@@ -846,13 +889,11 @@ impl Driver {
                 assert!(!conn.is_closed());
             }
         }
-        if !protocol_only {
-            assert_eq!(
-                conn.is_closed(),
-                self.closed.is_some(),
-                "closed without a Closed event (or the reverse)"
-            );
-        }
+        assert_eq!(
+            conn.is_closed(),
+            self.closed.is_some(),
+            "closed without a Closed event (or the reverse)"
+        );
     }
 
     /// Writes up to `n` bytes of the transmit queue out.
@@ -890,6 +931,19 @@ impl Driver {
         if conn.is_connected() {
             assert!(matches!(conn.state(), State::Active | State::LoggedIn));
             assert_ne!(conn.conntype(), "ping");
+        }
+        // The handshake timer runs from the start until connected or closed.
+        if conn.is_closed() || self.connected > 0 {
+            assert_eq!(
+                conn.poll_timeout(),
+                None,
+                "a timer after the handshake or the close"
+            );
+        } else if self.closed.is_none() && !conn.is_closed() {
+            assert!(
+                conn.poll_timeout().is_some(),
+                "no handshake timer before connected"
+            );
         }
     }
 

@@ -331,7 +331,7 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
         for (target, data) in [("server_conn", &t.c2s), ("client_conn", &after_hello)] {
             out.push((
                 target,
-                format!("{name}"),
+                name.to_string(),
                 Script::encode([s.opts, 0x0f, conntype_bits], &[], data),
             ));
             out.push((
@@ -345,6 +345,36 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
             ));
         }
         streams.push((name.to_string(), t));
+    }
+    // The transport ending right after the last bytes; the client from the
+    // server's first byte (its own hello).
+    for ((_, s), (name, t)) in sessions.iter().zip(&streams).step_by(3) {
+        let ct = match s.conntype {
+            "ping" => 1,
+            "fuzz" => 2,
+            _ => 0,
+        };
+        let after_hello: Vec<u8> = split_frames(&t.s2c)
+            .iter()
+            .skip(1)
+            .flatten()
+            .copied()
+            .collect();
+        out.push((
+            "server_conn",
+            format!("{name}-end-early"),
+            Script::encode([s.opts, 0x0f, 0x80], &[(40, 0)], &t.c2s),
+        ));
+        out.push((
+            "client_conn",
+            format!("{name}-end-early"),
+            Script::encode([s.opts, 0x0f, ct | 0x80], &[(40, 0)], &after_hello),
+        ));
+        out.push((
+            "client_conn",
+            format!("{name}-from-start"),
+            Script::encode([s.opts, 0x0f, ct | 0x40], &[], &t.s2c),
+        ));
     }
     // A few more fragmentations of the main sessions.
     for (name, t) in streams.iter().take(2) {
@@ -427,12 +457,9 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
 
     // codec_messages: every internal message body, in both codecs.
     let reg = registry();
-    let bodies = |c: &dyn Fn(&mut Vec<(String, Vec<u8>)>)| {
-        let mut v = Vec::new();
-        c(&mut v);
-        v
-    };
-    let msgs = bodies(&|v| {
+    let mut msgs: Vec<(String, Vec<u8>)> = Vec::new();
+    {
+        let v = &mut msgs;
         macro_rules! both {
             ($name:expr, $msg:expr) => {
                 v.push((format!("{}-postcard", $name), encode(&Postcard, &$msg)));
@@ -495,7 +522,7 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
                 registry: other.as_map()
             }
         );
-    });
+    }
     for (name, body) in msgs {
         out.push(("codec_messages", name, body));
     }
