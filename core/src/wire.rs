@@ -296,7 +296,8 @@ impl<B: Buffer> FrameDecoder<B> {
     }
 
     /// Marks `n` bytes written at the start of [`free_space`](Self::free_space)
-    /// as received. `n` is clamped to the free space.
+    /// as received. `n` is clamped to the storage; after an error nothing
+    /// committed is parsed.
     pub fn commit(&mut self, n: usize) {
         self.end = (self.end + n).min(self.buf.bytes().len());
     }
