@@ -615,6 +615,57 @@ struct Inner<'a, C, T, const N: usize, G> {
     transport_ended: bool,
 }
 
+/// What [`Connection::poll`] found, before it borrows the receive buffer.
+enum Found<'e, C> {
+    /// An event that borrows nothing.
+    Pending(Event<'e, C>),
+    /// A frame's outcome; `range` starts at the frame's length prefix.
+    Frame {
+        packet_id: u32,
+        range: core::ops::Range<usize>,
+        body: core::ops::Range<usize>,
+        outcome: Outcome,
+    },
+}
+
+impl<'e, C> Found<'e, C> {
+    fn into_event<'b, B: Buffer>(self, rx: &'b FrameDecoder<B>, codec: &'b C) -> Event<'b, C>
+    where
+        'e: 'b,
+    {
+        let (packet_id, body, outcome) = match self {
+            Found::Pending(event) => return event,
+            Found::Frame {
+                packet_id,
+                body,
+                outcome,
+                ..
+            } => (packet_id, rx.stored(body), outcome),
+        };
+        match outcome {
+            Outcome::Ignored(packet_id, cause) => Event::Ignored { packet_id, cause },
+            Outcome::Packet(name) => Event::Packet(Incoming {
+                packet_id,
+                name,
+                body,
+                codec,
+            }),
+            Outcome::ConnTypePacket(name) => Event::ConnTypePacket(Incoming {
+                packet_id,
+                name,
+                body,
+                codec,
+            }),
+            Outcome::Pong(delay) => Event::Pong { delay, body },
+            // `next_found` reports frames that yield an event only.
+            Outcome::Nothing => Event::Ignored {
+                packet_id,
+                cause: IgnoreCause::UnknownId,
+            },
+        }
+    }
+}
+
 /// What a frame turned into.
 enum Outcome {
     Nothing,
@@ -1014,6 +1065,70 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             Err(SendError::ConnTypeRefused)
         }
     }
+
+    fn send_by_name<M: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        msg: &M,
+    ) -> Result<(), SendError> {
+        let entry = *self
+            .registry
+            .registry()
+            .by_name(name)
+            .ok_or(SendError::NotRegistered)?;
+        self.send_entry(&entry, msg)
+    }
+
+    fn send_by_id<M: Serialize + ?Sized>(
+        &mut self,
+        packet_id: u32,
+        msg: &M,
+    ) -> Result<(), SendError> {
+        let entry = *self
+            .registry
+            .registry()
+            .by_id(packet_id)
+            .ok_or(SendError::NotRegistered)?;
+        self.send_entry(&entry, msg)
+    }
+
+    fn send_encoded(&mut self, packet_id: u32, body: &[u8]) -> Result<(), SendError> {
+        let entry = *self
+            .registry
+            .registry()
+            .by_id(packet_id)
+            .ok_or(SendError::NotRegistered)?;
+        self.admit(&entry)?;
+        self.tx.push_frame(
+            entry.id,
+            CLOSE_RESERVE,
+            self.config.compressor,
+            |out| {
+                let dst = out
+                    .get_mut(..body.len())
+                    .ok_or(CodecError::BufferTooSmall)?;
+                dst.copy_from_slice(body);
+                Ok(body.len())
+            },
+            || Ok(body.len()),
+        )
+    }
+
+    fn send_entry<M: Serialize + ?Sized>(
+        &mut self,
+        entry: &Entry,
+        msg: &M,
+    ) -> Result<(), SendError> {
+        self.admit(entry)?;
+        let codec = &self.codec;
+        self.tx.push_frame(
+            entry.id,
+            CLOSE_RESERVE,
+            self.config.compressor,
+            |out| codec.encode(msg, out),
+            || codec.encoded_len(msg),
+        )
+    }
 }
 
 /// One endpoint of one connection over caller-owned [`Buffer`]s: `R` receives,
@@ -1257,10 +1372,18 @@ where
 
     // ---- commands ----
 
+    /// The sending side of the connection (what [`poll_with`](Self::poll_with)
+    /// hands out beside a received packet).
+    pub fn outbox(&mut self) -> Outbox<'_, 'a, C, T, N, G> {
+        Outbox {
+            inner: &mut self.inner,
+        }
+    }
+
     /// Sends a typed packet, checked against its rules and the connection
     /// type first. Nothing is queued on error.
     pub fn send<P: Packet>(&mut self, msg: &P::Message<'_>) -> Result<(), SendError> {
-        self.send_by_name(P::NAME, msg)
+        self.inner.send_by_name(P::NAME, msg)
     }
 
     /// Sends any serde value as the registered packet `name`.
@@ -1269,8 +1392,7 @@ where
         name: &str,
         msg: &M,
     ) -> Result<(), SendError> {
-        let entry = self.entry(self.registry().by_name(name))?;
-        self.send_entry(&entry, msg)
+        self.inner.send_by_name(name, msg)
     }
 
     /// Sends any serde value as the registered packet with this id.
@@ -1279,49 +1401,13 @@ where
         packet_id: u32,
         msg: &M,
     ) -> Result<(), SendError> {
-        let entry = self.entry(self.registry().by_id(packet_id))?;
-        self.send_entry(&entry, msg)
-    }
-
-    /// A copy of a looked-up entry, or `NotRegistered`.
-    fn entry(&self, found: Option<&Entry>) -> Result<Entry, SendError> {
-        found.copied().ok_or(SendError::NotRegistered)
+        self.inner.send_by_id(packet_id, msg)
     }
 
     /// Sends an already encoded body as the registered packet with this id
     /// (for broadcasts and relays: encode once, send many times).
     pub fn send_encoded(&mut self, packet_id: u32, body: &[u8]) -> Result<(), SendError> {
-        let entry = self.entry(self.registry().by_id(packet_id))?;
-        self.inner.admit(&entry)?;
-        self.inner.tx.push_frame(
-            entry.id,
-            CLOSE_RESERVE,
-            self.inner.config.compressor,
-            |out| {
-                let dst = out
-                    .get_mut(..body.len())
-                    .ok_or(CodecError::BufferTooSmall)?;
-                dst.copy_from_slice(body);
-                Ok(body.len())
-            },
-            || Ok(body.len()),
-        )
-    }
-
-    fn send_entry<M: Serialize + ?Sized>(
-        &mut self,
-        entry: &Entry,
-        msg: &M,
-    ) -> Result<(), SendError> {
-        self.inner.admit(entry)?;
-        let codec = &self.inner.codec;
-        self.inner.tx.push_frame(
-            entry.id,
-            CLOSE_RESERVE,
-            self.inner.config.compressor,
-            |out| codec.encode(msg, out),
-            || codec.encoded_len(msg),
-        )
+        self.inner.send_encoded(packet_id, body)
     }
 
     /// Closes the connection: queues `closeconn` with `reason` for the peer and
@@ -1386,12 +1472,79 @@ where
         !self.inner.is_closed() && self.rx.has_frame()
     }
 
-    fn poll_events(&mut self, now: Instant, protocol_only: bool) -> Option<Event<'_, C>> {
-        if let Some(event) = self.inner.take_pending() {
-            return Some(event);
+    /// Like [`poll`](Self::poll), but hands the event to `f` together with
+    /// the connection's [`Outbox`], so a packet can be answered while its
+    /// body is still borrowed from the receive buffer (no copy). `f` returns
+    /// [`Take::Keep`] to leave an application packet buffered, to be handed
+    /// out again by the next `poll` or `poll_with` (when the reply does not
+    /// fit yet, say); other events are consumed whatever it returns.
+    /// `None` when every received frame is processed.
+    ///
+    /// ```
+    /// # use peng3dnet_core::codec::Postcard;
+    /// # use peng3dnet_core::connection::{Event, Take};
+    /// # use peng3dnet_core::time::Instant;
+    /// # use peng3dnet_core::{Config, Connection};
+    /// # use peng3dnet_core::registry::Registry;
+    /// # let registry = Registry::<8>::new();
+    /// # let (mut rx, mut tx) = ([0u8; 256], [0u8; 256]);
+    /// # let mut conn = Connection::server(&Config::new(), &registry, Postcard,
+    /// #     &mut rx[..], &mut tx[..], Instant::ZERO).unwrap();
+    /// // Echo every packet back without copying its body.
+    /// while let Some(()) = conn.poll_with(Instant::ZERO, |event, outbox| {
+    ///     if let Event::Packet(p) = event {
+    ///         if outbox.send_encoded(p.packet_id, p.body).is_err() {
+    ///             return (Take::Keep, ()); // try again once bytes left
+    ///         }
+    ///     }
+    ///     (Take::Consume, ())
+    /// }) {}
+    /// ```
+    pub fn poll_with<X>(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(Event<'_, C>, &mut Outbox<'_, 'a, C, T, N, G>) -> (Take, X),
+    ) -> Option<X>
+    where
+        C: Clone,
+    {
+        let found = self.next_found(now, false)?;
+        // The event borrows a copy of the codec so that the outbox may
+        // borrow the state machine mutably.
+        let codec = self.inner.codec.clone();
+        let frame_start = match &found {
+            Found::Frame { range, .. } => Some(range.start),
+            Found::Pending(_) => None,
+        };
+        let event = found.into_event(&self.rx, &codec);
+        let is_packet = matches!(event, Event::Packet(_) | Event::ConnTypePacket(_));
+        let mut outbox = Outbox {
+            inner: &mut self.inner,
+        };
+        let (take, x) = f(event, &mut outbox);
+        if let (Take::Keep, true, Some(start)) = (take, is_packet, frame_start) {
+            if !self.inner.is_closed() {
+                self.rx.unread(start);
+            }
         }
-        // Find the next frame that yields an event; only then borrow its body.
-        let (packet_id, range, outcome) = loop {
+        Some(x)
+    }
+
+    fn poll_events(&mut self, now: Instant, protocol_only: bool) -> Option<Event<'_, C>> {
+        let found = self.next_found(now, protocol_only)?;
+        Some(found.into_event(&self.rx, &self.inner.codec))
+    }
+
+    /// Runs the state machine up to the next event; what it found refers to
+    /// the receive buffer by range, so the caller decides what to borrow.
+    fn next_found<'e>(&mut self, now: Instant, protocol_only: bool) -> Option<Found<'e, C>>
+    where
+        C: 'e,
+    {
+        if let Some(event) = self.inner.take_pending() {
+            return Some(Found::Pending(event));
+        }
+        loop {
             if self.inner.is_closed() {
                 return None;
             }
@@ -1400,56 +1553,44 @@ where
                 Ok(None) if self.inner.transport_ended => {
                     self.inner
                         .finish(CloseReason::SocketClose, Initiator::Transport);
-                    return self.inner.take_pending();
+                    return self.inner.take_pending().map(Found::Pending);
                 }
                 Ok(None) => return None,
                 Err(e) => {
                     self.inner.frame_error(e);
-                    return self.inner.take_pending();
+                    return self.inner.take_pending().map(Found::Pending);
                 }
             };
+            let frame_start = range.start - FRAME_OVERHEAD;
             if protocol_only && packet_id >= FIRST_AUTO_ID && self.inner.kind != Kind::Ping {
                 // An application frame: leave it for `poll`.
-                self.rx.unread(range.start - FRAME_OVERHEAD);
+                self.rx.unread(frame_start);
                 return None;
             }
-            let (flags, range) = match self.inflate(flags, range) {
+            let (flags, body_range) = match self.inflate(flags, range) {
                 Ok(inflated) => inflated,
                 Err(reason) => {
                     self.inner.close(reason);
-                    return self.inner.take_pending();
+                    return self.inner.take_pending().map(Found::Pending);
                 }
             };
-            let body = self.rx.stored(range.clone());
+            let body = self.rx.stored(body_range.clone());
             match self.inner.handle_frame(packet_id, flags, body, now) {
                 Outcome::Nothing => {
                     if let Some(event) = self.inner.take_pending() {
-                        return Some(event);
+                        return Some(Found::Pending(event));
                     }
                 }
-                outcome => break (packet_id, range, outcome),
+                outcome => {
+                    return Some(Found::Frame {
+                        packet_id,
+                        range: frame_start..body_range.end,
+                        body: body_range,
+                        outcome,
+                    })
+                }
             }
-        };
-        let body = self.rx.stored(range);
-        let codec = &self.inner.codec;
-        Some(match outcome {
-            Outcome::Ignored(packet_id, cause) => Event::Ignored { packet_id, cause },
-            Outcome::Packet(name) => Event::Packet(Incoming {
-                packet_id,
-                name,
-                body,
-                codec,
-            }),
-            Outcome::ConnTypePacket(name) => Event::ConnTypePacket(Incoming {
-                packet_id,
-                name,
-                body,
-                codec,
-            }),
-            Outcome::Pong(delay) => Event::Pong { delay, body },
-            // Handled in the loop.
-            Outcome::Nothing => return None,
-        })
+        }
     }
 
     /// Inflates a compressed body when decompression is on; otherwise hands
@@ -1493,6 +1634,86 @@ where
     /// a timer runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.inner.deadline
+    }
+}
+
+/// What [`Connection::poll_with`] does with the packet it handed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Take {
+    /// The packet is handled: free its bytes.
+    Consume,
+    /// Leave the packet buffered; the next `poll` or `poll_with` hands it out
+    /// again (after its rules are checked again).
+    Keep,
+}
+
+/// The sending side of a [`Connection`], borrowed apart from its receive
+/// buffer: [`Connection::poll_with`] hands it out beside a received packet so
+/// that a handler can answer in place. Sends are checked as
+/// [`Connection::send`]'s are.
+pub struct Outbox<'c, 'a, C, T, const N: usize, G> {
+    inner: &'c mut Inner<'a, C, T, N, G>,
+}
+
+impl<C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Outbox<'_, '_, C, T, N, G> {
+    /// Sends a typed packet (see [`Connection::send`]).
+    pub fn send<P: Packet>(&mut self, msg: &P::Message<'_>) -> Result<(), SendError> {
+        self.inner.send_by_name(P::NAME, msg)
+    }
+
+    /// Sends any serde value as the registered packet `name`.
+    pub fn send_by_name<M: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        msg: &M,
+    ) -> Result<(), SendError> {
+        self.inner.send_by_name(name, msg)
+    }
+
+    /// Sends any serde value as the registered packet with this id.
+    pub fn send_by_id<M: Serialize + ?Sized>(
+        &mut self,
+        packet_id: u32,
+        msg: &M,
+    ) -> Result<(), SendError> {
+        self.inner.send_by_id(packet_id, msg)
+    }
+
+    /// Sends an already encoded body as the registered packet with this id
+    /// (to echo or relay a received body without decoding it).
+    pub fn send_encoded(&mut self, packet_id: u32, body: &[u8]) -> Result<(), SendError> {
+        self.inner.send_encoded(packet_id, body)
+    }
+
+    /// Closes the connection with `reason` (see [`Connection::close`]).
+    pub fn close(&mut self, reason: CloseReason) {
+        self.inner.close(reason);
+    }
+
+    /// Whether the connection is closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// The protocol state.
+    pub fn state(&self) -> State {
+        self.inner.state
+    }
+
+    /// The application mode.
+    pub fn mode(&self) -> Mode {
+        self.inner.mode
+    }
+
+    /// The registry (with the server's ids, on a synced client).
+    pub fn registry(&self) -> &Registry<N> {
+        self.inner.registry.registry()
+    }
+
+    /// Bytes queued and not yet written to the transport.
+    pub fn pending_transmit(&self) -> usize {
+        self.inner.tx.pending().len()
     }
 }
 

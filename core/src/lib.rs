@@ -98,7 +98,7 @@ pub mod time;
 pub mod types;
 pub mod wire;
 
-pub use connection::{Config, Connection, Event};
+pub use connection::{Config, Connection, Event, Outbox, Take};
 pub use types::{
     CloseReason, Initiator, Mode, SecurityLevel, Side, State, CONNTYPE_CLASSIC, CONNTYPE_NOTSET,
     CONNTYPE_PING,

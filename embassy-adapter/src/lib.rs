@@ -50,10 +50,12 @@
 #![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
 
 mod fmt;
+pub mod io;
 pub mod server;
 pub mod session;
 #[cfg(feature = "tls")]
 pub mod tls;
 
+pub use io::{Chunked, Input, Output};
 pub use server::{Ctx, Handler, Server, ServerOptions, ServerResources};
 pub use session::{Closed, ReceiveError, Received, Resources, RunError, Session, CHUNK};

@@ -57,7 +57,7 @@
 //! ```
 
 use crate::fmt::debug;
-use crate::session::{Closed, ReceiveError, Received, Resources, Session};
+use crate::session::{Closed, Received, Resources, Session, SessionOutbox};
 use core::cell::RefCell;
 use core::convert::Infallible;
 use core::future::poll_fn;
@@ -72,7 +72,7 @@ use embassy_sync::waitqueue::{MultiWakerRegistration, WakerRegistration};
 use embassy_time::{with_timeout, Duration, Timer};
 use embedded_io_async::Write;
 use peng3dnet_core::codec::{Codec, CodecError};
-use peng3dnet_core::connection::{SendError, MIN_TX_BUFFER};
+use peng3dnet_core::connection::{SendError, Take, MIN_TX_BUFFER};
 use peng3dnet_core::registry::{Packet, Registry};
 use peng3dnet_core::table::{encode_refusal, ClientTable};
 use peng3dnet_core::{CloseReason, Config, Initiator, CONNTYPE_PING};
@@ -86,21 +86,27 @@ pub const REFUSAL_RX: usize = 64;
 pub const REFUSAL_TX: usize = 128;
 
 /// The memory of one client slot.
-pub struct SlotResources<const RX: usize, const TX: usize, const SRX: usize, const STX: usize> {
+pub struct SlotResources<
+    const RX: usize,
+    const TX: usize,
+    const SRX: usize,
+    const STX: usize,
+    const BODY: usize,
+> {
     socket_rx: [u8; SRX],
     socket_tx: [u8; STX],
     session: Resources<RX, TX>,
-    body: [u8; RX],
+    body: [u8; BODY],
 }
 
-impl<const RX: usize, const TX: usize, const SRX: usize, const STX: usize>
-    SlotResources<RX, TX, SRX, STX>
+impl<const RX: usize, const TX: usize, const SRX: usize, const STX: usize, const BODY: usize>
+    SlotResources<RX, TX, SRX, STX, BODY>
 {
     const NEW: Self = SlotResources {
         socket_rx: [0; SRX],
         socket_tx: [0; STX],
         session: Resources::new(),
-        body: [0; RX],
+        body: [0; BODY],
     };
 }
 
@@ -108,23 +114,32 @@ impl<const RX: usize, const TX: usize, const SRX: usize, const STX: usize>
 /// per slot a TCP socket with `SRX`/`STX` bytes of buffer, a connection with
 /// `RX` bytes of receive buffer (the largest frame a client may send) and
 /// `TX` of transmit buffer (at least [`MIN_TX_BUFFER`]; it must hold the
-/// handshake with the server's registry), and `RX` bytes where a received
-/// packet's body is copied for the handler; plus one small socket that
-/// refuses a client while all slots are busy.
+/// handshake with the server's registry), and `BODY` bytes (`RX` unless given)
+/// where the body of a packet is copied for the async
+/// [`Handler::on_packet`]; plus one small socket that refuses a client while
+/// all slots are busy. A handler that answers every packet in place
+/// ([`Handler::on_packet_in_place`]) needs no copy: give `BODY = 0`.
 pub struct ServerResources<
     const N: usize,
     const RX: usize,
     const TX: usize,
     const SRX: usize = 1024,
     const STX: usize = 1024,
+    const BODY: usize = RX,
 > {
-    slots: [SlotResources<RX, TX, SRX, STX>; N],
+    slots: [SlotResources<RX, TX, SRX, STX, BODY>; N],
     refusal_rx: [u8; REFUSAL_RX],
     refusal_tx: [u8; REFUSAL_TX],
 }
 
-impl<const N: usize, const RX: usize, const TX: usize, const SRX: usize, const STX: usize>
-    ServerResources<N, RX, TX, SRX, STX>
+impl<
+        const N: usize,
+        const RX: usize,
+        const TX: usize,
+        const SRX: usize,
+        const STX: usize,
+        const BODY: usize,
+    > ServerResources<N, RX, TX, SRX, STX, BODY>
 {
     const CHECK: () = {
         assert!(N > 0, "a server needs at least one slot");
@@ -153,8 +168,14 @@ impl<const N: usize, const RX: usize, const TX: usize, const SRX: usize, const S
     }
 }
 
-impl<const N: usize, const RX: usize, const TX: usize, const SRX: usize, const STX: usize> Default
-    for ServerResources<N, RX, TX, SRX, STX>
+impl<
+        const N: usize,
+        const RX: usize,
+        const TX: usize,
+        const SRX: usize,
+        const STX: usize,
+        const BODY: usize,
+    > Default for ServerResources<N, RX, TX, SRX, STX, BODY>
 {
     fn default() -> Self {
         Self::new()
@@ -210,6 +231,9 @@ pub struct ServerStats {
     pub handshakes: u32,
     /// Most clients at once.
     pub peak_clients: usize,
+    /// Packets [`Handler::on_packet_in_place`] deferred whose body did not
+    /// fit the slot's copy buffer (`BODY` of [`ServerResources`]): dropped.
+    pub dropped: u32,
 }
 
 /// Answer of [`Server::status`].
@@ -252,10 +276,32 @@ pub trait Handler<M: RawMutex, C: Codec, const NR: usize> {
     }
 
     /// A client sent an application packet that passed its SmartPacket
-    /// rules. The client's next packet waits until this returns (that is the
-    /// back-pressure: the connection's receive buffer and then the TCP window
-    /// fill up). Return once the connection is closed: the slot is freed
-    /// only then.
+    /// rules: first offered here, in place. The packet still lies in the
+    /// client's receive buffer (nothing is copied) and `outbox` queues
+    /// answers to the client at once. Return [`Flow::Handled`] when done,
+    /// [`Flow::Retry`] to be offered the same packet again once some of the
+    /// client's queued bytes left (an answer did not fit: `SendError::WouldBlock`;
+    /// after [`ServerOptions::write_stall_timeout`] the client is closed with
+    /// `writequeuefull`), or [`Flow::Defer`] (the default) to have its body
+    /// copied into the slot's copy buffer and handed to
+    /// [`on_packet`](Self::on_packet). It runs with the client's session
+    /// locked: it must not wait, and must not reach the session through a
+    /// [`Ctx`].
+    fn on_packet_in_place(
+        &self,
+        client: ClientId,
+        outbox: &mut ServerOutbox<'_, '_, C, NR>,
+        packet: Received<'_, C>,
+    ) -> Flow {
+        let _ = (client, outbox, packet);
+        Flow::Defer
+    }
+
+    /// A packet [`on_packet_in_place`](Self::on_packet_in_place) deferred,
+    /// with its body copied. The client's next packet waits until this
+    /// returns (that is the back-pressure: the connection's receive buffer
+    /// and then the TCP window fill up). Return once the connection is
+    /// closed: the slot is freed only then.
     async fn on_packet(&self, ctx: &Ctx<'_, '_, M, C, NR>, packet: Received<'_, C>) {
         let _ = (ctx, packet);
     }
@@ -266,6 +312,23 @@ pub trait Handler<M: RawMutex, C: Codec, const NR: usize> {
         let _ = (client, reason, initiator);
     }
 }
+
+/// What [`Handler::on_packet_in_place`] did with a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Flow {
+    /// Handled: the packet's bytes are freed.
+    Handled,
+    /// Offer the same packet again once the client's transmit buffer made
+    /// room.
+    Retry,
+    /// Copy the body and call [`Handler::on_packet`].
+    Defer,
+}
+
+/// The sending side of a client's connection, lent to
+/// [`Handler::on_packet_in_place`].
+pub type ServerOutbox<'c, 'a, C, const NR: usize> = SessionOutbox<'c, 'a, C, NR, &'a Registry<NR>>;
 
 /// A handler that does nothing: a server that only answers pings and runs
 /// handshakes, and whose clients are reached by [`Server::broadcast`].
@@ -353,6 +416,14 @@ fn encode_into<C: Codec, P: Packet>(
         }),
         Err(e) => Err(SendError::Encode(e)),
     }
+}
+
+/// What became of a packet offered to a handler in place.
+enum Step {
+    Handled,
+    Retry,
+    Deferred(u32, Option<&'static str>, usize),
+    Dropped,
 }
 
 /// Which clients a posted message is for.
@@ -611,11 +682,12 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         const TX: usize,
         const SRX: usize,
         const STX: usize,
+        const BODY: usize,
     >(
         &self,
         stack: Stack<'_>,
         port: u16,
-        resources: &mut ServerResources<N, RX, TX, SRX, STX>,
+        resources: &mut ServerResources<N, RX, TX, SRX, STX, BODY>,
         handler: &H,
     ) -> ServerStats {
         self.with(|s| s.shutdown = false);
@@ -665,12 +737,13 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         const TX: usize,
         const SRX: usize,
         const STX: usize,
+        const BODY: usize,
     >(
         &self,
         slot: usize,
         stack: Stack<'_>,
         port: u16,
-        res: &mut SlotResources<RX, TX, SRX, STX>,
+        res: &mut SlotResources<RX, TX, SRX, STX, BODY>,
         handler: &H,
     ) {
         loop {
@@ -723,9 +796,9 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                 });
                 s.stats.accepted += 1;
                 s.stats.peak_clients = s.stats.peak_clients.max(s.clients.len());
-                id
+                id.ok()
             });
-            let Ok(id) = id else {
+            let Some(id) = id else {
                 // Cannot happen: at most N clients are in the table.
                 socket.abort();
                 continue;
@@ -757,15 +830,50 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                     });
                     handler.on_handshake(&ctx).await;
                     loop {
-                        match session.receive(&mut body[..]).await {
-                            Ok(packet) => handler.on_packet(&ctx, packet).await,
-                            Err(ReceiveError::BufferTooSmall { .. }) => {}
-                            Err(ReceiveError::Closed(_)) => return,
+                        let step = session.receive_with(|packet, outbox| {
+                            let len = packet.body.len();
+                            match handler.on_packet_in_place(id, outbox, packet.clone()) {
+                                Flow::Handled => (Take::Consume, Step::Handled),
+                                Flow::Retry => (Take::Keep, Step::Retry),
+                                Flow::Defer => match body.get_mut(..len) {
+                                    Some(dst) => {
+                                        dst.copy_from_slice(packet.body);
+                                        let Received {
+                                            packet_id, name, ..
+                                        } = packet;
+                                        (Take::Consume, Step::Deferred(packet_id, name, len))
+                                    }
+                                    None => (Take::Consume, Step::Dropped),
+                                },
+                            }
+                        });
+                        match step.await {
+                            Ok(Step::Handled) => {}
+                            Ok(Step::Retry) => {
+                                let stall = self.options.write_stall_timeout;
+                                if with_timeout(stall, session.wait_sent()).await.is_err() {
+                                    session.close(CloseReason::WriteQueueFull);
+                                }
+                            }
+                            Ok(Step::Deferred(packet_id, name, len)) => {
+                                let packet = Received {
+                                    packet_id,
+                                    name,
+                                    body: &body[..len],
+                                    codec: self.codec.clone(),
+                                };
+                                handler.on_packet(&ctx, packet).await;
+                            }
+                            Ok(Step::Dropped) => {
+                                debug!("server: deferred packet larger than the copy buffer");
+                                self.with(|s| s.stats.dropped += 1);
+                            }
+                            Err(_) => return,
                         }
                     }
                 };
                 match select(
-                    join(session.run(reader, writer), app),
+                    join(session.run_io(reader, writer), app),
                     self.control(id, &session),
                 )
                 .await

@@ -17,6 +17,7 @@
 //! connection.
 
 use crate::fmt::debug;
+use crate::io::{Chunked, Input, Output};
 use core::cell::RefCell;
 use core::future::poll_fn;
 use core::task::Poll;
@@ -26,7 +27,7 @@ use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::waitqueue::MultiWakerRegistration;
 use embedded_io_async::{Read, Write};
 use peng3dnet_core::codec::Codec;
-use peng3dnet_core::connection::{Config, NewConnectionError, SendError};
+use peng3dnet_core::connection::{Config, NewConnectionError, Outbox, SendError, Take};
 use peng3dnet_core::registry::{Packet, Registry, RegistryAccess};
 use peng3dnet_core::time::{Duration, Instant};
 use peng3dnet_core::{CloseReason, Connection, Event, Initiator, SecurityLevel, State};
@@ -66,9 +67,12 @@ impl<const RX: usize, const TX: usize> Default for Resources<RX, TX> {
 pub type SessionConnection<'a, C, const N: usize, G> =
     Connection<'a, C, &'a mut [u8], &'a mut [u8], N, G>;
 
+/// The sending side of a session's connection, lent by
+/// [`Session::receive_with`].
+pub type SessionOutbox<'c, 'a, C, const N: usize, G> = Outbox<'c, 'a, C, &'a mut [u8], N, G>;
+
 struct Inner<'a, C, const N: usize, G> {
     conn: SessionConnection<'a, C, N, G>,
-    closed: Option<(CloseReason, Initiator)>,
     pong: Option<Duration>,
     generation: u32,
     wakers: MultiWakerRegistration<WAITERS>,
@@ -77,15 +81,10 @@ struct Inner<'a, C, const N: usize, G> {
 impl<C: Codec, const N: usize, G: RegistryAccess<N>> Inner<'_, C, N, G> {
     /// Runs the protocol on what was received and records what happened.
     fn absorb(&mut self, now: Instant) {
-        let Inner {
-            conn, closed, pong, ..
-        } = self;
+        let Inner { conn, pong, .. } = self;
         while let Some(event) = conn.poll_protocol(now) {
             match event {
-                Event::Closed { reason, initiator } => {
-                    debug!("session closed");
-                    *closed = Some((reason, initiator));
-                }
+                Event::Closed { .. } => debug!("session closed"),
                 Event::Pong { delay, .. } => *pong = Some(delay),
                 _ => {}
             }
@@ -142,7 +141,7 @@ pub struct Received<'b, C> {
     pub name: Option<&'static str>,
     /// Its body.
     pub body: &'b [u8],
-    codec: C,
+    pub(crate) codec: C,
 }
 
 impl<'b, C: Codec> Received<'b, C> {
@@ -187,7 +186,6 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
         Session {
             state: Mutex::new(RefCell::new(Inner {
                 conn,
-                closed: None,
                 pong: None,
                 generation: 0,
                 wakers: MultiWakerRegistration::new(),
@@ -272,71 +270,90 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
     /// Why the connection closed, once it has.
     pub fn closed(&self) -> Option<Closed> {
         self.with(|s| {
-            s.closed
-                .clone()
-                .map(|(reason, initiator)| Closed { reason, initiator })
+            s.conn.close_reason().map(|(reason, initiator)| Closed {
+                reason: reason.clone(),
+                initiator,
+            })
         })
     }
 
     /// Runs the connection over `reader` and `writer` until it closed and
     /// its last bytes (the `closeconn`) were written, or the transport
     /// failed. Returns why it closed.
+    ///
+    /// Any `embedded_io_async` reader and writer work (a TLS session, a UART,
+    /// a pipe): bytes pass through two [`CHUNK`]-byte copy buffers in this
+    /// future. An `embassy-net` socket's halves are better served by
+    /// [`run_io`](Self::run_io), which needs no copy buffer.
     pub async fn run<R: Read, W: Write>(
         &self,
-        mut reader: R,
-        mut writer: W,
+        reader: R,
+        writer: W,
     ) -> Result<Closed, RunError<R::Error, W::Error>> {
+        self.run_io(
+            Chunked::<R, CHUNK>::new(reader),
+            Chunked::<W, CHUNK>::new(writer),
+        )
+        .await
+    }
+
+    /// Like [`run`](Self::run), over an [`Input`] and an [`Output`] that lend
+    /// their own buffers: `embassy_net::tcp::TcpReader` and `TcpWriter` move
+    /// bytes straight between the socket's buffers and the connection's.
+    pub async fn run_io<I: Input, O: Output>(
+        &self,
+        mut input: I,
+        mut output: O,
+    ) -> Result<Closed, RunError<I::Error, O::Error>> {
         let read_loop = async {
-            let mut buf = [0u8; CHUNK];
             loop {
-                let n = match reader.read(&mut buf).await {
-                    Ok(0) => {
+                // Set when the receive buffer is full of packets nobody took
+                // yet: the generation to wait past for the receiver.
+                let mut stalled = None;
+                let offered = input
+                    .read_into(|bytes| {
+                        self.with(|s| {
+                            let taken = s.conn.handle_input(bytes);
+                            s.absorb(now());
+                            s.notify();
+                            if taken == 0 && !bytes.is_empty() {
+                                stalled = Some(s.generation);
+                            }
+                            taken
+                        })
+                    })
+                    .await;
+                match offered {
+                    Ok(true) => {
+                        if let Some(seen) = stalled {
+                            self.changed(seen).await;
+                        }
+                    }
+                    Ok(false) => {
                         self.transport_closed();
                         // Frames received before the end are still handed
                         // out (the peer's last packets, its closeconn).
                         self.wait_closed().await;
                         return Ok(());
                     }
-                    Ok(n) => n,
                     Err(e) => {
                         self.transport_closed();
                         return Err(RunError::Read(e));
-                    }
-                };
-                let mut taken = 0;
-                while taken < n {
-                    let seen = self.generation();
-                    let t = self.with(|s| {
-                        let t = s.conn.handle_input(&buf[taken..n]);
-                        s.absorb(now());
-                        s.notify();
-                        t
-                    });
-                    taken += t;
-                    if t == 0 {
-                        // The receive buffer is full of packets nobody took
-                        // yet: wait for the receiver.
-                        self.changed(seen.wrapping_add(1)).await;
                     }
                 }
             }
         };
         let write_loop = async {
-            let mut buf = [0u8; CHUNK];
             // Bytes written since the last flush (a TLS writer buffers them).
             let mut dirty = false;
             loop {
                 let seen = self.generation();
-                let (k, finished) = self.with(|s| {
-                    let pending = s.conn.poll_transmit();
-                    let k = pending.len().min(CHUNK);
-                    buf[..k].copy_from_slice(&pending[..k]);
-                    (k, s.conn.is_finished())
-                });
-                if k == 0 {
+                let (pending, finished) =
+                    self.with(|s| (!s.conn.poll_transmit().is_empty(), s.conn.is_finished()));
+                if !pending {
                     if dirty {
                         dirty = false;
-                        if let Err(e) = writer.flush().await {
+                        if let Err(e) = output.flush().await {
                             self.transport_closed();
                             return Err(RunError::Write(e));
                         }
@@ -349,17 +366,23 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
                     self.changed(seen).await;
                     continue;
                 }
-                match writer.write(&buf[..k]).await {
-                    Ok(0) => {
-                        self.transport_closed();
-                        return Ok(());
-                    }
-                    Ok(n) => {
-                        dirty = true;
+                let written = output
+                    .write_from(|room| {
                         self.with(|s| {
+                            let bytes = s.conn.poll_transmit();
+                            let n = bytes.len().min(room.len());
+                            room[..n].copy_from_slice(&bytes[..n]);
                             s.conn.transmitted(n);
                             s.notify();
+                            n
                         })
+                    })
+                    .await;
+                match written {
+                    Ok(true) => dirty = true,
+                    Ok(false) => {
+                        self.transport_closed();
+                        return Ok(());
                     }
                     Err(e) => {
                         self.transport_closed();
@@ -442,53 +465,125 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
 
     /// Receives the next application packet into `buf`.
     pub async fn receive<'b>(&self, buf: &'b mut [u8]) -> Result<Received<'b, C>, ReceiveError> {
+        let got = self
+            .receive_with(|p, _| {
+                let len = p.body.len();
+                let meta = (p.packet_id, p.name, p.codec.clone());
+                let copied = match buf.get_mut(..len) {
+                    Some(dst) => {
+                        dst.copy_from_slice(p.body);
+                        Ok(len)
+                    }
+                    None => Err(len),
+                };
+                (Take::Consume, (meta, copied))
+            })
+            .await
+            .map_err(ReceiveError::Closed)?;
+        match got {
+            ((packet_id, name, codec), Ok(len)) => Ok(Received {
+                packet_id,
+                name,
+                body: &buf[..len],
+                codec,
+            }),
+            ((packet_id, _, _), Err(required)) => Err(ReceiveError::BufferTooSmall {
+                packet_id,
+                required,
+            }),
+        }
+    }
+
+    /// Waits for the next application packet and hands it to `f` where it
+    /// lies, in the connection's receive buffer (no copy), together with
+    /// the connection's [`Outbox`] to answer through. `f` returns
+    /// [`Take::Consume`] when done with the packet, or [`Take::Keep`] to
+    /// leave it buffered: the next `receive_with` (or `receive`) hands it
+    /// out again, say after [`wait_sent`](Self::wait_sent) when a reply did
+    /// not fit. `f` runs with the session locked: it must not call back into
+    /// the session.
+    ///
+    /// ```
+    /// # use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// # use peng3dnet_core::codec::Postcard;
+    /// # use peng3dnet_core::connection::{SendError, Take};
+    /// # use peng3dnet_core::registry::Registry;
+    /// # use peng3dnet_embassy::{Closed, Session};
+    /// // Echo every packet back without copying it.
+    /// async fn echo(session: &Session<'_, NoopRawMutex, Postcard, 8, &Registry<8>>) -> Closed {
+    ///     loop {
+    ///         let sent = session.receive_with(|packet, outbox| {
+    ///             match outbox.send_encoded(packet.packet_id, packet.body) {
+    ///                 Err(SendError::WouldBlock { .. }) => (Take::Keep, false),
+    ///                 _ => (Take::Consume, true),
+    ///             }
+    ///         });
+    ///         match sent.await {
+    ///             Ok(true) => {}
+    ///             Ok(false) => session.wait_sent().await,
+    ///             Err(closed) => return closed,
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub async fn receive_with<X>(
+        &self,
+        mut f: impl FnMut(Received<'_, C>, &mut SessionOutbox<'_, 'a, C, N, G>) -> (Take, X),
+    ) -> Result<X, Closed> {
         loop {
             let seen = self.generation();
             let got = self.with(|s| {
                 let now = now();
-                let Inner {
-                    conn, closed, pong, ..
-                } = &mut *s;
-                let mut out = None;
-                while let Some(event) = conn.poll(now) {
-                    match event {
+                let Inner { conn, pong, .. } = &mut *s;
+                let out = loop {
+                    let step = conn.poll_with(now, |event, outbox| match event {
                         Event::Packet(p) | Event::ConnTypePacket(p) => {
-                            let codec = conn_codec_of(&p);
-                            out = Some(if p.body.len() > buf.len() {
-                                Err(ReceiveError::BufferTooSmall {
-                                    packet_id: p.packet_id,
-                                    required: p.body.len(),
-                                })
-                            } else {
-                                buf[..p.body.len()].copy_from_slice(p.body);
-                                Ok((p.packet_id, p.name, p.body.len(), codec))
-                            });
-                            break;
+                            let packet = Received {
+                                packet_id: p.packet_id,
+                                name: p.name,
+                                body: p.body,
+                                codec: p.codec().clone(),
+                            };
+                            let (take, x) = f(packet, outbox);
+                            (take, Some(x))
                         }
-                        Event::Closed { reason, initiator } => *closed = Some((reason, initiator)),
-                        Event::Pong { delay, .. } => *pong = Some(delay),
-                        _ => {}
+                        Event::Pong { delay, .. } => {
+                            *pong = Some(delay);
+                            (Take::Consume, None)
+                        }
+                        _ => (Take::Consume, None),
+                    });
+                    match step {
+                        None => break None,
+                        Some(Some(x)) => break Some(x),
+                        Some(None) => {}
                     }
-                }
+                };
                 s.notify();
                 out
             });
-            match got {
-                Some(Ok((packet_id, name, len, codec))) => {
-                    return Ok(Received {
-                        packet_id,
-                        name,
-                        body: &buf[..len],
-                        codec,
-                    })
-                }
-                Some(Err(e)) => return Err(e),
-                None => {}
+            if let Some(x) = got {
+                return Ok(x);
             }
             if let Some(c) = self.closed() {
-                return Err(ReceiveError::Closed(c));
+                return Err(c);
             }
             self.changed(seen.wrapping_add(1)).await;
+        }
+    }
+
+    /// Waits until some of the bytes queued for sending left (room was made
+    /// in the transmit buffer) or the connection closed.
+    pub async fn wait_sent(&self) {
+        let before = self.with(|s| s.conn.poll_transmit().len());
+        loop {
+            let seen = self.generation();
+            let (pending, closed) =
+                self.with(|s| (s.conn.poll_transmit().len(), s.conn.is_closed()));
+            if pending < before || closed {
+                return;
+            }
+            self.changed(seen).await;
         }
     }
 
@@ -539,10 +634,6 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
             r
         })
     }
-}
-
-fn conn_codec_of<C: Codec + Clone>(p: &peng3dnet_core::connection::Incoming<'_, C>) -> C {
-    p.codec().clone()
 }
 
 /// A server's registry shared by its sessions.

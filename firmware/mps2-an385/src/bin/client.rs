@@ -234,7 +234,7 @@ async fn run(spawner: Spawner) -> Result<(), Fail> {
         session.close(CloseReason::UserRequest);
         Ok::<(), Fail>(())
     };
-    let (outcome, app_result) = join(session.run(reader, writer), app).await;
+    let (outcome, app_result) = join(session.run_io(reader, writer), app).await;
     if let Err(e) = app_result {
         return Err(e);
     }
@@ -278,7 +278,7 @@ async fn ping(stack: embassy_net::Stack<'_>) -> Result<u64, Fail> {
         Session::client(&config, &mut registry, Postcard, &mut res, "ping")
             .map_err(|e| fail!("ping session: {:?}", e))?;
     let (reader, writer) = socket.split();
-    let (outcome, pong) = join(session.run(reader, writer), session.wait_pong()).await;
+    let (outcome, pong) = join(session.run_io(reader, writer), session.wait_pong()).await;
     let rtt = pong.map_err(|c| fail!("ping: closed ({}, {:?})", c.reason, c.initiator))?;
     let closed = outcome.map_err(|e| fail!("ping transport: {:?}", e))?;
     if closed.reason != CloseReason::PingComplete {

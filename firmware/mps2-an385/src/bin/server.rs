@@ -21,9 +21,10 @@ use embassy_time::{with_timeout, Duration, Instant};
 use mps2_an385::echo::{self, Echo, EchoPing};
 use mps2_an385::{exit, net, println};
 use peng3dnet_core::codec::Postcard;
+use peng3dnet_core::connection::SendError;
 use peng3dnet_core::table::ClientId;
 use peng3dnet_core::{CloseReason, Config, Initiator};
-use peng3dnet_embassy::server::{Ctx, Handler, Server, ServerResources};
+use peng3dnet_embassy::server::{Ctx, Flow, Handler, Server, ServerOutbox, ServerResources};
 use peng3dnet_embassy::Received;
 use static_cell::{ConstStaticCell, StaticCell};
 
@@ -34,9 +35,11 @@ const SLOTS: usize = if cfg!(feature = "five-slots") { 5 } else { 4 };
 /// Per slot: the connection's receive and transmit buffers...
 const RX: usize = 512;
 const TX: usize = 512;
-/// ...and the TCP socket's.
+/// ...and the TCP socket's. The handler answers in place, so there is no
+/// copy buffer for packet bodies (the last parameter of `ServerResources`).
 const SOCK_RX: usize = 1024;
 const SOCK_TX: usize = 1024;
+const BODY: usize = 0;
 /// The server stops by itself after this long without `!shutdown`.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
@@ -50,6 +53,7 @@ fn main() -> ! {
 }
 
 type Ctx4<'c, 'a> = Ctx<'c, 'a, NoopRawMutex, Postcard, { echo::REGISTRY }>;
+type Outbox4<'c, 'a> = ServerOutbox<'c, 'a, Postcard, { echo::REGISTRY }>;
 
 struct EchoHandler<'s> {
     shutdown: &'s Signal<NoopRawMutex, ()>,
@@ -64,18 +68,38 @@ impl Handler<NoopRawMutex, Postcard, { echo::REGISTRY }> for EchoHandler<'_> {
         println!("server: client {:?} accepted", ctx.client_id());
     }
 
-    async fn on_packet(&self, ctx: &Ctx4<'_, '_>, packet: Received<'_, Postcard>) {
-        if let Ok(text) = packet.decode::<Echo>() {
-            let _ = ctx.send::<Echo>(&text).await;
-            self.echoes.set(self.echoes.get() + 1);
-            if text == "!shutdown" {
-                println!("server: shutdown asked by client {:?}", ctx.client_id());
-                self.shutdown.signal(());
+    // Answers in place: the packet is read where it lies in the client's
+    // receive buffer and the answer queued at once, so a slot needs no copy
+    // buffer (BODY = 0 below).
+    fn on_packet_in_place(
+        &self,
+        client: ClientId,
+        outbox: &mut Outbox4<'_, '_>,
+        packet: Received<'_, Postcard>,
+    ) -> Flow {
+        let sent = if let Ok(text) = packet.decode::<Echo>() {
+            let sent = outbox.send::<Echo>(&text);
+            if sent.is_ok() {
+                self.echoes.set(self.echoes.get() + 1);
+                if text == "!shutdown" {
+                    println!("server: shutdown asked by client {:?}", client);
+                    self.shutdown.signal(());
+                }
             }
+            sent
         } else if let Ok(mut msg) = packet.decode::<EchoPing>() {
             msg.server_timestamp = Some(Instant::now().as_micros() as f64 / 1e6);
-            let _ = ctx.send::<EchoPing>(&msg).await;
-            self.stamped.set(self.stamped.get() + 1);
+            let sent = outbox.send::<EchoPing>(&msg);
+            if sent.is_ok() {
+                self.stamped.set(self.stamped.get() + 1);
+            }
+            sent
+        } else {
+            Ok(())
+        };
+        match sent {
+            Err(SendError::WouldBlock { .. }) => Flow::Retry,
+            _ => Flow::Handled,
         }
     }
 
@@ -112,7 +136,7 @@ async fn app(spawner: Spawner) {
             exit(false)
         }
     };
-    static RESOURCES: ConstStaticCell<ServerResources<SLOTS, RX, TX, SOCK_RX, SOCK_TX>> =
+    static RESOURCES: ConstStaticCell<ServerResources<SLOTS, RX, TX, SOCK_RX, SOCK_TX, BODY>> =
         ConstStaticCell::new(ServerResources::new());
     let resources = RESOURCES.take();
     let server: Server<'_, NoopRawMutex, Postcard, { echo::REGISTRY }, SLOTS> =
