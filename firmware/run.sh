@@ -235,12 +235,18 @@ do_footprint() {
         cp "$fw_out/server-4slots" "$fw_out/server"
         touch "$here/mps2-an385/src/bin/server.rs"
         five="$(python3 "$here/scripts/footprint.py" --json "$fw_out/server-5slots" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ram"])')"
-        # The slot's own buffers: connection RX + TX, the handler's copy of a
-        # body (RX), the TCP socket's RX + TX (see src/bin/server.rs).
-        local slot=$((five - four)) bufs=$((512 + 512)) copy=512 sock=$((1024 + 1024))
-        local over=$((slot - bufs - copy - sock))
-        echo "server: one more slot costs $slot bytes of static RAM: connection buffers $bufs + body copy $copy + TCP socket buffers $sock + $over of state (smoltcp socket, session, futures):"
-        python3 "$here/scripts/footprint.py" --ram-diff "$fw_out/server-4slots" "$fw_out/server-5slots"
+        # What a slot is made of: the connection's two buffers (RX + TX), the
+        # TCP socket's two (see src/bin/server.rs; no copy buffer: BODY = 0),
+        # embassy-net's socket state (its StackResources grow by one socket),
+        # and peng3dnet's own state (session, slot future, client table).
+        local diff slot=$((five - four)) bufs=$((512 + 512)) sock=$((1024 + 1024)) smol state verdict
+        diff="$(python3 "$here/scripts/footprint.py" --ram-diff "$fw_out/server-4slots" "$fw_out/server-5slots")"
+        smol="$(awk '$1 == "server::STACK" { gsub(/[()+]/, "", $NF); print $NF }' <<<"$diff")"
+        state=$((slot - bufs - sock - ${smol:-0}))
+        verdict="within"
+        [[ $state -le ${FIRMWARE_SLOT_STATE:-512} ]] || verdict="OVER"
+        echo "server: one more slot costs $slot bytes of static RAM: connection buffers $bufs + TCP socket buffers $sock + embassy-net socket ${smol:-?} + peng3dnet state $state ($verdict the ${FIRMWARE_SLOT_STATE:-512}-byte target):"
+        printf '%s\n' "$diff"
     else
         ok=FAIL
         log "the five-slot build failed"

@@ -9,6 +9,9 @@
 //!    [`Connection::handle_transport_closed`].
 //! 2. Call [`Connection::poll`] until it returns `None`, acting on each
 //!    [`Event`]. Only then is buffer space freed for more input.
+//!    [`Connection::poll_with`] does the same and lends the connection's
+//!    [`Outbox`] beside each event, to answer a packet while its body is
+//!    still borrowed from the receive buffer (no copy).
 //! 3. Write [`Connection::poll_transmit`] to the transport and report what was
 //!    written with [`Connection::transmitted`].
 //! 4. Sleep until input arrives or until [`Connection::poll_timeout`], and

@@ -44,6 +44,22 @@
 //!
 //! A session's futures may run in different tasks at once (a receiver and a
 //! sender, say); all are cancel-safe (see [`session`]).
+//!
+//! ## Memory
+//!
+//! Every buffer is the caller's and sized at compile time; nothing is copied
+//! twice where it can be avoided:
+//! - [`Session::run`] takes any reader and writer and copies through two
+//!   [`CHUNK`]-byte buffers; [`Session::run_io`] with an `embassy-net`
+//!   socket's `TcpReader` and `TcpWriter` ([`Input`], [`Output`]) moves bytes
+//!   straight between the socket's buffers and the connection's.
+//! - [`Session::receive`] copies a packet into the caller's buffer;
+//!   [`Session::receive_with`] lends it where it lies, with the connection's
+//!   outbox to answer through.
+//! - The [`server`]'s handler answers in place
+//!   ([`Handler::on_packet_in_place`]) or defers to an async
+//!   [`Handler::on_packet`], which gets a copy in a per-slot buffer whose size
+//!   is a parameter of [`ServerResources`] (0 when nothing is deferred).
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

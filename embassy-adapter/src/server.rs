@@ -14,7 +14,14 @@
 //!
 //! The hooks are those of `peng3dnet-std`'s server: [`Handler::on_connect`],
 //! [`Handler::on_handshake`], [`Handler::on_packet`] and
-//! [`Handler::on_close`]; a handler answers through its [`Ctx`].
+//! [`Handler::on_close`]; a handler answers through its [`Ctx`]. A packet is
+//! first offered to [`Handler::on_packet_in_place`], where it lies in the
+//! client's receive buffer, with the client's outbox: a handler that answers
+//! there needs no copy of the packet (give [`ServerResources`] a `BODY` of
+//! 0). One that returns [`Flow::Defer`] (the default) gets the packet in the
+//! async [`Handler::on_packet`], copied into the slot's `BODY` bytes.
+//! The session of each slot reads and writes the TCP socket's buffers in
+//! place ([`Session::run_io`]).
 //! [`Server::broadcast`] (and [`Ctx::broadcast`]) encode a message once and
 //! queue it on every connected client but those excepted;
 //! [`Server::send_to`], [`Server::close`], [`Server::status`] and
@@ -847,15 +854,19 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                                 },
                             }
                         });
-                        match step.await {
-                            Ok(Step::Handled) => {}
-                            Ok(Step::Retry) => {
+                        // Only the small `Step` is kept across the awaits below.
+                        let Ok(step) = step.await else {
+                            return;
+                        };
+                        match step {
+                            Step::Handled => {}
+                            Step::Retry => {
                                 let stall = self.options.write_stall_timeout;
                                 if with_timeout(stall, session.wait_sent()).await.is_err() {
                                     session.close(CloseReason::WriteQueueFull);
                                 }
                             }
-                            Ok(Step::Deferred(packet_id, name, len)) => {
+                            Step::Deferred(packet_id, name, len) => {
                                 let packet = Received {
                                     packet_id,
                                     name,
@@ -864,11 +875,10 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                                 };
                                 handler.on_packet(&ctx, packet).await;
                             }
-                            Ok(Step::Dropped) => {
+                            Step::Dropped => {
                                 debug!("server: deferred packet larger than the copy buffer");
                                 self.with(|s| s.stats.dropped += 1);
                             }
-                            Err(_) => return,
                         }
                     }
                 };

@@ -26,7 +26,7 @@ use peng3dnet_core::registry::{Packet, Registry};
 use peng3dnet_core::rules::{InvalidAction, Rules};
 use peng3dnet_core::time::Duration as CoreDuration;
 use peng3dnet_core::{CloseReason, Config, Initiator, Side};
-use peng3dnet_embassy::server::{ClientId, ServerStats};
+use peng3dnet_embassy::server::{ClientId, Flow, ServerOutbox, ServerStats};
 use peng3dnet_embassy::{
     Closed, Ctx, Handler, Received, Resources, Server, ServerResources, Session,
 };
@@ -729,5 +729,115 @@ fn embassy_slots_limit_and_broadcast() {
             .closes()
             .iter()
             .all(|c| *c == (CloseReason::UserRequest, Initiator::Peer)));
+    });
+}
+
+// ---- answering in place ----
+
+/// Answers `Echo` where it lies (retrying while the client's queue is full)
+/// and defers every other packet, which a slot without a copy buffer drops.
+#[derive(Default)]
+struct InPlace {
+    echoed: std::cell::Cell<u32>,
+    retries: std::cell::Cell<u32>,
+    deferred: std::cell::Cell<u32>,
+}
+
+impl Handler<M, Postcard, NR> for InPlace {
+    fn on_packet_in_place(
+        &self,
+        _client: ClientId,
+        outbox: &mut ServerOutbox<'_, '_, Postcard, NR>,
+        packet: Received<'_, Postcard>,
+    ) -> Flow {
+        let Ok(text) = packet.decode::<Echo>() else {
+            return Flow::Defer;
+        };
+        match outbox.send::<Echo>(&text) {
+            Ok(()) => {
+                self.echoed.set(self.echoed.get() + 1);
+                Flow::Handled
+            }
+            Err(SendError::WouldBlock { .. }) => {
+                self.retries.set(self.retries.get() + 1);
+                Flow::Retry
+            }
+            Err(e) => panic!("echo refused: {e}"),
+        }
+    }
+
+    async fn on_packet(
+        &self,
+        _ctx: &Ctx<'_, '_, M, Postcard, NR>,
+        _packet: Received<'_, Postcard>,
+    ) {
+        self.deferred.set(self.deferred.get() + 1);
+    }
+}
+
+#[test]
+fn embassy_server_answers_in_place() {
+    // 48 echoes of 150 bytes (7.4 KB) are more than the path back to the
+    // client holds while it does not read (its 1,024 + 2,048 bytes of receive
+    // buffers, the server's 1,024 socket and 512 connection transmit bytes):
+    // the handler has to retry until the client reads, and every echo
+    // arrives, in order.
+    const ECHOES: usize = 48;
+    run_test("embassy_server_answers_in_place", || async {
+        let config = Config::new();
+        let handler = InPlace::default();
+        let stats = with_net(async |server_stack, client_stack| {
+            let registry = registry();
+            let server: TestServer<'_> = Server::new(&config, &registry, Postcard);
+            // No copy buffer (BODY = 0), a small transmit buffer.
+            let mut resources = ServerResources::<SLOTS, 1024, 512, 1024, 1024, 0>::new();
+            let test = async {
+                let (_, end) = client(client_stack, "classic", async |s| {
+                    connected(s).await;
+                    // Deferred, and dropped: the slot has no copy buffer.
+                    s.send::<Move>(&Point { x: 1, y: 2 }).await.unwrap();
+                    let texts: Vec<String> = (0..ECHOES)
+                        .map(|i| format!("{i:03}{}", "x".repeat(147)))
+                        .collect();
+                    let send = async {
+                        for text in &texts {
+                            s.send::<Echo>(&text.as_str()).await.unwrap();
+                        }
+                    };
+                    let receive = async {
+                        // Reads only once the path back had time to fill up.
+                        Timer::after_millis(300).await;
+                        let mut buf = [0u8; 256];
+                        for text in &texts {
+                            let p = next(s, &mut buf).await;
+                            assert_eq!(p.decode::<Echo>().unwrap(), text.as_str());
+                        }
+                    };
+                    join(send, receive).await;
+                    s.close(CloseReason::UserRequest);
+                })
+                .await;
+                assert_eq!(end.reason, CloseReason::UserRequest);
+                server.shutdown();
+            };
+            let (stats, ()) = with_timeout(
+                LIFE,
+                join(
+                    server.run(server_stack, PORT, &mut resources, &handler),
+                    test,
+                ),
+            )
+            .await
+            .expect("server: timeout");
+            stats
+        })
+        .await;
+        assert_eq!(handler.echoed.get(), ECHOES as u32);
+        assert!(
+            handler.retries.get() > 0,
+            "the transmit buffer never filled"
+        );
+        assert_eq!(handler.deferred.get(), 0);
+        assert_eq!(stats.dropped, 1);
     });
 }

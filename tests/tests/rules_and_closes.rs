@@ -3,7 +3,7 @@
 
 use peng3dnet_core::codec::{Codec, Postcard};
 use peng3dnet_core::connection::{
-    ConnTypeHooks, CustomConnType, Dispatch, SendError, MIN_TX_BUFFER,
+    ConnTypeHooks, CustomConnType, Dispatch, SendError, Take, MIN_TX_BUFFER,
 };
 use peng3dnet_core::messages::CloseConn;
 use peng3dnet_core::registry::{Registry, RegistryAccess, SyncPolicy};
@@ -13,7 +13,7 @@ use peng3dnet_core::time::{Duration, Instant};
 use peng3dnet_core::wire::encode_frame;
 use peng3dnet_core::wire::Flags;
 use peng3dnet_core::{
-    CloseReason, Config, Connection, Initiator, Mode, SecurityLevel, Side, State,
+    CloseReason, Config, Connection, Event, Initiator, Mode, SecurityLevel, Side, State,
 };
 use peng3dnet_tests::*;
 
@@ -927,4 +927,118 @@ fn a_ping_connection_is_never_connected() {
     s.handle_input(&take_tx(&mut c));
     assert_eq!(drain(&mut s, T0), [Rec::PingAnswered]);
     assert!(!s.is_connected());
+}
+
+/// Collects `poll_with` events as records, answering nothing.
+fn drain_with<G: RegistryAccess<CAP>>(conn: &mut Conn<'_, G>, take: Take) -> Vec<Rec> {
+    let mut out = Vec::new();
+    for _ in 0..64 {
+        match conn.poll_with(T0, |event, _| (take, record(event))) {
+            Some(rec) => out.push(rec),
+            None => return out,
+        }
+        if take == Take::Keep && matches!(out.last(), Some(Rec::Packet(..))) {
+            return out;
+        }
+    }
+    panic!("poll_with did not run dry");
+}
+
+#[test]
+fn poll_with_answers_a_packet_in_place() {
+    connected!(s, c);
+    for seq in 0..3 {
+        c.send::<Chat>(&Numbered {
+            seq,
+            text: "echo me",
+        })
+        .unwrap();
+    }
+    let to_s = take_tx(&mut c);
+    assert_eq!(s.handle_input(&to_s), to_s.len());
+    let mut echoed = 0;
+    for _ in 0..10 {
+        let answered = s.poll_with(T0, |event, outbox| match event {
+            Event::Packet(p) => {
+                outbox.send_encoded(p.packet_id, p.body).unwrap();
+                (Take::Consume, true)
+            }
+            _ => (Take::Consume, false),
+        });
+        match answered {
+            Some(true) => echoed += 1,
+            Some(false) => {}
+            None => break,
+        }
+    }
+    assert_eq!(echoed, 3);
+    let ce = deliver(&mut c, &take_tx(&mut s), &[], T0);
+    let id = s.registry().id_of::<Chat>().unwrap();
+    let want: Vec<Rec> = (0..3)
+        .map(|seq| {
+            Rec::Packet(
+                id,
+                Some("test:chat"),
+                body(&Numbered {
+                    seq,
+                    text: "echo me",
+                }),
+            )
+        })
+        .collect();
+    assert_eq!(ce, want);
+}
+
+#[test]
+fn poll_with_keep_hands_the_same_packet_out_again() {
+    connected!(s, c);
+    c.send::<Chat>(&Numbered { seq: 1, text: "a" }).unwrap();
+    c.send::<Chat>(&Numbered { seq: 2, text: "b" }).unwrap();
+    let to_s = take_tx(&mut c);
+    s.handle_input(&to_s);
+    let id = s.registry().id_of::<Chat>().unwrap();
+    let first = Rec::Packet(id, Some("test:chat"), body(&Numbered { seq: 1, text: "a" }));
+    let second = Rec::Packet(id, Some("test:chat"), body(&Numbered { seq: 2, text: "b" }));
+    // Kept twice, the first packet comes again each time...
+    assert_eq!(drain_with(&mut s, Take::Keep), std::slice::from_ref(&first));
+    assert_eq!(drain_with(&mut s, Take::Keep), std::slice::from_ref(&first));
+    // ...to plain `poll` too, and once consumed the next one follows.
+    assert_eq!(drain(&mut s, T0), [first, second]);
+    assert_eq!(drain_with(&mut s, Take::Consume), []);
+}
+
+#[test]
+fn poll_with_keep_applies_to_packets_only() {
+    connected!(s, c);
+    c.close(CloseReason::UserRequest);
+    let to_s = take_tx(&mut c);
+    s.handle_input(&to_s);
+    // A close is consumed whatever the closure returns.
+    assert_eq!(
+        drain_with(&mut s, Take::Keep),
+        [Rec::Closed(CloseReason::UserRequest, Initiator::Peer)]
+    );
+    assert_eq!(drain_with(&mut s, Take::Keep), []);
+}
+
+#[test]
+fn the_outbox_checks_rules_like_send() {
+    connected!(s, c);
+    // ToServer may only be sent by clients, and breaking that closes: the
+    // server's outbox refuses it as `send` does, and closes.
+    c.send::<Chat>(&Numbered { seq: 1, text: "a" }).unwrap();
+    let to_s = take_tx(&mut c);
+    s.handle_input(&to_s);
+    let refused = s.poll_with(T0, |_, outbox| (Take::Consume, outbox.send::<ToServer>(&2)));
+    assert!(
+        matches!(refused, Some(Err(SendError::Rules(_)))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        drain(&mut s, T0),
+        [Rec::Closed(
+            CloseReason::SmartPacketInvalid,
+            Initiator::Local
+        )]
+    );
 }
