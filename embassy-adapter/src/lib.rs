@@ -72,6 +72,6 @@ pub mod session;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use io::{Chunked, Input, Output};
+pub use io::{Input, Output};
 pub use server::{Ctx, Handler, Server, ServerOptions, ServerResources};
 pub use session::{Closed, ReceiveError, Received, Resources, RunError, Session, CHUNK};

@@ -753,7 +753,7 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         res: &mut SlotResources<RX, TX, SRX, STX, BODY>,
         handler: &H,
     ) {
-        loop {
+        'serve: loop {
             if self.with(|s| s.shutdown) {
                 return;
             }
@@ -780,136 +780,145 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
             socket.set_nagle_enabled(false);
             socket.set_keep_alive(self.options.keep_alive);
             socket.set_timeout(self.options.tcp_timeout);
-            let session = match ServerSession::<M, C, NR>::server(
-                self.config,
-                self.registry,
-                self.codec.clone(),
-                session_res,
-            ) {
-                Ok(s) => s,
-                Err(_) => {
+            // The session lives in this block only, so that it takes no room
+            // while the socket closes below.
+            {
+                let session = 'made: {
+                    if let Ok(session) = ServerSession::<M, C, NR>::server(
+                        self.config,
+                        self.registry,
+                        self.codec.clone(),
+                        session_res,
+                    ) {
+                        break 'made session;
+                    }
                     debug!("server: connection refused by the core");
                     socket.abort();
                     let _ = with_timeout(self.options.linger, socket.flush()).await;
-                    continue;
-                }
-            };
-            let id = self.with(|s| {
-                let id = s.clients.try_insert(ClientState {
-                    connected: false,
-                    pending: false,
-                    close: None,
-                    waker: WakerRegistration::new(),
-                });
-                s.stats.accepted += 1;
-                s.stats.peak_clients = s.stats.peak_clients.max(s.clients.len());
-                id.ok()
-            });
-            let Some(id) = id else {
-                // Cannot happen: at most N clients are in the table.
-                socket.abort();
-                continue;
-            };
-            debug!("server: client accepted");
-            let ctx = Ctx {
-                id,
-                session: &session,
-                hub: self as &dyn Hub,
-                registry: self.registry,
-                codec: &self.codec,
-                stall: self.options.write_stall_timeout,
-            };
-            handler.on_connect(&ctx);
-            let outcome = {
-                let (reader, writer) = socket.split();
-                let app = async {
-                    if session.wait_connected().await.is_err() {
-                        return;
-                    }
-                    if session.with_connection(|c| c.conntype() == CONNTYPE_PING) {
-                        return;
-                    }
-                    self.with(|s| {
-                        s.stats.handshakes += 1;
-                        if let Some(c) = s.clients.get_mut(id) {
-                            c.connected = true;
-                        }
-                    });
-                    handler.on_handshake(&ctx).await;
-                    loop {
-                        let step = session.receive_with(|packet, outbox| {
-                            let len = packet.body.len();
-                            match handler.on_packet_in_place(id, outbox, packet.clone()) {
-                                Flow::Handled => (Take::Consume, Step::Handled),
-                                Flow::Retry => (Take::Keep, Step::Retry),
-                                Flow::Defer => match body.get_mut(..len) {
-                                    Some(dst) => {
-                                        dst.copy_from_slice(packet.body);
-                                        let Received {
-                                            packet_id, name, ..
-                                        } = packet;
-                                        (Take::Consume, Step::Deferred(packet_id, name, len))
-                                    }
-                                    None => (Take::Consume, Step::Dropped),
-                                },
-                            }
-                        });
-                        // Only the small `Step` is kept across the awaits below.
-                        let Ok(step) = step.await else {
-                            return;
-                        };
-                        match step {
-                            Step::Handled => {}
-                            Step::Retry => {
-                                let stall = self.options.write_stall_timeout;
-                                if with_timeout(stall, session.wait_sent()).await.is_err() {
-                                    session.close(CloseReason::WriteQueueFull);
-                                }
-                            }
-                            Step::Deferred(packet_id, name, len) => {
-                                let packet = Received {
-                                    packet_id,
-                                    name,
-                                    body: &body[..len],
-                                    codec: self.codec.clone(),
-                                };
-                                handler.on_packet(&ctx, packet).await;
-                            }
-                            Step::Dropped => {
-                                debug!("server: deferred packet larger than the copy buffer");
-                                self.with(|s| s.stats.dropped += 1);
-                            }
-                        }
-                    }
+                    continue 'serve;
                 };
-                match select(
-                    join(session.run_io(reader, writer), app),
-                    self.control(id, &session),
-                )
-                .await
-                {
-                    Either::First((outcome, ())) => outcome,
-                    Either::Second(never) => match never {},
-                }
-            };
-            let closed = match outcome {
-                Ok(closed) => closed,
-                Err(_) => session.closed().unwrap_or(Closed {
-                    reason: CloseReason::SocketClose,
-                    initiator: Initiator::Transport,
-                }),
-            };
-            debug!("server: client closed");
-            handler.on_close(id, &closed.reason, closed.initiator);
-            self.with(|s| {
-                if s.clients.get(id).is_some_and(|c| c.pending) {
-                    s.ack();
-                }
-                s.clients.remove(id);
-            });
-            drop(session);
+                self.serve_client(&session, &mut socket, body, handler)
+                    .await;
+            }
             close_socket(&mut socket, self.options.linger).await;
         }
+    }
+
+    /// Serves one accepted client until its connection is done.
+    async fn serve_client<H: Handler<M, C, NR>>(
+        &self,
+        session: &ServerSession<'_, M, C, NR>,
+        socket: &mut TcpSocket<'_>,
+        body: &mut [u8],
+        handler: &H,
+    ) {
+        let id = self.with(|s| {
+            let id = s.clients.try_insert(ClientState {
+                connected: false,
+                pending: false,
+                close: None,
+                waker: WakerRegistration::new(),
+            });
+            s.stats.accepted += 1;
+            s.stats.peak_clients = s.stats.peak_clients.max(s.clients.len());
+            id.ok()
+        });
+        let Some(id) = id else {
+            // Cannot happen: at most N clients are in the table.
+            socket.abort();
+            return;
+        };
+        debug!("server: client accepted");
+        let ctx = Ctx {
+            id,
+            session,
+            hub: self as &dyn Hub,
+            registry: self.registry,
+            codec: &self.codec,
+            stall: self.options.write_stall_timeout,
+        };
+        handler.on_connect(&ctx);
+        let (reader, writer) = socket.split();
+        let app = async {
+            if session.wait_connected().await.is_err() {
+                return;
+            }
+            if session.with_connection(|c| c.conntype() == CONNTYPE_PING) {
+                return;
+            }
+            self.with(|s| {
+                s.stats.handshakes += 1;
+                if let Some(c) = s.clients.get_mut(id) {
+                    c.connected = true;
+                }
+            });
+            handler.on_handshake(&ctx).await;
+            loop {
+                let step = session.receive_with(|packet, outbox| {
+                    let len = packet.body.len();
+                    match handler.on_packet_in_place(id, outbox, packet.clone()) {
+                        Flow::Handled => (Take::Consume, Step::Handled),
+                        Flow::Retry => (Take::Keep, Step::Retry),
+                        Flow::Defer => match body.get_mut(..len) {
+                            Some(dst) => {
+                                dst.copy_from_slice(packet.body);
+                                let Received {
+                                    packet_id, name, ..
+                                } = packet;
+                                (Take::Consume, Step::Deferred(packet_id, name, len))
+                            }
+                            None => (Take::Consume, Step::Dropped),
+                        },
+                    }
+                });
+                // Only the small `Step` is kept across the awaits below.
+                let Ok(step) = step.await else {
+                    return;
+                };
+                match step {
+                    Step::Handled => {}
+                    Step::Retry => {
+                        let stall = self.options.write_stall_timeout;
+                        if with_timeout(stall, session.wait_sent()).await.is_err() {
+                            session.close(CloseReason::WriteQueueFull);
+                        }
+                    }
+                    Step::Deferred(packet_id, name, len) => {
+                        let packet = Received {
+                            packet_id,
+                            name,
+                            body: &body[..len],
+                            codec: self.codec.clone(),
+                        };
+                        handler.on_packet(&ctx, packet).await;
+                    }
+                    Step::Dropped => {
+                        debug!("server: deferred packet larger than the copy buffer");
+                        self.with(|s| s.stats.dropped += 1);
+                    }
+                }
+            }
+        };
+        let Either::First((outcome, ())) = select(
+            join(session.run_io(reader, writer), app),
+            self.control(id, session),
+        )
+        .await;
+        let closed = match outcome {
+            Ok(closed) => closed,
+            Err(_) => session.closed().unwrap_or(Closed {
+                reason: CloseReason::SocketClose,
+                initiator: Initiator::Transport,
+            }),
+        };
+        debug!("server: client closed");
+        handler.on_close(id, &closed.reason, closed.initiator);
+        self.with(|s| {
+            if s.clients.get(id).is_some_and(|c| c.pending) {
+                s.ack();
+            }
+            s.clients.remove(id);
+        });
     }
 
     /// Carries out, for one client, what other futures asked: deliveries
@@ -1023,13 +1032,9 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
 async fn close_socket(socket: &mut TcpSocket<'_>, linger: Duration) {
     socket.close();
     let graceful = with_timeout(linger, async {
-        let mut buf = [0u8; 64];
-        loop {
-            match socket.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
+        // Whatever still arrives is dropped where it lies; the stream's end
+        // (or a reset) ends the wait.
+        while socket.read_with(|bytes| (bytes.len(), ())).await.is_ok() {}
         socket.flush().await
     })
     .await;

@@ -17,10 +17,11 @@
 //! connection.
 
 use crate::fmt::debug;
-use crate::io::{Chunked, Input, Output};
+use crate::io::{Input, Output};
 use core::cell::RefCell;
-use core::future::poll_fn;
-use core::task::Poll;
+use core::future::{poll_fn, Future};
+use core::pin::pin;
+use core::task::{Context, Poll};
 use embassy_futures::select::{select, select3, Either, Either3};
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_sync::blocking_mutex::Mutex;
@@ -34,6 +35,26 @@ use peng3dnet_core::{CloseReason, Connection, Event, Initiator, SecurityLevel, S
 
 /// Bytes moved per socket read or write.
 pub const CHUNK: usize = 256;
+
+/// Rounds of [`Session::run_io`]'s poll before it yields to other tasks.
+const IO_ROUNDS: usize = 16;
+
+/// What [`Session::run_io`] keeps between polls.
+struct IoState {
+    /// The stream has not ended.
+    reading: bool,
+    /// Bytes were written since the last flush.
+    dirty: bool,
+}
+
+impl Default for IoState {
+    fn default() -> Self {
+        IoState {
+            reading: true,
+            dirty: false,
+        }
+    }
+}
 
 /// Tasks that can wait on one session at once before they are woken early
 /// (which is harmless: each re-checks its condition).
@@ -269,12 +290,7 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
 
     /// Why the connection closed, once it has.
     pub fn closed(&self) -> Option<Closed> {
-        self.with(|s| {
-            s.conn.close_reason().map(|(reason, initiator)| Closed {
-                reason: reason.clone(),
-                initiator,
-            })
-        })
+        self.with(|s| closed_of(&s.conn))
     }
 
     /// Runs the connection over `reader` and `writer` until it closed and
@@ -284,76 +300,57 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
     /// Any `embedded_io_async` reader and writer work (a TLS session, a UART,
     /// a pipe): bytes pass through two [`CHUNK`]-byte copy buffers in this
     /// future. An `embassy-net` socket's halves are better served by
-    /// [`run_io`](Self::run_io), which needs no copy buffer.
+    /// [`run_io`](Self::run_io), which needs neither.
     pub async fn run<R: Read, W: Write>(
         &self,
-        reader: R,
-        writer: W,
+        mut reader: R,
+        mut writer: W,
     ) -> Result<Closed, RunError<R::Error, W::Error>> {
-        self.run_io(
-            Chunked::<R, CHUNK>::new(reader),
-            Chunked::<W, CHUNK>::new(writer),
-        )
-        .await
-    }
-
-    /// Like [`run`](Self::run), over an [`Input`] and an [`Output`] that lend
-    /// their own buffers: `embassy_net::tcp::TcpReader` and `TcpWriter` move
-    /// bytes straight between the socket's buffers and the connection's.
-    pub async fn run_io<I: Input, O: Output>(
-        &self,
-        mut input: I,
-        mut output: O,
-    ) -> Result<Closed, RunError<I::Error, O::Error>> {
         let read_loop = async {
+            let mut buf = [0u8; CHUNK];
             loop {
-                // Set when the receive buffer is full of packets nobody took
-                // yet: the generation to wait past for the receiver.
-                let mut stalled = None;
-                let offered = input
-                    .read_into(|bytes| {
-                        self.with(|s| {
-                            let taken = s.conn.handle_input(bytes);
-                            s.absorb(now());
-                            s.notify();
-                            if taken == 0 && !bytes.is_empty() {
-                                stalled = Some(s.generation);
-                            }
-                            taken
-                        })
-                    })
-                    .await;
-                match offered {
-                    Ok(true) => {
-                        if let Some(seen) = stalled {
-                            self.changed(seen).await;
-                        }
-                    }
-                    Ok(false) => {
+                let n = match reader.read(&mut buf).await {
+                    Ok(0) => {
                         self.transport_closed();
                         // Frames received before the end are still handed
                         // out (the peer's last packets, its closeconn).
                         self.wait_closed().await;
                         return Ok(());
                     }
+                    Ok(n) => n,
                     Err(e) => {
                         self.transport_closed();
                         return Err(RunError::Read(e));
+                    }
+                };
+                let mut taken = 0;
+                while taken < n {
+                    let (t, seen) = self.input(&buf[taken..n]);
+                    taken += t;
+                    if t == 0 {
+                        // The receive buffer is full of packets nobody took
+                        // yet: wait for the receiver.
+                        self.changed(seen).await;
                     }
                 }
             }
         };
         let write_loop = async {
+            let mut buf = [0u8; CHUNK];
             // Bytes written since the last flush (a TLS writer buffers them).
             let mut dirty = false;
             loop {
                 let seen = self.generation();
-                let (pending, finished) =
-                    self.with(|s| (!s.conn.poll_transmit().is_empty(), s.conn.is_finished()));
-                if !pending {
+                let (k, finished) = self.with(|s| {
+                    let pending = s.conn.poll_transmit();
+                    let k = pending.len().min(CHUNK);
+                    buf[..k].copy_from_slice(&pending[..k]);
+                    (k, s.conn.is_finished())
+                });
+                if k == 0 {
                     if dirty {
                         dirty = false;
-                        if let Err(e) = output.flush().await {
+                        if let Err(e) = writer.flush().await {
                             self.transport_closed();
                             return Err(RunError::Write(e));
                         }
@@ -366,23 +363,17 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
                     self.changed(seen).await;
                     continue;
                 }
-                let written = output
-                    .write_from(|room| {
-                        self.with(|s| {
-                            let bytes = s.conn.poll_transmit();
-                            let n = bytes.len().min(room.len());
-                            room[..n].copy_from_slice(&bytes[..n]);
-                            s.conn.transmitted(n);
-                            s.notify();
-                            n
-                        })
-                    })
-                    .await;
-                match written {
-                    Ok(true) => dirty = true,
-                    Ok(false) => {
+                match writer.write(&buf[..k]).await {
+                    Ok(0) => {
                         self.transport_closed();
                         return Ok(());
+                    }
+                    Ok(n) => {
+                        dirty = true;
+                        self.with(|s| {
+                            s.conn.transmitted(n);
+                            s.notify();
+                        })
                     }
                     Err(e) => {
                         self.transport_closed();
@@ -400,11 +391,7 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
                             select(embassy_time::Timer::at(to_embassy(at)), self.changed(seen))
                                 .await
                         {
-                            self.with(|s| {
-                                s.conn.handle_timeout(now());
-                                s.absorb(now());
-                                s.notify();
-                            });
+                            self.fire_timer();
                         }
                     }
                     None => self.changed(seen).await,
@@ -417,10 +404,149 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
             Either3::Third(r) => r,
         };
         result?;
-        Ok(self.closed().unwrap_or(Closed {
+        Ok(self.end())
+    }
+
+    /// Like [`run`](Self::run), over an [`Input`] and an [`Output`] that lend
+    /// their own buffers: `embassy_net::tcp::TcpReader` and `TcpWriter` move
+    /// bytes straight between the socket's buffers and the connection's. One
+    /// poll function drives reading, writing and the timer, so the future
+    /// holds only a few words.
+    pub fn run_io<'s, I: Input, O: Output>(
+        &'s self,
+        mut input: I,
+        mut output: O,
+    ) -> impl Future<Output = Result<Closed, RunError<I::Error, O::Error>>> + use<'s, 'a, I, O, M, C, N, G>
+    {
+        // A plain poll function, not an `async` body: the future is just
+        // these few words.
+        let mut io = IoState::default();
+        poll_fn(move |cx| {
+            self.poll_io(cx, &mut input, &mut output, &mut io)
+                .map(|r| r.map(|()| self.end()))
+        })
+    }
+
+    /// One step of [`run_io`](Self::run_io): moves what can move now, and
+    /// arranges to be woken by the transport, the timer or the session.
+    fn poll_io<I: Input, O: Output>(
+        &self,
+        cx: &mut Context<'_>,
+        input: &mut I,
+        output: &mut O,
+        io: &mut IoState,
+    ) -> Poll<Result<(), RunError<I::Error, O::Error>>> {
+        // Bounded, so that a busy connection lets other tasks run.
+        for _ in 0..IO_ROUNDS {
+            // Registered first: a change made after the checks below wakes.
+            self.with(|s| s.wakers.register(cx.waker()));
+            let mut progress = false;
+            if io.reading {
+                let mut taken = 0;
+                match input.poll_read_into(cx, |bytes| {
+                    taken = self.input(bytes).0;
+                    taken
+                }) {
+                    Poll::Ready(Ok(true)) => progress |= taken > 0,
+                    Poll::Ready(Ok(false)) => {
+                        self.transport_closed();
+                        io.reading = false;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        self.transport_closed();
+                        return Poll::Ready(Err(RunError::Read(e)));
+                    }
+                    Poll::Pending => {}
+                }
+            } else if self.closed().is_some() {
+                // The stream ended and every frame before the end was taken.
+                return Poll::Ready(Ok(()));
+            }
+            let (pending, finished) =
+                self.with(|s| (!s.conn.poll_transmit().is_empty(), s.conn.is_finished()));
+            if pending {
+                match output.poll_write_from(cx, |room| self.output(room)) {
+                    Poll::Ready(Ok(())) => {
+                        io.dirty = true;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        self.transport_closed();
+                        return Poll::Ready(Err(RunError::Write(e)));
+                    }
+                    Poll::Pending => {}
+                }
+            } else if io.dirty {
+                match output.poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {
+                        io.dirty = false;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        self.transport_closed();
+                        return Poll::Ready(Err(RunError::Write(e)));
+                    }
+                    Poll::Pending => {}
+                }
+            } else if finished {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(at) = self.with(|s| s.conn.poll_timeout()) {
+                if now() >= at {
+                    self.fire_timer();
+                    progress = true;
+                } else {
+                    // A timer polled once registers its wake-up.
+                    let timer = pin!(embassy_time::Timer::at(to_embassy(at)));
+                    let _ = timer.poll(cx);
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Copies received bytes into the connection and runs the protocol on
+    /// them. Returns how many were taken and the generation after.
+    fn input(&self, bytes: &[u8]) -> (usize, u32) {
+        self.with(|s| {
+            let taken = s.conn.handle_input(bytes);
+            s.absorb(now());
+            s.notify();
+            (taken, s.generation)
+        })
+    }
+
+    /// Copies queued bytes into `room` and marks them sent.
+    fn output(&self, room: &mut [u8]) -> usize {
+        self.with(|s| {
+            let bytes = s.conn.poll_transmit();
+            let n = bytes.len().min(room.len());
+            room[..n].copy_from_slice(&bytes[..n]);
+            s.conn.transmitted(n);
+            s.notify();
+            n
+        })
+    }
+
+    fn fire_timer(&self) {
+        self.with(|s| {
+            s.conn.handle_timeout(now());
+            s.absorb(now());
+            s.notify();
+        });
+    }
+
+    /// Why the connection ended, once `run` is done.
+    fn end(&self) -> Closed {
+        self.closed().unwrap_or(Closed {
             reason: CloseReason::SocketClose,
             initiator: Initiator::Transport,
-        }))
+        })
     }
 
     fn transport_closed(&self) {
@@ -432,17 +558,16 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
     }
 
     /// Waits until the handshake completed.
-    pub async fn wait_connected(&self) -> Result<(), Closed> {
-        loop {
-            let seen = self.generation();
-            if self.is_connected() {
-                return Ok(());
+    pub fn wait_connected(
+        &self,
+    ) -> impl Future<Output = Result<(), Closed>> + use<'_, 'a, M, C, N, G> {
+        self.wait_for(|s| {
+            if s.conn.is_connected() {
+                Some(Ok(()))
+            } else {
+                closed_of(&s.conn).map(Err)
             }
-            if let Some(c) = self.closed() {
-                return Err(c);
-            }
-            self.changed(seen).await;
-        }
+        })
     }
 
     /// Sends a typed packet, waiting while the transmit buffer is full. Fails
@@ -526,80 +651,69 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
     ///     }
     /// }
     /// ```
-    pub async fn receive_with<X>(
-        &self,
-        mut f: impl FnMut(Received<'_, C>, &mut SessionOutbox<'_, 'a, C, N, G>) -> (Take, X),
-    ) -> Result<X, Closed> {
-        loop {
-            let seen = self.generation();
-            let got = self.with(|s| {
-                let now = now();
-                let Inner { conn, pong, .. } = &mut *s;
-                let out = loop {
-                    let step = conn.poll_with(now, |event, outbox| match event {
-                        Event::Packet(p) | Event::ConnTypePacket(p) => {
-                            let packet = Received {
-                                packet_id: p.packet_id,
-                                name: p.name,
-                                body: p.body,
-                                codec: p.codec().clone(),
-                            };
-                            let (take, x) = f(packet, outbox);
-                            (take, Some(x))
-                        }
-                        Event::Pong { delay, .. } => {
-                            *pong = Some(delay);
-                            (Take::Consume, None)
-                        }
-                        _ => (Take::Consume, None),
-                    });
-                    match step {
-                        None => break None,
-                        Some(Some(x)) => break Some(x),
-                        Some(None) => {}
+    pub fn receive_with<'s, X, F>(
+        &'s self,
+        mut f: F,
+    ) -> impl Future<Output = Result<X, Closed>> + use<'s, 'a, X, F, M, C, N, G>
+    where
+        F: FnMut(Received<'_, C>, &mut SessionOutbox<'_, 'a, C, N, G>) -> (Take, X),
+    {
+        self.wait_for(move |s| {
+            let now = now();
+            let Inner { conn, pong, .. } = &mut *s;
+            let mut polled = false;
+            let got = loop {
+                let step = conn.poll_with(now, |event, outbox| match event {
+                    Event::Packet(p) | Event::ConnTypePacket(p) => {
+                        let packet = Received {
+                            packet_id: p.packet_id,
+                            name: p.name,
+                            body: p.body,
+                            codec: p.codec().clone(),
+                        };
+                        let (take, x) = f(packet, outbox);
+                        (take, Some(x))
                     }
-                };
+                    Event::Pong { delay, .. } => {
+                        *pong = Some(delay);
+                        (Take::Consume, None)
+                    }
+                    _ => (Take::Consume, None),
+                });
+                match step {
+                    None => break None,
+                    Some(Some(x)) => break Some(Ok(x)),
+                    Some(None) => polled = true,
+                }
+            };
+            if polled || got.is_some() {
+                // Buffer space was freed or bytes were queued.
                 s.notify();
-                out
-            });
-            if let Some(x) = got {
-                return Ok(x);
             }
-            if let Some(c) = self.closed() {
-                return Err(c);
-            }
-            self.changed(seen.wrapping_add(1)).await;
-        }
+            got.or_else(|| closed_of(&s.conn).map(Err))
+        })
     }
 
     /// Waits until some of the bytes queued for sending left (room was made
     /// in the transmit buffer) or the connection closed.
-    pub async fn wait_sent(&self) {
-        let before = self.with(|s| s.conn.poll_transmit().len());
-        loop {
-            let seen = self.generation();
-            let (pending, closed) =
-                self.with(|s| (s.conn.poll_transmit().len(), s.conn.is_closed()));
-            if pending < before || closed {
-                return;
-            }
-            self.changed(seen).await;
-        }
+    pub fn wait_sent(&self) -> impl Future<Output = ()> + use<'_, 'a, M, C, N, G> {
+        let mut before = None;
+        self.wait_for(move |s| {
+            let pending = s.conn.poll_transmit().len();
+            let before = *before.get_or_insert(pending);
+            (pending < before || s.conn.is_closed()).then_some(())
+        })
     }
 
     /// (Ping client) waits for the server's answer and returns the round
     /// trip; the connection then closes with `pingcomplete`.
-    pub async fn wait_pong(&self) -> Result<Duration, Closed> {
-        loop {
-            let seen = self.generation();
-            if let Some(d) = self.with(|s| s.pong) {
-                return Ok(d);
-            }
-            if let Some(c) = self.closed() {
-                return Err(c);
-            }
-            self.changed(seen).await;
-        }
+    pub fn wait_pong(
+        &self,
+    ) -> impl Future<Output = Result<Duration, Closed>> + use<'_, 'a, M, C, N, G> {
+        self.wait_for(|s| match s.pong {
+            Some(d) => Some(Ok(d)),
+            None => closed_of(&s.conn).map(Err),
+        })
     }
 
     /// Closes with `reason` (the `closeconn` leaves through `run`).
@@ -612,14 +726,28 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
     }
 
     /// Waits until the connection is closed.
-    pub async fn wait_closed(&self) -> Closed {
-        loop {
-            let seen = self.generation();
-            if let Some(c) = self.closed() {
-                return c;
-            }
-            self.changed(seen).await;
-        }
+    pub fn wait_closed(&self) -> impl Future<Output = Closed> + use<'_, 'a, M, C, N, G> {
+        self.wait_for(|s| closed_of(&s.conn))
+    }
+
+    /// Waits until `check` returns something, checking again whenever the
+    /// session changed. A poll function, so the future is only `check`.
+    fn wait_for<'s, T, K>(
+        &'s self,
+        mut check: K,
+    ) -> impl Future<Output = T> + use<'s, 'a, T, K, M, C, N, G>
+    where
+        K: FnMut(&mut Inner<'a, C, N, G>) -> Option<T>,
+    {
+        poll_fn(move |cx| {
+            self.with(|s| match check(s) {
+                Some(t) => Poll::Ready(t),
+                None => {
+                    s.wakers.register(cx.waker());
+                    Poll::Pending
+                }
+            })
+        })
     }
 
     /// Runs `f` on the core connection (to read its registry, set its
@@ -638,3 +766,15 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
 
 /// A server's registry shared by its sessions.
 pub type SharedRegistry<'a, const N: usize> = &'a Registry<N>;
+
+/// Why `conn` closed, once it has.
+fn closed_of<C, const N: usize, G>(conn: &SessionConnection<'_, C, N, G>) -> Option<Closed>
+where
+    C: Codec,
+    G: RegistryAccess<N>,
+{
+    conn.close_reason().map(|(reason, initiator)| Closed {
+        reason: reason.clone(),
+        initiator,
+    })
+}

@@ -256,7 +256,7 @@ async fn client<R>(
         let (reader, writer) = socket.split();
         join(
             app(&session),
-            with_timeout(LIFE, session.run(reader, writer)),
+            with_timeout(LIFE, session.run_io(reader, writer)),
         )
         .await
     };
