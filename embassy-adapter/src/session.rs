@@ -36,6 +36,9 @@ use peng3dnet_core::{CloseReason, Connection, Event, Initiator, SecurityLevel, S
 /// Bytes moved per socket read or write.
 pub const CHUNK: usize = 256;
 
+/// What [`Session::run_io`]'s poll ends with.
+type IoResult<I, O> = Result<(), RunError<<I as Input>::Error, <O as Output>::Error>>;
+
 /// Rounds of [`Session::run_io`]'s poll before it yields to other tasks.
 const IO_ROUNDS: usize = 16;
 
@@ -435,7 +438,7 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
         input: &mut I,
         output: &mut O,
         io: &mut IoState,
-    ) -> Poll<Result<(), RunError<I::Error, O::Error>>> {
+    ) -> Poll<IoResult<I, O>> {
         // Bounded, so that a busy connection lets other tasks run.
         for _ in 0..IO_ROUNDS {
             // Registered first: a change made after the checks below wakes.
