@@ -67,10 +67,10 @@ use crate::fmt::debug;
 use crate::session::{Closed, Received, Resources, Session, SessionOutbox};
 use core::cell::RefCell;
 use core::convert::Infallible;
-use core::future::poll_fn;
+use core::future::{pending, poll_fn, Future};
 use core::task::{Context, Poll};
 use embassy_futures::join::{join, join_array};
-use embassy_futures::select::{select, Either};
+use embassy_futures::select::{select, select3, Either, Either3};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::Stack;
 use embassy_sync::blocking_mutex::raw::RawMutex;
@@ -307,8 +307,8 @@ pub trait Handler<M: RawMutex, C: Codec, const NR: usize> {
     /// A packet [`on_packet_in_place`](Self::on_packet_in_place) deferred,
     /// with its body copied. The client's next packet waits until this
     /// returns (that is the back-pressure: the connection's receive buffer
-    /// and then the TCP window fill up). Return once the connection is
-    /// closed: the slot is freed only then.
+    /// and then the TCP window fill up). Once the connection is done, a
+    /// handler still running is dropped and the slot freed.
     async fn on_packet(&self, ctx: &Ctx<'_, '_, M, C, NR>, packet: Received<'_, C>) {
         let _ = (ctx, packet);
     }
@@ -345,10 +345,7 @@ impl<M: RawMutex, C: Codec, const NR: usize> Handler<M, C, NR> for () {}
 pub struct Ctx<'c, 'a, M: RawMutex, C, const NR: usize> {
     id: ClientId,
     session: &'c ServerSession<'a, M, C, NR>,
-    hub: &'c dyn Hub,
-    registry: &'c Registry<NR>,
-    codec: &'c C,
-    stall: Duration,
+    server: &'c dyn Backend<C, NR>,
 }
 
 impl<'a, M: RawMutex, C: Codec + Clone, const NR: usize> Ctx<'_, 'a, M, C, NR> {
@@ -367,7 +364,7 @@ impl<'a, M: RawMutex, C: Codec + Clone, const NR: usize> Ctx<'_, 'a, M, C, NR> {
     /// buffer is full; after [`ServerOptions::write_stall_timeout`] the client
     /// is closed with `writequeuefull` (and `SendError::Closed` returned).
     pub async fn send<P: Packet>(&self, msg: &P::Message<'_>) -> Result<(), SendError> {
-        match with_timeout(self.stall, self.session.send::<P>(msg)).await {
+        match with_timeout(self.server.stall(), self.session.send::<P>(msg)).await {
             Ok(r) => r,
             Err(_) => {
                 self.session.close(CloseReason::WriteQueueFull);
@@ -386,7 +383,11 @@ impl<'a, M: RawMutex, C: Codec + Clone, const NR: usize> Ctx<'_, 'a, M, C, NR> {
     /// relay a body without decoding it), if its transmit buffer has room
     /// now.
     pub fn try_send_body<P: Packet>(&self, body: &[u8]) -> Result<(), SendError> {
-        let id = self.registry.id_of::<P>().ok_or(SendError::NotRegistered)?;
+        let id = self
+            .server
+            .registry()
+            .id_of::<P>()
+            .ok_or(SendError::NotRegistered)?;
         self.session.with_connection(|c| c.send_encoded(id, body))
     }
 
@@ -397,10 +398,19 @@ impl<'a, M: RawMutex, C: Codec + Clone, const NR: usize> Ctx<'_, 'a, M, C, NR> {
         msg: &P::Message<'_>,
         except: &[ClientId],
     ) -> Result<BroadcastReport, SendError> {
-        let packet_id = self.registry.id_of::<P>().ok_or(SendError::NotRegistered)?;
-        let codec = self.codec;
-        let mut encode = |out: &mut [u8]| encode_into::<C, P>(codec, msg, out);
-        post(self.hub, packet_id, &mut encode, Targets::AllExcept(except)).await
+        let server = self.server;
+        let packet_id = server
+            .registry()
+            .id_of::<P>()
+            .ok_or(SendError::NotRegistered)?;
+        let mut encode = |out: &mut [u8]| encode_into::<C, P>(server.codec(), msg, out);
+        post(
+            server.hub(),
+            packet_id,
+            &mut encode,
+            Targets::AllExcept(except),
+        )
+        .await
     }
 
     /// Closes this client with `reason` (the `closeconn` is sent, then the
@@ -438,6 +448,8 @@ enum Step {
 enum Targets<'x> {
     AllExcept(&'x [ClientId]),
     One(ClientId),
+    /// Not a packet: close this client (connected or not) with the reason.
+    Close(ClientId, &'x CloseReason),
 }
 
 /// The result of posting a message.
@@ -446,6 +458,14 @@ enum Posted {
     Done(BroadcastReport),
     /// Delivery under way; collect the report with this ticket.
     Ticket(u32),
+}
+
+/// What a [`Ctx`] needs of its server, without the server's sizes.
+trait Backend<C, const NR: usize> {
+    fn registry(&self) -> &Registry<NR>;
+    fn codec(&self) -> &C;
+    fn stall(&self) -> Duration;
+    fn hub(&self) -> &dyn Hub;
 }
 
 /// The server's mailbox without its sizes (so [`Ctx`] needs neither `N` nor
@@ -503,15 +523,15 @@ async fn post(
 struct ClientState {
     /// Handshake complete, not a ping: a broadcast target.
     connected: bool,
-    /// The mailbox's message waits for this client.
+    /// The mailbox's message (or close) waits for this client.
     pending: bool,
-    /// [`Server::close`] asked for this.
-    close: Option<CloseReason>,
     /// The client's control future.
     waker: WakerRegistration,
 }
 
 struct Mail<const B: usize> {
+    /// A close from [`Server::close`] instead of a packet.
+    close: Option<CloseReason>,
     body: [u8; B],
     len: usize,
     packet_id: u32,
@@ -580,6 +600,7 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                 accept_wakers: [const { WakerRegistration::new() }; N],
                 refuser: WakerRegistration::new(),
                 mail: Mail {
+                    close: None,
                     body: [0; B],
                     len: 0,
                     packet_id: 0,
@@ -649,16 +670,16 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         }
     }
 
-    /// Closes one client with `reason`; whether it was there.
-    pub fn close(&self, client: ClientId, reason: CloseReason) -> bool {
-        self.with(|s| match s.clients.get_mut(client) {
-            Some(c) => {
-                c.close = Some(reason);
-                c.waker.wake();
-                true
-            }
-            None => false,
-        })
+    /// Closes one client with `reason`; whether it was there. Goes through
+    /// the mailbox as [`send_to`](Self::send_to) does (waits while an
+    /// earlier message is being delivered), so that a slot keeps no room
+    /// for a close reason.
+    pub async fn close(&self, client: ClientId, reason: CloseReason) -> bool {
+        let mut nothing = |_: &mut [u8]| Ok(0);
+        match post(self, 0, &mut nothing, Targets::Close(client, &reason)).await {
+            Ok(report) => report.sent == 1,
+            Err(_) => false,
+        }
     }
 
     /// Stops accepting, closes every client with `servershutdown`; [`run`]
@@ -816,7 +837,6 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
             let id = s.clients.try_insert(ClientState {
                 connected: false,
                 pending: false,
-                close: None,
                 waker: WakerRegistration::new(),
             });
             s.stats.accepted += 1;
@@ -832,78 +852,86 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         let ctx = Ctx {
             id,
             session,
-            hub: self as &dyn Hub,
-            registry: self.registry,
-            codec: &self.codec,
-            stall: self.options.write_stall_timeout,
+            server: self as &dyn Backend<C, NR>,
         };
         handler.on_connect(&ctx);
         let (reader, writer) = socket.split();
+        // Ends only with the connection (`run_io` below).
         let app = async {
-            if session.wait_connected().await.is_err() {
-                return;
-            }
-            if session.with_connection(|c| c.conntype() == CONNTYPE_PING) {
-                return;
-            }
-            self.with(|s| {
-                s.stats.handshakes += 1;
-                if let Some(c) = s.clients.get_mut(id) {
-                    c.connected = true;
+            'app: {
+                if session.wait_connected().await.is_err() {
+                    break 'app;
                 }
-            });
-            handler.on_handshake(&ctx).await;
-            loop {
-                let step = session.receive_with(|packet, outbox| {
-                    let len = packet.body.len();
-                    match handler.on_packet_in_place(id, outbox, packet.clone()) {
-                        Flow::Handled => (Take::Consume, Step::Handled),
-                        Flow::Retry => (Take::Keep, Step::Retry),
-                        Flow::Defer => match body.get_mut(..len) {
-                            Some(dst) => {
-                                dst.copy_from_slice(packet.body);
-                                let Received {
-                                    packet_id, name, ..
-                                } = packet;
-                                (Take::Consume, Step::Deferred(packet_id, name, len))
-                            }
-                            None => (Take::Consume, Step::Dropped),
-                        },
+                if session.with_connection(|c| c.conntype() == CONNTYPE_PING) {
+                    break 'app;
+                }
+                self.with(|s| {
+                    s.stats.handshakes += 1;
+                    if let Some(c) = s.clients.get_mut(id) {
+                        c.connected = true;
                     }
                 });
-                // Only the small `Step` is kept across the awaits below.
-                let Ok(step) = step.await else {
-                    return;
-                };
-                match step {
-                    Step::Handled => {}
-                    Step::Retry => {
-                        let stall = self.options.write_stall_timeout;
-                        if with_timeout(stall, session.wait_sent()).await.is_err() {
-                            session.close(CloseReason::WriteQueueFull);
+                handler.on_handshake(&ctx).await;
+                loop {
+                    let step = session.receive_with(|packet, outbox| {
+                        let len = packet.body.len();
+                        match handler.on_packet_in_place(id, outbox, packet.clone()) {
+                            Flow::Handled => (Take::Consume, Step::Handled),
+                            Flow::Retry => (Take::Keep, Step::Retry),
+                            Flow::Defer => match body.get_mut(..len) {
+                                Some(dst) => {
+                                    dst.copy_from_slice(packet.body);
+                                    let Received {
+                                        packet_id, name, ..
+                                    } = packet;
+                                    (Take::Consume, Step::Deferred(packet_id, name, len))
+                                }
+                                None => (Take::Consume, Step::Dropped),
+                            },
                         }
-                    }
-                    Step::Deferred(packet_id, name, len) => {
-                        let packet = Received {
-                            packet_id,
-                            name,
-                            body: &body[..len],
-                            codec: self.codec.clone(),
-                        };
-                        handler.on_packet(&ctx, packet).await;
-                    }
-                    Step::Dropped => {
-                        debug!("server: deferred packet larger than the copy buffer");
-                        self.with(|s| s.stats.dropped += 1);
+                    });
+                    // Only the small `Step` is kept across the awaits below.
+                    let Ok(step) = step.await else {
+                        break 'app;
+                    };
+                    match step {
+                        Step::Handled => {}
+                        Step::Retry => {
+                            let stall = self.options.write_stall_timeout;
+                            if with_timeout(stall, session.wait_sent()).await.is_err() {
+                                session.close(CloseReason::WriteQueueFull);
+                            }
+                        }
+                        Step::Deferred(packet_id, name, len) => {
+                            let packet = Received {
+                                packet_id,
+                                name,
+                                body: &body[..len],
+                                codec: self.codec.clone(),
+                            };
+                            handler.on_packet(&ctx, packet).await;
+                        }
+                        Step::Dropped => {
+                            debug!("server: deferred packet larger than the copy buffer");
+                            self.with(|s| s.stats.dropped += 1);
+                        }
                     }
                 }
             }
+            pending::<Infallible>().await
         };
-        let Either::First((outcome, ())) = select(
-            join(session.run_io(reader, writer), app),
+        // The connection ends `run_io`; a handler still running then is
+        // dropped with the app.
+        let outcome = match select3(
+            session.run_io(reader, writer),
+            app,
             self.control(id, session),
         )
-        .await;
+        .await
+        {
+            Either3::First(outcome) => outcome,
+            Either3::Second(never) | Either3::Third(never) => match never {},
+        };
         let closed = match outcome {
             Ok(closed) => closed,
             Err(_) => session.closed().unwrap_or(Closed {
@@ -923,9 +951,13 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
 
     /// Carries out, for one client, what other futures asked: deliveries
     /// from the mailbox, [`Server::close`], [`Server::shutdown`].
-    async fn control(&self, id: ClientId, session: &ServerSession<'_, M, C, NR>) -> Infallible {
+    fn control<'s, 'x>(
+        &'s self,
+        id: ClientId,
+        session: &'s ServerSession<'x, M, C, NR>,
+    ) -> impl Future<Output = Infallible> + use<'s, 'x, 'd, M, C, NR, N, B> {
         let mut shut = false;
-        poll_fn(|cx| {
+        poll_fn(move |cx| {
             self.with(|s| {
                 if s.shutdown && !shut {
                     shut = true;
@@ -934,23 +966,28 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                 let Some(c) = s.clients.get_mut(id) else {
                     return Poll::Pending;
                 };
-                if let Some(reason) = c.close.take() {
-                    session.close(reason);
-                }
                 let deliver = c.pending;
                 c.pending = false;
                 c.waker.register(cx.waker());
                 if deliver {
                     let mail = &mut s.mail;
-                    let body = &mail.body[..mail.len];
-                    let packet_id = mail.packet_id;
-                    let res = session.with_connection(|conn| {
-                        let r = conn.send_encoded(packet_id, body);
-                        if let Err(SendError::WouldBlock { .. }) = r {
-                            conn.close(CloseReason::WriteQueueFull);
+                    let res = match &mail.close {
+                        Some(reason) => {
+                            session.close(reason.clone());
+                            Ok(())
                         }
-                        r
-                    });
+                        None => {
+                            let body = &mail.body[..mail.len];
+                            let packet_id = mail.packet_id;
+                            session.with_connection(|conn| {
+                                let r = conn.send_encoded(packet_id, body);
+                                if let Err(SendError::WouldBlock { .. }) = r {
+                                    conn.close(CloseReason::WriteQueueFull);
+                                }
+                                r
+                            })
+                        }
+                    };
                     match res {
                         Ok(()) => mail.report.sent += 1,
                         Err(e) => {
@@ -963,7 +1000,6 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                 Poll::Pending
             })
         })
-        .await
     }
 
     /// While no slot listens, accepts the next client on a small socket of
@@ -1044,6 +1080,26 @@ async fn close_socket(socket: &mut TcpSocket<'_>, linger: Duration) {
     }
 }
 
+impl<M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B: usize> Backend<C, NR>
+    for Server<'_, M, C, NR, N, B>
+{
+    fn registry(&self) -> &Registry<NR> {
+        self.registry
+    }
+
+    fn codec(&self) -> &C {
+        &self.codec
+    }
+
+    fn stall(&self) -> Duration {
+        self.options.write_stall_timeout
+    }
+
+    fn hub(&self) -> &dyn Hub {
+        self
+    }
+}
+
 impl<M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B: usize> Hub
     for Server<'_, M, C, NR, N, B>
 {
@@ -1066,10 +1122,11 @@ impl<M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B: us
             let mut report = BroadcastReport::default();
             let mut count = 0;
             for (cid, c) in s.clients.iter_mut() {
-                if !c.connected {
-                    continue;
-                }
                 match targets {
+                    // A close reaches a client before its handshake too.
+                    Targets::Close(target, _) if target != cid => continue,
+                    Targets::Close(..) => {}
+                    _ if !c.connected => continue,
                     Targets::AllExcept(except) if except.contains(&cid) => {
                         report.excepted += 1;
                         continue;
@@ -1085,6 +1142,10 @@ impl<M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B: us
                 return Poll::Ready(Ok(Posted::Done(report)));
             }
             let mail = &mut s.mail;
+            mail.close = match targets {
+                Targets::Close(_, reason) => Some(reason.clone()),
+                _ => None,
+            };
             mail.len = len;
             mail.packet_id = packet_id;
             mail.busy = true;

@@ -492,7 +492,7 @@ fn embassy_handshake_echo_rules_close() {
                         "welcome"
                     );
                     let id = *handler.ids.borrow().last().unwrap();
-                    assert!(server.close(id, CloseReason::Command));
+                    assert!(server.close(id, CloseReason::Command).await);
                 })
                 .await;
                 assert_eq!(end.reason, CloseReason::Command);
