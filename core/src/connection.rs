@@ -68,7 +68,7 @@ use crate::registry::{
     internal, Entry, Packet, Registry, RegistryAccess, SyncError, SyncPolicy, FIRST_AUTO_ID,
 };
 use crate::rules::{InvalidAction, RuleContext, Violation};
-use crate::time::{Duration, Instant};
+use crate::time::{Duration, Instant, MaybeInstant};
 use crate::types::{
     CloseReason, Initiator, Mode, SecurityLevel, Side, State, CONNTYPE_CLASSIC, CONNTYPE_NOTSET,
     CONNTYPE_PING,
@@ -608,8 +608,9 @@ struct Inner<'a, C, T, const N: usize, G> {
     target: Kind,
     security: SecurityLevel,
     tx: TxBuf<T>,
-    deadline: Option<Instant>,
-    ping_sent: Option<Instant>,
+    /// The handshake timer (none once connected or closed).
+    deadline: MaybeInstant,
+    ping_sent: MaybeInstant,
     closed: Option<(CloseReason, Initiator)>,
     pending: Pending,
     /// [`Event::Connected`] was reported.
@@ -747,13 +748,13 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
 
     fn finish(&mut self, reason: CloseReason, initiator: Initiator) {
         self.state = State::Closed;
-        self.deadline = None;
+        self.deadline = MaybeInstant::NONE;
         self.closed = Some((reason, initiator));
         self.pending.closed = true;
     }
 
     fn connected(&mut self) {
-        self.deadline = None;
+        self.deadline = MaybeInstant::NONE;
         self.connected = true;
         self.pending.connected = true;
     }
@@ -809,7 +810,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
                 self.state = State::Active;
                 if self.side == Side::Client {
                     self.mode = Mode::PING;
-                    self.ping_sent = Some(now);
+                    self.ping_sent = MaybeInstant::new(now);
                     let req = PingRequest {
                         time: now.as_secs_f64(),
                     };
@@ -1025,7 +1026,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
                 Outcome::Nothing
             }
             (internal::PING_RESPONSE, Side::Client) => {
-                let delay = now - self.ping_sent.unwrap_or(now);
+                let delay = now - self.ping_sent.get().unwrap_or(now);
                 self.close(CloseReason::PingComplete);
                 Outcome::Pong(delay)
             }
@@ -1181,8 +1182,8 @@ where
                     start: 0,
                     end: 0,
                 },
-                deadline: Some(now + config.handshake_timeout),
-                ping_sent: None,
+                deadline: MaybeInstant::new(now + config.handshake_timeout),
+                ping_sent: MaybeInstant::NONE,
                 closed: None,
                 pending: Pending::default(),
                 connected: false,
@@ -1366,7 +1367,7 @@ where
 
     /// Time passed: fires the handshake timer if `now` is past it.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(deadline) = self.inner.deadline {
+        if let Some(deadline) = self.inner.deadline.get() {
             if now >= deadline {
                 self.inner.close(CloseReason::HandshakeTimeout);
             }
@@ -1636,7 +1637,7 @@ where
     /// When [`handle_timeout`](Self::handle_timeout) must be called next, if
     /// a timer runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.inner.deadline
+        self.inner.deadline.get()
     }
 }
 

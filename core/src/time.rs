@@ -51,6 +51,31 @@ impl Instant {
     }
 }
 
+/// An optional [`Instant`] in one word (a connection keeps two): the far
+/// future (`u64::MAX` microseconds, where `Instant + Duration` saturates and
+/// which no timer reaches) stands for none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MaybeInstant(u64);
+
+impl MaybeInstant {
+    /// No instant.
+    pub(crate) const NONE: MaybeInstant = MaybeInstant(u64::MAX);
+
+    /// `at`, or none if `at` is the far future.
+    pub(crate) const fn new(at: Instant) -> Self {
+        MaybeInstant(at.micros)
+    }
+
+    /// The instant, if any.
+    pub(crate) const fn get(self) -> Option<Instant> {
+        if self.0 == u64::MAX {
+            None
+        } else {
+            Some(Instant { micros: self.0 })
+        }
+    }
+}
+
 impl Add<Duration> for Instant {
     type Output = Instant;
     /// Saturates at the far future instead of overflowing.

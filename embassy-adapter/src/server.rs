@@ -257,8 +257,12 @@ pub struct ServerStatus {
     pub stats: ServerStats,
 }
 
+/// Futures that wait on a client's session: its `run_io` and its handler.
+pub const SERVER_WAITERS: usize = 2;
+
 /// The session of one client on a server.
-pub type ServerSession<'a, M, C, const NR: usize> = Session<'a, M, C, NR, &'a Registry<NR>>;
+pub type ServerSession<'a, M, C, const NR: usize> =
+    Session<'a, M, C, NR, &'a Registry<NR>, SERVER_WAITERS>;
 
 /// What a server does with its clients. Every method has a default that does
 /// nothing. The server calls the methods of one client in order, but those

@@ -59,9 +59,9 @@ impl Default for IoState {
     }
 }
 
-/// Tasks that can wait on one session at once before they are woken early
-/// (which is harmless: each re-checks its condition).
-const WAITERS: usize = 4;
+/// Tasks that can wait on one session at once, by default (see
+/// [`Session`]'s `WAIT`).
+pub const WAITERS: usize = 4;
 
 /// The receive and transmit buffers of one connection, sized at compile time.
 /// Place it in a `static` (with `static_cell`) or on a task's stack.
@@ -95,21 +95,22 @@ pub type SessionConnection<'a, C, const N: usize, G> =
 /// [`Session::receive_with`].
 pub type SessionOutbox<'c, 'a, C, const N: usize, G> = Outbox<'c, 'a, C, &'a mut [u8], N, G>;
 
-struct Inner<'a, C, const N: usize, G> {
+struct Inner<'a, C, const N: usize, G, const WAIT: usize> {
     conn: SessionConnection<'a, C, N, G>,
-    pong: Option<Duration>,
+    /// The ping's round trip in microseconds, `u64::MAX` until it came.
+    pong: u64,
     generation: u32,
-    wakers: MultiWakerRegistration<WAITERS>,
+    wakers: MultiWakerRegistration<WAIT>,
 }
 
-impl<C: Codec, const N: usize, G: RegistryAccess<N>> Inner<'_, C, N, G> {
+impl<C: Codec, const N: usize, G: RegistryAccess<N>, const WAIT: usize> Inner<'_, C, N, G, WAIT> {
     /// Runs the protocol on what was received and records what happened.
     fn absorb(&mut self, now: Instant) {
         let Inner { conn, pong, .. } = self;
         while let Some(event) = conn.poll_protocol(now) {
             match event {
                 Event::Closed { .. } => debug!("session closed"),
-                Event::Pong { delay, .. } => *pong = Some(delay),
+                Event::Pong { delay, .. } => *pong = delay.as_micros(),
                 _ => {}
             }
         }
@@ -189,9 +190,12 @@ impl<'b, C: Codec> Received<'b, C> {
 
 /// One peng3dnet connection for async tasks. `M` is the mutex kind
 /// (`NoopRawMutex` when every task runs on one executor,
-/// `CriticalSectionRawMutex` otherwise).
-pub struct Session<'a, M: RawMutex, C, const N: usize, G> {
-    state: Mutex<M, RefCell<Inner<'a, C, N, G>>>,
+/// `CriticalSectionRawMutex` otherwise). `WAIT` is how many futures can wait
+/// on the session at once before they are all woken whenever one more waits
+/// (harmless, each re-checks its condition; it costs a word per waiter):
+/// `run` or `run_io` is one, a receiver another, a sender a third.
+pub struct Session<'a, M: RawMutex, C, const N: usize, G, const WAIT: usize = WAITERS> {
+    state: Mutex<M, RefCell<Inner<'a, C, N, G, WAIT>>>,
 }
 
 /// The core's time now, from `embassy-time`.
@@ -203,14 +207,20 @@ fn to_embassy(at: Instant) -> embassy_time::Instant {
     embassy_time::Instant::from_micros(at.as_micros())
 }
 
-impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
-    Session<'a, M, C, N, G>
+impl<
+        'a,
+        M: RawMutex,
+        C: Codec + Clone,
+        const N: usize,
+        G: RegistryAccess<N>,
+        const WAIT: usize,
+    > Session<'a, M, C, N, G, WAIT>
 {
     fn from_connection(conn: SessionConnection<'a, C, N, G>) -> Self {
         Session {
             state: Mutex::new(RefCell::new(Inner {
                 conn,
-                pong: None,
+                pong: u64::MAX,
                 generation: 0,
                 wakers: MultiWakerRegistration::new(),
             })),
@@ -253,7 +263,7 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
         Ok(Self::from_connection(conn))
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Inner<'a, C, N, G>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut Inner<'a, C, N, G, WAIT>) -> R) -> R {
         self.state.lock(|cell| f(&mut cell.borrow_mut()))
     }
 
@@ -419,8 +429,8 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
         &'s self,
         mut input: I,
         mut output: O,
-    ) -> impl Future<Output = Result<Closed, RunError<I::Error, O::Error>>> + use<'s, 'a, I, O, M, C, N, G>
-    {
+    ) -> impl Future<Output = Result<Closed, RunError<I::Error, O::Error>>>
+           + use<'s, 'a, I, O, M, C, N, G, WAIT> {
         // A plain poll function, not an `async` body: the future is just
         // these few words.
         let mut io = IoState::default();
@@ -563,7 +573,7 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
     /// Waits until the handshake completed.
     pub fn wait_connected(
         &self,
-    ) -> impl Future<Output = Result<(), Closed>> + use<'_, 'a, M, C, N, G> {
+    ) -> impl Future<Output = Result<(), Closed>> + use<'_, 'a, M, C, N, G, WAIT> {
         self.wait_for(|s| {
             if s.conn.is_connected() {
                 Some(Ok(()))
@@ -657,7 +667,7 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
     pub fn receive_with<'s, X, F>(
         &'s self,
         mut f: F,
-    ) -> impl Future<Output = Result<X, Closed>> + use<'s, 'a, X, F, M, C, N, G>
+    ) -> impl Future<Output = Result<X, Closed>> + use<'s, 'a, X, F, M, C, N, G, WAIT>
     where
         F: FnMut(Received<'_, C>, &mut SessionOutbox<'_, 'a, C, N, G>) -> (Take, X),
     {
@@ -678,7 +688,7 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
                         (take, Some(x))
                     }
                     Event::Pong { delay, .. } => {
-                        *pong = Some(delay);
+                        *pong = delay.as_micros();
                         (Take::Consume, None)
                     }
                     _ => (Take::Consume, None),
@@ -699,7 +709,7 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
 
     /// Waits until some of the bytes queued for sending left (room was made
     /// in the transmit buffer) or the connection closed.
-    pub fn wait_sent(&self) -> impl Future<Output = ()> + use<'_, 'a, M, C, N, G> {
+    pub fn wait_sent(&self) -> impl Future<Output = ()> + use<'_, 'a, M, C, N, G, WAIT> {
         let mut before = None;
         self.wait_for(move |s| {
             let pending = s.conn.poll_transmit().len();
@@ -712,10 +722,10 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
     /// trip; the connection then closes with `pingcomplete`.
     pub fn wait_pong(
         &self,
-    ) -> impl Future<Output = Result<Duration, Closed>> + use<'_, 'a, M, C, N, G> {
+    ) -> impl Future<Output = Result<Duration, Closed>> + use<'_, 'a, M, C, N, G, WAIT> {
         self.wait_for(|s| match s.pong {
-            Some(d) => Some(Ok(d)),
-            None => closed_of(&s.conn).map(Err),
+            u64::MAX => closed_of(&s.conn).map(Err),
+            micros => Some(Ok(Duration::from_micros(micros))),
         })
     }
 
@@ -729,7 +739,7 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
     }
 
     /// Waits until the connection is closed.
-    pub fn wait_closed(&self) -> impl Future<Output = Closed> + use<'_, 'a, M, C, N, G> {
+    pub fn wait_closed(&self) -> impl Future<Output = Closed> + use<'_, 'a, M, C, N, G, WAIT> {
         self.wait_for(|s| closed_of(&s.conn))
     }
 
@@ -738,9 +748,9 @@ impl<'a, M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>
     fn wait_for<'s, T, K>(
         &'s self,
         mut check: K,
-    ) -> impl Future<Output = T> + use<'s, 'a, T, K, M, C, N, G>
+    ) -> impl Future<Output = T> + use<'s, 'a, T, K, M, C, N, G, WAIT>
     where
-        K: FnMut(&mut Inner<'a, C, N, G>) -> Option<T>,
+        K: FnMut(&mut Inner<'a, C, N, G, WAIT>) -> Option<T>,
     {
         poll_fn(move |cx| {
             self.with(|s| match check(s) {
