@@ -25,6 +25,8 @@
 #   FIRMWARE_LOCKED=1  build with --locked (firmware/Cargo.lock must be current)
 #   FIRMWARE_NO_APT=1  never run apt-get
 #   FIRMWARE_BUDGET    flash budget of core + adapter in bytes (default 24576)
+#   FIRMWARE_SLOT_STATE  static RAM a server slot may take beyond its buffers and
+#                      embassy-net's socket, in bytes (default 512)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -244,14 +246,14 @@ do_footprint() {
         smol="$(awk '$1 == "server::STACK" { gsub(/[()+]/, "", $NF); print $NF }' <<<"$diff")"
         state=$((slot - bufs - sock - ${smol:-0}))
         verdict="within"
-        [[ $state -le ${FIRMWARE_SLOT_STATE:-512} ]] || verdict="OVER"
+        if [[ $state -gt ${FIRMWARE_SLOT_STATE:-512} ]]; then verdict="OVER"; ok=FAIL; fi
         echo "server: one more slot costs $slot bytes of static RAM: connection buffers $bufs + TCP socket buffers $sock + embassy-net socket ${smol:-?} + peng3dnet state $state ($verdict the ${FIRMWARE_SLOT_STATE:-512}-byte target):"
         printf '%s\n' "$diff"
     else
         ok=FAIL
         log "the five-slot build failed"
     fi
-    record footprint "$ok" "$(since "$t0")" "budget for core + adapter: $budget bytes of flash"
+    record footprint "$ok" "$(since "$t0")" "budget for core + adapter: $budget bytes of flash; per slot: ${state:-?} bytes of state (target ${FIRMWARE_SLOT_STATE:-512})"
 }
 
 for s in "${steps[@]}"; do

@@ -822,135 +822,131 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                     let _ = with_timeout(self.options.linger, socket.flush()).await;
                     continue 'serve;
                 };
-                self.serve_client(&session, &mut socket, body, handler)
-                    .await;
+                let session = &session;
+                'client: {
+                    let id = self.with(|s| {
+                        let id = s.clients.try_insert(ClientState {
+                            connected: false,
+                            pending: false,
+                            waker: WakerRegistration::new(),
+                        });
+                        s.stats.accepted += 1;
+                        s.stats.peak_clients = s.stats.peak_clients.max(s.clients.len());
+                        id.ok()
+                    });
+                    let Some(id) = id else {
+                        // Cannot happen: at most N clients are in the table.
+                        socket.abort();
+                        break 'client;
+                    };
+                    debug!("server: client accepted");
+                    let ctx = Ctx {
+                        id,
+                        session,
+                        server: self as &dyn Backend<C, NR>,
+                    };
+                    handler.on_connect(&ctx);
+                    let (reader, writer) = socket.split();
+                    // Ends only with the connection (`run_io` below).
+                    let app = async {
+                        'app: {
+                            if session.wait_connected().await.is_err() {
+                                break 'app;
+                            }
+                            if session.with_connection(|c| c.conntype() == CONNTYPE_PING) {
+                                break 'app;
+                            }
+                            self.with(|s| {
+                                s.stats.handshakes += 1;
+                                if let Some(c) = s.clients.get_mut(id) {
+                                    c.connected = true;
+                                }
+                            });
+                            handler.on_handshake(&ctx).await;
+                            loop {
+                                let step = session.receive_with(|packet, outbox| {
+                                    let len = packet.body.len();
+                                    match handler.on_packet_in_place(id, outbox, packet.clone()) {
+                                        Flow::Handled => (Take::Consume, Step::Handled),
+                                        Flow::Retry => (Take::Keep, Step::Retry),
+                                        Flow::Defer => match body.get_mut(..len) {
+                                            Some(dst) => {
+                                                dst.copy_from_slice(packet.body);
+                                                let Received {
+                                                    packet_id, name, ..
+                                                } = packet;
+                                                (
+                                                    Take::Consume,
+                                                    Step::Deferred(packet_id, name, len),
+                                                )
+                                            }
+                                            None => (Take::Consume, Step::Dropped),
+                                        },
+                                    }
+                                });
+                                // Only the small `Step` is kept across the awaits below.
+                                let Ok(step) = step.await else {
+                                    break 'app;
+                                };
+                                match step {
+                                    Step::Handled => {}
+                                    Step::Retry => {
+                                        let stall = self.options.write_stall_timeout;
+                                        if with_timeout(stall, session.wait_sent()).await.is_err() {
+                                            session.close(CloseReason::WriteQueueFull);
+                                        }
+                                    }
+                                    Step::Deferred(packet_id, name, len) => {
+                                        let packet = Received {
+                                            packet_id,
+                                            name,
+                                            body: &body[..len],
+                                            codec: self.codec.clone(),
+                                        };
+                                        handler.on_packet(&ctx, packet).await;
+                                    }
+                                    Step::Dropped => {
+                                        debug!(
+                                            "server: deferred packet larger than the copy buffer"
+                                        );
+                                        self.with(|s| s.stats.dropped += 1);
+                                    }
+                                }
+                            }
+                        }
+                        pending::<Infallible>().await
+                    };
+                    // The connection ends `run_io`; a handler still running then is
+                    // dropped with the app.
+                    let outcome = match select3(
+                        session.run_io(reader, writer),
+                        app,
+                        self.control(id, session),
+                    )
+                    .await
+                    {
+                        Either3::First(outcome) => outcome,
+                        Either3::Second(never) | Either3::Third(never) => match never {},
+                    };
+                    let closed = match outcome {
+                        Ok(closed) => closed,
+                        Err(_) => session.closed().unwrap_or(Closed {
+                            reason: CloseReason::SocketClose,
+                            initiator: Initiator::Transport,
+                        }),
+                    };
+                    debug!("server: client closed");
+                    handler.on_close(id, &closed.reason, closed.initiator);
+                    self.with(|s| {
+                        if s.clients.get(id).is_some_and(|c| c.pending) {
+                            s.ack();
+                        }
+                        s.clients.remove(id);
+                    });
+                }
             }
             close_socket(&mut socket, self.options.linger).await;
         }
-    }
-
-    /// Serves one accepted client until its connection is done.
-    async fn serve_client<H: Handler<M, C, NR>>(
-        &self,
-        session: &ServerSession<'_, M, C, NR>,
-        socket: &mut TcpSocket<'_>,
-        body: &mut [u8],
-        handler: &H,
-    ) {
-        let id = self.with(|s| {
-            let id = s.clients.try_insert(ClientState {
-                connected: false,
-                pending: false,
-                waker: WakerRegistration::new(),
-            });
-            s.stats.accepted += 1;
-            s.stats.peak_clients = s.stats.peak_clients.max(s.clients.len());
-            id.ok()
-        });
-        let Some(id) = id else {
-            // Cannot happen: at most N clients are in the table.
-            socket.abort();
-            return;
-        };
-        debug!("server: client accepted");
-        let ctx = Ctx {
-            id,
-            session,
-            server: self as &dyn Backend<C, NR>,
-        };
-        handler.on_connect(&ctx);
-        let (reader, writer) = socket.split();
-        // Ends only with the connection (`run_io` below).
-        let app = async {
-            'app: {
-                if session.wait_connected().await.is_err() {
-                    break 'app;
-                }
-                if session.with_connection(|c| c.conntype() == CONNTYPE_PING) {
-                    break 'app;
-                }
-                self.with(|s| {
-                    s.stats.handshakes += 1;
-                    if let Some(c) = s.clients.get_mut(id) {
-                        c.connected = true;
-                    }
-                });
-                handler.on_handshake(&ctx).await;
-                loop {
-                    let step = session.receive_with(|packet, outbox| {
-                        let len = packet.body.len();
-                        match handler.on_packet_in_place(id, outbox, packet.clone()) {
-                            Flow::Handled => (Take::Consume, Step::Handled),
-                            Flow::Retry => (Take::Keep, Step::Retry),
-                            Flow::Defer => match body.get_mut(..len) {
-                                Some(dst) => {
-                                    dst.copy_from_slice(packet.body);
-                                    let Received {
-                                        packet_id, name, ..
-                                    } = packet;
-                                    (Take::Consume, Step::Deferred(packet_id, name, len))
-                                }
-                                None => (Take::Consume, Step::Dropped),
-                            },
-                        }
-                    });
-                    // Only the small `Step` is kept across the awaits below.
-                    let Ok(step) = step.await else {
-                        break 'app;
-                    };
-                    match step {
-                        Step::Handled => {}
-                        Step::Retry => {
-                            let stall = self.options.write_stall_timeout;
-                            if with_timeout(stall, session.wait_sent()).await.is_err() {
-                                session.close(CloseReason::WriteQueueFull);
-                            }
-                        }
-                        Step::Deferred(packet_id, name, len) => {
-                            let packet = Received {
-                                packet_id,
-                                name,
-                                body: &body[..len],
-                                codec: self.codec.clone(),
-                            };
-                            handler.on_packet(&ctx, packet).await;
-                        }
-                        Step::Dropped => {
-                            debug!("server: deferred packet larger than the copy buffer");
-                            self.with(|s| s.stats.dropped += 1);
-                        }
-                    }
-                }
-            }
-            pending::<Infallible>().await
-        };
-        // The connection ends `run_io`; a handler still running then is
-        // dropped with the app.
-        let outcome = match select3(
-            session.run_io(reader, writer),
-            app,
-            self.control(id, session),
-        )
-        .await
-        {
-            Either3::First(outcome) => outcome,
-            Either3::Second(never) | Either3::Third(never) => match never {},
-        };
-        let closed = match outcome {
-            Ok(closed) => closed,
-            Err(_) => session.closed().unwrap_or(Closed {
-                reason: CloseReason::SocketClose,
-                initiator: Initiator::Transport,
-            }),
-        };
-        debug!("server: client closed");
-        handler.on_close(id, &closed.reason, closed.initiator);
-        self.with(|s| {
-            if s.clients.get(id).is_some_and(|c| c.pending) {
-                s.ack();
-            }
-            s.clients.remove(id);
-        });
     }
 
     /// Carries out, for one client, what other futures asked: deliveries
