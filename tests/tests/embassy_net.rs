@@ -9,7 +9,10 @@
 //! send on both sides and closing the connection, closes with a reason on
 //! both ends (client, server, shutdown), ping, handshake timeout, the hooks,
 //! broadcast, and the N-slot limit (`serverfull` for the next client, the
-//! slot reused after a close).
+//! slot reused after a close); a handler answering in place with no copy
+//! buffer (retrying while the client's queue is full), `Server::close` before
+//! a handshake, and a slot freed at its connection's end although its
+//! handler never returned. Clients run `Session::run_io` on the sockets.
 
 use embassy_executor::Executor;
 use embassy_futures::join::{join, join3};
@@ -619,6 +622,60 @@ fn embassy_handshake_timeout() {
 }
 
 #[test]
+fn embassy_server_closes_a_client_before_its_handshake() {
+    run_test(
+        "embassy_server_closes_a_client_before_its_handshake",
+        || async {
+            let config = Config::new();
+            let handler = Recorder::default();
+            with_net(async |server_stack, client_stack| {
+                with_server(&config, server_stack, &handler, async |server| {
+                    // A client that never answers `hello`, closed by the server
+                    // (through its mailbox) with a reason.
+                    let mut rx = [0u8; 512];
+                    let mut tx = [0u8; 512];
+                    let mut socket = TcpSocket::new(client_stack, &mut rx, &mut tx);
+                    with_timeout(STEP, socket.connect((SERVER_IP, PORT)))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    handler
+                        .until("the connect hook", |h| !h.ids.borrow().is_empty())
+                        .await;
+                    let id = handler.ids.borrow()[0];
+                    assert!(server.close(id, CloseReason::Command).await);
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 256];
+                    loop {
+                        let n = with_timeout(STEP, socket.read(&mut buf))
+                            .await
+                            .expect("read: timeout")
+                            .unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    assert!(got.windows(7).any(|w| w == b"command"), "{got:?}");
+                    close_socket(&mut socket).await;
+                    handler
+                        .until("the server's close", |h| h.closes().len() == 1)
+                        .await;
+                    assert_eq!(
+                        handler.closes()[0],
+                        (CloseReason::Command, Initiator::Local)
+                    );
+                    // The client is gone: closing it again reaches nobody.
+                    assert!(!server.close(id, CloseReason::Command).await);
+                })
+                .await
+            })
+            .await;
+        },
+    );
+}
+
+#[test]
 fn embassy_slots_limit_and_broadcast() {
     run_test("embassy_slots_limit_and_broadcast", || async {
         let config = Config::new();
@@ -839,5 +896,71 @@ fn embassy_server_answers_in_place() {
         );
         assert_eq!(handler.deferred.get(), 0);
         assert_eq!(stats.dropped, 1);
+    });
+}
+
+/// Never finishes handling a packet.
+#[derive(Default)]
+struct Stuck {
+    closes: RefCell<Vec<(CloseReason, Initiator)>>,
+}
+
+impl Handler<M, Postcard, NR> for Stuck {
+    async fn on_packet(
+        &self,
+        _ctx: &Ctx<'_, '_, M, Postcard, NR>,
+        _packet: Received<'_, Postcard>,
+    ) {
+        std::future::pending::<()>().await;
+    }
+
+    fn on_close(&self, _client: ClientId, reason: &CloseReason, initiator: Initiator) {
+        self.closes.borrow_mut().push((reason.clone(), initiator));
+    }
+}
+
+#[test]
+fn embassy_connection_end_drops_a_running_handler() {
+    run_test("embassy_connection_end_drops_a_running_handler", || async {
+        let config = Config::new();
+        let handler = Stuck::default();
+        let stats = with_net(async |server_stack, client_stack| {
+            let registry = registry();
+            let server: TestServer<'_> = Server::new(&config, &registry, Postcard);
+            let mut resources = ServerResources::<SLOTS, 1024, 1024>::new();
+            let test = async {
+                let (_, end) = client(client_stack, "classic", async |s| {
+                    connected(s).await;
+                    s.send::<Echo>(&"never answered").await.unwrap();
+                    Timer::after_millis(100).await;
+                    s.close(CloseReason::UserRequest);
+                })
+                .await;
+                assert_eq!(end.reason, CloseReason::UserRequest);
+                // The slot is free again although its handler never returned.
+                let start = Instant::now();
+                while server.status().clients > 0 {
+                    assert!(start.elapsed() < STEP, "the slot was not freed");
+                    Timer::after_millis(5).await;
+                }
+                server.shutdown();
+            };
+            let (stats, ()) = with_timeout(
+                LIFE,
+                join(
+                    server.run(server_stack, PORT, &mut resources, &handler),
+                    test,
+                ),
+            )
+            .await
+            .expect("server: timeout");
+            stats
+        })
+        .await;
+        assert_eq!(stats.handshakes, 1);
+        assert_eq!(
+            *handler.closes.borrow(),
+            [(CloseReason::UserRequest, Initiator::Peer)]
+        );
     });
 }
