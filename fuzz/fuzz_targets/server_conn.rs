@@ -5,8 +5,9 @@
 //! `opts[0]`: config bits (`peng3dnet_fuzz::opt`; bit 0 = MessagePack);
 //! `opts[1]`: bits 0-1 receive size, 2-3 transmit size, bit 4 growable
 //! receive buffer, bit 5 encrypted transport, bit 6 zero-copy reads, bit 7
-//! growable transmit buffer; `opts[2]` bit 7: the transport ends right after
-//! the last fragment arrived, before it is polled.
+//! growable transmit buffer; `opts[2]` bit 6: events through `poll_with`,
+//! every other packet kept and handed out again; bit 7: the transport ends
+//! right after the last fragment arrived, before it is polled.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -59,5 +60,6 @@ fuzz_target!(|input: &[u8]| {
     );
 
     let mut driver = Driver::new(o1 & 0x40 != 0);
+    driver.in_place = o2 & 0x40 != 0;
     driver.run(&mut server, &script, o2 & 0x80 != 0);
 });

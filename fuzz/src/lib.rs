@@ -11,7 +11,7 @@ use peng3dnet_core::buffer::Buffer;
 use peng3dnet_core::codec::{Codec, CodecError};
 use peng3dnet_core::connection::{
     CloseKind, ConnTypeHooks, CustomConnType, Dispatch, IgnoreCause, Incoming, PingServerConfig,
-    SendError, CLOSE_RESERVE,
+    SendError, Take, CLOSE_RESERVE,
 };
 use peng3dnet_core::messages::CloseConn;
 use peng3dnet_core::registry::{Packet, Registry, RegistryAccess, SyncPolicy, FIRST_AUTO_ID};
@@ -531,7 +531,11 @@ pub struct Driver {
     pub events: u64,
     /// Application packets delivered.
     pub packets: u64,
+    /// Take events through `poll_with`, leaving every other packet buffered
+    /// (`Take::Keep`): `poll` must then hand the same packet out again.
+    pub in_place: bool,
     seq: u32,
+    kept: u64,
 }
 
 impl Driver {
@@ -545,7 +549,9 @@ impl Driver {
             zero_copy,
             events: 0,
             packets: 0,
+            in_place: false,
             seq: 0,
+            kept: 0,
         }
     }
 
@@ -553,7 +559,7 @@ impl Driver {
     /// With `end_early`, the transport ends right after the last fragment
     /// arrived, before it is polled: the frames it completed must still be
     /// handed out, then the close.
-    pub fn run<C: Codec, G: RegistryAccess<REG_N>>(
+    pub fn run<C: Codec + Clone, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
         script: &Script<'_>,
@@ -582,7 +588,7 @@ impl Driver {
 
     /// One step: time passes, a command, the fragment in, events out, some
     /// bytes written.
-    pub fn step<C: Codec, G: RegistryAccess<REG_N>>(
+    pub fn step<C: Codec + Clone, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
         fragment: &[u8],
@@ -616,7 +622,7 @@ impl Driver {
         self.check(conn);
     }
 
-    fn command<C: Codec, G: RegistryAccess<REG_N>>(
+    fn command<C: Codec + Clone, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
         command: u8,
@@ -677,7 +683,7 @@ impl Driver {
         self.check_send(conn, result, before, was_closed, rules);
     }
 
-    fn check_send<C: Codec, G: RegistryAccess<REG_N>>(
+    fn check_send<C: Codec + Clone, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
         result: Result<(), SendError>,
@@ -739,7 +745,7 @@ impl Driver {
 
     /// Puts `bytes` in, polling whenever the buffer is full; asserts that
     /// a full poll always makes room.
-    pub fn feed<C: Codec, G: RegistryAccess<REG_N>>(
+    pub fn feed<C: Codec + Clone, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
         bytes: &[u8],
@@ -782,7 +788,7 @@ impl Driver {
     }
 
     /// Polls until `None`, checking every event.
-    pub fn poll_all<C: Codec, G: RegistryAccess<REG_N>>(
+    pub fn poll_all<C: Codec + Clone, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
         protocol_only: bool,
@@ -796,9 +802,11 @@ impl Driver {
             let now = self.now;
             let use_protocol = protocol_only && !full_next;
             let ev = if use_protocol {
-                conn.poll_protocol(now)
+                conn.poll_protocol(now).map(|ev| seen_of(ev, rx_cap))
+            } else if self.in_place {
+                self.poll_in_place(conn, rx_cap)
             } else {
-                conn.poll(now)
+                conn.poll(now).map(|ev| seen_of(ev, rx_cap))
             };
             let Some(ev) = ev else {
                 if use_protocol && conn.has_buffered_frame() {
@@ -810,40 +818,27 @@ impl Driver {
             };
             full_next = false;
             if self.closed.is_some() {
-                let kind = match ev {
-                    Event::Connected => "Connected",
-                    Event::Packet(_) => "Packet",
-                    Event::ConnTypePacket(_) => "ConnTypePacket",
-                    Event::Pong { .. } => "Pong",
-                    Event::PingAnswered => "PingAnswered",
-                    Event::Ignored { .. } => "Ignored",
-                    Event::Closed { .. } => "Closed",
-                };
-                panic!("an event after Closed: {kind}");
+                panic!("an event after Closed: {ev:?}");
             }
             self.events += 1;
             let mut delivered = None;
             let mut ignored = None;
             match ev {
-                Event::Connected => {
+                Seen::Connected => {
                     self.connected += 1;
                     assert_eq!(self.connected, 1, "Connected twice");
                 }
-                Event::Packet(inc) => {
+                Seen::Packet { id, name, conntype } => {
                     assert!(!use_protocol, "poll_protocol returned a packet");
-                    delivered = Some((check_incoming(&inc, rx_cap), false));
+                    delivered = Some(((id, name), conntype));
                 }
-                Event::ConnTypePacket(inc) => {
-                    assert!(!use_protocol, "poll_protocol returned a packet");
-                    delivered = Some((check_incoming(&inc, rx_cap), true));
-                }
-                Event::Pong { body, .. } => {
+                Seen::Pong { body_len } => {
                     assert_eq!(side, Side::Client, "a server got a Pong");
-                    assert!(body.len() + FRAME_OVERHEAD <= rx_cap);
+                    assert!(body_len + FRAME_OVERHEAD <= rx_cap);
                 }
-                Event::PingAnswered => assert_eq!(side, Side::Server, "a client answered a ping"),
-                Event::Ignored { packet_id, cause } => ignored = Some((packet_id, cause)),
-                Event::Closed { reason, initiator } => {
+                Seen::PingAnswered => assert_eq!(side, Side::Server, "a client answered a ping"),
+                Seen::Ignored { id, cause } => ignored = Some((id, cause)),
+                Seen::Closed { reason, initiator } => {
                     check_close(&reason, initiator);
                     self.closed = Some((reason, initiator));
                 }
@@ -896,8 +891,43 @@ impl Driver {
         );
     }
 
+    /// The next event through `poll_with`. Every other application packet is
+    /// left buffered (`Take::Keep`); `poll` must then hand the very same
+    /// packet out again, and that is the event returned.
+    fn poll_in_place<C: Codec + Clone, G: RegistryAccess<REG_N>>(
+        &mut self,
+        conn: &mut Conn<'_, '_, C, G>,
+        rx_cap: usize,
+    ) -> Option<Seen> {
+        let keep = self.events % 2 == 0;
+        let mut kept = None;
+        let offered = conn.poll_with(self.now, |ev, _outbox| match ev {
+            Event::Packet(p) | Event::ConnTypePacket(p) if keep => {
+                kept = Some((p.packet_id, p.body.to_vec()));
+                (Take::Keep, None)
+            }
+            ev => (Take::Consume, Some(seen_of(ev, rx_cap))),
+        })?;
+        if offered.is_some() {
+            return offered;
+        }
+        let (id, body) = kept.expect("a packet was kept");
+        self.kept += 1;
+        let again = conn
+            .poll(self.now)
+            .expect("a kept packet was not handed out again");
+        match &again {
+            Event::Packet(p) | Event::ConnTypePacket(p) => {
+                assert_eq!(p.packet_id, id, "another packet after a kept one");
+                assert_eq!(p.body, &body[..], "a kept packet came back changed");
+            }
+            _ => panic!("a kept packet came back as another event"),
+        }
+        Some(seen_of(again, rx_cap))
+    }
+
     /// Writes up to `n` bytes of the transmit queue out.
-    pub fn drain<C: Codec, G: RegistryAccess<REG_N>>(
+    pub fn drain<C: Codec + Clone, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
         n: usize,
@@ -909,7 +939,7 @@ impl Driver {
     }
 
     /// The invariants that hold between any two calls.
-    pub fn check<C: Codec, G: RegistryAccess<REG_N>>(&self, conn: &Conn<'_, '_, C, G>) {
+    pub fn check<C: Codec + Clone, G: RegistryAccess<REG_N>>(&self, conn: &Conn<'_, '_, C, G>) {
         let (rx, tx) = conn.buffers();
         let tx_cap = tx.max_capacity();
         let pending = conn.poll_transmit().len();
@@ -949,7 +979,10 @@ impl Driver {
 
     /// The end: write everything, check the closeconn, end the transport,
     /// and check that the connection finishes.
-    pub fn finish<C: Codec, G: RegistryAccess<REG_N>>(&mut self, conn: &mut Conn<'_, '_, C, G>) {
+    pub fn finish<C: Codec + Clone, G: RegistryAccess<REG_N>>(
+        &mut self,
+        conn: &mut Conn<'_, '_, C, G>,
+    ) {
         self.poll_all(conn, false);
         self.drain(conn, usize::MAX);
         self.check(conn);
@@ -972,9 +1005,10 @@ impl Driver {
         assert!(conn.poll(self.now).is_none());
         if debug() {
             eprintln!(
-                "connected {} packets {} events {} closed {:?} wrote {} bytes",
+                "connected {} packets {} (kept and handed out again {}) events {} closed {:?} wrote {} bytes",
                 self.connected,
                 self.packets,
+                self.kept,
                 self.events,
                 self.closed,
                 self.tx_record.len()
@@ -985,7 +1019,7 @@ impl Driver {
 
     /// Everything written parses as frames of known ids; a local close
     /// ends with a `closeconn` that carries its reason.
-    fn check_tx<C: Codec, G: RegistryAccess<REG_N>>(&self, conn: &Conn<'_, '_, C, G>) {
+    fn check_tx<C: Codec + Clone, G: RegistryAccess<REG_N>>(&self, conn: &Conn<'_, '_, C, G>) {
         let (frames, end) = parse_stream(&self.tx_record, u32::MAX as usize);
         let peer_closed = matches!(self.closed, Some((_, Initiator::Peer)));
         match end {
@@ -1041,6 +1075,62 @@ pub fn debug() -> bool {
 }
 
 /// Checks a delivered packet and decodes it as every packet type.
+/// An event, owned and checked.
+#[derive(Debug)]
+enum Seen {
+    Connected,
+    Packet {
+        id: u32,
+        name: Option<&'static str>,
+        /// A `ConnTypePacket`.
+        conntype: bool,
+    },
+    Pong {
+        body_len: usize,
+    },
+    PingAnswered,
+    Ignored {
+        id: u32,
+        cause: IgnoreCause,
+    },
+    Closed {
+        reason: CloseReason,
+        initiator: Initiator,
+    },
+}
+
+/// Checks what can be checked of an event on its own, and keeps the rest.
+fn seen_of<C: Codec>(ev: Event<'_, C>, rx_cap: usize) -> Seen {
+    match ev {
+        Event::Connected => Seen::Connected,
+        Event::Packet(inc) => {
+            let (id, name) = check_incoming(&inc, rx_cap);
+            Seen::Packet {
+                id,
+                name,
+                conntype: false,
+            }
+        }
+        Event::ConnTypePacket(inc) => {
+            let (id, name) = check_incoming(&inc, rx_cap);
+            Seen::Packet {
+                id,
+                name,
+                conntype: true,
+            }
+        }
+        Event::Pong { body, .. } => Seen::Pong {
+            body_len: body.len(),
+        },
+        Event::PingAnswered => Seen::PingAnswered,
+        Event::Ignored { packet_id, cause } => Seen::Ignored {
+            id: packet_id,
+            cause,
+        },
+        Event::Closed { reason, initiator } => Seen::Closed { reason, initiator },
+    }
+}
+
 fn check_incoming<C: Codec>(inc: &Incoming<'_, C>, rx_cap: usize) -> (u32, Option<&'static str>) {
     assert!(
         inc.body.len() + FRAME_OVERHEAD <= rx_cap,

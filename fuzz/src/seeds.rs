@@ -365,6 +365,12 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
             format!("{name}-end-early"),
             Script::encode([s.opts, 0x0f, 0x80], &[(40, 0)], &t.c2s),
         ));
+        // Events through `poll_with`, every other packet kept.
+        out.push((
+            "server_conn",
+            format!("{name}-in-place"),
+            Script::encode([s.opts, 0x0f, 0x40], &[(40, 0)], &t.c2s),
+        ));
         out.push((
             "client_conn",
             format!("{name}-end-early"),
