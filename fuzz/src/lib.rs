@@ -899,7 +899,7 @@ impl Driver {
         conn: &mut Conn<'_, '_, C, G>,
         rx_cap: usize,
     ) -> Option<Seen> {
-        let keep = self.events % 2 == 0;
+        let keep = self.events.is_multiple_of(2);
         let mut kept = None;
         let offered = conn.poll_with(self.now, |ev, _outbox| match ev {
             Event::Packet(p) | Event::ConnTypePacket(p) if keep => {
