@@ -449,6 +449,11 @@ impl<
         output: &mut O,
         io: &mut IoState,
     ) -> Poll<IoResult<I, O>> {
+        // A failed transport ends the connection.
+        let fail = |e| {
+            self.transport_closed();
+            Poll::Ready(Err(e))
+        };
         // Bounded, so that a busy connection lets other tasks run.
         for _ in 0..IO_ROUNDS {
             // Registered first: a change made after the checks below wakes.
@@ -466,10 +471,7 @@ impl<
                         io.reading = false;
                         progress = true;
                     }
-                    Poll::Ready(Err(e)) => {
-                        self.transport_closed();
-                        return Poll::Ready(Err(RunError::Read(e)));
-                    }
+                    Poll::Ready(Err(e)) => return fail(RunError::Read(e)),
                     Poll::Pending => {}
                 }
             } else if self.closed().is_some() {
@@ -484,10 +486,7 @@ impl<
                         io.dirty = true;
                         progress = true;
                     }
-                    Poll::Ready(Err(e)) => {
-                        self.transport_closed();
-                        return Poll::Ready(Err(RunError::Write(e)));
-                    }
+                    Poll::Ready(Err(e)) => return fail(RunError::Write(e)),
                     Poll::Pending => {}
                 }
             } else if io.dirty {
@@ -496,10 +495,7 @@ impl<
                         io.dirty = false;
                         progress = true;
                     }
-                    Poll::Ready(Err(e)) => {
-                        self.transport_closed();
-                        return Poll::Ready(Err(RunError::Write(e)));
-                    }
+                    Poll::Ready(Err(e)) => return fail(RunError::Write(e)),
                     Poll::Pending => {}
                 }
             } else if finished {

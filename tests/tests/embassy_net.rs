@@ -393,16 +393,34 @@ async fn with_server(
     handler: &Recorder,
     body: impl AsyncFnOnce(&TestServer<'_>),
 ) -> ServerStats {
+    let mut resources = ServerResources::<SLOTS, 1024, 1024>::new();
+    serve_with(config, stack, handler, &mut resources, body).await
+}
+
+/// [`with_server`] with any handler and slot sizes.
+async fn serve_with<
+    H: Handler<M, Postcard, NR>,
+    const RX: usize,
+    const TX: usize,
+    const SRX: usize,
+    const STX: usize,
+    const BODY: usize,
+>(
+    config: &Config<'_>,
+    stack: Stack<'_>,
+    handler: &H,
+    resources: &mut ServerResources<SLOTS, RX, TX, SRX, STX, BODY>,
+    body: impl AsyncFnOnce(&TestServer<'_>),
+) -> ServerStats {
     let registry = registry();
     let server: TestServer<'_> = Server::new(config, &registry, Postcard);
-    let mut resources = ServerResources::<SLOTS, 1024, 1024>::new();
     let test = async {
         body(&server).await;
         server.shutdown();
     };
     let (stats, ()) = with_timeout(
         LIFE,
-        join(server.run(stack, PORT, &mut resources, handler), test),
+        join(server.run(stack, PORT, resources, handler), test),
     )
     .await
     .expect("server: timeout");
@@ -844,49 +862,43 @@ fn embassy_server_answers_in_place() {
         let config = Config::new();
         let handler = InPlace::default();
         let stats = with_net(async |server_stack, client_stack| {
-            let registry = registry();
-            let server: TestServer<'_> = Server::new(&config, &registry, Postcard);
             // No copy buffer (BODY = 0), a small transmit buffer.
             let mut resources = ServerResources::<SLOTS, 1024, 512, 1024, 1024, 0>::new();
-            let test = async {
-                let (_, end) = client(client_stack, "classic", async |s| {
-                    connected(s).await;
-                    // Deferred, and dropped: the slot has no copy buffer.
-                    s.send::<Move>(&Point { x: 1, y: 2 }).await.unwrap();
-                    let texts: Vec<String> = (0..ECHOES)
-                        .map(|i| format!("{i:03}{}", "x".repeat(147)))
-                        .collect();
-                    let send = async {
-                        for text in &texts {
-                            s.send::<Echo>(&text.as_str()).await.unwrap();
-                        }
-                    };
-                    let receive = async {
-                        // Reads only once the path back had time to fill up.
-                        Timer::after_millis(300).await;
-                        let mut buf = [0u8; 256];
-                        for text in &texts {
-                            let p = next(s, &mut buf).await;
-                            assert_eq!(p.decode::<Echo>().unwrap(), text.as_str());
-                        }
-                    };
-                    join(send, receive).await;
-                    s.close(CloseReason::UserRequest);
-                })
-                .await;
-                assert_eq!(end.reason, CloseReason::UserRequest);
-                server.shutdown();
-            };
-            let (stats, ()) = with_timeout(
-                LIFE,
-                join(
-                    server.run(server_stack, PORT, &mut resources, &handler),
-                    test,
-                ),
+            serve_with(
+                &config,
+                server_stack,
+                &handler,
+                &mut resources,
+                async |_| {
+                    let (_, end) = client(client_stack, "classic", async |s| {
+                        connected(s).await;
+                        // Deferred, and dropped: the slot has no copy buffer.
+                        s.send::<Move>(&Point { x: 1, y: 2 }).await.unwrap();
+                        let texts: Vec<String> = (0..ECHOES)
+                            .map(|i| format!("{i:03}{}", "x".repeat(147)))
+                            .collect();
+                        let send = async {
+                            for text in &texts {
+                                s.send::<Echo>(&text.as_str()).await.unwrap();
+                            }
+                        };
+                        let receive = async {
+                            // Reads only once the path back had time to fill up.
+                            Timer::after_millis(300).await;
+                            let mut buf = [0u8; 256];
+                            for text in &texts {
+                                let p = next(s, &mut buf).await;
+                                assert_eq!(p.decode::<Echo>().unwrap(), text.as_str());
+                            }
+                        };
+                        join(send, receive).await;
+                        s.close(CloseReason::UserRequest);
+                    })
+                    .await;
+                    assert_eq!(end.reason, CloseReason::UserRequest);
+                },
             )
             .await
-            .expect("server: timeout");
-            stats
         })
         .await;
         assert_eq!(handler.echoed.get(), ECHOES as u32);
@@ -925,36 +937,30 @@ fn embassy_connection_end_drops_a_running_handler() {
         let config = Config::new();
         let handler = Stuck::default();
         let stats = with_net(async |server_stack, client_stack| {
-            let registry = registry();
-            let server: TestServer<'_> = Server::new(&config, &registry, Postcard);
             let mut resources = ServerResources::<SLOTS, 1024, 1024>::new();
-            let test = async {
-                let (_, end) = client(client_stack, "classic", async |s| {
-                    connected(s).await;
-                    s.send::<Echo>(&"never answered").await.unwrap();
-                    Timer::after_millis(100).await;
-                    s.close(CloseReason::UserRequest);
-                })
-                .await;
-                assert_eq!(end.reason, CloseReason::UserRequest);
-                // The slot is free again although its handler never returned.
-                let start = Instant::now();
-                while server.status().clients > 0 {
-                    assert!(start.elapsed() < STEP, "the slot was not freed");
-                    Timer::after_millis(5).await;
-                }
-                server.shutdown();
-            };
-            let (stats, ()) = with_timeout(
-                LIFE,
-                join(
-                    server.run(server_stack, PORT, &mut resources, &handler),
-                    test,
-                ),
+            serve_with(
+                &config,
+                server_stack,
+                &handler,
+                &mut resources,
+                async |server| {
+                    let (_, end) = client(client_stack, "classic", async |s| {
+                        connected(s).await;
+                        s.send::<Echo>(&"never answered").await.unwrap();
+                        Timer::after_millis(100).await;
+                        s.close(CloseReason::UserRequest);
+                    })
+                    .await;
+                    assert_eq!(end.reason, CloseReason::UserRequest);
+                    // The slot is free again although its handler never returned.
+                    let start = Instant::now();
+                    while server.status().clients > 0 {
+                        assert!(start.elapsed() < STEP, "the slot was not freed");
+                        Timer::after_millis(5).await;
+                    }
+                },
             )
             .await
-            .expect("server: timeout");
-            stats
         })
         .await;
         assert_eq!(stats.handshakes, 1);
