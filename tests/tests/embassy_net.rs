@@ -268,6 +268,33 @@ async fn client<R>(
     (r, closed)
 }
 
+/// A plain TCP connection to the server (no peng3dnet client on it).
+async fn raw_client<'s>(stack: Stack<'s>, rx: &'s mut [u8], tx: &'s mut [u8]) -> TcpSocket<'s> {
+    let mut socket = TcpSocket::new(stack, rx, tx);
+    with_timeout(STEP, socket.connect((SERVER_IP, PORT)))
+        .await
+        .expect("connect: timeout")
+        .expect("connect");
+    socket
+}
+
+/// Everything `socket` receives until the server closes it.
+async fn read_to_end(socket: &mut TcpSocket<'_>) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    for _ in 0..10_000 {
+        let n = with_timeout(STEP, socket.read(&mut buf))
+            .await
+            .expect("read: timeout")
+            .unwrap_or(0);
+        if n == 0 {
+            return got;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    panic!("no end after 10,000 reads");
+}
+
 /// The next packet the client receives, within [`STEP`].
 async fn next<'b>(session: &ClientSession<'_>, buf: &'b mut [u8]) -> Received<'b, Postcard> {
     with_timeout(STEP, session.receive(buf))
@@ -603,24 +630,9 @@ fn embassy_handshake_timeout() {
                 // A client that never answers `hello`.
                 let mut rx = [0u8; 512];
                 let mut tx = [0u8; 512];
-                let mut socket = TcpSocket::new(client_stack, &mut rx, &mut tx);
-                with_timeout(STEP, socket.connect((SERVER_IP, PORT)))
-                    .await
-                    .unwrap()
-                    .unwrap();
+                let mut socket = raw_client(client_stack, &mut rx, &mut tx).await;
                 let started = Instant::now();
-                let mut got = Vec::new();
-                let mut buf = [0u8; 256];
-                loop {
-                    let n = with_timeout(STEP, socket.read(&mut buf))
-                        .await
-                        .expect("read: timeout")
-                        .unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                }
+                let got = read_to_end(&mut socket).await;
                 let waited = started.elapsed();
                 assert!(waited >= Duration::from_millis(250), "{waited:?}");
                 assert!(got.windows(16).any(|w| w == b"handshaketimeout"), "{got:?}");
@@ -652,28 +664,13 @@ fn embassy_server_closes_a_client_before_its_handshake() {
                     // (through its mailbox) with a reason.
                     let mut rx = [0u8; 512];
                     let mut tx = [0u8; 512];
-                    let mut socket = TcpSocket::new(client_stack, &mut rx, &mut tx);
-                    with_timeout(STEP, socket.connect((SERVER_IP, PORT)))
-                        .await
-                        .unwrap()
-                        .unwrap();
+                    let mut socket = raw_client(client_stack, &mut rx, &mut tx).await;
                     handler
                         .until("the connect hook", |h| !h.ids.borrow().is_empty())
                         .await;
                     let id = handler.ids.borrow()[0];
                     assert!(server.close(id, CloseReason::Command).await);
-                    let mut got = Vec::new();
-                    let mut buf = [0u8; 256];
-                    loop {
-                        let n = with_timeout(STEP, socket.read(&mut buf))
-                            .await
-                            .expect("read: timeout")
-                            .unwrap_or(0);
-                        if n == 0 {
-                            break;
-                        }
-                        got.extend_from_slice(&buf[..n]);
-                    }
+                    let got = read_to_end(&mut socket).await;
                     assert!(got.windows(7).any(|w| w == b"command"), "{got:?}");
                     close_socket(&mut socket).await;
                     handler
