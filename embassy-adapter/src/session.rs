@@ -1,20 +1,24 @@
 //! One connection driven by async I/O: [`Session`].
 //!
 //! A session owns a core [`Connection`] behind a blocking mutex. Its
-//! [`run`](Session::run) future moves bytes between the connection and any
-//! `embedded_io_async` reader and writer (an `embassy-net` socket's halves, a
-//! TLS session, a UART, a test pipe) and fires its timer; other tasks
-//! [`send`](Session::send), [`receive`](Session::receive),
+//! [`run_io`](Session::run_io) future moves bytes between the connection and
+//! an `embassy-net` socket's halves in place (see [`crate::io`]), and its
+//! [`run`](Session::run) future between the connection and any
+//! `embedded_io_async` reader and writer (a TLS session, a UART, a test pipe)
+//! through two small copy buffers; both fire its timer. Other tasks
+//! [`send`](Session::send), [`receive`](Session::receive) (or
+//! [`receive_with`](Session::receive_with), in place),
 //! [`wait_connected`](Session::wait_connected) and [`close`](Session::close)
 //! at the same time. No lock is held across an `.await`.
 //!
 //! Every future of a session is cancel-safe: dropping `send` before it
-//! returns queues nothing, dropping `receive` before it returns consumes no
-//! packet, and the connection stays usable. Dropping `run` stops the
-//! connection's I/O; it may be run again, but bytes it had read and not yet
-//! fit into a full receive buffer are lost then, so drop it only between
-//! packets (as `tests/tests/embassy_session.rs` does) or to end the
-//! connection.
+//! returns queues nothing, dropping `receive` or `receive_with` before it
+//! returns consumes no packet, and the connection stays usable. Dropping
+//! `run_io` stops the connection's I/O and loses nothing (bytes stay in the
+//! socket until taken); it may be run again. Dropping `run` does the same,
+//! but bytes it had read and not yet fit into a full receive buffer are lost
+//! then, so drop it only between packets (as `tests/tests/embassy_session.rs`
+//! does) or to end the connection.
 
 use crate::fmt::debug;
 use crate::io::{Input, Output};
