@@ -2,9 +2,10 @@
 //!
 //! peng3dnet for microcontrollers on [embassy](https://embassy.dev):
 //! `#![no_std]`, no heap, every buffer sized at compile time. A [`Session`]
-//! drives one connection of the core over any `embedded_io_async` reader and
-//! writer: an `embassy-net` TCP socket's halves, a TLS session, a UART, a
-//! test pipe.
+//! drives one connection of the core over an `embassy-net` TCP socket's
+//! halves ([`Session::run_io`], in place) or any `embedded_io_async` reader
+//! and writer ([`Session::run`]: a TLS session, a UART, a test pipe); the
+//! [`server`] serves `N` clients at once.
 //!
 //! ```
 //! use embassy_sync::blocking_mutex::raw::NoopRawMutex;
