@@ -633,6 +633,7 @@ enum Found<'e, C> {
 }
 
 impl<'e, C> Found<'e, C> {
+    #[inline(always)]
     fn into_event<'b, B: Buffer>(self, rx: &'b FrameDecoder<B>, codec: &'b C) -> Event<'b, C>
     where
         'e: 'b,
@@ -1541,6 +1542,7 @@ where
 
     /// Runs the state machine up to the next event; what it found refers to
     /// the receive buffer by range, so the caller decides what to borrow.
+    #[inline(always)]
     fn next_found<'e>(&mut self, now: Instant, protocol_only: bool) -> Option<Found<'e, C>>
     where
         C: 'e,
