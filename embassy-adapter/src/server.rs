@@ -64,7 +64,7 @@
 //! ```
 
 use crate::fmt::debug;
-use crate::session::{Closed, Received, Resources, Session, SessionOutbox};
+use crate::session::{Received, Resources, Session, SessionOutbox};
 use core::cell::RefCell;
 use core::convert::Infallible;
 use core::future::{pending, poll_fn, Future};
@@ -443,8 +443,32 @@ fn encode_into<C: Codec, P: Packet>(
 enum Step {
     Handled,
     Retry,
+    /// Copied into the slot's copy buffer: id, name, length.
     Deferred(u32, Option<&'static str>, usize),
     Dropped,
+}
+
+/// Offers `packet` to the handler where it lies, and copies it into `body`
+/// if the handler defers it.
+fn offer<M: RawMutex, C: Codec, const NR: usize, H: Handler<M, C, NR>>(
+    handler: &H,
+    id: ClientId,
+    outbox: &mut ServerOutbox<'_, '_, C, NR>,
+    packet: Received<'_, C>,
+    body: &mut [u8],
+) -> (Take, Step) {
+    let (packet_id, name, bytes) = (packet.packet_id, packet.name, packet.body);
+    match handler.on_packet_in_place(id, outbox, packet) {
+        Flow::Handled => (Take::Consume, Step::Handled),
+        Flow::Retry => (Take::Keep, Step::Retry),
+        Flow::Defer => match body.get_mut(..bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                (Take::Consume, Step::Deferred(packet_id, name, bytes.len()))
+            }
+            None => (Take::Consume, Step::Dropped),
+        },
+    }
 }
 
 /// Which clients a posted message is for.
@@ -808,6 +832,8 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
             // The session lives in this block only, so that it takes no room
             // while the socket closes below.
             {
+                // Not a `match`: its `Result` would be kept across the
+                // `.await` of the refusal.
                 let session = 'made: {
                     if let Ok(session) = ServerSession::<M, C, NR>::server(
                         self.config,
@@ -865,24 +891,7 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                             handler.on_handshake(&ctx).await;
                             loop {
                                 let step = session.receive_with(|packet, outbox| {
-                                    let len = packet.body.len();
-                                    match handler.on_packet_in_place(id, outbox, packet.clone()) {
-                                        Flow::Handled => (Take::Consume, Step::Handled),
-                                        Flow::Retry => (Take::Keep, Step::Retry),
-                                        Flow::Defer => match body.get_mut(..len) {
-                                            Some(dst) => {
-                                                dst.copy_from_slice(packet.body);
-                                                let Received {
-                                                    packet_id, name, ..
-                                                } = packet;
-                                                (
-                                                    Take::Consume,
-                                                    Step::Deferred(packet_id, name, len),
-                                                )
-                                            }
-                                            None => (Take::Consume, Step::Dropped),
-                                        },
-                                    }
+                                    offer(handler, id, outbox, packet, body)
                                 });
                                 // Only the small `Step` is kept across the awaits below.
                                 let Ok(step) = step.await else {
@@ -928,13 +937,7 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                         Either3::First(outcome) => outcome,
                         Either3::Second(never) | Either3::Third(never) => match never {},
                     };
-                    let closed = match outcome {
-                        Ok(closed) => closed,
-                        Err(_) => session.closed().unwrap_or(Closed {
-                            reason: CloseReason::SocketClose,
-                            initiator: Initiator::Transport,
-                        }),
-                    };
+                    let closed = outcome.unwrap_or_else(|_| session.end());
                     debug!("server: client closed");
                     handler.on_close(id, &closed.reason, closed.initiator);
                     self.with(|s| {

@@ -47,20 +47,12 @@ type IoResult<I, O> = Result<(), RunError<<I as Input>::Error, <O as Output>::Er
 const IO_ROUNDS: usize = 16;
 
 /// What [`Session::run_io`] keeps between polls.
+#[derive(Default)]
 struct IoState {
-    /// The stream has not ended.
-    reading: bool,
+    /// The stream ended.
+    ended: bool,
     /// Bytes were written since the last flush.
     dirty: bool,
-}
-
-impl Default for IoState {
-    fn default() -> Self {
-        IoState {
-            reading: true,
-            dirty: false,
-        }
-    }
 }
 
 /// Tasks that can wait on one session at once, by default (see
@@ -463,7 +455,7 @@ impl<
             // Registered first: a change made after the checks below wakes.
             self.with(|s| s.wakers.register(cx.waker()));
             let mut progress = false;
-            if io.reading {
+            if !io.ended {
                 let mut taken = 0;
                 match input.poll_read_into(cx, |bytes| {
                     taken = self.input(bytes).0;
@@ -472,7 +464,7 @@ impl<
                     Poll::Ready(Ok(true)) => progress |= taken > 0,
                     Poll::Ready(Ok(false)) => {
                         self.transport_closed();
-                        io.reading = false;
+                        io.ended = true;
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => return fail(RunError::Read(e)),
@@ -554,8 +546,9 @@ impl<
         });
     }
 
-    /// Why the connection ended, once `run` is done.
-    fn end(&self) -> Closed {
+    /// Why the connection ended, once `run` or `run_io` is done (also when
+    /// it ended by a transport error).
+    pub(crate) fn end(&self) -> Closed {
         self.closed().unwrap_or(Closed {
             reason: CloseReason::SocketClose,
             initiator: Initiator::Transport,
