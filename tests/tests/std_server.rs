@@ -244,6 +244,13 @@ impl Harness {
         self.closed.recv_timeout(T).expect("on_close")
     }
 
+    /// The next `on_close` is `reason` by `initiator` (any client).
+    #[track_caller]
+    fn expect_close(&self, reason: CloseReason, initiator: Initiator) {
+        let (_, got, by) = self.next_close();
+        assert_eq!((got, by), (reason, initiator));
+    }
+
     #[track_caller]
     fn no_close(&self) {
         if let Ok(c) = self.closed.try_recv() {
@@ -659,11 +666,7 @@ fn handshake_syncs_the_registry_and_echo_round_trips_in_order() {
     let seen: Vec<u32> = h.sync(&mut c).into_iter().map(|(_, v)| v).collect();
     assert_eq!(seen, (0..1000).collect::<Vec<u32>>());
     c.close(CloseReason::UserRequest).unwrap();
-    let (_, reason, initiator) = h.next_close();
-    assert_eq!(
-        (reason, initiator),
-        (CloseReason::UserRequest, Initiator::Peer)
-    );
+    h.expect_close(CloseReason::UserRequest, Initiator::Peer);
 }
 
 // ---- SmartPacket rules ----
@@ -704,11 +707,7 @@ fn side_rule_both_directions() {
         until_closed(&mut c),
         (CloseReason::SmartPacketInvalid, Initiator::Local)
     );
-    let (_, reason, initiator) = h.next_close();
-    assert_eq!(
-        (reason, initiator),
-        (CloseReason::SmartPacketInvalid, Initiator::Peer)
-    );
+    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Peer);
     assert!(h.got.try_recv().is_err(), "nothing reached the server");
 
     // A server refusing a close-rule packet does the same.
@@ -718,11 +717,7 @@ fn side_rule_both_directions() {
         ev(&mut c),
         Ev::Closed(CloseReason::SmartPacketInvalid, Initiator::Peer)
     );
-    let (_, reason, initiator) = h.next_close();
-    assert_eq!(
-        (reason, initiator),
-        (CloseReason::SmartPacketInvalid, Initiator::Local)
-    );
+    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Local);
 }
 
 #[test]
@@ -829,11 +824,7 @@ fn conntype_rule_both_directions() {
         until_closed(&mut c),
         (CloseReason::SmartPacketInvalid, Initiator::Local)
     );
-    let (_, reason, initiator) = h.next_close();
-    assert_eq!(
-        (reason, initiator),
-        (CloseReason::SmartPacketInvalid, Initiator::Peer)
-    );
+    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Peer);
     assert!(h.got.try_recv().is_err(), "nothing reached the server");
 }
 
@@ -892,11 +883,7 @@ fn state_rule_both_directions() {
         until_closed(&mut c),
         (CloseReason::SmartPacketInvalid, Initiator::Peer)
     );
-    let (_, reason, initiator) = h.next_close();
-    assert_eq!(
-        (reason, initiator),
-        (CloseReason::SmartPacketInvalid, Initiator::Local)
-    );
+    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Local);
 
     // Close action, server -> client: LoggedInClose at an ACTIVE client.
     let (mut c, _) = h.client();
@@ -907,11 +894,7 @@ fn state_rule_both_directions() {
         ev(&mut c),
         Ev::Closed(CloseReason::SmartPacketInvalid, Initiator::Local)
     );
-    let (_, reason, initiator) = h.next_close();
-    assert_eq!(
-        (reason, initiator),
-        (CloseReason::SmartPacketInvalid, Initiator::Peer)
-    );
+    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Peer);
 }
 
 #[test]
@@ -951,11 +934,7 @@ fn mode_rule_both_directions() {
         until_closed(&mut c),
         (CloseReason::SmartPacketInvalid, Initiator::Peer)
     );
-    let (_, reason, initiator) = h.next_close();
-    assert_eq!(
-        (reason, initiator),
-        (CloseReason::SmartPacketInvalid, Initiator::Local)
-    );
+    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Local);
     let (mut c, _) = h.client();
     c.send::<Cmd>(&3).unwrap();
     assert_eq!(ev(&mut c), Ev::P(Reply::NAME, Mode::PLAY.0 as u32));
@@ -964,11 +943,7 @@ fn mode_rule_both_directions() {
         ev(&mut c),
         Ev::Closed(CloseReason::SmartPacketInvalid, Initiator::Local)
     );
-    let (_, reason, initiator) = h.next_close();
-    assert_eq!(
-        (reason, initiator),
-        (CloseReason::SmartPacketInvalid, Initiator::Peer)
-    );
+    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Peer);
 }
 
 #[test]
@@ -1005,11 +980,7 @@ fn min_security_is_refused_before_the_wire_both_directions() {
         until_closed(&mut c),
         (CloseReason::SmartPacketInvalid, Initiator::Local)
     );
-    let (_, reason, initiator) = h.next_close();
-    assert_eq!(
-        (reason, initiator),
-        (CloseReason::SmartPacketInvalid, Initiator::Peer)
-    );
+    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Peer);
     assert!(h.got.try_recv().is_err(), "SecureClose never arrived");
     let (mut c, _) = h.client();
     c.send::<Cmd>(&send_op::<SecureClose>()).unwrap();
@@ -1017,11 +988,7 @@ fn min_security_is_refused_before_the_wire_both_directions() {
         ev(&mut c),
         Ev::Closed(CloseReason::SmartPacketInvalid, Initiator::Peer)
     );
-    let (_, reason, initiator) = h.next_close();
-    assert_eq!(
-        (reason, initiator),
-        (CloseReason::SmartPacketInvalid, Initiator::Local)
-    );
+    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Local);
 }
 
 // ---- close reasons a peer causes on the server ----
@@ -1195,11 +1162,7 @@ fn a_dropped_client_is_socketclose_on_the_server() {
     let mut r = Raw::connect(h.addr);
     r.hello();
     drop(r);
-    let (_, reason, initiator) = h.next_close();
-    assert_eq!(
-        (reason, initiator),
-        (CloseReason::SocketClose, Initiator::Transport)
-    );
+    h.expect_close(CloseReason::SocketClose, Initiator::Transport);
 }
 
 #[test]
@@ -1217,11 +1180,7 @@ fn packetregmismatch_when_the_registries_differ() {
         closed_err(c.wait_connected(T).unwrap_err()),
         (CloseReason::PacketRegMismatch, Initiator::Local)
     );
-    let (_, reason, initiator) = h.next_close();
-    assert_eq!(
-        (reason, initiator),
-        (CloseReason::PacketRegMismatch, Initiator::Peer)
-    );
+    h.expect_close(CloseReason::PacketRegMismatch, Initiator::Peer);
     // With the ignore policy the same client connects and talks.
     let options = ClientOptions {
         sync_policy: SyncPolicy::Ignore,
@@ -1500,11 +1459,7 @@ fn ping_returns_the_delay_and_the_servers_data() {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     assert_eq!(data, [("motd", Some("hello")), ("players", Some("3"))]);
-    let (_, reason, initiator) = h.next_close();
-    assert_eq!(
-        (reason, initiator),
-        (CloseReason::PingComplete, Initiator::Peer)
-    );
+    h.expect_close(CloseReason::PingComplete, Initiator::Peer);
     assert!(h.shook.try_recv().is_err(), "a ping is no handshake");
 }
 
@@ -1520,11 +1475,7 @@ fn ping_fails_with_unknownconntype_when_the_server_has_no_ping_data() {
         }
         other => panic!("{other:?}"),
     }
-    let (_, reason, initiator) = h.next_close();
-    assert_eq!(
-        (reason, initiator),
-        (CloseReason::UnknownConnType, Initiator::Local)
-    );
+    h.expect_close(CloseReason::UnknownConnType, Initiator::Local);
     // Classic clients are still served.
     let (mut c, _) = h.client();
     c.send::<Echo>(&1).unwrap();
@@ -1665,11 +1616,7 @@ fn a_silent_client_is_dropped_at_the_handshake_timeout() {
         elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(5),
         "{elapsed:?}"
     );
-    let (_, reason, initiator) = h.next_close();
-    assert_eq!(
-        (reason, initiator),
-        (CloseReason::HandshakeTimeout, Initiator::Local)
-    );
+    h.expect_close(CloseReason::HandshakeTimeout, Initiator::Local);
     // One that stops in the middle of the handshake, too.
     let mut halfway = Raw::connect(h.addr);
     halfway.hello();
