@@ -338,6 +338,14 @@ impl Recorder {
         self.seen.borrow_mut().push(s);
     }
 
+    /// The server's `n`th close (from 1), once exactly `n` happened (within
+    /// [`STEP`]).
+    async fn close_number(&self, n: usize) -> (CloseReason, Initiator) {
+        self.until("the server's close", |h| h.closes().len() == n)
+            .await;
+        self.closes()[n - 1].clone()
+    }
+
     fn closes(&self) -> Vec<(CloseReason, Initiator)> {
         self.seen
             .borrow()
@@ -495,11 +503,8 @@ fn embassy_handshake_echo_rules_close() {
                 .await;
                 assert_eq!(end.reason, CloseReason::UserRequest);
                 assert_eq!(end.initiator, Initiator::Local);
-                handler
-                    .until("the server's close", |h| h.closes().len() == 1)
-                    .await;
                 assert_eq!(
-                    handler.closes()[0],
+                    handler.close_number(1).await,
                     (CloseReason::UserRequest, Initiator::Peer)
                 );
                 assert_eq!(
@@ -520,11 +525,8 @@ fn embassy_handshake_echo_rules_close() {
                 assert_eq!(refused.1.reason, CloseReason::SmartPacketInvalid);
                 assert_eq!(end.reason, CloseReason::SmartPacketInvalid);
                 assert_eq!(end.initiator, Initiator::Local);
-                handler
-                    .until("the server's close", |h| h.closes().len() == 2)
-                    .await;
                 assert_eq!(
-                    handler.closes()[1],
+                    handler.close_number(2).await,
                     (CloseReason::SmartPacketInvalid, Initiator::Peer)
                 );
 
@@ -545,11 +547,8 @@ fn embassy_handshake_echo_rules_close() {
                 .await;
                 assert_eq!(end.reason, CloseReason::Command);
                 assert_eq!(end.initiator, Initiator::Peer);
-                handler
-                    .until("the server's close", |h| h.closes().len() == 3)
-                    .await;
                 assert_eq!(
-                    handler.closes()[2],
+                    handler.close_number(3).await,
                     (CloseReason::Command, Initiator::Local)
                 );
 
@@ -599,11 +598,8 @@ fn embassy_ping() {
                 assert!(delay < CoreDuration::from_secs(5), "{delay:?}");
                 assert_eq!(end.reason, CloseReason::PingComplete);
                 assert_eq!(end.initiator, Initiator::Local);
-                handler
-                    .until("the server's close", |h| h.closes().len() == 1)
-                    .await;
                 assert_eq!(
-                    handler.closes()[0],
+                    handler.close_number(1).await,
                     (CloseReason::PingComplete, Initiator::Peer)
                 );
             })
@@ -637,11 +633,8 @@ fn embassy_handshake_timeout() {
                 assert!(waited >= Duration::from_millis(250), "{waited:?}");
                 assert!(got.windows(16).any(|w| w == b"handshaketimeout"), "{got:?}");
                 close_socket(&mut socket).await;
-                handler
-                    .until("the server's close", |h| h.closes().len() == 1)
-                    .await;
                 assert_eq!(
-                    handler.closes()[0],
+                    handler.close_number(1).await,
                     (CloseReason::HandshakeTimeout, Initiator::Local)
                 );
             })
@@ -673,11 +666,8 @@ fn embassy_server_closes_a_client_before_its_handshake() {
                     let got = read_to_end(&mut socket).await;
                     assert!(got.windows(7).any(|w| w == b"command"), "{got:?}");
                     close_socket(&mut socket).await;
-                    handler
-                        .until("the server's close", |h| h.closes().len() == 1)
-                        .await;
                     assert_eq!(
-                        handler.closes()[0],
+                        handler.close_number(1).await,
                         (CloseReason::Command, Initiator::Local)
                     );
                     // The client is gone: closing it again reaches nobody.
