@@ -15,8 +15,8 @@ use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::SendError;
 use peng3dnet_core::{CloseReason, Config, Initiator, SecurityLevel};
 use peng3dnet_embassy::tls::{
-    ConfigError, ConnectError, HandshakeFacts, SharedSocket, TlsClient, TlsClientConfig, TlsClock,
-    TlsError, RECORD_READ_BUFFER,
+    ConfigError, ConnectError, HandshakeFacts, SharedSocket, SharedSocketRef, TlsClient,
+    TlsClientConfig, TlsClock, TlsError, RECORD_READ_BUFFER,
 };
 use peng3dnet_embassy::{Resources, RunError, Session};
 use peng3dnet_std::tls::TlsServerConfig;
@@ -33,6 +33,10 @@ use embassy_std_common::{echo_exchange, registry, Client, Secret, ServerEvent, T
 
 type Res = Resources<4096, 4096>;
 type Socket = SharedSocket<NoopRawMutex, FromTokio<OwnedReadHalf>, FromTokio<OwnedWriteHalf>>;
+type Tls<'b> = TlsClient<
+    'b,
+    SharedSocketRef<'b, NoopRawMutex, FromTokio<OwnedReadHalf>, FromTokio<OwnedWriteHalf>>,
+>;
 
 /// A certificate in DER (for the embassy client) and PEM (for the std
 /// server), with its key.
@@ -143,6 +147,21 @@ async fn socket(server: &TestServer) -> Socket {
     SharedSocket::new(FromTokio::new(r), FromTokio::new(w))
 }
 
+/// The TLS handshake over `socket`, which must end within [`LIMIT`].
+async fn handshake<'b, Clock: TlsClock, const CHAIN: usize>(
+    socket: &'b Socket,
+    read_buf: &'b mut [u8],
+    write_buf: &'b mut [u8],
+    config: &TlsClientConfig<'_, Clock, CHAIN>,
+) -> Result<Tls<'b>, ConnectError> {
+    timeout(
+        LIMIT,
+        TlsClient::connect(socket.handle(), read_buf, write_buf, config, OsRng),
+    )
+    .await
+    .expect("the TLS handshake did not finish in time")
+}
+
 /// Connects over TLS with `config`, runs the echo exchange and closes; the
 /// client's level and the server's. Checks that a packet needing
 /// SERVERAUTH is sent exactly when the client's level allows it.
@@ -153,19 +172,9 @@ async fn tls_session<Clock: TlsClock, const CHAIN: usize>(
     let socket = socket(server).await;
     let mut read_buf = vec![0u8; RECORD_READ_BUFFER];
     let mut write_buf = vec![0u8; 4096];
-    let mut tls = timeout(
-        LIMIT,
-        TlsClient::connect(
-            socket.handle(),
-            &mut read_buf,
-            &mut write_buf,
-            config,
-            OsRng,
-        ),
-    )
-    .await
-    .expect("the TLS handshake did not finish in time")
-    .expect("TLS handshake");
+    let mut tls = handshake(&socket, &mut read_buf, &mut write_buf, config)
+        .await
+        .expect("TLS handshake");
     let facts = tls.facts();
     let level = tls.security_level();
     assert_eq!(level, facts.security_level());
@@ -344,18 +353,7 @@ async fn failed_connect<Clock: TlsClock, const CHAIN: usize>(
     let socket = socket(server).await;
     let mut read_buf = vec![0u8; RECORD_READ_BUFFER];
     let mut write_buf = vec![0u8; 4096];
-    let result = timeout(
-        LIMIT,
-        TlsClient::connect(
-            socket.handle(),
-            &mut read_buf,
-            &mut write_buf,
-            config,
-            OsRng,
-        ),
-    )
-    .await
-    .expect("a failing handshake must end, not hang");
+    let result = handshake(&socket, &mut read_buf, &mut write_buf, config).await;
     let Err(e) = result else {
         panic!("the handshake succeeded")
     };
@@ -439,18 +437,7 @@ async fn rejected_by_server(
     let socket = socket(server).await;
     let mut read_buf = vec![0u8; RECORD_READ_BUFFER];
     let mut write_buf = vec![0u8; 4096];
-    let connected = timeout(
-        LIMIT,
-        TlsClient::connect(
-            socket.handle(),
-            &mut read_buf,
-            &mut write_buf,
-            config,
-            OsRng,
-        ),
-    )
-    .await
-    .expect("the TLS handshake did not finish in time");
+    let connected = handshake(&socket, &mut read_buf, &mut write_buf, config).await;
     let facts = match connected {
         Err(e) => {
             assert!(matches!(e, ConnectError::Tls(_)), "{e:?}");
@@ -512,19 +499,9 @@ async fn tls_server_shutdown_reaches_the_client() {
     let socket = socket(&server).await;
     let mut read_buf = vec![0u8; RECORD_READ_BUFFER];
     let mut write_buf = vec![0u8; 4096];
-    let mut tls = timeout(
-        LIMIT,
-        TlsClient::connect(
-            socket.handle(),
-            &mut read_buf,
-            &mut write_buf,
-            &config,
-            OsRng,
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let mut tls = handshake(&socket, &mut read_buf, &mut write_buf, &config)
+        .await
+        .unwrap();
     let session_config = Config::new();
     let mut reg = registry();
     let mut res = Box::new(Res::new());
@@ -554,19 +531,9 @@ async fn tls_ping() {
     let socket = socket(&server).await;
     let mut read_buf = vec![0u8; RECORD_READ_BUFFER];
     let mut write_buf = vec![0u8; 4096];
-    let mut tls = timeout(
-        LIMIT,
-        TlsClient::connect(
-            socket.handle(),
-            &mut read_buf,
-            &mut write_buf,
-            &config,
-            OsRng,
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let mut tls = handshake(&socket, &mut read_buf, &mut write_buf, &config)
+        .await
+        .unwrap();
     let session_config = Config::new();
     let mut reg = registry();
     let mut res = Box::new(Res::new());
