@@ -9,13 +9,31 @@ use embedded_io_adapters::tokio_1::FromTokio;
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::SendError;
 use peng3dnet_core::{CloseReason, Config, Initiator, SecurityLevel};
-use peng3dnet_embassy::{Resources, Session};
+use peng3dnet_embassy::{Closed, Resources, RunError, Session};
+use std::future::Future;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use embassy_std_common::{echo_exchange, registry, Client, Secret, TestServer, LIMIT};
 
 type Res = Resources<4096, 4096>;
+
+/// Runs `app` beside `client`'s session over `stream` until both ended,
+/// within [`LIMIT`] (`what` names the exchange for the timeout's message).
+async fn drive<T>(
+    client: &Client<'_>,
+    stream: TcpStream,
+    what: &str,
+    app: impl Future<Output = T>,
+) -> (T, Result<Closed, RunError<std::io::Error, std::io::Error>>) {
+    let (r, w) = stream.into_split();
+    timeout(
+        LIMIT,
+        join(app, client.run(FromTokio::new(r), FromTokio::new(w))),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what} did not finish in time"))
+}
 
 async fn connect(server: &TestServer) -> TcpStream {
     timeout(LIMIT, TcpStream::connect(server.addr))
@@ -27,7 +45,7 @@ async fn connect(server: &TestServer) -> TcpStream {
 #[tokio::test(flavor = "current_thread")]
 async fn plain_handshake_echo_and_client_close() {
     let server = TestServer::start(None);
-    let (r, w) = connect(&server).await.into_split();
+    let stream = connect(&server).await;
     let config = Config::new();
     let mut reg = registry();
     let mut res = Box::new(Res::new());
@@ -45,12 +63,7 @@ async fn plain_handshake_echo_and_client_close() {
         echo_exchange(&client).await;
         client.close(CloseReason::UserRequest);
     };
-    let (_, run) = timeout(
-        LIMIT,
-        join(app, client.run(FromTokio::new(r), FromTokio::new(w))),
-    )
-    .await
-    .expect("the session did not finish in time");
+    let (_, run) = drive(&client, stream, "the session", app).await;
     let closed = run.expect("transport error");
     assert_eq!(closed.reason, CloseReason::UserRequest);
     assert_eq!(closed.initiator, Initiator::Local);
@@ -65,7 +78,7 @@ async fn plain_handshake_echo_and_client_close() {
 #[tokio::test(flavor = "current_thread")]
 async fn plain_server_shutdown_reaches_the_client() {
     let server = TestServer::start(None);
-    let (r, w) = connect(&server).await.into_split();
+    let stream = connect(&server).await;
     let config = Config::new();
     let mut reg = registry();
     let mut res = Box::new(Res::new());
@@ -76,12 +89,7 @@ async fn plain_server_shutdown_reaches_the_client() {
         server.shutdown();
         client.wait_closed().await
     };
-    let (seen, run) = timeout(
-        LIMIT,
-        join(app, client.run(FromTokio::new(r), FromTokio::new(w))),
-    )
-    .await
-    .expect("the session did not finish in time");
+    let (seen, run) = drive(&client, stream, "the session", app).await;
     let closed = run.expect("transport error");
     assert_eq!(closed.reason, CloseReason::ServerShutdown);
     assert_eq!(closed.initiator, Initiator::Peer);
@@ -91,21 +99,13 @@ async fn plain_server_shutdown_reaches_the_client() {
 #[tokio::test(flavor = "current_thread")]
 async fn plain_ping() {
     let server = TestServer::start(None);
-    let (r, w) = connect(&server).await.into_split();
+    let stream = connect(&server).await;
     let config = Config::new();
     let mut reg = registry();
     let mut res = Box::new(Res::new());
     let client: Client = Session::client(&config, &mut reg, Postcard, &mut res, "ping").unwrap();
 
-    let (pong, run) = timeout(
-        LIMIT,
-        join(
-            client.wait_pong(),
-            client.run(FromTokio::new(r), FromTokio::new(w)),
-        ),
-    )
-    .await
-    .expect("the ping did not finish in time");
+    let (pong, run) = drive(&client, stream, "the ping", client.wait_pong()).await;
     let delay = pong.expect("pong");
     assert!(delay.as_micros() < LIMIT.as_micros() as u64, "{delay:?}");
     let closed = run.expect("transport error");
@@ -128,20 +128,11 @@ async fn plain_server_gone_ends_the_session() {
     };
     let stream = async { TcpStream::connect(addr).await.unwrap() };
     let ((), stream) = join(accept, stream).await;
-    let (r, w) = stream.into_split();
     let config = Config::new();
     let mut reg = registry();
     let mut res = Box::new(Res::new());
     let client: Client = Session::client(&config, &mut reg, Postcard, &mut res, "classic").unwrap();
-    let (connected, run) = timeout(
-        LIMIT,
-        join(
-            client.wait_connected(),
-            client.run(FromTokio::new(r), FromTokio::new(w)),
-        ),
-    )
-    .await
-    .expect("the session did not end in time");
+    let (connected, run) = drive(&client, stream, "the session", client.wait_connected()).await;
     let closed = connected.expect_err("no handshake without a server");
     assert_eq!(closed.initiator, Initiator::Transport);
     // An EOF (Ok) or a reset (a read error), never a hang.
