@@ -1,7 +1,7 @@
 //! The TLS layer over real loopback sockets (the server's end non-blocking in
 //! an edge-triggered mio loop, the client's end blocking in a thread) and over
 //! an in-memory transport that cuts the byte stream where the test says.
-//! Certificates are made here with rcgen. Every loop is bounded in count and
+//! Certificates come from `peng3dnet-test-pki` (rcgen). Every loop is bounded in count and
 //! by a 10 s deadline; sockets carry 10 s timeouts.
 
 use std::cell::RefCell;
@@ -17,79 +17,19 @@ use peng3dnet_core::SecurityLevel;
 use peng3dnet_std::tls::{
     HandshakeFacts, PemItem, TlsClientConfig, TlsError, TlsServerConfig, TlsStream,
 };
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
+use peng3dnet_test_pki::Pki;
 
 const LIMIT: Duration = Duration::from_secs(10);
 const MIB: usize = 1 << 20;
 
-struct Pem {
-    cert: String,
-    key: String,
-}
-
-/// A CA, a server certificate for `localhost` and 127.0.0.1 and a client
-/// certificate signed by it; another CA and a client certificate it signed.
-struct Pki {
-    ca: String,
-    other_ca: String,
-    server: Pem,
-    client: Pem,
-    stranger: Pem,
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-fn leaf(
-    issuer: &CertifiedIssuer<'static, KeyPair>,
-    names: &[&str],
-    usage: ExtendedKeyUsagePurpose,
-) -> Pem {
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let mut params = CertificateParams::new(names).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "peng3dnet test");
-    params.extended_key_usages = vec![usage];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &**issuer).unwrap();
-    Pem {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    }
-}
-
+/// Certificates for `localhost` and 127.0.0.1.
 fn pki() -> Pki {
-    let ca1 = ca("peng3dnet test CA");
-    let ca2 = ca("some other CA");
-    Pki {
-        ca: ca1.pem(),
-        other_ca: ca2.pem(),
-        server: leaf(
-            &ca1,
-            &["localhost", "127.0.0.1"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        ),
-        client: leaf(&ca1, &[], ExtendedKeyUsagePurpose::ClientAuth),
-        stranger: leaf(&ca2, &[], ExtendedKeyUsagePurpose::ClientAuth),
-    }
+    Pki::generate(&["localhost", "127.0.0.1"])
 }
 
 fn server_config(pki: &Pki, require_client_cert: bool) -> TlsServerConfig {
-    let ca = require_client_cert.then_some(pki.ca.as_bytes());
-    TlsServerConfig::from_pem(pki.server.cert.as_bytes(), pki.server.key.as_bytes(), ca).unwrap()
+    let ca = require_client_cert.then_some(pki.ca.pem.as_bytes());
+    TlsServerConfig::from_pem(pki.server.pem.as_bytes(), pki.server.key_pem.as_bytes(), ca).unwrap()
 }
 
 /// Deterministic pseudo-random bytes.
@@ -283,7 +223,7 @@ fn verified_server_exchanges_a_mib_each_way_with_server_auth() {
     for name in ["localhost", "127.0.0.1"] {
         let (server, client) = exchange_mib(
             &server_config(&pki, false),
-            TlsClientConfig::verify(pki.ca.as_bytes(), name).unwrap(),
+            TlsClientConfig::verify(pki.ca.pem.as_bytes(), name).unwrap(),
         );
         assert_eq!(client.level, Some(SecurityLevel::ServerAuth), "{name}");
         assert_eq!(server.level, Some(SecurityLevel::Encrypted), "{name}");
@@ -293,9 +233,9 @@ fn verified_server_exchanges_a_mib_each_way_with_server_auth() {
 #[test]
 fn mutual_auth_exchanges_a_mib_each_way_with_both_auth() {
     let pki = pki();
-    let client_config = TlsClientConfig::verify(pki.ca.as_bytes(), "localhost")
+    let client_config = TlsClientConfig::verify(pki.ca.pem.as_bytes(), "localhost")
         .unwrap()
-        .with_client_cert(pki.client.cert.as_bytes(), pki.client.key.as_bytes())
+        .with_client_cert(pki.client.pem.as_bytes(), pki.client.key_pem.as_bytes())
         .unwrap();
     assert!(client_config.has_client_cert());
     let (server, client) = exchange_mib(&server_config(&pki, true), client_config.clone());
@@ -306,9 +246,9 @@ fn mutual_auth_exchanges_a_mib_each_way_with_both_auth() {
 #[test]
 fn client_cert_not_asked_for_leaves_server_auth() {
     let pki = pki();
-    let client_config = TlsClientConfig::verify(pki.ca.as_bytes(), "localhost")
+    let client_config = TlsClientConfig::verify(pki.ca.pem.as_bytes(), "localhost")
         .unwrap()
-        .with_client_cert(pki.client.cert.as_bytes(), pki.client.key.as_bytes())
+        .with_client_cert(pki.client.pem.as_bytes(), pki.client.key_pem.as_bytes())
         .unwrap();
     let (served, client) = run(
         &server_config(&pki, false),
@@ -326,7 +266,7 @@ fn client_cert_not_asked_for_leaves_server_auth() {
 #[test]
 fn wrong_ca_fails_the_client_and_the_server() {
     let pki = pki();
-    let client_config = TlsClientConfig::verify(pki.other_ca.as_bytes(), "localhost").unwrap();
+    let client_config = TlsClientConfig::verify(pki.other_ca.pem.as_bytes(), "localhost").unwrap();
     let (served, client) = run(
         &server_config(&pki, false),
         client_config,
@@ -348,7 +288,7 @@ fn wrong_ca_fails_the_client_and_the_server() {
 fn wrong_host_name_fails_the_client_and_the_server() {
     let pki = pki();
     for name in ["example.com", "127.0.0.2"] {
-        let client_config = TlsClientConfig::verify(pki.ca.as_bytes(), name).unwrap();
+        let client_config = TlsClientConfig::verify(pki.ca.pem.as_bytes(), name).unwrap();
         let (served, client) = run(
             &server_config(&pki, false),
             client_config,
@@ -372,7 +312,7 @@ fn wrong_host_name_fails_the_client_and_the_server() {
 #[test]
 fn server_requiring_client_certs_rejects_a_client_without_one() {
     let pki = pki();
-    let client_config = TlsClientConfig::verify(pki.ca.as_bytes(), "localhost").unwrap();
+    let client_config = TlsClientConfig::verify(pki.ca.pem.as_bytes(), "localhost").unwrap();
     let (served, client) = run(
         &server_config(&pki, true),
         client_config,
@@ -396,9 +336,9 @@ fn server_requiring_client_certs_rejects_a_client_without_one() {
 #[test]
 fn server_requiring_client_certs_rejects_a_certificate_from_another_ca() {
     let pki = pki();
-    let client_config = TlsClientConfig::verify(pki.ca.as_bytes(), "localhost")
+    let client_config = TlsClientConfig::verify(pki.ca.pem.as_bytes(), "localhost")
         .unwrap()
-        .with_client_cert(pki.stranger.cert.as_bytes(), pki.stranger.key.as_bytes())
+        .with_client_cert(pki.stranger.pem.as_bytes(), pki.stranger.key_pem.as_bytes())
         .unwrap();
     let (served, client) = run(
         &server_config(&pki, true),
@@ -446,7 +386,7 @@ fn a_client_that_does_not_verify_cannot_present_a_certificate() {
     let pki = pki();
     let err = TlsClientConfig::no_verification()
         .unwrap()
-        .with_client_cert(pki.client.cert.as_bytes(), pki.client.key.as_bytes())
+        .with_client_cert(pki.client.pem.as_bytes(), pki.client.key_pem.as_bytes())
         .unwrap_err();
     assert!(matches!(err, TlsError::ClientCertWithoutVerification));
 }
@@ -454,8 +394,8 @@ fn a_client_that_does_not_verify_cannot_present_a_certificate() {
 #[test]
 fn bad_pem_input_is_a_named_error() {
     let pki = pki();
-    let key = pki.server.key.as_bytes();
-    let cert = pki.server.cert.as_bytes();
+    let key = pki.server.key_pem.as_bytes();
+    let cert = pki.server.pem.as_bytes();
     assert!(matches!(
         TlsServerConfig::from_pem(b"", key, None),
         Err(TlsError::Missing(PemItem::CertificateChain))
@@ -473,7 +413,7 @@ fn bad_pem_input_is_a_named_error() {
     ));
     // A key that does not belong to the certificate.
     assert!(matches!(
-        TlsServerConfig::from_pem(cert, pki.client.key.as_bytes(), None),
+        TlsServerConfig::from_pem(cert, pki.client.key_pem.as_bytes(), None),
         Err(TlsError::Config(_))
     ));
     assert!(matches!(
@@ -481,7 +421,7 @@ fn bad_pem_input_is_a_named_error() {
         Err(TlsError::Missing(PemItem::CaCertificates))
     ));
     assert!(matches!(
-        TlsClientConfig::verify(pki.ca.as_bytes(), "not a name!"),
+        TlsClientConfig::verify(pki.ca.pem.as_bytes(), "not a name!"),
         Err(TlsError::InvalidServerName(_))
     ));
     assert!(matches!(
@@ -500,11 +440,11 @@ fn configurations_load_from_files() {
         std::fs::write(&path, text).unwrap();
         path
     };
-    let ca = file("ca.pem", &pki.ca);
-    let server_cert = file("server.pem", &pki.server.cert);
-    let server_key = file("server.key", &pki.server.key);
-    let client_cert = file("client.pem", &pki.client.cert);
-    let client_key = file("client.key", &pki.client.key);
+    let ca = file("ca.pem", &pki.ca.pem);
+    let server_cert = file("server.pem", &pki.server.pem);
+    let server_key = file("server.key", &pki.server.key_pem);
+    let client_cert = file("client.pem", &pki.client.pem);
+    let client_key = file("client.key", &pki.client.key_pem);
     let server = TlsServerConfig::from_pem_files(&server_cert, &server_key, Some(&ca)).unwrap();
     assert!(server.requires_client_cert());
     let client_config = TlsClientConfig::verify_file(&ca, "localhost")
@@ -598,9 +538,9 @@ fn poll_read(tls: &mut TlsStream<End>, into: &mut Vec<u8>) -> io::Result<Option<
 fn data_arriving_with_the_handshake_is_kept() {
     let pki = pki();
     let server = server_config(&pki, true);
-    let client_config = TlsClientConfig::verify(pki.ca.as_bytes(), "localhost")
+    let client_config = TlsClientConfig::verify(pki.ca.pem.as_bytes(), "localhost")
         .unwrap()
-        .with_client_cert(pki.client.cert.as_bytes(), pki.client.key.as_bytes())
+        .with_client_cert(pki.client.pem.as_bytes(), pki.client.key_pem.as_bytes())
         .unwrap();
     let to_server = payload(40_000, 3);
     let to_client = payload(40_000, 4);

@@ -20,11 +20,8 @@ use peng3dnet_embassy::tls::{
 };
 use peng3dnet_embassy::{Resources, RunError, Session};
 use peng3dnet_std::tls::TlsServerConfig;
+use peng3dnet_test_pki::{Cert, Pki};
 use rand_core::OsRng;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -38,94 +35,9 @@ type Tls<'b> = TlsClient<
     SharedSocketRef<'b, NoopRawMutex, FromTokio<OwnedReadHalf>, FromTokio<OwnedWriteHalf>>,
 >;
 
-/// A certificate in DER (for the embassy client) and PEM (for the std
-/// server), with its key.
-struct Cert {
-    der: Vec<u8>,
-    pem: String,
-    key_der: Vec<u8>,
-    key_pem: String,
-}
-
-/// A CA, a server certificate for `localhost`, an expired one, a client
-/// certificate; another CA and a client certificate it signed.
-struct Pki {
-    ca: Cert,
-    other_ca: Cert,
-    server: Cert,
-    expired_server: Cert,
-    client: Cert,
-    stranger: Cert,
-}
-
-fn ca(name: &str) -> (CertifiedIssuer<'static, KeyPair>, Cert) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().unwrap();
-    let (key_der, key_pem) = (key.serialize_der(), key.serialize_pem());
-    let issuer = CertifiedIssuer::self_signed(params, key).unwrap();
-    let cert = Cert {
-        der: issuer.der().to_vec(),
-        pem: issuer.pem(),
-        key_der,
-        key_pem,
-    };
-    (issuer, cert)
-}
-
-fn leaf(
-    issuer: &CertifiedIssuer<'static, KeyPair>,
-    names: &[&str],
-    usage: ExtendedKeyUsagePurpose,
-    expired: bool,
-) -> Cert {
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let mut params = CertificateParams::new(names).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "peng3dnet test");
-    params.extended_key_usages = vec![usage];
-    if expired {
-        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
-    }
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &**issuer).unwrap();
-    Cert {
-        der: cert.der().to_vec(),
-        pem: cert.pem(),
-        key_der: key.serialize_der(),
-        key_pem: key.serialize_pem(),
-    }
-}
-
+/// Certificates for `localhost` (embedded-tls takes no IP names).
 fn pki() -> Pki {
-    let (ca1, ca_cert) = ca("peng3dnet test CA");
-    let (ca2, other_ca) = ca("some other CA");
-    Pki {
-        server: leaf(
-            &ca1,
-            &["localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-            false,
-        ),
-        expired_server: leaf(
-            &ca1,
-            &["localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-            true,
-        ),
-        client: leaf(&ca1, &[], ExtendedKeyUsagePurpose::ClientAuth, false),
-        stranger: leaf(&ca2, &[], ExtendedKeyUsagePurpose::ClientAuth, false),
-        ca: ca_cert,
-        other_ca,
-    }
+    Pki::generate(&["localhost"])
 }
 
 fn tls_server(cert: &Cert, client_ca: Option<&Cert>) -> TestServer {
@@ -245,14 +157,8 @@ async fn tls_without_verification_is_encrypted() {
 async fn tls_without_verification_accepts_any_server_and_stays_encrypted() {
     // A certificate from an unknown CA, for another name, long expired:
     // without a verifier nothing is checked, and the level says so.
-    let (other, _) = ca("unrelated");
-    let stranger = leaf(
-        &other,
-        &["elsewhere.invalid"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-        true,
-    );
-    let server = tls_server(&stranger, None);
+    let unrelated = Pki::generate(&["elsewhere.invalid"]);
+    let server = tls_server(&unrelated.expired_server, None);
     let (facts, _) = tls_session(&server, &TlsClientConfig::no_verification()).await;
     assert!(!facts.server_verified);
     assert_eq!(facts.security_level(), SecurityLevel::Encrypted);

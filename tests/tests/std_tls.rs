@@ -4,7 +4,7 @@
 //! (`ServerAuth` on the client; the server cannot know it and reports
 //! `Encrypted`), and both verified (`BothAuth` on both). `min_security`
 //! rules are checked against these levels before a packet is sent.
-//! Certificates are made here with rcgen. `Wrapped` is never reported by the
+//! Certificates come from `peng3dnet-test-pki` (rcgen). `Wrapped` is never reported by the
 //! std adapter (rustls always knows what it verified).
 
 use peng3dnet_core::connection::SendError;
@@ -15,10 +15,7 @@ use peng3dnet_std::client::{Client, ClientError, ClientEvent, ClientOptions};
 use peng3dnet_std::server::{RunningServer, Server};
 use peng3dnet_std::tls::{TlsClientConfig, TlsError, TlsServerConfig};
 use peng3dnet_std::StdRegistry;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
+use peng3dnet_test_pki::Pki;
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::OnceLock;
@@ -69,72 +66,13 @@ fn registry() -> StdRegistry {
     r
 }
 
-struct Pem {
-    cert: String,
-    key: String,
-}
-
-/// A CA with a server certificate for `localhost` and 127.0.0.1 and a client
-/// certificate; another CA with its own client certificate.
-struct Pki {
-    ca: String,
-    other_ca: String,
-    server: Pem,
-    client: Pem,
-    stranger: Pem,
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-fn leaf(
-    issuer: &CertifiedIssuer<'static, KeyPair>,
-    names: &[&str],
-    usage: ExtendedKeyUsagePurpose,
-) -> Pem {
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let mut params = CertificateParams::new(names).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "peng3dnet std_tls test");
-    params.extended_key_usages = vec![usage];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &**issuer).unwrap();
-    Pem {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    }
-}
-
+/// Certificates for `localhost` and 127.0.0.1, made once.
 fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let ca1 = ca("peng3dnet std_tls CA");
-        let ca2 = ca("another CA");
-        Pki {
-            ca: ca1.pem(),
-            other_ca: ca2.pem(),
-            server: leaf(
-                &ca1,
-                &["localhost", "127.0.0.1"],
-                ExtendedKeyUsagePurpose::ServerAuth,
-            ),
-            client: leaf(&ca1, &[], ExtendedKeyUsagePurpose::ClientAuth),
-            stranger: leaf(&ca2, &[], ExtendedKeyUsagePurpose::ClientAuth),
-        }
-    })
+    PKI.get_or_init(|| Pki::generate(&["localhost", "127.0.0.1"]))
 }
 
-/// A TLS server (requiring client certificates of `pki().ca` if asked to)
+/// A TLS server (requiring client certificates of `pki().ca.pem` if asked to)
 /// that echoes `Probe`, answers `Ask`, reports the level of every
 /// handshake and every `ServerAuthOnly`/`BothAuthOnly` it receives.
 struct TlsServer {
@@ -161,9 +99,10 @@ impl Drop for TlsServer {
 
 fn tls_server(require_client_cert: bool) -> TlsServer {
     let p = pki();
-    let ca = require_client_cert.then_some(p.ca.as_bytes());
+    let ca = require_client_cert.then_some(p.ca.pem.as_bytes());
     let config =
-        TlsServerConfig::from_pem(p.server.cert.as_bytes(), p.server.key.as_bytes(), ca).unwrap();
+        TlsServerConfig::from_pem(p.server.pem.as_bytes(), p.server.key_pem.as_bytes(), ca)
+            .unwrap();
     server(Some(config))
 }
 
@@ -328,7 +267,7 @@ fn no_verification_is_encrypted_on_both_ends() {
 fn a_verified_server_is_serverauth_on_the_client_and_encrypted_on_the_server() {
     let s = tls_server(false);
     for name in ["localhost", "127.0.0.1"] {
-        let tls = TlsClientConfig::verify(pki().ca.as_bytes(), name).unwrap();
+        let tls = TlsClientConfig::verify(pki().ca.pem.as_bytes(), name).unwrap();
         let mut c = connect(s.addr, Some(tls)).unwrap();
         assert_eq!(c.security_level(), SecurityLevel::ServerAuth, "{name}");
         // The server cannot tell that its client verified it.
@@ -344,9 +283,9 @@ fn a_verified_server_is_serverauth_on_the_client_and_encrypted_on_the_server() {
 fn both_certificates_verified_is_bothauth_on_both_ends() {
     let s = tls_server(true);
     let p = pki();
-    let tls = TlsClientConfig::verify(p.ca.as_bytes(), "localhost")
+    let tls = TlsClientConfig::verify(p.ca.pem.as_bytes(), "localhost")
         .unwrap()
-        .with_client_cert(p.client.cert.as_bytes(), p.client.key.as_bytes())
+        .with_client_cert(p.client.pem.as_bytes(), p.client.key_pem.as_bytes())
         .unwrap();
     let mut c = connect(s.addr, Some(tls)).unwrap();
     assert_eq!(c.security_level(), SecurityLevel::BothAuth);
@@ -364,24 +303,24 @@ fn failed_verification_never_connects() {
         (
             "server certificate of an unknown CA",
             &open,
-            TlsClientConfig::verify(p.other_ca.as_bytes(), "localhost").unwrap(),
+            TlsClientConfig::verify(p.other_ca.pem.as_bytes(), "localhost").unwrap(),
         ),
         (
             "server name not in the certificate",
             &open,
-            TlsClientConfig::verify(p.ca.as_bytes(), "example.com").unwrap(),
+            TlsClientConfig::verify(p.ca.pem.as_bytes(), "example.com").unwrap(),
         ),
         (
             "no client certificate",
             &strict,
-            TlsClientConfig::verify(p.ca.as_bytes(), "localhost").unwrap(),
+            TlsClientConfig::verify(p.ca.pem.as_bytes(), "localhost").unwrap(),
         ),
         (
             "client certificate of an unknown CA",
             &strict,
-            TlsClientConfig::verify(p.ca.as_bytes(), "localhost")
+            TlsClientConfig::verify(p.ca.pem.as_bytes(), "localhost")
                 .unwrap()
-                .with_client_cert(p.stranger.cert.as_bytes(), p.stranger.key.as_bytes())
+                .with_client_cert(p.stranger.pem.as_bytes(), p.stranger.key_pem.as_bytes())
                 .unwrap(),
         ),
     ];
@@ -400,7 +339,7 @@ fn failed_verification_never_connects() {
     assert!(matches!(
         TlsClientConfig::no_verification()
             .unwrap()
-            .with_client_cert(p.client.cert.as_bytes(), p.client.key.as_bytes()),
+            .with_client_cert(p.client.pem.as_bytes(), p.client.key_pem.as_bytes()),
         Err(TlsError::ClientCertWithoutVerification)
     ));
     // A plain client at a TLS server does not get in either (both wait for
