@@ -452,8 +452,18 @@ impl<
         };
         // Bounded, so that a busy connection lets other tasks run.
         for _ in 0..IO_ROUNDS {
-            // Registered first: a change made after the checks below wakes.
-            self.with(|s| s.wakers.register(cx.waker()));
+            // One look at the session per round, registered first: a change
+            // made after it wakes the task. What reading changes is seen in
+            // the next round (reading is progress).
+            let (closed, pending, finished, deadline) = self.with(|s| {
+                s.wakers.register(cx.waker());
+                (
+                    s.conn.close_reason().is_some(),
+                    !s.conn.poll_transmit().is_empty(),
+                    s.conn.is_finished(),
+                    s.conn.poll_timeout(),
+                )
+            });
             let mut progress = false;
             if !io.ended {
                 let mut taken = 0;
@@ -470,12 +480,10 @@ impl<
                     Poll::Ready(Err(e)) => return fail(RunError::Read(e)),
                     Poll::Pending => {}
                 }
-            } else if self.closed().is_some() {
+            } else if closed {
                 // The stream ended and every frame before the end was taken.
                 return Poll::Ready(Ok(()));
             }
-            let (pending, finished) =
-                self.with(|s| (!s.conn.poll_transmit().is_empty(), s.conn.is_finished()));
             if pending {
                 match output.poll_write_from(cx, |room| self.output(room)) {
                     Poll::Ready(Ok(())) => {
@@ -497,7 +505,7 @@ impl<
             } else if finished {
                 return Poll::Ready(Ok(()));
             }
-            if let Some(at) = self.with(|s| s.conn.poll_timeout()) {
+            if let Some(at) = deadline {
                 if now() >= at {
                     self.fire_timer();
                     progress = true;
