@@ -93,6 +93,7 @@ pub mod echo;
 pub mod messages;
 pub mod registry;
 pub mod rules;
+pub mod server;
 pub mod table;
 pub mod time;
 pub mod types;

@@ -1,0 +1,928 @@
+//! The server's view of all its clients, sans-IO like a [`Connection`]:
+//! admission and the `serverfull` refusal, the client table with
+//! generational [`ClientId`]s, one rule for a send that does not fit, broadcast
+//! that encodes once, one timer table for every client, statistics and close
+//! reports. An adapter owns the sockets and the wake-ups and nothing else; it
+//! hands the server bytes and time and writes out what the server queued
+//! (quinn-proto's `Endpoint` split, `shared/DESIGN.md`).
+//!
+//! # Driving a server
+//! An adapter keeps, beside each [`ClientId`], only its transport (a socket,
+//! a TLS session) and repeats:
+//! 1. **Accept.** For a new transport call [`Server::accept`] with the
+//!    client's two buffers. On [`Refused`], write [`Server::refusal`] (a lone
+//!    `closeconn` with `serverfull`, or `servershutdown`) if it can, and close
+//!    the transport.
+//! 2. **Read**, while [`Server::wants_input`] says so: into
+//!    [`Server::receive_buffer`] then [`Server::commit_received`] (or copy
+//!    with [`Server::handle_input`]). On end of stream or a transport error,
+//!    [`Server::handle_transport_closed`]. A TLS adapter reports the level
+//!    it established with [`Server::set_security_level`].
+//! 3. **Events.** Call [`Server::poll`] for that client until it returns
+//!    `None` and act on each [`Event`]: hand packets to the application,
+//!    which answers through [`Server::send`], [`Server::broadcast`],
+//!    [`Server::close`]. `poll` returns `None` early while the client's
+//!    transmit queue is more than half full (see [`Server::wants_input`]):
+//!    write first.
+//! 4. **Write** [`Server::poll_transmit`] to the transport and report what
+//!    was taken with [`Server::transmitted`]; every client a send or
+//!    broadcast reached may have bytes to write.
+//! 5. **Finish.** Once [`Server::take_finished`] returns the client's
+//!    [`Finished`] report, close the transport (an adapter whose transport
+//!    has bytes of its own to flush, such as a TLS `close_notify`, may do
+//!    that first unless [`Server::is_abandoned`]).
+//! 6. **Timers.** Sleep until input arrives or until
+//!    [`Server::poll_timeout`]; then call [`Server::handle_timeout`] until it
+//!    returns `None`, servicing (steps 3 to 5) each client it returns.
+//!
+//! [`Server::shutdown`] closes every client with `servershutdown`, refuses
+//! new ones, and after [`ServerOptions::shutdown_grace`] drops those that
+//! did not take their `closeconn`; [`Server::is_done`] then says the adapter
+//! may stop.
+//!
+//! # The rules the server applies
+//! - **Admission:** at most [`ServerOptions::max_clients`] clients, and no
+//!   more than the storage holds; the next is [`Refused::Full`]
+//!   (`serverfull`, counted in [`ServerStats::refused`]).
+//! - **A send that does not fit** ([`SendError::WouldBlock`]: the client's
+//!   transmit queue has no room for it now) closes the client with
+//!   `writequeuefull`, on every path: [`Server::send`],
+//!   [`Server::send_encoded`] and each client of a [`Server::broadcast`]. A
+//!   client that does not read is not waited for. (An async adapter may wait
+//!   for room before it sends, with [`Server::has_room`]; the write-stall
+//!   timer bounds that wait.)
+//! - **A message that can never fit** ([`SendError::TooLarge`]: larger than
+//!   the client's whole transmit queue) is refused and nothing else happens:
+//!   it is the sender's mistake, not the client's, and every client of a
+//!   server has the same queue size.
+//! - **Write stall:** a client with bytes queued that takes none of them for
+//!   [`ServerOptions::write_stall_timeout`] is dropped (closed with
+//!   `writequeuefull` and abandoned: it does not read, so it is not told).
+//! - **Handshake timeout:** the connection's own
+//!   ([`Config::handshake_timeout`](crate::connection::Config::handshake_timeout)),
+//!   fired through the same timer table.
+//!
+//! # Example
+//! A server with room for two clients (a fixed array, as on a
+//! microcontroller) and two core client connections, joined by in-memory
+//! byte pipes:
+//!
+//! ```
+//! use peng3dnet_core::codec::Postcard;
+//! use peng3dnet_core::connection::{Config, Connection, Event};
+//! use peng3dnet_core::registry::{Packet, Registry};
+//! use peng3dnet_core::rules::Rules;
+//! use peng3dnet_core::server::{Refused, Server, ServerOptions, Slot};
+//! use peng3dnet_core::time::Instant;
+//! use peng3dnet_core::CloseReason;
+//!
+//! struct Say;
+//! impl Packet for Say {
+//!     const NAME: &'static str = "chat:say";
+//!     const RULES: Rules = Rules::SMART;
+//!     type Message<'a> = &'a str;
+//! }
+//!
+//! let config = Config::new();
+//! let mut registry = Registry::<8>::new();
+//! registry.register::<Say>().unwrap();
+//! let now = Instant::ZERO;
+//! let slots = [const { Slot::EMPTY }; 2];
+//! let mut server = Server::new(&config, &registry, Postcard, ServerOptions::new(), slots);
+//!
+//! // Two clients connect; a third is refused with `serverfull`.
+//! let mut regs = [registry.clone(), registry.clone()];
+//! let mut clients = regs.each_mut().map(|reg| {
+//!     Connection::client(&config, reg, Postcard, [0u8; 1024], [0u8; 1024], "classic", now).unwrap()
+//! });
+//! let ids = [(); 2].map(|_| server.accept([0u8; 1024], [0u8; 1024], now).unwrap());
+//! assert_eq!(server.accept([0u8; 1024], [0u8; 1024], now), Err(Refused::Full));
+//! let mut frame = [0u8; 64];
+//! assert!(server.refusal(Refused::Full, &mut frame).is_ok());
+//!
+//! // The transport: move bytes both ways, then let each side poll.
+//! let mut heard = 0;
+//! for _ in 0..6 {
+//!     for (client, &id) in clients.iter_mut().zip(&ids) {
+//!         let n = client.handle_input(server.poll_transmit(id));
+//!         server.transmitted(id, n, now);
+//!         while let Some(event) = client.poll(now) {
+//!             match event {
+//!                 Event::Connected => client.send::<Say>(&"hi").unwrap(),
+//!                 Event::Packet(p) => heard += p.decode::<Say>().is_ok() as u32,
+//!                 _ => {}
+//!             }
+//!         }
+//!         let n = server.handle_input(id, client.poll_transmit());
+//!         client.transmitted(n);
+//!         while let Some(event) = server.poll(id, now) {
+//!             if let Event::Packet(p) = event {
+//!                 let text = p.decode::<Say>().unwrap();
+//!                 assert_eq!(text, "hi");
+//!                 // One encoding for every client.
+//!                 let mut scratch = [0u8; 32];
+//!                 server.broadcast::<Say>(&"someone said hi", &mut scratch, &[]).unwrap();
+//!             }
+//!         }
+//!     }
+//! }
+//! // The first broadcast went out before the second client's handshake was
+//! // done: it reached the first client only.
+//! assert_eq!(heard, 3);
+//! assert_eq!(server.stats().handshakes, 2);
+//!
+//! // A close from the server, reported once the client took its closeconn.
+//! server.close(ids[0], CloseReason::UserRequest);
+//! while server.poll(ids[0], now).is_some() {}
+//! let n = clients[0].handle_input(server.poll_transmit(ids[0]));
+//! server.transmitted(ids[0], n, now);
+//! let done = server.take_finished(ids[0]).unwrap();
+//! assert_eq!(done.reason, CloseReason::UserRequest);
+//! assert_eq!(server.len(), 1);
+//! ```
+
+mod slots;
+
+pub use slots::{ClientId, Slot, Storage};
+
+use crate::buffer::Buffer;
+use crate::codec::{Codec, CodecError};
+use crate::connection::{Config, Connection, Event, SendError};
+use crate::messages::CloseConn;
+use crate::registry::{internal, Packet, Registry};
+use crate::time::{Duration, Instant, MaybeInstant};
+use crate::types::{CloseReason, Initiator, Mode, SecurityLevel, State};
+use crate::wire::{encode_frame, BufferTooSmall, Flags, FRAME_OVERHEAD};
+use core::fmt;
+use core::marker::PhantomData;
+use slots::Table;
+
+/// The connection of one client on a [`Server`]: every client shares the
+/// server's registry.
+pub type ServerConnection<'a, C, R, T, const N: usize> =
+    Connection<'a, C, R, T, N, &'a Registry<N>>;
+
+/// One slot of a server's storage (see [`Storage`]).
+pub type ServerSlot<'a, C, R, T, const N: usize> = Slot<ClientState<'a, C, R, T, N>>;
+
+/// The settings of a [`Server`] beyond the protocol's
+/// [`Config`](crate::connection::Config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ServerOptions {
+    /// The most clients at once; the next is refused with `serverfull`. The
+    /// storage's size is a bound too.
+    pub max_clients: usize,
+    /// How long a client may leave queued bytes untaken (no write progress
+    /// at all) before it is dropped with `writequeuefull`.
+    pub write_stall_timeout: Duration,
+    /// How long [`Server::shutdown`] waits for clients to take their
+    /// `servershutdown` before it drops them.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerOptions {
+    /// The defaults: as many clients as the storage holds, a 30 s write
+    /// stall, a 5 s shutdown grace.
+    pub const fn new() -> Self {
+        ServerOptions {
+            max_clients: usize::MAX,
+            write_stall_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a server did so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ServerStats {
+    /// Clients accepted.
+    pub accepted: u64,
+    /// Clients refused: the server was full or shutting down.
+    pub refused: u64,
+    /// Clients that completed the classic handshake (or entered a custom
+    /// connection type's active state).
+    pub handshakes: u64,
+    /// Clients dropped because they took no byte for the write-stall timeout.
+    pub write_stalls: u64,
+    /// Packets an adapter had to drop without closing their client (see
+    /// [`Server::count_dropped`]).
+    pub dropped: u64,
+    /// Most clients at once.
+    pub peak_clients: usize,
+}
+
+/// Why [`Server::accept`] turned a client away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Refused {
+    /// The server holds [`ServerOptions::max_clients`] clients, or its
+    /// storage is full: tell it `serverfull`.
+    Full,
+    /// The server is shutting down: tell it `servershutdown`.
+    ShuttingDown,
+    /// The connection could not be made with these buffers (a transmit
+    /// buffer below the minimum, or one too small for `hello`).
+    Connection(crate::connection::NewConnectionError),
+}
+
+impl Refused {
+    /// The close reason the client is told.
+    pub fn reason(self) -> CloseReason {
+        match self {
+            Refused::Full => CloseReason::ServerFull,
+            Refused::ShuttingDown => CloseReason::ServerShutdown,
+            Refused::Connection(_) => CloseReason::WriteQueueFull,
+        }
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::Full => f.write_str("server full"),
+            Refused::ShuttingDown => f.write_str("server shutting down"),
+            Refused::Connection(e) => write!(f, "connection refused: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for Refused {}
+
+/// A client whose connection is over, as [`Server::take_finished`] reports
+/// it (once per client).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Finished {
+    /// Who it was.
+    pub client: ClientId,
+    /// Why its connection closed.
+    pub reason: CloseReason,
+    /// Who closed it.
+    pub initiator: Initiator,
+}
+
+/// What a broadcast did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BroadcastReport {
+    /// Clients the packet was queued for.
+    pub sent: usize,
+    /// Connected clients skipped because they were in the exception list.
+    pub excepted: usize,
+    /// Connected clients that refused it (rules, connection type, a full
+    /// queue: that client is closed with `writequeuefull`).
+    pub failed: usize,
+    /// The error of the first failure.
+    pub first_error: Option<SendError>,
+}
+
+/// A client as the server keeps it: its connection and the server's
+/// bookkeeping of it.
+pub struct ClientState<'a, C, R, T, const N: usize> {
+    conn: ServerConnection<'a, C, R, T, N>,
+    /// Since when queued bytes wait without any taken (none: nothing queued,
+    /// or progress since).
+    stall_since: MaybeInstant,
+    /// The transport is given up: no byte is read or written any more.
+    abandoned: bool,
+    /// [`Event::Closed`] was handed out.
+    reported: bool,
+}
+
+/// The server's view of all its clients; see the [module docs](self) for the
+/// calling order. `C` is the codec, `R`/`T` the clients' receive and
+/// transmit buffers, `N` the registry's capacity, `S` the storage of client
+/// slots ([`Storage`]).
+pub struct Server<'a, C, R, T, const N: usize, S> {
+    config: &'a Config<'a>,
+    registry: &'a Registry<N>,
+    codec: C,
+    options: ServerOptions,
+    table: Table<ClientState<'a, C, R, T, N>, S>,
+    stats: ServerStats,
+    /// The latest time an input gave.
+    now: Instant,
+    /// Once shut down: when the clients left are dropped.
+    grace: MaybeInstant,
+    shutting_down: bool,
+    /// After the grace: the next slot to drop.
+    grace_cursor: usize,
+    _buffers: PhantomData<fn(R, T)>,
+}
+
+impl<'a, C, R, T, const N: usize, S> Server<'a, C, R, T, N, S>
+where
+    C: Codec + Clone,
+    R: Buffer,
+    T: Buffer,
+    S: Storage<ServerSlot<'a, C, R, T, N>>,
+{
+    /// A server of the packets in `registry` speaking `codec`, keeping its
+    /// clients in `storage` (whatever the slots held is dropped).
+    pub fn new(
+        config: &'a Config<'a>,
+        registry: &'a Registry<N>,
+        codec: C,
+        options: ServerOptions,
+        storage: S,
+    ) -> Self {
+        Server {
+            config,
+            registry,
+            codec,
+            options,
+            table: Table::new(storage),
+            stats: ServerStats::default(),
+            now: Instant::ZERO,
+            grace: MaybeInstant::NONE,
+            shutting_down: false,
+            grace_cursor: 0,
+            _buffers: PhantomData,
+        }
+    }
+
+    // ---- getters ----
+
+    /// The counters so far.
+    pub fn stats(&self) -> ServerStats {
+        self.stats
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ServerOptions {
+        &self.options
+    }
+
+    /// The protocol configuration every client's connection uses.
+    pub fn config(&self) -> &'a Config<'a> {
+        self.config
+    }
+
+    /// The registry every client's connection uses.
+    pub fn registry(&self) -> &'a Registry<N> {
+        self.registry
+    }
+
+    /// The server's codec (each client's connection has a copy).
+    pub fn codec(&self) -> &C {
+        &self.codec
+    }
+
+    /// Clients now.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether no client is there.
+    pub fn is_empty(&self) -> bool {
+        self.table.len() == 0
+    }
+
+    /// Whether [`accept`](Self::accept) would refuse a client now.
+    pub fn is_full(&self) -> bool {
+        self.table.len() >= self.options.max_clients
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// Whether the server shut down and every client is gone: the adapter
+    /// may stop.
+    pub fn is_done(&self) -> bool {
+        self.shutting_down && self.is_empty()
+    }
+
+    /// Every client's id, in slot order.
+    pub fn clients(&self) -> impl Iterator<Item = ClientId> + use<'_, 'a, C, R, T, N, S> {
+        (0..self.table.slot_count()).filter_map(|i| self.table.id_at(i))
+    }
+
+    /// A client's connection, to look at (state, mode, connection type,
+    /// buffers...). Changes go through the server.
+    pub fn connection(&self, id: ClientId) -> Option<&ServerConnection<'a, C, R, T, N>> {
+        self.table.get(id).map(|c| &c.conn)
+    }
+
+    /// Whether the client completed its handshake and is not closed: a
+    /// broadcast reaches it.
+    pub fn is_connected(&self, id: ClientId) -> bool {
+        self.connection(id).is_some_and(|c| c.is_connected())
+    }
+
+    /// How many clients are connected.
+    pub fn connected(&self) -> usize {
+        self.clients().filter(|&id| self.is_connected(id)).count()
+    }
+
+    // ---- admission ----
+
+    /// Takes a new client with its receive and transmit buffers (the
+    /// receive buffer bounds the largest frame it may send); queues its
+    /// `hello`. Refused when full or shutting down; write
+    /// [`refusal`](Self::refusal) to its transport then.
+    pub fn accept(&mut self, rx: R, tx: T, now: Instant) -> Result<ClientId, Refused> {
+        self.now = now;
+        if self.shutting_down {
+            self.stats.refused += 1;
+            return Err(Refused::ShuttingDown);
+        }
+        if self.is_full() {
+            self.stats.refused += 1;
+            return Err(Refused::Full);
+        }
+        let conn = Connection::server(
+            self.config,
+            self.registry,
+            self.codec.clone(),
+            rx,
+            tx,
+            now,
+        )
+        .map_err(Refused::Connection)?;
+        let client = ClientState {
+            conn,
+            stall_since: MaybeInstant::NONE,
+            abandoned: false,
+            reported: false,
+        };
+        let id = match self.table.insert(client, self.options.max_clients) {
+            Ok(id) => id,
+            Err(_) => {
+                self.stats.refused += 1;
+                return Err(Refused::Full);
+            }
+        };
+        self.stats.accepted += 1;
+        self.stats.peak_clients = self.stats.peak_clients.max(self.table.len());
+        self.refresh(id.slot());
+        Ok(id)
+    }
+
+    /// Encodes the lone `closeconn` that tells a refused client why, into
+    /// `out`; returns its length.
+    pub fn refusal(&self, refused: Refused, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        encode_refusal(&self.codec, &refused.reason(), out)
+    }
+
+    // ---- input ----
+
+    /// Whether the adapter should read from this client now: it is alive
+    /// and not closed, and its transmit queue is at most half full (a
+    /// client that sends faster than it reads is not read from until it
+    /// took its answers: that is the server's back-pressure).
+    pub fn wants_input(&self, id: ClientId) -> bool {
+        self.table
+            .get(id)
+            .is_some_and(|c| !c.abandoned && !c.conn.is_closed() && !over_high_water(&c.conn))
+    }
+
+    /// Free space of the client's receive buffer to read into; then call
+    /// [`commit_received`](Self::commit_received). Empty for an unknown id,
+    /// while the buffer is full ([`poll`](Self::poll) first) and after the
+    /// connection closed.
+    pub fn receive_buffer(&mut self, id: ClientId) -> &mut [u8] {
+        match self.table.get_mut(id) {
+            Some(c) if !c.abandoned => c.conn.receive_buffer(),
+            _ => &mut [],
+        }
+    }
+
+    /// Marks `n` bytes written into [`receive_buffer`](Self::receive_buffer)
+    /// as received.
+    pub fn commit_received(&mut self, id: ClientId, n: usize) {
+        if let Some(c) = self.table.get_mut(id) {
+            c.conn.commit_received(n);
+        }
+    }
+
+    /// Copies received bytes in; returns how many were taken (feed the rest
+    /// after [`poll`](Self::poll) returned `None`).
+    pub fn handle_input(&mut self, id: ClientId, bytes: &[u8]) -> usize {
+        match self.table.get_mut(id) {
+            Some(c) if !c.abandoned => c.conn.handle_input(bytes),
+            Some(_) => bytes.len(),
+            None => 0,
+        }
+    }
+
+    /// The client's transport ended (end of stream or an error): nothing is
+    /// read or written any more. Frames received before are still handed
+    /// out by [`poll`](Self::poll), then its close (`socketclose` unless it
+    /// was closed already).
+    pub fn handle_transport_closed(&mut self, id: ClientId) {
+        if let Some(i) = self.table.index(id) {
+            self.abandon(i);
+            self.refresh(i);
+        }
+    }
+
+    /// Records the security level the client's transport established (after
+    /// a TLS handshake, say).
+    pub fn set_security_level(&mut self, id: ClientId, level: SecurityLevel) {
+        if let Some(c) = self.table.get_mut(id) {
+            if c.conn.security_level() != level {
+                c.conn.set_security_level(level);
+            }
+        }
+    }
+
+    // ---- events ----
+
+    /// The client's next event, or `None` when every received frame is
+    /// processed, or while its transmit queue is more than half full (write
+    /// it out, then poll again). The server counts handshakes and notes the
+    /// close it hands out; everything else is the application's.
+    pub fn poll(&mut self, id: ClientId, now: Instant) -> Option<Event<'_, C>> {
+        self.now = now;
+        let i = self.table.index(id)?;
+        // What the previous event queued starts the write-stall timer.
+        self.refresh(i);
+        let c = self.table.storage.slots_mut()[i].client.as_mut()?;
+        if c.reported || (over_high_water(&c.conn) && !c.conn.is_closed()) {
+            return None;
+        }
+        let event = c.conn.poll(now)?;
+        match &event {
+            Event::Connected => self.stats.handshakes += 1,
+            Event::Closed { .. } => c.reported = true,
+            _ => {}
+        }
+        Some(event)
+    }
+
+    // ---- output ----
+
+    /// Bytes queued for the client, to write to its transport.
+    pub fn poll_transmit(&self, id: ClientId) -> &[u8] {
+        match self.table.get(id) {
+            Some(c) if !c.abandoned => c.conn.poll_transmit(),
+            _ => &[],
+        }
+    }
+
+    /// Marks the first `n` bytes of [`poll_transmit`](Self::poll_transmit)
+    /// as written at `now` (any progress restarts the write-stall timer).
+    /// Call it after every write attempt, with 0 when nothing was taken:
+    /// that files what the last events queued in the timer table.
+    pub fn transmitted(&mut self, id: ClientId, n: usize, now: Instant) {
+        self.now = now;
+        let Some(i) = self.table.index(id) else {
+            return;
+        };
+        if let Some(c) = self.table.storage.slots_mut()[i].client.as_mut() {
+            if n > 0 {
+                c.conn.transmitted(n);
+                c.stall_since = MaybeInstant::NONE;
+            }
+        }
+        self.refresh(i);
+    }
+
+    // ---- commands ----
+
+    /// Whether `bytes` more would fit the client's transmit queue now (for
+    /// an adapter that waits for room before it sends).
+    pub fn has_room(&self, id: ClientId, bytes: usize) -> bool {
+        self.table.get(id).is_some_and(|c| {
+            let (_, tx) = c.conn.buffers();
+            let room = tx
+                .max_capacity()
+                .saturating_sub(crate::connection::CLOSE_RESERVE)
+                .saturating_sub(c.conn.poll_transmit().len());
+            bytes <= room
+        })
+    }
+
+    /// Sends a typed packet to one client, checked against its rules; a
+    /// queue without room for it closes the client with `writequeuefull`
+    /// (see the [module docs](self#the-rules-the-server-applies)).
+    pub fn send<P: Packet>(
+        &mut self,
+        id: ClientId,
+        msg: &P::Message<'_>,
+    ) -> Result<(), SendError> {
+        self.with_rule(id, |conn| conn.send::<P>(msg))
+    }
+
+    /// Sends an already encoded body as the registered packet `packet_id`
+    /// to one client, under the same rule as [`send`](Self::send).
+    pub fn send_encoded(
+        &mut self,
+        id: ClientId,
+        packet_id: u32,
+        body: &[u8],
+    ) -> Result<(), SendError> {
+        self.with_rule(id, |conn| conn.send_encoded(packet_id, body))
+    }
+
+    /// Sends a `P` to every connected client not in `except`, encoding it
+    /// once into `scratch` with the server's codec. Each client's rules are
+    /// checked on their own; a client without room is closed with
+    /// `writequeuefull`.
+    pub fn broadcast<P: Packet>(
+        &mut self,
+        msg: &P::Message<'_>,
+        scratch: &mut [u8],
+        except: &[ClientId],
+    ) -> Result<BroadcastReport, SendError> {
+        let packet_id = self
+            .registry
+            .id_of::<P>()
+            .ok_or(SendError::NotRegistered)?;
+        let n = match self.codec.encode(msg, scratch) {
+            Ok(n) => n,
+            Err(CodecError::BufferTooSmall) => {
+                return Err(SendError::TooLarge {
+                    required: FRAME_OVERHEAD + self.codec.encoded_len(msg).unwrap_or(usize::MAX),
+                    capacity: FRAME_OVERHEAD + scratch.len(),
+                })
+            }
+            Err(e) => return Err(SendError::Encode(e)),
+        };
+        Ok(self.broadcast_encoded(packet_id, &scratch[..n], except))
+    }
+
+    /// Sends an encoded body as packet `packet_id` to every connected client
+    /// not in `except`, under the rule of [`broadcast`](Self::broadcast).
+    pub fn broadcast_encoded(
+        &mut self,
+        packet_id: u32,
+        body: &[u8],
+        except: &[ClientId],
+    ) -> BroadcastReport {
+        let mut report = BroadcastReport::default();
+        for i in 0..self.table.slot_count() {
+            let Some(id) = self.table.id_at(i) else {
+                continue;
+            };
+            if !self.is_connected(id) {
+                continue;
+            }
+            if except.contains(&id) {
+                report.excepted += 1;
+                continue;
+            }
+            match self.send_encoded(id, packet_id, body) {
+                Ok(()) => report.sent += 1,
+                Err(e) => {
+                    report.failed += 1;
+                    report.first_error.get_or_insert(e);
+                }
+            }
+        }
+        report
+    }
+
+    /// Closes a client: queues `closeconn` with `reason` for it; its
+    /// [`Event::Closed`] comes from the next [`poll`](Self::poll). Whether
+    /// the client was there and open.
+    pub fn close(&mut self, id: ClientId, reason: CloseReason) -> bool {
+        let Some(i) = self.table.index(id) else {
+            return false;
+        };
+        let Some(c) = self.table.storage.slots_mut()[i].client.as_mut() else {
+            return false;
+        };
+        let open = !c.conn.is_closed();
+        c.conn.close(reason);
+        self.refresh(i);
+        open
+    }
+
+    /// Sets a client's application mode.
+    pub fn set_mode(&mut self, id: ClientId, mode: Mode) {
+        if let Some(c) = self.table.get_mut(id) {
+            c.conn.set_mode(mode);
+        }
+    }
+
+    /// Sets a client's application state once it is connected (see
+    /// [`Connection::set_state`]).
+    pub fn set_state(&mut self, id: ClientId, state: State) {
+        if let Some(c) = self.table.get_mut(id) {
+            c.conn.set_state(state);
+        }
+    }
+
+    /// Counts a packet the adapter had to drop without closing its client
+    /// (it did not fit where the adapter copies packets for a handler):
+    /// [`ServerStats::dropped`].
+    pub fn count_dropped(&mut self) {
+        self.stats.dropped += 1;
+    }
+
+    /// Stops admitting clients and closes every client with
+    /// `servershutdown`; after [`ServerOptions::shutdown_grace`] those left
+    /// are dropped (through [`handle_timeout`](Self::handle_timeout)).
+    /// Service every client afterwards (their `closeconn` is queued).
+    pub fn shutdown(&mut self, now: Instant) {
+        self.now = now;
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        self.grace = MaybeInstant::new(now + self.options.shutdown_grace);
+        for i in 0..self.table.slot_count() {
+            if let Some(id) = self.table.id_at(i) {
+                self.close(id, CloseReason::ServerShutdown);
+            }
+        }
+    }
+
+    // ---- finishing ----
+
+    /// Whether the client's transport is given up (its end was reported,
+    /// or it was dropped): close it without flushing anything.
+    pub fn is_abandoned(&self, id: ClientId) -> bool {
+        self.table.get(id).is_some_and(|c| c.abandoned)
+    }
+
+    /// Removes the client once its connection is over (closed, its close
+    /// handed out by [`poll`](Self::poll), and everything queued written or
+    /// the transport abandoned) and reports how it ended; `None` while it
+    /// is not. Its id is dead afterwards; close its transport.
+    pub fn take_finished(&mut self, id: ClientId) -> Option<Finished> {
+        let c = self.table.get(id)?;
+        if !c.reported || !(c.abandoned || c.conn.is_finished()) {
+            return None;
+        }
+        let c = self.table.remove(id)?;
+        let (reason, initiator) = c.conn.close_reason()?;
+        Some(Finished {
+            client: id,
+            reason: reason.clone(),
+            initiator,
+        })
+    }
+
+    // ---- timers ----
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next,
+    /// if any timer runs: the earliest of every client's handshake and
+    /// write-stall timers and the shutdown grace.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let client = self.table.earliest().map(|(_, at)| at);
+        let grace = if self.grace_cursor < self.table.slot_count() {
+            self.grace.get()
+        } else {
+            None
+        };
+        match (client, grace) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fires what is due at `now`, one client at a time: returns the client
+    /// a timer closed or dropped (service it: poll, write, finish), or
+    /// `None` when nothing more is due.
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<ClientId> {
+        self.now = now;
+        if self.grace.get().is_some_and(|at| now >= at) {
+            while self.grace_cursor < self.table.slot_count() {
+                let i = self.grace_cursor;
+                self.grace_cursor += 1;
+                let Some(id) = self.table.id_at(i) else {
+                    continue;
+                };
+                self.abandon(i);
+                self.refresh(i);
+                return Some(id);
+            }
+        }
+        // Bounded: each round takes one client off the heap or re-files it
+        // later than `now`.
+        for _ in 0..self.table.slot_count() {
+            let (i, at) = self.table.earliest()?;
+            if at > now {
+                return None;
+            }
+            let id = self.table.id_at(i)?;
+            let stall = self.options.write_stall_timeout;
+            let c = self.table.storage.slots_mut()[i].client.as_mut()?;
+            let mut fired = false;
+            if c.conn.poll_timeout().is_some_and(|at| now >= at) {
+                c.conn.handle_timeout(now);
+                fired = true;
+            }
+            if c.stall_since.get().is_some_and(|since| now >= since + stall) {
+                c.conn.close(CloseReason::WriteQueueFull);
+                self.stats.write_stalls += 1;
+                self.abandon(i);
+                fired = true;
+            }
+            self.refresh(i);
+            if fired {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    // ---- internals ----
+
+    /// Applies the send rule to a send on one client.
+    fn with_rule(
+        &mut self,
+        id: ClientId,
+        send: impl FnOnce(&mut ServerConnection<'a, C, R, T, N>) -> Result<(), SendError>,
+    ) -> Result<(), SendError> {
+        let i = self.table.index(id).ok_or(SendError::Closed)?;
+        let c = self.table.storage.slots_mut()[i]
+            .client
+            .as_mut()
+            .ok_or(SendError::Closed)?;
+        if c.abandoned {
+            return Err(SendError::Closed);
+        }
+        let res = send(&mut c.conn);
+        if let Err(SendError::WouldBlock { .. }) = res {
+            c.conn.close(CloseReason::WriteQueueFull);
+        }
+        self.refresh(i);
+        res
+    }
+
+    /// Gives up slot `i`'s transport: nothing more is read or written.
+    fn abandon(&mut self, i: usize) {
+        if let Some(c) = self.table.storage.slots_mut()[i].client.as_mut() {
+            c.abandoned = true;
+            c.stall_since = MaybeInstant::NONE;
+            c.conn.handle_transport_closed();
+        }
+    }
+
+    /// Brings slot `i`'s stall timer up to date and files its earliest
+    /// deadline in the timer heap.
+    fn refresh(&mut self, i: usize) {
+        let now = self.now;
+        let stall = self.options.write_stall_timeout;
+        let slot = &mut self.table.storage.slots_mut()[i];
+        let Some(c) = slot.client.as_mut() else {
+            return;
+        };
+        let queued = !c.abandoned && !c.conn.poll_transmit().is_empty();
+        if !queued {
+            c.stall_since = MaybeInstant::NONE;
+        } else if c.stall_since.get().is_none() {
+            c.stall_since = MaybeInstant::new(now);
+        }
+        let handshake = c.conn.poll_timeout();
+        let stalled = c.stall_since.get().map(|since| since + stall);
+        let due = match (handshake, stalled) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.table
+            .refile(i, due.map_or(MaybeInstant::NONE, MaybeInstant::new));
+    }
+}
+
+/// Whether a connection's transmit queue is more than half full.
+fn over_high_water<C: Codec, R: Buffer, T: Buffer, const N: usize>(
+    conn: &ServerConnection<'_, C, R, T, N>,
+) -> bool {
+    let (_, tx) = conn.buffers();
+    conn.poll_transmit().len() > tx.max_capacity() / 2
+}
+
+/// Encodes a lone `closeconn` frame with `reason`, for a transport that must
+/// refuse a client without a connection ([`Server::refusal`] with the
+/// server's codec). Returns the frame's length.
+pub fn encode_refusal<C: Codec>(
+    codec: &C,
+    reason: &CloseReason,
+    out: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
+    let msg = CloseConn {
+        reason: reason.as_wire(),
+    };
+    let mut body = [0u8; 96];
+    let n = codec.encode(&msg, &mut body).map_err(|_| BufferTooSmall {
+        required: FRAME_OVERHEAD + body.len(),
+    })?;
+    encode_frame(out, internal::CLOSECONN, Flags::EMPTY, &body[..n])
+}
+
+impl<'a, C, R, T, const N: usize, S> fmt::Debug for Server<'a, C, R, T, N, S>
+where
+    S: Storage<ServerSlot<'a, C, R, T, N>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("clients", &self.table.len())
+            .field("stats", &self.stats)
+            .field("shutting_down", &self.shutting_down)
+            .finish()
+    }
+}

@@ -1,0 +1,394 @@
+//! The server's client storage: caller-owned slots with generational ids, a
+//! free list and one timer heap threaded through the slots themselves, so
+//! that the server needs no storage beyond what the caller gives it.
+
+use crate::time::{Instant, MaybeInstant};
+use core::fmt;
+
+/// The id of a client on a [`Server`](super::Server): a slot and the
+/// generation of its use. An id is never reused while the server lives
+/// (until 2^32 reuses of one slot), so a stale id reaches nobody.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ClientId {
+    slot: u32,
+    generation: u32,
+}
+
+impl ClientId {
+    pub(crate) const fn new(slot: u32, generation: u32) -> Self {
+        ClientId { slot, generation }
+    }
+
+    /// The id as one number (generation in the high half, slot in the low).
+    pub const fn as_u64(self) -> u64 {
+        (self.generation as u64) << 32 | self.slot as u64
+    }
+
+    /// The slot index in the server's storage.
+    pub const fn slot(self) -> usize {
+        self.slot as usize
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.as_u64())
+    }
+}
+
+/// No slot (the end of the free list, not in the timer heap).
+const NIL: u32 = u32::MAX;
+
+/// One place for a client in a server's [`Storage`]. Make empty ones with
+/// [`Slot::EMPTY`] (a fixed array: `[const { Slot::EMPTY }; 8]`) or
+/// [`Slot::default`]; the server fills and empties them.
+pub struct Slot<X> {
+    generation: u32,
+    /// Next free slot while this one is free.
+    next_free: u32,
+    /// Where this slot's client sits in the timer heap ([`NIL`]: not there).
+    heap_pos: u32,
+    /// The slot index stored at heap position `this slot's index`.
+    heap_item: u32,
+    /// The earliest deadline of this slot's client, as filed in the heap.
+    due: MaybeInstant,
+    pub(crate) client: Option<X>,
+}
+
+impl<X> Slot<X> {
+    /// An empty slot.
+    pub const EMPTY: Self = Slot {
+        generation: 0,
+        next_free: NIL,
+        heap_pos: NIL,
+        heap_item: NIL,
+        due: MaybeInstant::NONE,
+        client: None,
+    };
+}
+
+impl<X> Default for Slot<X> {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
+/// Where a server keeps its clients: a fixed array on a microcontroller
+/// (`[Slot<_>; N]`), a growable vector on a host (the adapter's own type,
+/// that implements [`push`](Self::push)).
+pub trait Storage<T> {
+    /// The slots there are now.
+    fn slots(&self) -> &[T];
+
+    /// The slots there are now, mutably.
+    fn slots_mut(&mut self) -> &mut [T];
+
+    /// Adds one slot at the end if the storage can grow, or hands it back.
+    /// A fixed array cannot grow (the default).
+    fn push(&mut self, slot: T) -> Result<(), T> {
+        Err(slot)
+    }
+}
+
+impl<T, const K: usize> Storage<T> for [T; K] {
+    fn slots(&self) -> &[T] {
+        self
+    }
+
+    fn slots_mut(&mut self) -> &mut [T] {
+        self
+    }
+}
+
+impl<T> Storage<T> for &mut [T] {
+    fn slots(&self) -> &[T] {
+        self
+    }
+
+    fn slots_mut(&mut self) -> &mut [T] {
+        self
+    }
+}
+
+/// The bookkeeping over a [`Storage`]: the free list, the count, the heap.
+pub(crate) struct Table<X, S> {
+    pub(crate) storage: S,
+    _client: core::marker::PhantomData<fn(X) -> X>,
+    free_head: u32,
+    len: usize,
+    heap_len: u32,
+}
+
+impl<X, S: Storage<Slot<X>>> Table<X, S> {
+    /// Takes over `storage`; whatever its slots held is dropped.
+    pub(crate) fn new(mut storage: S) -> Self {
+        let slots = storage.slots_mut();
+        // Chain the slots so that slot 0 is taken first.
+        let mut free_head = NIL;
+        for i in (0..slots.len()).rev() {
+            let s = &mut slots[i];
+            s.client = None;
+            s.next_free = free_head;
+            s.heap_pos = NIL;
+            s.due = MaybeInstant::NONE;
+            free_head = i as u32;
+        }
+        Table {
+            storage,
+            _client: core::marker::PhantomData,
+            free_head,
+            len: 0,
+            heap_len: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Puts `client` into a free slot (growing the storage if it can and
+    /// `limit` allows), or hands it back.
+    pub(crate) fn insert(&mut self, client: X, limit: usize) -> Result<ClientId, X> {
+        if self.len >= limit {
+            return Err(client);
+        }
+        if self.free_head == NIL {
+            let n = self.storage.slots().len();
+            if n >= NIL as usize || self.storage.push(Slot::EMPTY).is_err() {
+                return Err(client);
+            }
+            self.free_head = n as u32;
+        }
+        let index = self.free_head;
+        let s = &mut self.storage.slots_mut()[index as usize];
+        self.free_head = s.next_free;
+        s.next_free = NIL;
+        s.client = Some(client);
+        self.len += 1;
+        Ok(ClientId::new(index, s.generation))
+    }
+
+    /// The slot index of a live id.
+    pub(crate) fn index(&self, id: ClientId) -> Option<usize> {
+        let s = self.storage.slots().get(id.slot())?;
+        (s.generation == id.generation && s.client.is_some()).then_some(id.slot())
+    }
+
+    pub(crate) fn get_mut(&mut self, id: ClientId) -> Option<&mut X> {
+        let i = self.index(id)?;
+        self.storage.slots_mut()[i].client.as_mut()
+    }
+
+    pub(crate) fn get(&self, id: ClientId) -> Option<&X> {
+        let i = self.index(id)?;
+        self.storage.slots()[i].client.as_ref()
+    }
+
+    /// The id of the client in slot `i`, if there is one.
+    pub(crate) fn id_at(&self, i: usize) -> Option<ClientId> {
+        let s = self.storage.slots().get(i)?;
+        s.client
+            .as_ref()
+            .map(|_| ClientId::new(i as u32, s.generation))
+    }
+
+    /// Takes the client out; its id is dead from now on.
+    pub(crate) fn remove(&mut self, id: ClientId) -> Option<X> {
+        let i = self.index(id)?;
+        self.refile(i, MaybeInstant::NONE);
+        let s = &mut self.storage.slots_mut()[i];
+        let client = s.client.take()?;
+        s.generation = s.generation.wrapping_add(1);
+        s.next_free = self.free_head;
+        self.free_head = i as u32;
+        self.len -= 1;
+        Some(client)
+    }
+
+    pub(crate) fn slot_count(&self) -> usize {
+        self.storage.slots().len()
+    }
+
+    // ---- the timer heap: a binary min-heap of slot indices by `due` ----
+
+    /// The slot whose deadline comes first, with it.
+    pub(crate) fn earliest(&self) -> Option<(usize, Instant)> {
+        if self.heap_len == 0 {
+            return None;
+        }
+        let slots = self.storage.slots();
+        let i = slots[0].heap_item as usize;
+        slots[i].due.get().map(|at| (i, at))
+    }
+
+    /// Files slot `i` under `due` (none: takes it out of the heap).
+    pub(crate) fn refile(&mut self, i: usize, due: MaybeInstant) {
+        let slots = self.storage.slots_mut();
+        let old = slots[i].due;
+        slots[i].due = due;
+        let pos = slots[i].heap_pos;
+        match (pos == NIL, due.get().is_some()) {
+            (true, false) => {}
+            (true, true) => {
+                let at = self.heap_len;
+                self.heap_len += 1;
+                self.place(at, i as u32);
+                self.sift_up(at);
+            }
+            (false, false) => {
+                self.heap_len -= 1;
+                let last = self.heap_len;
+                self.storage.slots_mut()[i].heap_pos = NIL;
+                if pos != last {
+                    let moved = self.storage.slots()[last as usize].heap_item;
+                    self.place(pos, moved);
+                    self.sift_down(pos);
+                    self.sift_up(pos);
+                }
+            }
+            (false, true) => {
+                if due.get() < old.get() {
+                    self.sift_up(pos);
+                } else {
+                    self.sift_down(pos);
+                }
+            }
+        }
+    }
+
+    fn key(&self, pos: u32) -> u64 {
+        let slots = self.storage.slots();
+        slots[slots[pos as usize].heap_item as usize]
+            .due
+            .get()
+            .map_or(u64::MAX, Instant::as_micros)
+    }
+
+    fn place(&mut self, pos: u32, item: u32) {
+        let slots = self.storage.slots_mut();
+        slots[pos as usize].heap_item = item;
+        slots[item as usize].heap_pos = pos;
+    }
+
+    fn swap(&mut self, a: u32, b: u32) {
+        let slots = self.storage.slots();
+        let (ia, ib) = (slots[a as usize].heap_item, slots[b as usize].heap_item);
+        self.place(a, ib);
+        self.place(b, ia);
+    }
+
+    fn sift_up(&mut self, mut pos: u32) {
+        while pos > 0 {
+            let parent = (pos - 1) / 2;
+            if self.key(parent) <= self.key(pos) {
+                break;
+            }
+            self.swap(parent, pos);
+            pos = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut pos: u32) {
+        loop {
+            let (l, r) = (2 * pos + 1, 2 * pos + 2);
+            let mut least = pos;
+            if l < self.heap_len && self.key(l) < self.key(least) {
+                least = l;
+            }
+            if r < self.heap_len && self.key(r) < self.key(least) {
+                least = r;
+            }
+            if least == pos {
+                return;
+            }
+            self.swap(pos, least);
+            pos = least;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    struct Grow(Vec<Slot<u32>>, usize);
+    impl Storage<Slot<u32>> for Grow {
+        fn slots(&self) -> &[Slot<u32>] {
+            &self.0
+        }
+        fn slots_mut(&mut self) -> &mut [Slot<u32>] {
+            &mut self.0
+        }
+        fn push(&mut self, slot: Slot<u32>) -> Result<(), Slot<u32>> {
+            if self.0.len() < self.1 {
+                self.0.push(slot);
+                Ok(())
+            } else {
+                Err(slot)
+            }
+        }
+    }
+
+    #[test]
+    fn ids_are_generational_and_slots_reused() {
+        let mut t = Table::new([const { Slot::EMPTY }; 2]);
+        let a = t.insert(1, 10).unwrap();
+        let b = t.insert(2, 10).unwrap();
+        assert_eq!(t.insert(3, 10), Err(3), "a fixed array does not grow");
+        assert_eq!(t.remove(a), Some(1));
+        assert_eq!(t.remove(a), None, "a dead id stays dead");
+        let c = t.insert(3, 10).unwrap();
+        assert_eq!(c.slot(), a.slot());
+        assert_ne!(c, a);
+        assert!(t.get(a).is_none());
+        assert_eq!(t.get(b), Some(&2));
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn growable_storage_grows_up_to_its_limit_and_the_server_limit() {
+        let mut t = Table::new(Grow(Vec::new(), 3));
+        assert!(t.insert(1, 2).is_ok());
+        assert!(t.insert(2, 2).is_ok());
+        assert_eq!(t.insert(3, 2), Err(3), "the server's limit");
+        assert!(t.insert(3, 5).is_ok());
+        assert_eq!(t.insert(4, 5), Err(4), "the storage's limit");
+        assert_eq!(t.slot_count(), 3);
+    }
+
+    #[test]
+    fn the_heap_hands_out_the_earliest_deadline_after_any_change() {
+        let mut t = Table::new(Grow(Vec::new(), 64));
+        let ids: Vec<ClientId> = (0..64).map(|i| t.insert(i, 64).unwrap()).collect();
+        // Deadlines in a scrambled order, some changed, some removed.
+        let mut due = [None; 64];
+        for (k, id) in ids.iter().enumerate() {
+            let at = (k as u64 * 37) % 64 + 1;
+            due[k] = Some(at);
+            t.refile(id.slot(), MaybeInstant::new(Instant::from_micros(at)));
+        }
+        for k in (0..64).step_by(3) {
+            let at = (k as u64 * 11) % 50 + 100;
+            due[k] = Some(at);
+            t.refile(ids[k].slot(), MaybeInstant::new(Instant::from_micros(at)));
+        }
+        for k in (0..64).step_by(5) {
+            due[k] = None;
+            t.refile(ids[k].slot(), MaybeInstant::NONE);
+        }
+        t.remove(ids[7]);
+        due[7] = None;
+        let mut popped = Vec::new();
+        while let Some((i, at)) = t.earliest() {
+            assert_eq!(Some(at.as_micros()), due[i], "slot {i}");
+            popped.push(at.as_micros());
+            t.refile(i, MaybeInstant::NONE);
+            assert!(popped.len() <= 64);
+        }
+        let mut want: Vec<u64> = due.iter().flatten().copied().collect();
+        want.sort_unstable();
+        assert_eq!(popped, want);
+    }
+}
