@@ -35,12 +35,16 @@
 //! # let _ = addr;
 //! ```
 //!
-//! Every client's connection runs the core's state machine
-//! ([`peng3dnet_core::connection`]); this module only moves bytes and time.
-//! Buffers grow per frame up to [`ServerOptions::max_frame`] (receive) and
-//! [`ServerOptions::max_write_queue`] (transmit) and shrink back when idle. A
-//! client whose transmit queue is full is closed with `writequeuefull`; while
-//! a client's queue is more than half full, the server stops reading from it.
+//! Every decision is the core's sans-IO server ([`peng3dnet_core::server`]):
+//! admission and the `serverfull` refusal, the client table and its ids, what
+//! a send that does not fit does (the client is closed with
+//! `writequeuefull`), the handshake and write-stall timers, the shutdown
+//! grace, the counters. This module only moves bytes, readiness and time
+//! between it and the sockets (mio, optionally TLS). Buffers grow per frame
+//! up to [`ServerOptions::max_frame`] (receive) and
+//! [`ServerOptions::max_write_queue`] (transmit) and shrink back when idle;
+//! while a client's queue is more than half full, the server stops reading
+//! from it.
 
 use crate::buffer::HeapBuffer;
 use crate::codec::Zlib;
@@ -52,45 +56,22 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use peng3dnet_core::codec::{Codec, Postcard};
 use peng3dnet_core::connection::{Compressor, Config, PingServerConfig, SendError, MIN_TX_BUFFER};
 use peng3dnet_core::registry::Packet;
-use peng3dnet_core::table::encode_refusal;
-use peng3dnet_core::{CloseReason, Connection, Event, Initiator, Mode, SecurityLevel, State};
-use slab::Slab;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use peng3dnet_core::server::{
+    Refused, ServerConnection, ServerOptions as CoreOptions, ServerSlot, Storage,
+};
+use peng3dnet_core::{CloseReason, Event, Initiator, Mode, SecurityLevel, State};
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 
-/// The id of a client on a server: unique for the server's lifetime.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientId(u64);
-
-impl ClientId {
-    fn new(key: usize, generation: u32) -> Self {
-        ClientId(((generation as u64) << 32) | key as u64)
-    }
-
-    fn key(self) -> usize {
-        (self.0 & 0xffff_ffff) as usize
-    }
-
-    /// The id as a number.
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-impl std::fmt::Display for ClientId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+pub use peng3dnet_core::server::{ClientId, ServerStats};
 
 /// What a server answers to pings with.
 #[derive(Clone, Debug, Default)]
@@ -153,128 +134,136 @@ impl Default for ServerOptions {
     }
 }
 
-/// The connection type of one client on the server.
-pub type ServerConn<'a, C> =
-    Connection<'a, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY, &'a StdRegistry>;
+/// The core server as this adapter instantiates it: growable buffers per
+/// client, slots in a growable vector.
+type CoreServer<'a, C> =
+    peng3dnet_core::server::Server<'a, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY, Slots<'a, C>>;
 
-/// What a handler may do with the client whose packet it handles.
-pub struct Ctx<'c, 'a, C: Codec> {
-    id: ClientId,
-    conn: &'c mut ServerConn<'a, C>,
-    actions: &'c mut Vec<Action>,
+/// The connection type of one client on the server.
+pub type ServerConn<'a, C> = ServerConnection<'a, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY>;
+
+/// The core server's client slots on the heap: they grow as clients come
+/// (up to [`ServerOptions::max_clients`], which the core enforces).
+struct Slots<'a, C>(Vec<ServerSlot<'a, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY>>);
+
+impl<'a, C> Storage<ServerSlot<'a, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY>> for Slots<'a, C> {
+    fn slots(&self) -> &[ServerSlot<'a, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY>] {
+        &self.0
+    }
+
+    fn slots_mut(&mut self) -> &mut [ServerSlot<'a, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY>] {
+        &mut self.0
+    }
+
+    fn push(
+        &mut self,
+        slot: ServerSlot<'a, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY>,
+    ) -> Result<(), ServerSlot<'a, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY>> {
+        self.0.push(slot);
+        Ok(())
+    }
 }
 
-impl<C: Codec> Ctx<'_, '_, C> {
+/// What a handler may do with the client whose packet it handles. Sends go
+/// through the core server's rule
+/// ([`peng3dnet_core::server`], "The rules the server applies"): a send that
+/// does not fit the client's queue closes it with `writequeuefull`.
+pub struct Ctx<'c, 'a, C: Codec> {
+    id: ClientId,
+    server: &'c mut CoreServer<'a, C>,
+    /// A broadcast queued bytes on other clients: they need writing.
+    broadcast: &'c mut bool,
+}
+
+impl<C: Codec + Clone> Ctx<'_, '_, C> {
+    fn conn(&self) -> &ServerConn<'_, C> {
+        self.server
+            .connection(self.id)
+            .expect("a handler runs for a client that is in the table")
+    }
+
     /// The client's id.
     pub fn client_id(&self) -> ClientId {
         self.id
     }
 
-    /// Sends a typed packet to this client. A full transmit queue, or a
-    /// message larger than the queue can ever hold, closes the client with
-    /// `writequeuefull` (rather than leave it waiting for an answer).
+    /// Sends a typed packet to this client. A transmit queue without room
+    /// for it closes the client with `writequeuefull` (rather than leave it
+    /// waiting for an answer); a message larger than the whole queue is
+    /// refused with `SendError::TooLarge`.
     pub fn send<P: Packet>(&mut self, msg: &P::Message<'_>) -> Result<(), SendError> {
-        let res = self.conn.send::<P>(msg);
-        if let Err(SendError::WouldBlock { .. } | SendError::TooLarge { .. }) = res {
-            self.conn.close(CloseReason::WriteQueueFull);
-        }
-        res
+        self.server.send::<P>(self.id, msg)
     }
 
-    /// Sends a typed packet to every connected client but those in `except`
-    /// (after this handler returns).
+    /// Sends a typed packet to every connected client but those in `except`,
+    /// encoded once.
     pub fn broadcast<P: Packet>(
         &mut self,
         msg: &P::Message<'_>,
         except: &[ClientId],
     ) -> Result<(), SendError> {
-        let id = self
-            .conn
-            .registry()
-            .id_of::<P>()
-            .ok_or(SendError::NotRegistered)?;
-        let mut body = vec![
-            0u8;
-            self.conn
-                .codec()
-                .encoded_len(msg)
-                .map_err(SendError::Encode)?
-        ];
-        self.conn
+        let len = self
+            .server
             .codec()
-            .encode(msg, &mut body)
+            .encoded_len(msg)
             .map_err(SendError::Encode)?;
-        self.actions.push(Action::Broadcast {
-            packet_id: id,
-            body,
-            except: except.to_vec(),
-        });
+        let mut scratch = vec![0u8; len];
+        self.server.broadcast::<P>(msg, &mut scratch, except)?;
+        *self.broadcast = true;
         Ok(())
     }
 
     /// Sends an already encoded body as a `P` to this client (to echo or
-    /// relay a body without decoding it).
+    /// relay a body without decoding it), under the rule of
+    /// [`send`](Self::send).
     pub fn send_body<P: Packet>(&mut self, body: &[u8]) -> Result<(), SendError> {
         let id = self
-            .conn
+            .server
             .registry()
             .id_of::<P>()
             .ok_or(SendError::NotRegistered)?;
-        let res = self.conn.send_encoded(id, body);
-        if let Err(SendError::WouldBlock { .. } | SendError::TooLarge { .. }) = res {
-            self.conn.close(CloseReason::WriteQueueFull);
-        }
-        res
+        self.server.send_encoded(self.id, id, body)
     }
 
     /// The connection's codec.
     pub fn codec(&self) -> &C {
-        self.conn.codec()
+        self.server.codec()
     }
 
     /// Closes this client with `reason`.
     pub fn close(&mut self, reason: CloseReason) {
-        self.conn.close(reason);
+        self.server.close(self.id, reason);
     }
 
     /// The client's connection state.
     pub fn state(&self) -> State {
-        self.conn.state()
+        self.conn().state()
     }
 
     /// Sets an application state (for example `LOGGEDIN`).
     pub fn set_state(&mut self, state: State) {
-        self.conn.set_state(state);
+        self.server.set_state(self.id, state);
     }
 
     /// The client's mode.
     pub fn mode(&self) -> Mode {
-        self.conn.mode()
+        self.conn().mode()
     }
 
     /// Sets the client's mode.
     pub fn set_mode(&mut self, mode: Mode) {
-        self.conn.set_mode(mode);
+        self.server.set_mode(self.id, mode);
     }
 
     /// The security level of the client's transport.
     pub fn security_level(&self) -> SecurityLevel {
-        self.conn.security_level()
+        self.conn().security_level()
     }
 
     /// The client's connection type.
     pub fn conntype(&self) -> &str {
-        self.conn.conntype()
+        self.conn().conntype()
     }
-}
-
-/// Work a handler asked for that touches other clients.
-enum Action {
-    Broadcast {
-        packet_id: u32,
-        body: Vec<u8>,
-        except: Vec<ClientId>,
-    },
 }
 
 type Handler<C> =
@@ -455,19 +444,6 @@ impl Server<Postcard> {
             on_close: None,
         }
     }
-}
-
-/// What a finished server did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ServerStats {
-    /// Connections accepted into the table.
-    pub accepted: u64,
-    /// Connections refused because the table was full.
-    pub refused: u64,
-    /// Connections that completed a handshake.
-    pub handshakes: u64,
-    /// Most clients at once.
-    pub peak_clients: usize,
 }
 
 /// Answer to [`ServerHandle::status`].
@@ -656,9 +632,7 @@ impl<C: Codec + Clone + Send + 'static> Server<C> {
             .collect();
         let config = Config {
             version: &options.version,
-            handshake_timeout: peng3dnet_core::time::Duration::from_micros(
-                options.handshake_timeout.as_micros() as u64,
-            ),
+            handshake_timeout: core_duration(options.handshake_timeout),
             ping: options.ping.as_ref().map(|p| PingServerConfig {
                 release: &p.release,
                 data: &ping_entries,
@@ -675,26 +649,29 @@ impl<C: Codec + Clone + Send + 'static> Server<C> {
                 handlers_by_id.insert(e.id, h);
             }
         }
-        let clock = Clock::new();
-        let mut lp = Loop {
-            config: &config,
-            registry: &registry,
+        let server = CoreServer::new(
+            &config,
+            &registry,
             codec,
+            CoreOptions {
+                max_clients: options.max_clients,
+                write_stall_timeout: core_duration(options.write_stall_timeout),
+                shutdown_grace: core_duration(options.shutdown_grace),
+            },
+            Slots(Vec::new()),
+        );
+        let mut lp = Loop {
             options: &options,
+            server,
             listener,
             poll,
             commands,
-            conns: Slab::new(),
-            generation: 0,
-            timers: BinaryHeap::new(),
+            peers: Vec::new(),
             handlers: handlers_by_id,
             on_connect,
             on_handshake,
             on_close,
-            clock,
-            stats: ServerStats::default(),
-            shutdown_at: None,
-            actions: Vec::new(),
+            clock: Clock::new(),
             scratch: Vec::new(),
             ready: VecDeque::new(),
         };
@@ -702,45 +679,37 @@ impl<C: Codec + Clone + Send + 'static> Server<C> {
     }
 }
 
-struct Client<'a, C: Codec> {
+/// A std duration in the core's units.
+fn core_duration(d: Duration) -> peng3dnet_core::time::Duration {
+    peng3dnet_core::time::Duration::from_micros(d.as_micros().min(u64::MAX as u128) as u64)
+}
+
+/// What the event loop keeps beside a client of the core server: its
+/// transport and readiness.
+struct Peer {
     id: ClientId,
     transport: Transport,
-    conn: ServerConn<'a, C>,
-    /// The deadline a timer is armed for.
-    armed: Option<peng3dnet_core::time::Instant>,
-    /// Reading stopped until the transmit queue drains.
+    /// A read is owed: reading stopped while the transmit queue drained.
     paused: bool,
     /// Interest registered with the poller.
     writable: bool,
-    /// `on_close` was called.
-    reported: bool,
-    /// When the client is dropped if its socket takes no byte until then.
-    stall: Option<peng3dnet_core::time::Instant>,
-    /// The transport is given up: remove without flushing.
-    dropped: bool,
     /// On the ready list: bytes may wait to be read.
     queued: bool,
 }
 
 struct Loop<'a, C: Codec> {
-    config: &'a Config<'a>,
-    registry: &'a StdRegistry,
-    codec: C,
     options: &'a ServerOptions,
+    server: CoreServer<'a, C>,
     listener: TcpListener,
     poll: Poll,
     commands: mpsc::Receiver<Command>,
-    conns: Slab<Client<'a, C>>,
-    generation: u32,
-    timers: BinaryHeap<Reverse<(peng3dnet_core::time::Instant, usize, u64)>>,
+    /// By slot of the client's id (the poller's token).
+    peers: Vec<Option<Peer>>,
     handlers: HashMap<u32, Handler<C>>,
     on_connect: Option<Hook<C>>,
     on_handshake: Option<Hook<C>>,
     on_close: Option<CloseHook>,
     clock: Clock,
-    stats: ServerStats,
-    shutdown_at: Option<Instant>,
-    actions: Vec<Action>,
     scratch: Vec<u8>,
     /// Clients that may have bytes left to read (see `service`).
     ready: VecDeque<usize>,
@@ -755,7 +724,9 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = if self.ready.is_empty() {
-                self.next_timeout()
+                self.server.poll_timeout().map(|at| {
+                    Duration::from_micros(at.saturating_duration_since(self.now()).as_micros())
+                })
             } else {
                 Some(Duration::ZERO)
             };
@@ -773,36 +744,23 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
                 }
             }
             for key in std::mem::take(&mut self.ready) {
-                if let Some(c) = self.conns.get_mut(key) {
-                    c.queued = false;
+                if let Some(p) = self.peer_mut(key) {
+                    p.queued = false;
                     self.service(key, true);
                 }
             }
-            self.fire_timers();
-            if let Some(at) = self.shutdown_at {
-                if self.conns.is_empty() || Instant::now() >= at {
-                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-                    for key in keys {
-                        self.remove(key);
-                    }
-                    return Ok(self.stats);
-                }
+            let now = self.now();
+            while let Some(id) = self.server.handle_timeout(now) {
+                self.service(id.slot(), false);
+            }
+            if self.server.is_done() {
+                return Ok(self.server.stats());
             }
         }
     }
 
-    fn next_timeout(&self) -> Option<Duration> {
-        let now = self.now();
-        let timer = self.timers.peek().map(|Reverse((at, _, _))| {
-            Duration::from_micros(at.saturating_duration_since(now).as_micros())
-        });
-        let shutdown = self
-            .shutdown_at
-            .map(|at| at.saturating_duration_since(Instant::now()));
-        match (timer, shutdown) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+    fn peer_mut(&mut self, key: usize) -> Option<&mut Peer> {
+        self.peers.get_mut(key).and_then(Option::as_mut)
     }
 
     fn accept(&mut self) -> io::Result<()> {
@@ -815,16 +773,12 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
                 // this round rather than stopping the server.
                 Err(_) => return Ok(()),
             };
-            if self.shutdown_at.is_some() {
-                continue;
-            }
             let _ = stream.set_nodelay(true);
-            if self.conns.len() >= self.options.max_clients {
-                self.stats.refused += 1;
-                refuse(&mut stream, &self.codec);
+            if let Err(refused) = self.server.admit() {
+                refuse(&mut stream, &self.server, refused);
                 continue;
             }
-            let transport = match &self.options.tls {
+            let mut transport = match &self.options.tls {
                 Some(tls) => match Transport::tls_server(stream, tls) {
                     Ok(t) => t,
                     Err(_) => continue,
@@ -832,10 +786,7 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
                 None => Transport::plain(stream),
             };
             let now = self.now();
-            let conn = match Connection::server(
-                self.config,
-                self.registry,
-                self.codec.clone(),
+            let id = match self.server.accept(
                 HeapBuffer::new(self.options.max_frame, self.options.idle_buffer),
                 // The transmit queue always holds an answer as large as the
                 // largest frame a client may send (an echo of it).
@@ -847,51 +798,53 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
                 ),
                 now,
             ) {
-                Ok(c) => c,
-                Err(_) => continue,
+                Ok(id) => id,
+                Err(refused) => {
+                    refuse(transport.socket_mut(), &self.server, refused);
+                    continue;
+                }
             };
-            let entry = self.conns.vacant_entry();
-            let key = entry.key();
-            self.generation = self.generation.wrapping_add(1);
-            let id = ClientId::new(key, self.generation);
-            let mut client = Client {
-                id,
-                transport,
-                conn,
-                armed: None,
-                paused: false,
-                writable: true,
-                reported: false,
-                stall: None,
-                dropped: false,
-                queued: false,
-            };
-            if let Some(level) = client.transport.security_level() {
-                client.conn.set_security_level(level);
+            let key = id.slot();
+            if let Some(level) = transport.security_level() {
+                self.server.set_security_level(id, level);
             }
             if self
                 .poll
                 .registry()
                 .register(
-                    client.transport.socket_mut(),
+                    transport.socket_mut(),
                     Token(key),
                     Interest::READABLE | Interest::WRITABLE,
                 )
                 .is_err()
             {
+                // No readiness for it: it cannot be served.
+                self.server.handle_transport_closed(id);
+                while self.server.poll(id, now).is_some() {}
+                let _ = self.server.take_finished(id);
                 continue;
             }
-            entry.insert(client);
-            self.stats.accepted += 1;
-            self.stats.peak_clients = self.stats.peak_clients.max(self.conns.len());
+            if self.peers.len() <= key {
+                self.peers.resize_with(key + 1, || None);
+            }
+            self.peers[key] = Some(Peer {
+                id,
+                transport,
+                paused: false,
+                writable: true,
+                queued: false,
+            });
             if let Some(hook) = self.on_connect.as_mut() {
-                let c = &mut self.conns[key];
+                let mut broadcast = false;
                 let mut ctx = Ctx {
-                    id: c.id,
-                    conn: &mut c.conn,
-                    actions: &mut self.actions,
+                    id,
+                    server: &mut self.server,
+                    broadcast: &mut broadcast,
                 };
                 hook(&mut ctx);
+                if broadcast {
+                    self.after_broadcast();
+                }
             }
             self.service(key, true);
         }
@@ -901,55 +854,45 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
                 Command::Send { id, name, body } => {
-                    let registry = self.registry;
-                    if let (Some(e), Some(c)) = (registry.by_name(name), self.client_mut(id)) {
-                        let id_on_wire = e.id;
-                        if let Err(SendError::WouldBlock { .. }) =
-                            c.conn.send_encoded(id_on_wire, &body)
-                        {
-                            c.conn.close(CloseReason::WriteQueueFull);
-                        }
-                        self.service(id.key(), false);
+                    if let Some(e) = self.server.registry().by_name(name) {
+                        let _ = self.server.send_encoded(id, e.id, &body);
+                        self.service(id.slot(), false);
                     }
                 }
                 Command::Broadcast { name, body, except } => {
-                    if let Some(e) = self.registry.by_name(name) {
-                        self.broadcast(e.id, &body, &except);
+                    if let Some(e) = self.server.registry().by_name(name) {
+                        self.server.broadcast_encoded(e.id, &body, &except);
+                        self.after_broadcast();
                     }
                 }
                 Command::Close { id, reason } => {
-                    if let Some(c) = self.client_mut(id) {
-                        c.conn.close(reason);
-                        self.service(id.key(), false);
+                    if self.server.close(id, reason) {
+                        self.service(id.slot(), false);
                     }
                 }
                 Command::Status(reply) => {
+                    let server = &self.server;
                     let status = ServerStatus {
-                        clients: self.conns.len(),
-                        connected: self
-                            .conns
-                            .iter()
-                            .filter(|(_, c)| c.conn.is_connected())
-                            .count(),
-                        buffer_bytes: self
-                            .conns
-                            .iter()
-                            .map(|(_, c)| {
-                                let (rx, tx) = c.conn.buffers();
+                        clients: server.len(),
+                        connected: server.connected(),
+                        buffer_bytes: server
+                            .clients()
+                            .filter_map(|id| server.connection(id))
+                            .map(|c| {
+                                let (rx, tx) = c.buffers();
                                 rx.allocated() + tx.allocated()
                             })
                             .sum(),
-                        stats: self.stats,
+                        stats: server.stats(),
                     };
                     let _ = reply.send(status);
                 }
                 Command::Shutdown => {
-                    if self.shutdown_at.is_none() {
-                        self.shutdown_at = Some(Instant::now() + self.options.shutdown_grace);
+                    if !self.server.is_shutting_down() {
                         let _ = self.poll.registry().deregister(&mut self.listener);
-                        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                        self.server.shutdown(self.now());
+                        let keys: Vec<usize> = self.server.clients().map(|id| id.slot()).collect();
                         for key in keys {
-                            self.conns[key].conn.close(CloseReason::ServerShutdown);
                             self.service(key, false);
                         }
                     }
@@ -959,99 +902,90 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
         Ok(())
     }
 
-    fn client_mut(&mut self, id: ClientId) -> Option<&mut Client<'a, C>> {
-        self.conns.get_mut(id.key()).filter(|c| c.id == id)
-    }
-
-    fn broadcast(&mut self, packet_id: u32, body: &[u8], except: &[ClientId]) {
-        let keys: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.conn.is_connected() && !except.contains(&c.id))
-            .map(|(k, _)| k)
-            .collect();
-        for key in keys {
-            let c = &mut self.conns[key];
-            if let Err(SendError::WouldBlock { .. }) = c.conn.send_encoded(packet_id, body) {
-                c.conn.close(CloseReason::WriteQueueFull);
+    /// A broadcast queued bytes on many clients: each is serviced on the
+    /// ready list (not from inside the handler that may have asked).
+    fn after_broadcast(&mut self) {
+        for id in self.server.clients() {
+            let key = id.slot();
+            if let Some(Some(p)) = self.peers.get_mut(key) {
+                if !p.queued && !self.server.poll_transmit(id).is_empty() {
+                    p.queued = true;
+                    self.ready.push_back(key);
+                }
             }
-            self.service(key, false);
         }
     }
 
     /// Moves bytes for one client: read (if allowed), handle events, write,
     /// re-arm; removes it once finished.
     fn service(&mut self, key: usize, readable: bool) {
-        if !self.conns.contains(key) {
+        let Some(p) = self.peers.get(key).and_then(Option::as_ref) else {
             return;
-        }
+        };
+        let id = p.id;
         let now = self.now();
-        let high_water = self.options.max_write_queue / 2;
-        let mut read_more = readable || self.conns[key].paused;
+        let mut read_more = readable || p.paused;
         // Bounded, for fairness: a client with more to read after 64 reads
         // goes on the ready list and is read again after the others.
         for _ in 0..64 {
-            self.handle_events(key, now, high_water);
+            self.handle_events(id, now);
             self.flush(key);
-            let c = &mut self.conns[key];
-            if c.conn.is_closed() || !read_more {
+            let closed = self.server.connection(id).is_none_or(|c| c.is_closed());
+            if closed || !read_more {
                 break;
             }
-            if c.conn.poll_transmit().len() > high_water {
-                c.paused = true;
+            let Some(Some(p)) = self.peers.get_mut(key) else {
+                return;
+            };
+            if !self.server.wants_input(id) {
+                p.paused = true;
                 break;
             }
-            c.paused = false;
-            let buf = c.conn.receive_buffer();
+            let buf = self.server.receive_buffer(id);
             if buf.is_empty() {
                 // Events are waiting for transmit room.
-                c.paused = true;
+                p.paused = true;
                 break;
             }
-            match c.transport.read(buf) {
-                Ok(0) => {
-                    c.conn.handle_transport_closed();
-                    c.dropped = true;
-                }
-                Ok(n) => c.conn.commit_received(n),
+            p.paused = false;
+            match p.transport.read(buf) {
+                Ok(0) => self.server.handle_transport_closed(id),
+                Ok(n) => self.server.commit_received(id, n),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => read_more = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    c.conn.handle_transport_closed();
-                    c.dropped = true;
-                }
+                Err(_) => self.server.handle_transport_closed(id),
             }
-            if let Some(level) = c.transport.security_level() {
-                if c.conn.security_level() != level {
-                    c.conn.set_security_level(level);
-                }
+            if let Some(level) = p.transport.security_level() {
+                self.server.set_security_level(id, level);
             }
         }
-        self.handle_events(key, now, high_water);
+        self.handle_events(id, now);
         self.flush(key);
-        let c = &mut self.conns[key];
-        if c.conn.is_finished() && (c.dropped || !c.transport.wants_write()) {
+        let Some(Some(p)) = self.peers.get_mut(key) else {
+            return;
+        };
+        if (self.server.is_abandoned(id) || !p.transport.wants_write())
+            && self.server.take_finished(id).is_some()
+        {
             self.remove(key);
             return;
         }
-        if read_more && !c.paused && !c.conn.is_closed() && !c.queued {
-            // Edge-triggered readiness will not fire again for bytes that
-            // are already there.
-            c.queued = true;
+        let closed = self.server.connection(id).is_none_or(|c| c.is_closed());
+        // Edge-triggered readiness will not fire again for bytes that are
+        // already there, nor for a paused client whose queue drained without
+        // the socket ever blocking: come back through the ready list.
+        let resume = if p.paused {
+            self.server.wants_input(id)
+        } else {
+            read_more
+        };
+        if resume && !closed && !p.queued {
+            p.queued = true;
             self.ready.push_back(key);
         }
-        match c.conn.poll_timeout() {
-            Some(at) if c.armed != Some(at) => {
-                c.armed = Some(at);
-                self.timers.push(Reverse((at, key, c.id.0)));
-            }
-            Some(_) => {}
-            // The handshake completed: the armed timer is stale, let it lapse.
-            None => c.armed = None,
-        }
-        let want_write = !c.conn.poll_transmit().is_empty() || c.transport.wants_write();
-        if want_write != c.writable {
-            c.writable = want_write;
+        let want_write = !self.server.poll_transmit(id).is_empty() || p.transport.wants_write();
+        if want_write != p.writable {
+            p.writable = want_write;
             let interest = if want_write {
                 Interest::READABLE | Interest::WRITABLE
             } else {
@@ -1060,20 +994,24 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
             let _ = self
                 .poll
                 .registry()
-                .reregister(c.transport.socket_mut(), Token(key), interest);
+                .reregister(p.transport.socket_mut(), Token(key), interest);
         }
     }
 
-    fn handle_events(&mut self, key: usize, now: peng3dnet_core::time::Instant, high_water: usize) {
+    fn handle_events(&mut self, id: ClientId, now: peng3dnet_core::time::Instant) {
         loop {
-            let c = &mut self.conns[key];
-            if c.conn.poll_transmit().len() > high_water && !c.conn.is_closed() {
-                c.paused = true;
-                return;
-            }
-            let Some(event) = c.conn.poll(now) else {
+            let Some(event) = self.server.poll(id, now) else {
+                // Stopped with frames left while the transmit queue is over
+                // its high water: read (and poll) again once it drained.
+                let open = self.server.connection(id).is_some_and(|c| !c.is_closed());
+                if open && !self.server.wants_input(id) {
+                    if let Some(p) = self.peer_mut(id.slot()) {
+                        p.paused = true;
+                    }
+                }
                 return;
             };
+            let mut broadcast = false;
             match event {
                 Event::Packet(p) => {
                     let packet_id = p.packet_id;
@@ -1081,30 +1019,28 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
                     self.scratch.extend_from_slice(p.body);
                     if let Some(handler) = self.handlers.get_mut(&packet_id) {
                         let mut ctx = Ctx {
-                            id: c.id,
-                            conn: &mut c.conn,
-                            actions: &mut self.actions,
+                            id,
+                            server: &mut self.server,
+                            broadcast: &mut broadcast,
                         };
                         if let Err(reason) = handler(&mut ctx, &self.scratch) {
-                            c.conn.close(reason);
+                            self.server.close(id, reason);
                         }
                     }
                 }
                 Event::Connected => {
-                    self.stats.handshakes += 1;
                     if let Some(hook) = self.on_handshake.as_mut() {
                         let mut ctx = Ctx {
-                            id: c.id,
-                            conn: &mut c.conn,
-                            actions: &mut self.actions,
+                            id,
+                            server: &mut self.server,
+                            broadcast: &mut broadcast,
                         };
                         hook(&mut ctx);
                     }
                 }
                 Event::Closed { reason, initiator } => {
-                    c.reported = true;
                     if let Some(hook) = self.on_close.as_mut() {
-                        hook(c.id, &reason, initiator);
+                        hook(id, &reason, initiator);
                     }
                 }
                 Event::ConnTypePacket(_)
@@ -1112,131 +1048,47 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
                 | Event::PingAnswered
                 | Event::Ignored { .. } => {}
             }
-            self.run_actions();
-        }
-    }
-
-    fn run_actions(&mut self) {
-        while let Some(action) = self.actions.pop() {
-            match action {
-                Action::Broadcast {
-                    packet_id,
-                    body,
-                    except,
-                } => {
-                    // Queue only; each client is serviced on its own turn.
-                    for (_, c) in self.conns.iter_mut() {
-                        if c.conn.is_connected() && !except.contains(&c.id) {
-                            if let Err(SendError::WouldBlock { .. }) =
-                                c.conn.send_encoded(packet_id, &body)
-                            {
-                                c.conn.close(CloseReason::WriteQueueFull);
-                            }
-                        }
-                    }
-                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-                    for key in keys {
-                        let c = &mut self.conns[key];
-                        if !c.conn.poll_transmit().is_empty() {
-                            flush_one(c);
-                        }
-                    }
-                }
+            if broadcast {
+                self.after_broadcast();
             }
         }
     }
 
-    /// Writes what the client's connection queued, and watches for a client
-    /// that takes nothing: after [`ServerOptions::write_stall_timeout`]
-    /// without progress it is dropped (see [`Loop::fire_timers`]).
+    /// Writes what the client's connection queued until the socket would
+    /// block, and tells the core what was taken (its write-stall timer
+    /// drops a client that takes nothing).
     fn flush(&mut self, key: usize) {
-        let c = &mut self.conns[key];
-        let progress = flush_one(c);
-        let pending = !c.conn.poll_transmit().is_empty() || c.transport.wants_write();
-        if !pending || progress {
-            c.stall = None;
-        } else if c.stall.is_none() {
-            let at = self.clock.now()
-                + peng3dnet_core::time::Duration::from_micros(
-                    self.options.write_stall_timeout.as_micros() as u64,
-                );
-            c.stall = Some(at);
-            self.timers.push(Reverse((at, key, c.id.0)));
-        }
-    }
-
-    fn fire_timers(&mut self) {
-        let now = self.now();
-        while let Some(Reverse((at, key, id))) = self.timers.peek().copied() {
-            if at > now {
-                return;
+        let Some(Some(p)) = self.peers.get_mut(key) else {
+            return;
+        };
+        let id = p.id;
+        let now = self.clock.now();
+        for _ in 0..1024 {
+            let data = self.server.poll_transmit(id);
+            if data.is_empty() {
+                let _ = p.transport.flush();
+                break;
             }
-            self.timers.pop();
-            if let Some(c) = self.conns.get_mut(key) {
-                if c.id.0 != id {
-                    continue;
-                }
-                if c.armed == Some(at) {
-                    c.armed = None;
-                    c.conn.handle_timeout(now);
-                    self.service(key, false);
-                } else if c.stall == Some(at) {
-                    // The client took no byte for the whole timeout: it is
-                    // not told (it does not read), it is dropped.
-                    c.conn.close(CloseReason::WriteQueueFull);
-                    c.conn.handle_transport_closed();
-                    c.dropped = true;
-                    self.service(key, false);
+            match p.transport.write(data) {
+                Ok(0) => break,
+                Ok(n) => self.server.transmitted(id, n, now),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.server.handle_transport_closed(id);
+                    break;
                 }
             }
         }
+        self.server.transmitted(id, 0, now);
     }
 
     fn remove(&mut self, key: usize) {
-        let mut c = self.conns.remove(key);
-        let _ = self.poll.registry().deregister(c.transport.socket_mut());
-        if !c.reported {
-            // Closed without the state machine seeing it (shutdown grace ran
-            // out): report what the connection knows.
-            if !c.conn.is_closed() {
-                c.conn.handle_transport_closed();
-            }
-            if let (Some(hook), Some((reason, initiator))) =
-                (self.on_close.as_mut(), c.conn.close_reason())
-            {
-                hook(c.id, reason, initiator);
-            }
-        }
-        c.transport.shutdown();
-    }
-}
-
-/// Writes what the connection queued until the socket would block; whether
-/// any byte was taken.
-fn flush_one<C: Codec>(c: &mut Client<'_, C>) -> bool {
-    let mut progress = false;
-    for _ in 0..1024 {
-        let data = c.conn.poll_transmit();
-        if data.is_empty() {
-            let _ = c.transport.flush();
-            return progress;
-        }
-        match c.transport.write(data) {
-            Ok(0) => return progress,
-            Ok(n) => {
-                c.conn.transmitted(n);
-                progress = true;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return progress,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => {
-                c.conn.handle_transport_closed();
-                c.dropped = true;
-                return progress;
-            }
+        if let Some(mut p) = self.peers.get_mut(key).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(p.transport.socket_mut());
+            p.transport.shutdown();
         }
     }
-    progress
 }
 
 /// The listening socket, with a backlog for bursts of connections (the
@@ -1254,11 +1106,15 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into()))
 }
 
-/// Tells a client the server is full, best effort, without a connection.
-fn refuse<C: Codec>(stream: &mut mio::net::TcpStream, codec: &C) {
+/// Tells a refused client why, best effort, without a connection.
+fn refuse<C: Codec + Clone>(
+    stream: &mut mio::net::TcpStream,
+    server: &CoreServer<'_, C>,
+    refused: Refused,
+) {
     use std::io::Write;
     let mut frame = [0u8; 128];
-    if let Ok(n) = encode_refusal(codec, &CloseReason::ServerFull, &mut frame) {
+    if let Ok(n) = server.refusal(refused, &mut frame) {
         let _ = stream.write(&frame[..n]);
     }
     let _ = stream.shutdown(std::net::Shutdown::Both);

@@ -426,29 +426,30 @@ where
 
     // ---- admission ----
 
+    /// Whether a new client would be accepted now, before the adapter sets
+    /// up its transport (a TLS session, say). A refusal is counted; write
+    /// [`refusal`](Self::refusal) to the client then.
+    pub fn admit(&mut self) -> Result<(), Refused> {
+        let refused = if self.shutting_down {
+            Refused::ShuttingDown
+        } else if self.is_full() {
+            Refused::Full
+        } else {
+            return Ok(());
+        };
+        self.stats.refused += 1;
+        Err(refused)
+    }
+
     /// Takes a new client with its receive and transmit buffers (the
     /// receive buffer bounds the largest frame it may send); queues its
     /// `hello`. Refused when full or shutting down; write
     /// [`refusal`](Self::refusal) to its transport then.
     pub fn accept(&mut self, rx: R, tx: T, now: Instant) -> Result<ClientId, Refused> {
         self.now = now;
-        if self.shutting_down {
-            self.stats.refused += 1;
-            return Err(Refused::ShuttingDown);
-        }
-        if self.is_full() {
-            self.stats.refused += 1;
-            return Err(Refused::Full);
-        }
-        let conn = Connection::server(
-            self.config,
-            self.registry,
-            self.codec.clone(),
-            rx,
-            tx,
-            now,
-        )
-        .map_err(Refused::Connection)?;
+        self.admit()?;
+        let conn = Connection::server(self.config, self.registry, self.codec.clone(), rx, tx, now)
+            .map_err(Refused::Connection)?;
         let client = ClientState {
             conn,
             stall_since: MaybeInstant::NONE,
@@ -606,11 +607,7 @@ where
     /// Sends a typed packet to one client, checked against its rules; a
     /// queue without room for it closes the client with `writequeuefull`
     /// (see the [module docs](self#the-rules-the-server-applies)).
-    pub fn send<P: Packet>(
-        &mut self,
-        id: ClientId,
-        msg: &P::Message<'_>,
-    ) -> Result<(), SendError> {
+    pub fn send<P: Packet>(&mut self, id: ClientId, msg: &P::Message<'_>) -> Result<(), SendError> {
         self.with_rule(id, |conn| conn.send::<P>(msg))
     }
 
@@ -635,10 +632,7 @@ where
         scratch: &mut [u8],
         except: &[ClientId],
     ) -> Result<BroadcastReport, SendError> {
-        let packet_id = self
-            .registry
-            .id_of::<P>()
-            .ok_or(SendError::NotRegistered)?;
+        let packet_id = self.registry.id_of::<P>().ok_or(SendError::NotRegistered)?;
         let n = match self.codec.encode(msg, scratch) {
             Ok(n) => n,
             Err(CodecError::BufferTooSmall) => {
@@ -815,7 +809,10 @@ where
                 c.conn.handle_timeout(now);
                 fired = true;
             }
-            if c.stall_since.get().is_some_and(|since| now >= since + stall) {
+            if c.stall_since
+                .get()
+                .is_some_and(|since| now >= since + stall)
+            {
                 c.conn.close(CloseReason::WriteQueueFull);
                 self.stats.write_stalls += 1;
                 self.abandon(i);
