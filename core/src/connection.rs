@@ -1314,6 +1314,12 @@ where
         (self.rx.buffer(), &self.inner.tx.buf)
     }
 
+    /// Gives the receive and transmit storage back (a server slot reuses
+    /// them for its next client); whatever they hold is dropped.
+    pub fn into_buffers(self) -> (R, T) {
+        (self.rx.into_buffer(), self.inner.tx.buf)
+    }
+
     /// The largest frame (length prefix included) this connection receives.
     pub fn max_frame_len(&self) -> usize {
         self.rx.capacity()

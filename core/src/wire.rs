@@ -256,6 +256,11 @@ impl<B: Buffer> FrameDecoder<B> {
         &self.buf
     }
 
+    /// Gives the storage back; whatever it holds is dropped.
+    pub fn into_buffer(self) -> B {
+        self.buf
+    }
+
     /// The largest header + body length (the value of a length prefix) accepted.
     pub fn max_frame_len(&self) -> usize {
         self.capacity().saturating_sub(LENGTH_PREFIX_LEN)

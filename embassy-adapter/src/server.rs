@@ -64,27 +64,28 @@
 //! ```
 
 use crate::fmt::debug;
-use crate::session::{Received, Resources, Session, SessionOutbox};
+use crate::session::{now, poll_io, to_embassy, IoState, Link, Look, Received};
 use core::cell::RefCell;
-use core::convert::Infallible;
-use core::future::{pending, poll_fn, Future};
+use core::future::{pending, poll_fn};
 use core::task::{Context, Poll};
 use embassy_futures::join::{join, join_array};
-use embassy_futures::select::{select, select3, Either, Either3};
+use embassy_futures::select::{select, Either};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::Stack;
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_sync::blocking_mutex::Mutex;
-use embassy_sync::waitqueue::{MultiWakerRegistration, WakerRegistration};
+use embassy_sync::waitqueue::WakerRegistration;
 use embassy_time::{with_timeout, Duration, Timer};
 use embedded_io_async::Write;
 use peng3dnet_core::codec::{Codec, CodecError};
-use peng3dnet_core::connection::{SendError, Take, MIN_TX_BUFFER};
+use peng3dnet_core::connection::{Outbox, SendError, Take, MIN_TX_BUFFER};
 use peng3dnet_core::registry::{Packet, Registry};
-use peng3dnet_core::table::{encode_refusal, ClientTable};
-use peng3dnet_core::{CloseReason, Config, Initiator, CONNTYPE_PING};
+use peng3dnet_core::server::{self as core_server, ServerConnection, ServerSlot, Slot};
+use peng3dnet_core::time::Instant;
+use peng3dnet_core::wire::FRAME_OVERHEAD;
+use peng3dnet_core::{CloseReason, Config, Event, Initiator};
 
-pub use peng3dnet_core::table::{BroadcastReport, ClientId};
+pub use peng3dnet_core::server::{BroadcastReport, ClientId, ServerStats};
 
 /// Receive buffer of the socket that refuses clients while the server is full.
 pub const REFUSAL_RX: usize = 64;
@@ -102,7 +103,8 @@ pub struct SlotResources<
 > {
     socket_rx: [u8; SRX],
     socket_tx: [u8; STX],
-    session: Resources<RX, TX>,
+    rx: [u8; RX],
+    tx: [u8; TX],
     body: [u8; BODY],
 }
 
@@ -112,7 +114,8 @@ impl<const RX: usize, const TX: usize, const SRX: usize, const STX: usize, const
     const NEW: Self = SlotResources {
         socket_rx: [0; SRX],
         socket_tx: [0; STX],
-        session: Resources::new(),
+        rx: [0; RX],
+        tx: [0; TX],
         body: [0; BODY],
     };
 }
@@ -196,8 +199,9 @@ pub struct ServerOptions {
     /// side (and for our last bytes to be acknowledged) before it is reset,
     /// and how long the refusal socket gives a refused client.
     pub linger: Duration,
-    /// How long [`Ctx::send`] waits for room in a client's transmit buffer
-    /// before the client is closed with `writequeuefull`.
+    /// How long a client may take none of its queued bytes before it is
+    /// closed with `writequeuefull` (the core's write-stall timer; it bounds
+    /// [`Ctx::send`]'s wait for room and a [`Flow::Retry`]).
     pub write_stall_timeout: Duration,
     /// TCP keep-alive interval of client sockets (`None`: off).
     pub keep_alive: Option<Duration>,
@@ -225,22 +229,19 @@ impl Default for ServerOptions {
     }
 }
 
-/// What a server did so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct ServerStats {
-    /// Clients accepted into a slot.
-    pub accepted: u32,
-    /// Clients refused with `serverfull`.
-    pub refused: u32,
-    /// Clients that completed the classic handshake (or a custom connection
-    /// type's).
-    pub handshakes: u32,
-    /// Most clients at once.
-    pub peak_clients: usize,
-    /// Packets [`Handler::on_packet_in_place`] deferred whose body did not
-    /// fit the slot's copy buffer (`BODY` of [`ServerResources`]): dropped.
-    pub dropped: u32,
+impl ServerOptions {
+    /// The core server's part of them.
+    fn core(&self) -> core_server::ServerOptions {
+        core_server::ServerOptions {
+            write_stall_timeout: peng3dnet_core::time::Duration::from_micros(
+                self.write_stall_timeout.as_micros(),
+            ),
+            // In-place handlers retry and `Ctx::send` waits for room: the
+            // input is not paused for a full transmit queue.
+            read_pause_percent: 100,
+            ..core_server::ServerOptions::new()
+        }
+    }
 }
 
 /// Answer of [`Server::status`].
@@ -256,13 +257,6 @@ pub struct ServerStatus {
     /// Counters so far.
     pub stats: ServerStats,
 }
-
-/// Futures that wait on a client's session: its `run_io` and its handler.
-pub const SERVER_WAITERS: usize = 2;
-
-/// The session of one client on a server.
-pub type ServerSession<'a, M, C, const NR: usize> =
-    Session<'a, M, C, NR, &'a Registry<NR>, SERVER_WAITERS>;
 
 /// What a server does with its clients. Every method has a default that does
 /// nothing. The server calls the methods of one client in order, but those
@@ -337,9 +331,25 @@ pub enum Flow {
     Defer,
 }
 
+/// The connection of one client on a [`Server`].
+pub type ClientConnection<'a, C, const NR: usize> =
+    ServerConnection<'a, C, &'a mut [u8], &'a mut [u8], NR>;
+
 /// The sending side of a client's connection, lent to
 /// [`Handler::on_packet_in_place`].
-pub type ServerOutbox<'c, 'a, C, const NR: usize> = SessionOutbox<'c, 'a, C, NR, &'a Registry<NR>>;
+pub type ServerOutbox<'c, 'a, C, const NR: usize> =
+    Outbox<'c, 'a, C, &'a mut [u8], NR, &'a Registry<NR>>;
+
+/// The core's server as this adapter keeps it: `N` fixed slots, the
+/// connections over the slots' buffers.
+type CoreServer<'a, C, const NR: usize, const N: usize> = core_server::Server<
+    'a,
+    C,
+    &'a mut [u8],
+    &'a mut [u8],
+    NR,
+    [ServerSlot<'a, C, &'a mut [u8], &'a mut [u8], NR>; N],
+>;
 
 /// A handler that does nothing: a server that only answers pings and runs
 /// handshakes, and whose clients are reached by [`Server::broadcast`].
@@ -348,8 +358,8 @@ impl<M: RawMutex, C: Codec, const NR: usize> Handler<M, C, NR> for () {}
 /// What a handler may do with the client it was called for.
 pub struct Ctx<'c, 'a, M: RawMutex, C, const NR: usize> {
     id: ClientId,
-    session: &'c ServerSession<'a, M, C, NR>,
-    server: &'c dyn Backend<C, NR>,
+    server: &'c dyn Backend<'a, C, NR>,
+    _mutex: core::marker::PhantomData<M>,
 }
 
 impl<'a, M: RawMutex, C: Codec + Clone, const NR: usize> Ctx<'_, 'a, M, C, NR> {
@@ -358,41 +368,55 @@ impl<'a, M: RawMutex, C: Codec + Clone, const NR: usize> Ctx<'_, 'a, M, C, NR> {
         self.id
     }
 
-    /// The client's session: its state, mode, connection type and the core
-    /// connection ([`Session::with_connection`]).
-    pub fn session(&self) -> &ServerSession<'a, M, C, NR> {
-        self.session
+    /// Runs `f` on the client's connection, to look at its state, mode,
+    /// connection type or security level (`None` once it is gone).
+    pub fn with_connection<R>(
+        &self,
+        f: impl FnOnce(&ClientConnection<'a, C, NR>) -> R,
+    ) -> Option<R> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.server.look(self.id, &mut |conn| {
+            if let Some(f) = f.take() {
+                out = Some(f(conn));
+            }
+        });
+        out
     }
 
     /// Sends a typed packet to this client, waiting while its transmit
-    /// buffer is full; after [`ServerOptions::write_stall_timeout`] the client
-    /// is closed with `writequeuefull` (and `SendError::Closed` returned).
+    /// buffer has no room for it. A client that takes none of its queued
+    /// bytes for [`ServerOptions::write_stall_timeout`] is closed with
+    /// `writequeuefull` (the core's write-stall timer; `SendError::Closed`
+    /// is returned then).
     pub async fn send<P: Packet>(&self, msg: &P::Message<'_>) -> Result<(), SendError> {
-        match with_timeout(self.server.stall(), self.session.send::<P>(msg)).await {
-            Ok(r) => r,
-            Err(_) => {
-                self.session.close(CloseReason::WriteQueueFull);
-                Err(SendError::Closed)
-            }
-        }
+        let len = self
+            .server
+            .codec()
+            .encoded_len(msg)
+            .map_err(SendError::Encode)?;
+        poll_fn(|cx| self.server.poll_room(cx, self.id, FRAME_OVERHEAD + len)).await;
+        self.try_send::<P>(msg)
     }
 
     /// Sends a typed packet to this client if its transmit buffer has room
-    /// now (`SendError::WouldBlock` otherwise; nothing is queued then).
+    /// now; without room the client is closed with `writequeuefull` (the
+    /// core's rule: [`peng3dnet_core::server`]).
     pub fn try_send<P: Packet>(&self, msg: &P::Message<'_>) -> Result<(), SendError> {
-        self.session.with_connection(|c| c.send::<P>(msg))
+        self.server.send_with(self.id, &mut |c| c.send::<P>(msg))
     }
 
     /// Sends an already encoded body as a `P` to this client (to echo or
-    /// relay a body without decoding it), if its transmit buffer has room
-    /// now.
+    /// relay a body without decoding it), under the rule of
+    /// [`try_send`](Self::try_send).
     pub fn try_send_body<P: Packet>(&self, body: &[u8]) -> Result<(), SendError> {
         let id = self
             .server
             .registry()
             .id_of::<P>()
             .ok_or(SendError::NotRegistered)?;
-        self.session.with_connection(|c| c.send_encoded(id, body))
+        self.server
+            .send_with(self.id, &mut |c| c.send_encoded(id, body))
     }
 
     /// Sends a `P` to every connected client but those in `except` (this
@@ -408,19 +432,13 @@ impl<'a, M: RawMutex, C: Codec + Clone, const NR: usize> Ctx<'_, 'a, M, C, NR> {
             .id_of::<P>()
             .ok_or(SendError::NotRegistered)?;
         let mut encode = |out: &mut [u8]| encode_into::<C, P>(server.codec(), msg, out);
-        post(
-            server.hub(),
-            packet_id,
-            &mut encode,
-            Targets::AllExcept(except),
-        )
-        .await
+        server.broadcast(packet_id, &mut encode, except)
     }
 
     /// Closes this client with `reason` (the `closeconn` is sent, then the
     /// socket closed).
     pub fn close(&self, reason: CloseReason) {
-        self.session.close(reason);
+        self.server.close(self.id, reason);
     }
 }
 
@@ -432,181 +450,87 @@ fn encode_into<C: Codec, P: Packet>(
     match codec.encode(msg, out) {
         Ok(n) => Ok(n),
         Err(CodecError::BufferTooSmall) => Err(SendError::TooLarge {
-            required: codec.encoded_len(msg).unwrap_or(usize::MAX),
-            capacity: out.len(),
+            required: FRAME_OVERHEAD + codec.encoded_len(msg).unwrap_or(usize::MAX),
+            capacity: FRAME_OVERHEAD + out.len(),
         }),
         Err(e) => Err(SendError::Encode(e)),
     }
 }
 
-/// What became of a packet offered to a handler in place.
-enum Step {
-    Handled,
-    Retry,
-    /// Copied into the slot's copy buffer: id, name, length.
-    Deferred(u32, Option<&'static str>, usize),
-    Dropped,
-}
-
-/// Offers `packet` to the handler where it lies, and copies it into `body`
-/// if the handler defers it.
-fn offer<M: RawMutex, C: Codec, const NR: usize, H: Handler<M, C, NR>>(
-    handler: &H,
-    id: ClientId,
-    outbox: &mut ServerOutbox<'_, '_, C, NR>,
-    packet: Received<'_, C>,
-    body: &mut [u8],
-) -> (Take, Step) {
-    let (packet_id, name, bytes) = (packet.packet_id, packet.name, packet.body);
-    match handler.on_packet_in_place(id, outbox, packet) {
-        Flow::Handled => (Take::Consume, Step::Handled),
-        Flow::Retry => (Take::Keep, Step::Retry),
-        Flow::Defer => match body.get_mut(..bytes.len()) {
-            Some(dst) => {
-                dst.copy_from_slice(bytes);
-                (Take::Consume, Step::Deferred(packet_id, name, bytes.len()))
-            }
-            None => (Take::Consume, Step::Dropped),
-        },
-    }
-}
-
-/// Which clients a posted message is for.
-#[derive(Clone, Copy)]
-enum Targets<'x> {
-    AllExcept(&'x [ClientId]),
-    One(ClientId),
-    /// Not a packet: close this client (connected or not) with the reason.
-    Close(ClientId, &'x CloseReason),
-}
-
-/// The result of posting a message.
-enum Posted {
-    /// Nobody to deliver to.
-    Done(BroadcastReport),
-    /// Delivery under way; collect the report with this ticket.
-    Ticket(u32),
-}
-
 /// What a [`Ctx`] needs of its server, without the server's sizes.
-trait Backend<C, const NR: usize> {
+trait Backend<'a, C, const NR: usize> {
     fn registry(&self) -> &Registry<NR>;
     fn codec(&self) -> &C;
-    fn stall(&self) -> Duration;
-    fn hub(&self) -> &dyn Hub;
-}
-
-/// The server's mailbox without its sizes (so [`Ctx`] needs neither `N` nor
-/// the mailbox size).
-trait Hub {
-    fn poll_post(
+    /// Runs `f` on the client's connection, if it is there.
+    fn look(&self, id: ClientId, f: &mut dyn FnMut(&ClientConnection<'a, C, NR>));
+    /// A send on one client, under the core's send rule.
+    fn send_with(
         &self,
-        cx: &mut Context<'_>,
+        id: ClientId,
+        send: &mut dyn FnMut(&mut ClientConnection<'a, C, NR>) -> Result<(), SendError>,
+    ) -> Result<(), SendError>;
+    /// `Ready` once `bytes` fit the client's queue or it is closed.
+    fn poll_room(&self, cx: &mut Context<'_>, id: ClientId, bytes: usize) -> Poll<()>;
+    fn broadcast(
+        &self,
         packet_id: u32,
         encode: &mut dyn FnMut(&mut [u8]) -> Result<usize, SendError>,
-        targets: Targets<'_>,
-    ) -> Poll<Result<Posted, SendError>>;
-
-    fn poll_collect(&self, cx: &mut Context<'_>, ticket: u32) -> Poll<BroadcastReport>;
-
-    fn abandon(&self, ticket: u32);
+        except: &[ClientId],
+    ) -> Result<BroadcastReport, SendError>;
+    fn close(&self, id: ClientId, reason: CloseReason) -> bool;
 }
 
-/// Posts a message and waits until every target took it.
-async fn post(
-    hub: &dyn Hub,
-    packet_id: u32,
-    encode: &mut dyn FnMut(&mut [u8]) -> Result<usize, SendError>,
-    targets: Targets<'_>,
-) -> Result<BroadcastReport, SendError> {
-    match poll_fn(|cx| hub.poll_post(cx, packet_id, encode, targets)).await? {
-        Posted::Done(report) => Ok(report),
-        Posted::Ticket(ticket) => {
-            // Dropped before the report came: let the last delivery free the
-            // mailbox.
-            struct Abandon<'h> {
-                hub: &'h dyn Hub,
-                ticket: u32,
-                done: bool,
-            }
-            impl Drop for Abandon<'_> {
-                fn drop(&mut self) {
-                    if !self.done {
-                        self.hub.abandon(self.ticket);
-                    }
-                }
-            }
-            let mut guard = Abandon {
-                hub,
-                ticket,
-                done: false,
-            };
-            let report = poll_fn(|cx| hub.poll_collect(cx, ticket)).await;
-            guard.done = true;
-            Ok(report)
-        }
-    }
-}
-
-struct ClientState {
-    /// Handshake complete, not a ping: a broadcast target.
-    connected: bool,
-    /// The mailbox's message (or close) waits for this client.
-    pending: bool,
-    /// The client's control future.
-    waker: WakerRegistration,
-}
-
-struct Mail<const B: usize> {
-    /// A close from [`Server::close`] instead of a packet.
-    close: Option<CloseReason>,
-    body: [u8; B],
-    len: usize,
-    packet_id: u32,
-    busy: bool,
-    pending: usize,
-    ticket: u32,
-    orphaned: bool,
-    report: BroadcastReport,
-}
-
-struct Shared<const N: usize, const B: usize> {
-    clients: ClientTable<ClientState, N>,
+/// The state every future of a server shares.
+struct Shared<'a, C, const NR: usize, const N: usize, const B: usize> {
+    core: CoreServer<'a, C, NR, N>,
+    /// By the core's slot of a client: its I/O and handler.
+    wakers: [WakerRegistration; N],
     listening: usize,
     shutdown: bool,
-    stats: ServerStats,
     accept_wakers: [WakerRegistration; N],
     refuser: WakerRegistration,
-    mail: Mail<B>,
-    mail_wakers: MultiWakerRegistration<4>,
+    /// The timer future, and the deadline it sleeps until.
+    timer: WakerRegistration,
+    timer_at: Option<Instant>,
+    /// Where a broadcast is encoded, once for every client.
+    scratch: [u8; B],
 }
 
-impl<const N: usize, const B: usize> Shared<N, B> {
-    /// One delivery is done (or its client is gone).
-    fn ack(&mut self) {
-        let mail = &mut self.mail;
-        mail.pending = mail.pending.saturating_sub(1);
-        if mail.pending == 0 {
-            if mail.orphaned {
-                mail.orphaned = false;
-                mail.busy = false;
-            }
-            self.mail_wakers.wake();
+impl<C: Codec + Clone, const NR: usize, const N: usize, const B: usize> Shared<'_, C, NR, N, B> {
+    /// After a change: wakes the client's futures, and the timer future if
+    /// a deadline came before the one it sleeps until.
+    fn changed(&mut self, id: ClientId) {
+        if let Some(w) = self.wakers.get_mut(id.slot()) {
+            w.wake();
         }
+        self.check_timer();
+    }
+
+    fn check_timer(&mut self) {
+        let next = self.core.poll_timeout();
+        if next.is_some() && (self.timer_at.is_none() || next < self.timer_at) {
+            self.timer.wake();
+        }
+    }
+
+    fn wake_all(&mut self) {
+        for w in self.wakers.iter_mut() {
+            w.wake();
+        }
+        self.check_timer();
     }
 }
 
 /// A peng3dnet server for up to `N` clients at once on an `embassy-net`
 /// stack (see the [module docs](self)). `M` is the mutex kind of its state
-/// and sessions (`NoopRawMutex` when everything runs on one executor), `C`
-/// the codec, `NR` the registry's capacity, `B` the largest encoded body
+/// (`NoopRawMutex` when everything runs on one executor), `C` the codec,
+/// `NR` the registry's capacity, `B` the largest encoded body
 /// [`broadcast`](Self::broadcast) and [`send_to`](Self::send_to) take.
 pub struct Server<'d, M: RawMutex, C, const NR: usize, const N: usize, const B: usize = 256> {
-    config: &'d Config<'d>,
     registry: &'d Registry<NR>,
     codec: C,
     options: ServerOptions,
-    shared: Mutex<M, RefCell<Shared<N, B>>>,
+    shared: Mutex<M, RefCell<Shared<'d, C, NR, N, B>>>,
 }
 
 impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B: usize>
@@ -615,30 +539,27 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
     /// A server of the packets in `registry` speaking `codec`, with default
     /// [`ServerOptions`].
     pub fn new(config: &'d Config<'d>, registry: &'d Registry<NR>, codec: C) -> Self {
+        let options = ServerOptions::new();
         Server {
-            config,
             registry,
-            codec,
-            options: ServerOptions::new(),
+            codec: codec.clone(),
+            options,
             shared: Mutex::new(RefCell::new(Shared {
-                clients: ClientTable::new(),
+                core: core_server::Server::new(
+                    config,
+                    registry,
+                    codec,
+                    options.core(),
+                    [const { Slot::EMPTY }; N],
+                ),
+                wakers: [const { WakerRegistration::new() }; N],
                 listening: 0,
                 shutdown: false,
-                stats: ServerStats::default(),
                 accept_wakers: [const { WakerRegistration::new() }; N],
                 refuser: WakerRegistration::new(),
-                mail: Mail {
-                    close: None,
-                    body: [0; B],
-                    len: 0,
-                    packet_id: 0,
-                    busy: false,
-                    pending: 0,
-                    ticket: 0,
-                    orphaned: false,
-                    report: BroadcastReport::default(),
-                },
-                mail_wakers: MultiWakerRegistration::new(),
+                timer: WakerRegistration::new(),
+                timer_at: None,
+                scratch: [0; B],
             })),
         }
     }
@@ -646,29 +567,37 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
     /// With these options.
     pub fn with_options(mut self, options: ServerOptions) -> Self {
         self.options = options;
+        let Shared { core, .. } = self.shared.get_mut().get_mut();
+        let (config, registry, codec) = (core.config(), core.registry(), core.codec().clone());
+        *core = core_server::Server::new(
+            config,
+            registry,
+            codec,
+            options.core(),
+            [const { Slot::EMPTY }; N],
+        );
         self
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Shared<N, B>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut Shared<'d, C, NR, N, B>) -> R) -> R {
         self.shared.lock(|cell| f(&mut cell.borrow_mut()))
     }
 
     /// The clients and counters now.
     pub fn status(&self) -> ServerStatus {
         self.with(|s| ServerStatus {
-            clients: s.clients.len(),
-            connected: s.clients.iter().filter(|(_, c)| c.connected).count(),
+            clients: s.core.len(),
+            connected: s.core.connected(),
             listening: s.listening,
-            stats: s.stats,
+            stats: s.core.stats(),
         })
     }
 
     /// Sends a `P` to every connected client but those in `except`: encodes
-    /// it once (at most `B` bytes) and queues it on each client's connection,
-    /// whose own rules are checked. Waits while an earlier broadcast is
-    /// still being delivered, then until every client took this one (each
-    /// client's session does that at once). A client whose transmit buffer
-    /// has no room is closed with `writequeuefull`, as on the std server.
+    /// it once (at most `B` bytes) and queues it on each client's
+    /// connection, whose own rules are checked. A client whose transmit
+    /// buffer has no room is closed with `writequeuefull` (the core's rule,
+    /// as on the std server).
     pub async fn broadcast<P: Packet>(
         &self,
         msg: &P::Message<'_>,
@@ -677,61 +606,55 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         let packet_id = self.registry.id_of::<P>().ok_or(SendError::NotRegistered)?;
         let codec = &self.codec;
         let mut encode = |out: &mut [u8]| encode_into::<C, P>(codec, msg, out);
-        post(self, packet_id, &mut encode, Targets::AllExcept(except)).await
+        Backend::broadcast(self, packet_id, &mut encode, except)
     }
 
-    /// Sends a `P` to one connected client, as [`broadcast`](Self::broadcast)
-    /// does (`SendError::Closed` if it is not connected).
+    /// Sends a `P` to one connected client, under the rule of
+    /// [`broadcast`](Self::broadcast) (`SendError::Closed` if it is not
+    /// connected).
     pub async fn send_to<P: Packet>(
         &self,
         client: ClientId,
         msg: &P::Message<'_>,
     ) -> Result<(), SendError> {
-        let packet_id = self.registry.id_of::<P>().ok_or(SendError::NotRegistered)?;
-        let codec = &self.codec;
-        let mut encode = |out: &mut [u8]| encode_into::<C, P>(codec, msg, out);
-        let report = post(self, packet_id, &mut encode, Targets::One(client)).await?;
-        match report.first_error {
-            Some(e) => Err(e),
-            None if report.sent == 1 => Ok(()),
-            None => Err(SendError::Closed),
-        }
+        self.with(|s| {
+            if !s.core.is_connected(client) {
+                return Err(SendError::Closed);
+            }
+            let r = s.core.send::<P>(client, msg);
+            s.changed(client);
+            r
+        })
     }
 
-    /// Closes one client with `reason`; whether it was there. Goes through
-    /// the mailbox as [`send_to`](Self::send_to) does (waits while an
-    /// earlier message is being delivered), so that a slot keeps no room
-    /// for a close reason.
+    /// Closes one client with `reason`; whether it was there and open.
     pub async fn close(&self, client: ClientId, reason: CloseReason) -> bool {
-        let mut nothing = |_: &mut [u8]| Ok(0);
-        match post(self, 0, &mut nothing, Targets::Close(client, &reason)).await {
-            Ok(report) => report.sent == 1,
-            Err(_) => false,
-        }
+        Backend::close(self, client, reason)
     }
 
     /// Stops accepting, closes every client with `servershutdown`; [`run`]
-    /// returns once their connections are done.
+    /// returns once their connections are done (those that take nothing are
+    /// dropped after the core's shutdown grace).
     ///
     /// [`run`]: Self::run
     pub fn shutdown(&self) {
         self.with(|s| {
             s.shutdown = true;
+            s.core.shutdown(now());
             for w in s.accept_wakers.iter_mut() {
                 w.wake();
             }
             s.refuser.wake();
-            for (_, c) in s.clients.iter_mut() {
-                c.waker.wake();
-            }
-            s.mail_wakers.wake();
+            s.timer.wake();
+            s.wake_all();
         });
     }
 
     /// Serves clients on `port` of `stack` with the `N` slots of
     /// `resources`, calling `handler`, until [`shutdown`](Self::shutdown);
-    /// returns the counters then. Run it again to serve again. `port` must
-    /// not be 0 (the slots would retry their listen every 100 ms).
+    /// returns the counters then. `resources` stays lent to the server for
+    /// its whole life (its connections live in the server). `port` must not
+    /// be 0 (the slots would retry their listen every 100 ms).
     pub async fn run<
         H: Handler<M, C, NR>,
         const RX: usize,
@@ -743,7 +666,7 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         &self,
         stack: Stack<'_>,
         port: u16,
-        resources: &mut ServerResources<N, RX, TX, SRX, STX, BODY>,
+        resources: &'d mut ServerResources<N, RX, TX, SRX, STX, BODY>,
         handler: &H,
     ) -> ServerStats {
         self.with(|s| s.shutdown = false);
@@ -758,12 +681,52 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
             index += 1;
             self.serve_slot(i, stack, port, res, handler)
         });
-        join(
+        let served = join(
             join_array(slots),
             self.refuse(stack, port, refusal_rx, refusal_tx),
-        )
-        .await;
+        );
+        match select(served, self.timers()).await {
+            Either::First(_) => {}
+            Either::Second(never) => match never {},
+        }
         self.status().stats
+    }
+
+    /// Fires the core's timers (every client's handshake and write stall,
+    /// the shutdown grace) and wakes the clients they closed.
+    async fn timers(&self) -> core::convert::Infallible {
+        loop {
+            let at = self.with(|s| {
+                s.timer_at = s.core.poll_timeout();
+                s.timer_at
+            });
+            let changed = poll_fn(|cx| {
+                self.with(|s| {
+                    let next = s.core.poll_timeout();
+                    if next.is_some() && (s.timer_at.is_none() || next < s.timer_at) {
+                        Poll::Ready(())
+                    } else {
+                        s.timer.register(cx.waker());
+                        Poll::Pending
+                    }
+                })
+            });
+            match at {
+                Some(at) => {
+                    if let Either::First(()) = select(Timer::at(to_embassy(at)), changed).await {
+                        self.with(|s| {
+                            while let Some(id) = s.core.handle_timeout(now()) {
+                                debug!("server: a timer closed a client");
+                                if let Some(w) = s.wakers.get_mut(id.slot()) {
+                                    w.wake();
+                                }
+                            }
+                        });
+                    }
+                }
+                None => changed.await,
+            }
+        }
     }
 
     fn set_listening(&self, delta: isize) {
@@ -799,20 +762,24 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         slot: usize,
         stack: Stack<'_>,
         port: u16,
-        res: &mut SlotResources<RX, TX, SRX, STX, BODY>,
+        res: &'d mut SlotResources<RX, TX, SRX, STX, BODY>,
         handler: &H,
     ) {
-        'serve: loop {
+        let SlotResources {
+            socket_rx,
+            socket_tx,
+            rx,
+            tx,
+            body,
+        } = res;
+        // The connection's buffers: lent to the core while a client is
+        // there, given back when it is done.
+        let mut buffers: Option<(&'d mut [u8], &'d mut [u8])> = Some((&mut rx[..], &mut tx[..]));
+        loop {
             if self.with(|s| s.shutdown) {
                 return;
             }
-            let SlotResources {
-                socket_rx,
-                socket_tx,
-                session: session_res,
-                body,
-            } = &mut *res;
-            let mut socket = TcpSocket::new(stack, socket_rx, socket_tx);
+            let mut socket = TcpSocket::new(stack, &mut socket_rx[..], &mut socket_tx[..]);
             self.set_listening(1);
             let accepted = select(socket.accept(port), self.wait_shutdown(slot)).await;
             self.set_listening(-1);
@@ -829,184 +796,177 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
             socket.set_nagle_enabled(false);
             socket.set_keep_alive(self.options.keep_alive);
             socket.set_timeout(self.options.tcp_timeout);
-            // The session lives in this block only, so that it takes no room
-            // while the socket closes below.
-            {
-                // Not a `match`: its `Result` would be kept across the
-                // `.await` of the refusal.
-                let session = 'made: {
-                    if let Ok(session) = ServerSession::<M, C, NR>::server(
-                        self.config,
-                        self.registry,
-                        self.codec.clone(),
-                        session_res,
-                    ) {
-                        break 'made session;
-                    }
-                    debug!("server: connection refused by the core");
-                    socket.abort();
-                    let _ = with_timeout(self.options.linger, socket.flush()).await;
-                    continue 'serve;
-                };
-                let session = &session;
-                'client: {
-                    let id = self.with(|s| {
-                        let id = s.clients.try_insert(ClientState {
-                            connected: false,
-                            pending: false,
-                            waker: WakerRegistration::new(),
-                        });
-                        s.stats.accepted += 1;
-                        s.stats.peak_clients = s.stats.peak_clients.max(s.clients.len());
-                        id.ok()
-                    });
-                    let Some(id) = id else {
-                        // Cannot happen: at most N clients are in the table.
-                        socket.abort();
-                        break 'client;
-                    };
-                    debug!("server: client accepted");
-                    let ctx = Ctx {
-                        id,
-                        session,
-                        server: self as &dyn Backend<C, NR>,
-                    };
-                    handler.on_connect(&ctx);
-                    let (reader, writer) = socket.split();
-                    // Ends only with the connection (`run_io` below).
-                    let app = async {
-                        'app: {
-                            if session.wait_connected().await.is_err() {
-                                break 'app;
-                            }
-                            if session.with_connection(|c| c.conntype() == CONNTYPE_PING) {
-                                break 'app;
-                            }
-                            self.with(|s| {
-                                s.stats.handshakes += 1;
-                                if let Some(c) = s.clients.get_mut(id) {
-                                    c.connected = true;
-                                }
-                            });
-                            handler.on_handshake(&ctx).await;
-                            loop {
-                                let step = session.receive_with(|packet, outbox| {
-                                    offer(handler, id, outbox, packet, body)
-                                });
-                                // Only the small `Step` is kept across the awaits below.
-                                let Ok(step) = step.await else {
-                                    break 'app;
-                                };
-                                match step {
-                                    Step::Handled => {}
-                                    Step::Retry => {
-                                        let stall = self.options.write_stall_timeout;
-                                        if with_timeout(stall, session.wait_sent()).await.is_err() {
-                                            session.close(CloseReason::WriteQueueFull);
-                                        }
-                                    }
-                                    Step::Deferred(packet_id, name, len) => {
-                                        let packet = Received {
-                                            packet_id,
-                                            name,
-                                            body: &body[..len],
-                                            codec: self.codec.clone(),
-                                        };
-                                        handler.on_packet(&ctx, packet).await;
-                                    }
-                                    Step::Dropped => {
-                                        debug!(
-                                            "server: deferred packet larger than the copy buffer"
-                                        );
-                                        self.with(|s| s.stats.dropped += 1);
-                                    }
-                                }
-                            }
-                        }
-                        pending::<Infallible>().await
-                    };
-                    // The connection ends `run_io`; a handler still running then is
-                    // dropped with the app.
-                    let outcome = match select3(
-                        session.run_io(reader, writer),
-                        app,
-                        self.control(id, session),
-                    )
-                    .await
-                    {
-                        Either3::First(outcome) => outcome,
-                        Either3::Second(never) | Either3::Third(never) => match never {},
-                    };
-                    let closed = outcome.unwrap_or_else(|_| session.end());
-                    debug!("server: client closed");
-                    handler.on_close(id, &closed.reason, closed.initiator);
-                    self.with(|s| {
-                        if s.clients.get(id).is_some_and(|c| c.pending) {
-                            s.ack();
-                        }
-                        s.clients.remove(id);
-                    });
+            let accepted = self.with(|s| {
+                let (rx, tx) = buffers.take()?;
+                let r = s.core.accept(rx, tx, now());
+                s.check_timer();
+                r.ok()
+            });
+            let Some(id) = accepted else {
+                // Refused by the core (shutting down, or buffers too small
+                // for a connection: then they are gone for good).
+                debug!("server: connection refused by the core");
+                socket.abort();
+                let _ = with_timeout(self.options.linger, socket.flush()).await;
+                if buffers.is_none() {
+                    return;
                 }
+                continue;
+            };
+            debug!("server: client accepted");
+            let ctx = Ctx {
+                id,
+                server: self as &dyn Backend<'d, C, NR>,
+                _mutex: core::marker::PhantomData,
+            };
+            handler.on_connect(&ctx);
+            let link = ClientLink { server: self, id };
+            let (reader, writer) = socket.split();
+            let mut reader = reader;
+            let mut writer = writer;
+            let mut io = IoState::default();
+            let run_io = poll_fn(|cx| poll_io(&link, cx, &mut reader, &mut writer, &mut io));
+            // Ends only with the connection (`run_io` above).
+            let app = async {
+                if self.wait_connected(id).await {
+                    handler.on_handshake(&ctx).await;
+                    self.serve_packets(&ctx, handler, body).await;
+                }
+                pending::<core::convert::Infallible>().await
+            };
+            // The connection ends `run_io`; a handler still running then is
+            // dropped with the app.
+            match select(run_io, app).await {
+                Either::First(_) => {}
+                Either::Second(never) => match never {},
+            }
+            let done = self.with(|s| {
+                if !s.core.is_abandoned(id) {
+                    s.core.handle_transport_closed(id);
+                }
+                s.core.take_finished(id)
+            });
+            if let Some((finished, (rx, tx))) = done {
+                debug!("server: client closed");
+                handler.on_close(id, &finished.reason, finished.initiator);
+                buffers = Some((rx, tx));
             }
             close_socket(&mut socket, self.options.linger).await;
+            if buffers.is_none() {
+                return;
+            }
         }
     }
 
-    /// Carries out, for one client, what other futures asked: deliveries
-    /// from the mailbox, [`Server::close`], [`Server::shutdown`].
-    fn control<'s, 'x>(
-        &'s self,
-        id: ClientId,
-        session: &'s ServerSession<'x, M, C, NR>,
-    ) -> impl Future<Output = Infallible> + use<'s, 'x, 'd, M, C, NR, N, B> {
-        let mut shut = false;
-        poll_fn(move |cx| {
-            self.with(|s| {
-                if s.shutdown && !shut {
-                    shut = true;
-                    session.close(CloseReason::ServerShutdown);
+    /// Waits until the client completed its handshake (`true`) or is closed
+    /// or gone (`false`; a `ping` connection never completes one).
+    async fn wait_connected(&self, id: ClientId) -> bool {
+        poll_fn(|cx| {
+            self.with(|s| match s.core.connection(id) {
+                Some(c) if c.is_connected() => Poll::Ready(true),
+                Some(c) if !c.is_closed() => {
+                    s.wakers[id.slot()].register(cx.waker());
+                    Poll::Pending
                 }
-                let Some(c) = s.clients.get_mut(id) else {
-                    return Poll::Pending;
-                };
-                let deliver = c.pending;
-                c.pending = false;
-                c.waker.register(cx.waker());
-                if deliver {
-                    let mail = &mut s.mail;
-                    let res = match &mail.close {
-                        Some(reason) => {
-                            session.close(reason.clone());
-                            Ok(())
-                        }
-                        None => {
-                            let body = &mail.body[..mail.len];
-                            let packet_id = mail.packet_id;
-                            session.with_connection(|conn| {
-                                let r = conn.send_encoded(packet_id, body);
-                                if let Err(SendError::WouldBlock { .. }) = r {
-                                    conn.close(CloseReason::WriteQueueFull);
-                                }
-                                r
-                            })
-                        }
-                    };
-                    match res {
-                        Ok(()) => mail.report.sent += 1,
-                        Err(e) => {
-                            mail.report.failed += 1;
-                            mail.report.first_error.get_or_insert(e);
-                        }
-                    }
-                    s.ack();
-                }
-                Poll::Pending
+                _ => Poll::Ready(false),
             })
         })
+        .await
+    }
+
+    /// Hands the client's packets to the handler, one at a time, until its
+    /// connection is closed.
+    async fn serve_packets<H: Handler<M, C, NR>>(
+        &self,
+        ctx: &Ctx<'_, 'd, M, C, NR>,
+        handler: &H,
+        body: &mut [u8],
+    ) {
+        let id = ctx.id;
+        loop {
+            let step = poll_fn(|cx| {
+                self.with(|s| {
+                    let now = now();
+                    let got = loop {
+                        let step = s.core.poll_with(id, now, |event, outbox| match event {
+                            Event::Packet(p) | Event::ConnTypePacket(p) => {
+                                let packet = Received {
+                                    packet_id: p.packet_id,
+                                    name: p.name,
+                                    body: p.body,
+                                    codec: p.codec().clone(),
+                                };
+                                let (take, step) = offer(handler, id, outbox, packet, body);
+                                (take, Some(step))
+                            }
+                            _ => (Take::Consume, None),
+                        });
+                        match step {
+                            Some(Some(step)) => break Some(step),
+                            Some(None) => {}
+                            None => break None,
+                        }
+                    };
+                    s.changed(id);
+                    match got {
+                        Some(step) => Poll::Ready(Some(step)),
+                        None if s.core.connection(id).is_none_or(|c| c.is_closed()) => {
+                            Poll::Ready(None)
+                        }
+                        None => {
+                            s.wakers[id.slot()].register(cx.waker());
+                            Poll::Pending
+                        }
+                    }
+                })
+            });
+            let Some(step) = step.await else {
+                return;
+            };
+            match step {
+                Step::Handled => {}
+                Step::Retry => self.wait_sent(id).await,
+                Step::Deferred(packet_id, name, len) => {
+                    let packet = Received {
+                        packet_id,
+                        name,
+                        body: &body[..len],
+                        codec: self.codec.clone(),
+                    };
+                    handler.on_packet(ctx, packet).await;
+                }
+                Step::Dropped => {
+                    debug!("server: deferred packet larger than the copy buffer");
+                    self.with(|s| s.core.count_dropped());
+                }
+            }
+        }
+    }
+
+    /// Waits until some of the client's queued bytes left or it is closed
+    /// (the core's write-stall timer closes a client that takes nothing).
+    async fn wait_sent(&self, id: ClientId) {
+        let mut before = None;
+        poll_fn(|cx| {
+            self.with(|s| {
+                let Some(c) = s.core.connection(id) else {
+                    return Poll::Ready(());
+                };
+                let pending = c.poll_transmit().len();
+                let before = *before.get_or_insert(pending);
+                if pending < before || c.is_closed() {
+                    Poll::Ready(())
+                } else {
+                    s.wakers[id.slot()].register(cx.waker());
+                    Poll::Pending
+                }
+            })
+        })
+        .await
     }
 
     /// While no slot listens, accepts the next client on a small socket of
-    /// its own, tells it `serverfull` and closes.
+    /// its own, tells it why (`serverfull`) and closes.
     async fn refuse(
         &self,
         stack: Stack<'_>,
@@ -1014,8 +974,6 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         rx: &mut [u8; REFUSAL_RX],
         tx: &mut [u8; REFUSAL_TX],
     ) {
-        let mut frame = [0u8; REFUSAL_TX];
-        let len = encode_refusal(&self.codec, &CloseReason::ServerFull, &mut frame).unwrap_or(0);
         loop {
             // Wait until every slot is busy (or shutdown).
             let go = poll_fn(|cx| {
@@ -1048,7 +1006,11 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
             match select(socket.accept(port), slot_free).await {
                 Either::First(Ok(())) => {
                     debug!("server: full, client refused");
-                    self.with(|s| s.stats.refused += 1);
+                    let mut frame = [0u8; REFUSAL_TX];
+                    let len = self.with(|s| {
+                        let refused = s.core.refuse();
+                        s.core.refusal(refused, &mut frame).unwrap_or(0)
+                    });
                     let linger = self.options.linger;
                     let _ = with_timeout(linger, async {
                         socket.write_all(&frame[..len]).await?;
@@ -1066,6 +1028,167 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
     }
 }
 
+/// One client of a [`Server`] as [`poll_io`] drives it.
+struct ClientLink<'s, 'd, M: RawMutex, C, const NR: usize, const N: usize, const B: usize> {
+    server: &'s Server<'d, M, C, NR, N, B>,
+    id: ClientId,
+}
+
+impl<M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B: usize> Link
+    for ClientLink<'_, '_, M, C, NR, N, B>
+{
+    fn look(&self, cx: &mut Context<'_>) -> Look {
+        let id = self.id;
+        self.server.with(|s| {
+            s.wakers[id.slot()].register(cx.waker());
+            let closed = s.core.connection(id).is_none_or(|c| c.is_closed());
+            let finished =
+                s.core.is_abandoned(id) || s.core.connection(id).is_none_or(|c| c.is_finished());
+            Look {
+                closed,
+                pending: !s.core.poll_transmit(id).is_empty(),
+                finished,
+                // The server's one timer future fires every client's timers.
+                deadline: None,
+            }
+        })
+    }
+
+    fn input(&self, bytes: &[u8]) -> usize {
+        let id = self.id;
+        self.server.with(|s| {
+            let taken = s.core.handle_input(id, bytes);
+            // The handshake, pings and closes; packets wait for the handler.
+            let now = now();
+            while s.core.poll_protocol(id, now).is_some() {}
+            s.changed(id);
+            taken
+        })
+    }
+
+    fn output(&self, room: &mut [u8]) -> usize {
+        let id = self.id;
+        self.server.with(|s| {
+            let bytes = s.core.poll_transmit(id);
+            let n = bytes.len().min(room.len());
+            room[..n].copy_from_slice(&bytes[..n]);
+            s.core.transmitted(id, n, now());
+            s.changed(id);
+            n
+        })
+    }
+
+    fn transport_closed(&self) {
+        let id = self.id;
+        self.server.with(|s| {
+            s.core.handle_transport_closed(id);
+            let now = now();
+            while s.core.poll_protocol(id, now).is_some() {}
+            s.changed(id);
+        });
+    }
+
+    fn fire_timer(&self) {}
+}
+
+impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B: usize>
+    Backend<'d, C, NR> for Server<'d, M, C, NR, N, B>
+{
+    fn registry(&self) -> &Registry<NR> {
+        self.registry
+    }
+
+    fn codec(&self) -> &C {
+        &self.codec
+    }
+
+    fn look(&self, id: ClientId, f: &mut dyn FnMut(&ClientConnection<'d, C, NR>)) {
+        self.with(|s| {
+            if let Some(c) = s.core.connection(id) {
+                f(c);
+            }
+        })
+    }
+
+    fn send_with(
+        &self,
+        id: ClientId,
+        send: &mut dyn FnMut(&mut ClientConnection<'d, C, NR>) -> Result<(), SendError>,
+    ) -> Result<(), SendError> {
+        self.with(|s| {
+            let r = s.core.send_with(id, send);
+            s.changed(id);
+            r
+        })
+    }
+
+    fn poll_room(&self, cx: &mut Context<'_>, id: ClientId, bytes: usize) -> Poll<()> {
+        self.with(|s| {
+            let closed = s.core.connection(id).is_none_or(|c| c.is_closed());
+            if closed || s.core.has_room(id, bytes) {
+                Poll::Ready(())
+            } else {
+                s.wakers[id.slot()].register(cx.waker());
+                Poll::Pending
+            }
+        })
+    }
+
+    fn broadcast(
+        &self,
+        packet_id: u32,
+        encode: &mut dyn FnMut(&mut [u8]) -> Result<usize, SendError>,
+        except: &[ClientId],
+    ) -> Result<BroadcastReport, SendError> {
+        self.with(|s| {
+            let n = encode(&mut s.scratch)?;
+            let report = s.core.broadcast_encoded(packet_id, &s.scratch[..n], except);
+            s.wake_all();
+            Ok(report)
+        })
+    }
+
+    fn close(&self, id: ClientId, reason: CloseReason) -> bool {
+        self.with(|s| {
+            let open = s.core.close(id, reason);
+            s.changed(id);
+            open
+        })
+    }
+}
+
+/// What became of a packet offered to a handler in place.
+enum Step {
+    Handled,
+    Retry,
+    /// Copied into the slot's copy buffer: id, name, length.
+    Deferred(u32, Option<&'static str>, usize),
+    Dropped,
+}
+
+/// Offers `packet` to the handler where it lies, and copies it into `body`
+/// if the handler defers it.
+fn offer<M: RawMutex, C: Codec, const NR: usize, H: Handler<M, C, NR>>(
+    handler: &H,
+    id: ClientId,
+    outbox: &mut ServerOutbox<'_, '_, C, NR>,
+    packet: Received<'_, C>,
+    body: &mut [u8],
+) -> (Take, Step) {
+    let (packet_id, name, bytes) = (packet.packet_id, packet.name, packet.body);
+    match handler.on_packet_in_place(id, outbox, packet) {
+        Flow::Handled => (Take::Consume, Step::Handled),
+        Flow::Retry => (Take::Keep, Step::Retry),
+        Flow::Defer => match body.get_mut(..bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                (Take::Consume, Step::Deferred(packet_id, name, bytes.len()))
+            }
+            None => (Take::Consume, Step::Dropped),
+        },
+    }
+}
+
 /// Closes our side, waits up to `linger` for the peer's side and for our
 /// last bytes to be acknowledged, and resets the connection otherwise.
 async fn close_socket(socket: &mut TcpSocket<'_>, linger: Duration) {
@@ -1080,114 +1203,5 @@ async fn close_socket(socket: &mut TcpSocket<'_>, linger: Duration) {
     if !matches!(graceful, Ok(Ok(()))) {
         socket.abort();
         let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
-    }
-}
-
-impl<M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B: usize> Backend<C, NR>
-    for Server<'_, M, C, NR, N, B>
-{
-    fn registry(&self) -> &Registry<NR> {
-        self.registry
-    }
-
-    fn codec(&self) -> &C {
-        &self.codec
-    }
-
-    fn stall(&self) -> Duration {
-        self.options.write_stall_timeout
-    }
-
-    fn hub(&self) -> &dyn Hub {
-        self
-    }
-}
-
-impl<M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B: usize> Hub
-    for Server<'_, M, C, NR, N, B>
-{
-    fn poll_post(
-        &self,
-        cx: &mut Context<'_>,
-        packet_id: u32,
-        encode: &mut dyn FnMut(&mut [u8]) -> Result<usize, SendError>,
-        targets: Targets<'_>,
-    ) -> Poll<Result<Posted, SendError>> {
-        self.with(|s| {
-            if s.mail.busy {
-                s.mail_wakers.register(cx.waker());
-                return Poll::Pending;
-            }
-            let len = match encode(&mut s.mail.body) {
-                Ok(n) => n,
-                Err(e) => return Poll::Ready(Err(e)),
-            };
-            let mut report = BroadcastReport::default();
-            let mut count = 0;
-            for (cid, c) in s.clients.iter_mut() {
-                match targets {
-                    // A close reaches a client before its handshake too.
-                    Targets::Close(target, _) if target != cid => continue,
-                    Targets::Close(..) => {}
-                    _ if !c.connected => continue,
-                    Targets::AllExcept(except) if except.contains(&cid) => {
-                        report.excepted += 1;
-                        continue;
-                    }
-                    Targets::One(target) if target != cid => continue,
-                    _ => {}
-                }
-                c.pending = true;
-                c.waker.wake();
-                count += 1;
-            }
-            if count == 0 {
-                return Poll::Ready(Ok(Posted::Done(report)));
-            }
-            let mail = &mut s.mail;
-            mail.close = match targets {
-                Targets::Close(_, reason) => Some(reason.clone()),
-                _ => None,
-            };
-            mail.len = len;
-            mail.packet_id = packet_id;
-            mail.busy = true;
-            mail.pending = count;
-            mail.orphaned = false;
-            mail.report = report;
-            mail.ticket = mail.ticket.wrapping_add(1);
-            Poll::Ready(Ok(Posted::Ticket(mail.ticket)))
-        })
-    }
-
-    fn poll_collect(&self, cx: &mut Context<'_>, ticket: u32) -> Poll<BroadcastReport> {
-        self.with(|s| {
-            let mail = &mut s.mail;
-            if mail.ticket != ticket || !mail.busy {
-                return Poll::Ready(BroadcastReport::default());
-            }
-            if mail.pending == 0 {
-                mail.busy = false;
-                let report = mail.report;
-                s.mail_wakers.wake();
-                return Poll::Ready(report);
-            }
-            s.mail_wakers.register(cx.waker());
-            Poll::Pending
-        })
-    }
-
-    fn abandon(&self, ticket: u32) {
-        self.with(|s| {
-            let mail = &mut s.mail;
-            if mail.ticket == ticket && mail.busy {
-                if mail.pending == 0 {
-                    mail.busy = false;
-                    s.mail_wakers.wake();
-                } else {
-                    mail.orphaned = true;
-                }
-            }
-        });
     }
 }

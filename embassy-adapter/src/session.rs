@@ -41,14 +41,14 @@ use peng3dnet_core::{CloseReason, Connection, Event, Initiator, SecurityLevel, S
 pub const CHUNK: usize = 256;
 
 /// What [`Session::run_io`]'s poll ends with.
-type IoResult<I, O> = Result<(), RunError<<I as Input>::Error, <O as Output>::Error>>;
+pub(crate) type IoResult<I, O> = Result<(), RunError<<I as Input>::Error, <O as Output>::Error>>;
 
 /// Rounds of [`Session::run_io`]'s poll before it yields to other tasks.
 const IO_ROUNDS: usize = 16;
 
-/// What [`Session::run_io`] keeps between polls.
+/// What [`Session::run_io`] (and a server's client) keeps between polls.
 #[derive(Default)]
-struct IoState {
+pub(crate) struct IoState {
     /// The stream ended.
     ended: bool,
     /// Bytes were written since the last flush.
@@ -199,7 +199,7 @@ pub fn now() -> Instant {
     Instant::from_micros(embassy_time::Instant::now().as_micros())
 }
 
-fn to_embassy(at: Instant) -> embassy_time::Instant {
+pub(crate) fn to_embassy(at: Instant) -> embassy_time::Instant {
     embassy_time::Instant::from_micros(at.as_micros())
 }
 
@@ -431,96 +431,8 @@ impl<
         // these few words.
         let mut io = IoState::default();
         poll_fn(move |cx| {
-            self.poll_io(cx, &mut input, &mut output, &mut io)
-                .map(|r| r.map(|()| self.end()))
+            poll_io(self, cx, &mut input, &mut output, &mut io).map(|r| r.map(|()| self.end()))
         })
-    }
-
-    /// One step of [`run_io`](Self::run_io): moves what can move now, and
-    /// arranges to be woken by the transport, the timer or the session.
-    fn poll_io<I: Input, O: Output>(
-        &self,
-        cx: &mut Context<'_>,
-        input: &mut I,
-        output: &mut O,
-        io: &mut IoState,
-    ) -> Poll<IoResult<I, O>> {
-        // A failed transport ends the connection.
-        let fail = |e| {
-            self.transport_closed();
-            Poll::Ready(Err(e))
-        };
-        // Bounded, so that a busy connection lets other tasks run.
-        for _ in 0..IO_ROUNDS {
-            // One look at the session per round, registered first: a change
-            // made after it wakes the task. What reading changes is seen in
-            // the next round (reading is progress).
-            let (closed, pending, finished, deadline) = self.with(|s| {
-                s.wakers.register(cx.waker());
-                (
-                    s.conn.close_reason().is_some(),
-                    !s.conn.poll_transmit().is_empty(),
-                    s.conn.is_finished(),
-                    s.conn.poll_timeout(),
-                )
-            });
-            let mut progress = false;
-            if !io.ended {
-                let mut taken = 0;
-                match input.poll_read_into(cx, |bytes| {
-                    taken = self.input(bytes).0;
-                    taken
-                }) {
-                    Poll::Ready(Ok(true)) => progress |= taken > 0,
-                    Poll::Ready(Ok(false)) => {
-                        self.transport_closed();
-                        io.ended = true;
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return fail(RunError::Read(e)),
-                    Poll::Pending => {}
-                }
-            } else if closed {
-                // The stream ended and every frame before the end was taken.
-                return Poll::Ready(Ok(()));
-            }
-            if pending {
-                match output.poll_write_from(cx, |room| self.output(room)) {
-                    Poll::Ready(Ok(())) => {
-                        io.dirty = true;
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return fail(RunError::Write(e)),
-                    Poll::Pending => {}
-                }
-            } else if io.dirty {
-                match output.poll_flush(cx) {
-                    Poll::Ready(Ok(())) => {
-                        io.dirty = false;
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return fail(RunError::Write(e)),
-                    Poll::Pending => {}
-                }
-            } else if finished {
-                return Poll::Ready(Ok(()));
-            }
-            if let Some(at) = deadline {
-                if now() >= at {
-                    self.fire_timer();
-                    progress = true;
-                } else {
-                    // A timer polled once registers its wake-up.
-                    let timer = pin!(embassy_time::Timer::at(to_embassy(at)));
-                    let _ = timer.poll(cx);
-                }
-            }
-            if !progress {
-                return Poll::Pending;
-            }
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
     }
 
     /// Copies received bytes into the connection and runs the protocol on
@@ -775,6 +687,145 @@ impl<
             s.notify();
             r
         })
+    }
+}
+
+/// One connection as [`poll_io`] drives it: a [`Session`]'s, or a client's
+/// on the [server](crate::server).
+pub(crate) trait Link {
+    /// One look at the connection, registering `cx` to be woken by a change.
+    fn look(&self, cx: &mut Context<'_>) -> Look;
+    /// Received bytes in; how many were taken.
+    fn input(&self, bytes: &[u8]) -> usize;
+    /// Queued bytes out into `room`; how many.
+    fn output(&self, room: &mut [u8]) -> usize;
+    /// The transport ended or failed.
+    fn transport_closed(&self);
+    /// The deadline of [`Look`] passed.
+    fn fire_timer(&self);
+}
+
+/// What [`Link::look`] saw.
+pub(crate) struct Look {
+    /// The connection is closed.
+    pub(crate) closed: bool,
+    /// Bytes wait to be written.
+    pub(crate) pending: bool,
+    /// Closed and everything written (or given up): the I/O is done.
+    pub(crate) finished: bool,
+    /// When [`Link::fire_timer`] is due (none: a timer elsewhere).
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// One step of `run_io`: moves what can move now between `link` and the
+/// transport, and arranges to be woken by the transport, the timer or the
+/// connection.
+pub(crate) fn poll_io<L: Link, I: Input, O: Output>(
+    link: &L,
+    cx: &mut Context<'_>,
+    input: &mut I,
+    output: &mut O,
+    io: &mut IoState,
+) -> Poll<IoResult<I, O>> {
+    // A failed transport ends the connection.
+    let fail = |e| {
+        link.transport_closed();
+        Poll::Ready(Err(e))
+    };
+    // Bounded, so that a busy connection lets other tasks run.
+    for _ in 0..IO_ROUNDS {
+        // One look per round, registered first: a change made after it
+        // wakes the task. What reading changes is seen in the next round
+        // (reading is progress).
+        let look = link.look(cx);
+        let mut progress = false;
+        if !io.ended {
+            let mut taken = 0;
+            match input.poll_read_into(cx, |bytes| {
+                taken = link.input(bytes);
+                taken
+            }) {
+                Poll::Ready(Ok(true)) => progress |= taken > 0,
+                Poll::Ready(Ok(false)) => {
+                    link.transport_closed();
+                    io.ended = true;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return fail(RunError::Read(e)),
+                Poll::Pending => {}
+            }
+        } else if look.closed {
+            // The stream ended and every frame before the end was taken.
+            return Poll::Ready(Ok(()));
+        }
+        if look.pending {
+            match output.poll_write_from(cx, |room| link.output(room)) {
+                Poll::Ready(Ok(())) => {
+                    io.dirty = true;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return fail(RunError::Write(e)),
+                Poll::Pending => {}
+            }
+        } else if io.dirty {
+            match output.poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    io.dirty = false;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return fail(RunError::Write(e)),
+                Poll::Pending => {}
+            }
+        } else if look.finished {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(at) = look.deadline {
+            if now() >= at {
+                link.fire_timer();
+                progress = true;
+            } else {
+                // A timer polled once registers its wake-up.
+                let timer = pin!(embassy_time::Timer::at(to_embassy(at)));
+                let _ = timer.poll(cx);
+            }
+        }
+        if !progress {
+            return Poll::Pending;
+        }
+    }
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
+
+impl<C: Codec + Clone, const N: usize, G: RegistryAccess<N>, M: RawMutex, const WAIT: usize> Link
+    for Session<'_, M, C, N, G, WAIT>
+{
+    fn look(&self, cx: &mut Context<'_>) -> Look {
+        self.with(|s| {
+            s.wakers.register(cx.waker());
+            Look {
+                closed: s.conn.close_reason().is_some(),
+                pending: !s.conn.poll_transmit().is_empty(),
+                finished: s.conn.is_finished(),
+                deadline: s.conn.poll_timeout(),
+            }
+        })
+    }
+
+    fn input(&self, bytes: &[u8]) -> usize {
+        Session::input(self, bytes).0
+    }
+
+    fn output(&self, room: &mut [u8]) -> usize {
+        Session::output(self, room)
+    }
+
+    fn transport_closed(&self) {
+        Session::transport_closed(self)
+    }
+
+    fn fire_timer(&self) {
+        Session::fire_timer(self)
     }
 }
 

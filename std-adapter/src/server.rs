@@ -657,6 +657,7 @@ impl<C: Codec + Clone + Send + 'static> Server<C> {
                 max_clients: options.max_clients,
                 write_stall_timeout: core_duration(options.write_stall_timeout),
                 shutdown_grace: core_duration(options.shutdown_grace),
+                ..CoreOptions::new()
             },
             Slots(Vec::new()),
         );

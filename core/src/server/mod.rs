@@ -22,8 +22,8 @@
 //!    `None` and act on each [`Event`]: hand packets to the application,
 //!    which answers through [`Server::send`], [`Server::broadcast`],
 //!    [`Server::close`]. `poll` returns `None` early while the client's
-//!    transmit queue is more than half full (see [`Server::wants_input`]):
-//!    write first.
+//!    transmit queue is fuller than [`ServerOptions::read_pause_percent`]
+//!    (see [`Server::wants_input`]): write first.
 //! 4. **Write** [`Server::poll_transmit`] to the transport and report what
 //!    was taken with [`Server::transmitted`]; every client a send or
 //!    broadcast reached may have bytes to write.
@@ -136,7 +136,7 @@
 //! while server.poll(ids[0], now).is_some() {}
 //! let n = clients[0].handle_input(server.poll_transmit(ids[0]));
 //! server.transmitted(ids[0], n, now);
-//! let done = server.take_finished(ids[0]).unwrap();
+//! let (done, _buffers) = server.take_finished(ids[0]).unwrap();
 //! assert_eq!(done.reason, CloseReason::UserRequest);
 //! assert_eq!(server.len(), 1);
 //! ```
@@ -147,7 +147,7 @@ pub use slots::{ClientId, Slot, Storage};
 
 use crate::buffer::Buffer;
 use crate::codec::{Codec, CodecError};
-use crate::connection::{Config, Connection, Event, SendError};
+use crate::connection::{Config, Connection, Event, Outbox, SendError, Take};
 use crate::messages::CloseConn;
 use crate::registry::{internal, Packet, Registry};
 use crate::time::{Duration, Instant, MaybeInstant};
@@ -179,16 +179,24 @@ pub struct ServerOptions {
     /// How long [`Server::shutdown`] waits for clients to take their
     /// `servershutdown` before it drops them.
     pub shutdown_grace: Duration,
+    /// While more than this share (in percent) of a client's transmit queue
+    /// is taken, the server takes no more of its input: [`Server::poll`]
+    /// returns `None` and [`Server::wants_input`] is false until the client
+    /// read its answers (back-pressure). 100 never pauses: handlers then
+    /// wait for room themselves.
+    pub read_pause_percent: u8,
 }
 
 impl ServerOptions {
     /// The defaults: as many clients as the storage holds, a 30 s write
-    /// stall, a 5 s shutdown grace.
+    /// stall, a 5 s shutdown grace, input paused above half a transmit
+    /// queue.
     pub const fn new() -> Self {
         ServerOptions {
             max_clients: usize::MAX,
             write_stall_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            read_pause_percent: 50,
         }
     }
 }
@@ -441,6 +449,19 @@ where
         Err(refused)
     }
 
+    /// The adapter cannot take a client now (every transport it has is
+    /// busy, while the table may already have room): counts the refusal and
+    /// says what to tell the client (`servershutdown` while shutting down,
+    /// `serverfull` otherwise).
+    pub fn refuse(&mut self) -> Refused {
+        self.stats.refused += 1;
+        if self.shutting_down {
+            Refused::ShuttingDown
+        } else {
+            Refused::Full
+        }
+    }
+
     /// Takes a new client with its receive and transmit buffers (the
     /// receive buffer bounds the largest frame it may send); queues its
     /// `hello`. Refused when full or shutting down; write
@@ -478,13 +499,15 @@ where
     // ---- input ----
 
     /// Whether the adapter should read from this client now: it is alive
-    /// and not closed, and its transmit queue is at most half full (a
-    /// client that sends faster than it reads is not read from until it
-    /// took its answers: that is the server's back-pressure).
+    /// and not closed, and its transmit queue is at most
+    /// [`ServerOptions::read_pause_percent`] full (a client that sends
+    /// faster than it reads is not read from until it took its answers:
+    /// that is the server's back-pressure).
     pub fn wants_input(&self, id: ClientId) -> bool {
-        self.table
-            .get(id)
-            .is_some_and(|c| !c.abandoned && !c.conn.is_closed() && !over_high_water(&c.conn))
+        let percent = self.options.read_pause_percent;
+        self.table.get(id).is_some_and(|c| {
+            !c.abandoned && !c.conn.is_closed() && !over_high_water(&c.conn, percent)
+        })
     }
 
     /// Free space of the client's receive buffer to read into; then call
@@ -544,15 +567,70 @@ where
     /// it out, then poll again). The server counts handshakes and notes the
     /// close it hands out; everything else is the application's.
     pub fn poll(&mut self, id: ClientId, now: Instant) -> Option<Event<'_, C>> {
+        self.poll_by(id, now, false)
+    }
+
+    /// Like [`poll`](Self::poll), but stops before an application packet,
+    /// which stays buffered for `poll` or [`poll_with`](Self::poll_with)
+    /// (see [`Connection::poll_protocol`]): a driver task runs the
+    /// handshake, pings and closes while the application takes packets when
+    /// it is ready.
+    pub fn poll_protocol(&mut self, id: ClientId, now: Instant) -> Option<Event<'_, C>> {
+        self.poll_by(id, now, true)
+    }
+
+    /// Like [`poll`](Self::poll), but hands the event to `f` with the
+    /// client's [`Outbox`], to answer a packet while it lies in the receive
+    /// buffer (see [`Connection::poll_with`]; [`Take::Keep`] leaves it
+    /// buffered). The outbox is the connection's own: a send that does not
+    /// fit returns [`SendError::WouldBlock`] and closes nothing, so that
+    /// the handler can keep the packet and retry once the queue drained
+    /// (the write-stall timer bounds that wait).
+    pub fn poll_with<X>(
+        &mut self,
+        id: ClientId,
+        now: Instant,
+        f: impl FnOnce(Event<'_, C>, &mut Outbox<'_, 'a, C, T, N, &'a Registry<N>>) -> (Take, X),
+    ) -> Option<X> {
+        self.now = now;
+        let i = self.table.index(id)?;
+        self.refresh(i);
+        let c = self.table.storage.slots_mut()[i].client.as_mut()?;
+        if c.reported
+            || (over_high_water(&c.conn, self.options.read_pause_percent) && !c.conn.is_closed())
+        {
+            return None;
+        }
+        let (mut connected, mut closed) = (false, false);
+        let x = c.conn.poll_with(now, |event, outbox| {
+            match &event {
+                Event::Connected => connected = true,
+                Event::Closed { .. } => closed = true,
+                _ => {}
+            }
+            f(event, outbox)
+        })?;
+        self.stats.handshakes += connected as u64;
+        c.reported |= closed;
+        Some(x)
+    }
+
+    fn poll_by(&mut self, id: ClientId, now: Instant, protocol: bool) -> Option<Event<'_, C>> {
         self.now = now;
         let i = self.table.index(id)?;
         // What the previous event queued starts the write-stall timer.
         self.refresh(i);
         let c = self.table.storage.slots_mut()[i].client.as_mut()?;
-        if c.reported || (over_high_water(&c.conn) && !c.conn.is_closed()) {
+        if c.reported
+            || (over_high_water(&c.conn, self.options.read_pause_percent) && !c.conn.is_closed())
+        {
             return None;
         }
-        let event = c.conn.poll(now)?;
+        let event = if protocol {
+            c.conn.poll_protocol(now)?
+        } else {
+            c.conn.poll(now)?
+        };
         match &event {
             Event::Connected => self.stats.handshakes += 1,
             Event::Closed { .. } => c.reported = true,
@@ -608,7 +686,7 @@ where
     /// queue without room for it closes the client with `writequeuefull`
     /// (see the [module docs](self#the-rules-the-server-applies)).
     pub fn send<P: Packet>(&mut self, id: ClientId, msg: &P::Message<'_>) -> Result<(), SendError> {
-        self.with_rule(id, |conn| conn.send::<P>(msg))
+        self.send_with(id, |conn| conn.send::<P>(msg))
     }
 
     /// Sends an already encoded body as the registered packet `packet_id`
@@ -619,7 +697,7 @@ where
         packet_id: u32,
         body: &[u8],
     ) -> Result<(), SendError> {
-        self.with_rule(id, |conn| conn.send_encoded(packet_id, body))
+        self.send_with(id, |conn| conn.send_encoded(packet_id, body))
     }
 
     /// Sends a `P` to every connected client not in `except`, encoding it
@@ -741,22 +819,29 @@ where
         self.table.get(id).is_some_and(|c| c.abandoned)
     }
 
-    /// Removes the client once its connection is over (closed, its close
-    /// handed out by [`poll`](Self::poll), and everything queued written or
-    /// the transport abandoned) and reports how it ended; `None` while it
-    /// is not. Its id is dead afterwards; close its transport.
-    pub fn take_finished(&mut self, id: ClientId) -> Option<Finished> {
+    /// Removes the client once its connection is over (closed and
+    /// everything queued written, or its transport abandoned) and reports
+    /// how it ended, with its two buffers back; `None` while it is not. Its
+    /// id is dead afterwards: close its transport. An adapter that reports
+    /// closes from [`Event::Closed`] has seen it by then, if it polled until
+    /// `None` first; one that reports from here needs not poll at all.
+    pub fn take_finished(&mut self, id: ClientId) -> Option<(Finished, (R, T))> {
         let c = self.table.get(id)?;
-        if !c.reported || !(c.abandoned || c.conn.is_finished()) {
+        if !(c.abandoned || c.conn.is_finished()) {
             return None;
         }
         let c = self.table.remove(id)?;
-        let (reason, initiator) = c.conn.close_reason()?;
-        Some(Finished {
+        let (reason, initiator) = match c.conn.close_reason() {
+            Some((reason, initiator)) => (reason.clone(), initiator),
+            // Given up with frames still buffered and not handed out.
+            None => (CloseReason::SocketClose, Initiator::Transport),
+        };
+        let finished = Finished {
             client: id,
-            reason: reason.clone(),
+            reason,
             initiator,
-        })
+        };
+        Some((finished, c.conn.into_buffers()))
     }
 
     // ---- timers ----
@@ -828,8 +913,11 @@ where
 
     // ---- internals ----
 
-    /// Applies the send rule to a send on one client.
-    fn with_rule(
+    /// Sends through `send` (which queues one packet on the client's
+    /// connection: `|c| c.send::<P>(msg)`, say), under the rule of
+    /// [`send`](Self::send): an adapter that encodes in its own way (through
+    /// a trait object, for one) uses it.
+    pub fn send_with(
         &mut self,
         id: ClientId,
         send: impl FnOnce(&mut ServerConnection<'a, C, R, T, N>) -> Result<(), SendError>,
@@ -885,12 +973,14 @@ where
     }
 }
 
-/// Whether a connection's transmit queue is more than half full.
+/// Whether a connection's transmit queue is fuller than `percent` of it.
 fn over_high_water<C: Codec, R: Buffer, T: Buffer, const N: usize>(
     conn: &ServerConnection<'_, C, R, T, N>,
+    percent: u8,
 ) -> bool {
     let (_, tx) = conn.buffers();
-    conn.poll_transmit().len() > tx.max_capacity() / 2
+    let pending = conn.poll_transmit().len() as u64;
+    pending * 100 > tx.max_capacity() as u64 * percent.min(100) as u64
 }
 
 /// Encodes a lone `closeconn` frame with `reason`, for a transport that must
