@@ -1,16 +1,25 @@
 //! A server for up to `N` clients at once on `embassy-net`: [`Server`].
 //!
+//! Every decision is the core's sans-IO server ([`peng3dnet_core::server`]):
+//! the client table and its ids, the `serverfull` refusal, what a send that
+//! does not fit does, every client's handshake and write-stall timers, the
+//! shutdown grace and the counters. This module moves bytes between it and
+//! `embassy-net` sockets and wakes the futures that wait on it.
+//!
 //! Every client slot is given by the user at compile time in a
-//! [`ServerResources`] (TCP socket buffers, the connection's [`Resources`]
-//! and a copy buffer for received packets), the embassy-net pattern: put it
-//! in a `static` (its [`new`](ServerResources::new) is a `const fn`, so a
+//! [`ServerResources`] (TCP socket buffers, the connection's two buffers and
+//! a copy buffer for received packets), the embassy-net pattern: put it in a
+//! `static` (its [`new`](ServerResources::new) is a `const fn`, so a
 //! `static_cell::ConstStaticCell` holds it without a copy on the stack) or
 //! on a task's stack. [`Server::run`] serves all slots in one future: each
-//! slot listens on the port, accepts one client, runs its [`Session`] beside
-//! a future that hands its packets to the user's [`Handler`], closes the
-//! socket and listens again. While every slot is busy, one small extra socket
-//! accepts the next client only to tell it `serverfull` (a lone `closeconn`,
-//! [`peng3dnet_core::table::encode_refusal`]) and close.
+//! slot listens on the port, accepts one client into the core's server,
+//! moves its bytes between the TCP socket's buffers and the connection's in
+//! place (the same poll function as [`Session::run_io`](crate::Session::run_io))
+//! beside a future that hands its packets to the user's [`Handler`], closes
+//! the socket and listens again; one more future fires the core's timers.
+//! While every slot is busy, one small extra socket accepts the next client
+//! only to tell it `serverfull` ([`peng3dnet_core::server::Server::refusal`])
+//! and close.
 //!
 //! The hooks are those of `peng3dnet-std`'s server: [`Handler::on_connect`],
 //! [`Handler::on_handshake`], [`Handler::on_packet`] and
@@ -20,14 +29,10 @@
 //! there needs no copy of the packet (give [`ServerResources`] a `BODY` of
 //! 0). One that returns [`Flow::Defer`] (the default) gets the packet in the
 //! async [`Handler::on_packet`], copied into the slot's `BODY` bytes.
-//! The session of each slot reads and writes the TCP socket's buffers in
-//! place ([`Session::run_io`]).
 //! [`Server::broadcast`] (and [`Ctx::broadcast`]) encode a message once and
 //! queue it on every connected client but those excepted;
 //! [`Server::send_to`], [`Server::close`], [`Server::status`] and
 //! [`Server::shutdown`] work from any future that can borrow the server.
-//! Handshake timeouts are the core's ([`Config::handshake_timeout`]), fired by
-//! each session's timer.
 //!
 //! ```no_run
 //! use embassy_sync::blocking_mutex::raw::NoopRawMutex;

@@ -22,9 +22,10 @@ use mps2_an385::echo::{self, Echo, EchoPing};
 use mps2_an385::{exit, net, println};
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::SendError;
-use peng3dnet_core::table::ClientId;
 use peng3dnet_core::{CloseReason, Config, Initiator};
-use peng3dnet_embassy::server::{Ctx, Flow, Handler, Server, ServerOutbox, ServerResources};
+use peng3dnet_embassy::server::{
+    ClientId, Ctx, Flow, Handler, Server, ServerOutbox, ServerResources,
+};
 use peng3dnet_embassy::Received;
 use static_cell::{ConstStaticCell, StaticCell};
 
