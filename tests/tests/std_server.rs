@@ -509,15 +509,6 @@ fn side_rule_both_directions() {
     );
     h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Peer);
     assert!(h.got.try_recv().is_err(), "nothing reached the server");
-
-    // A server refusing a close-rule packet does the same.
-    let (mut c, _) = h.client();
-    c.send::<Cmd>(&send_op::<ToServerClose>()).unwrap();
-    assert_eq!(
-        ev(&mut c),
-        Ev::Closed(CloseReason::SmartPacketInvalid, Initiator::Peer)
-    );
-    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Local);
 }
 
 #[test]
@@ -684,17 +675,6 @@ fn state_rule_both_directions() {
         (CloseReason::SmartPacketInvalid, Initiator::Peer)
     );
     h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Local);
-
-    // Close action, server -> client: LoggedInClose at an ACTIVE client.
-    let (mut c, _) = h.client();
-    c.send::<Cmd>(&1).unwrap();
-    assert_eq!(ev(&mut c), Ev::P(Reply::NAME, 65));
-    c.send::<Cmd>(&send_op::<LoggedInClose>()).unwrap();
-    assert_eq!(
-        ev(&mut c),
-        Ev::Closed(CloseReason::SmartPacketInvalid, Initiator::Local)
-    );
-    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Peer);
 }
 
 #[test]
@@ -728,22 +708,14 @@ fn mode_rule_both_directions() {
     c.send::<Echo>(&4).unwrap();
     assert_eq!(ev(&mut c), Ev::P(Echo::NAME, 4));
     assert_eq!(h.sync(&mut c), [(Echo::NAME, 4)]);
-    // Close actions in both directions.
+    // Close action, client -> server: NotSetClose at a server in PLAY (server
+    // -> client: `close_rule_packets_a_client_in_another_state_or_mode_...`).
     c.send::<NotSetClose>(&5).unwrap();
     assert_eq!(
         until_closed(&mut c),
         (CloseReason::SmartPacketInvalid, Initiator::Peer)
     );
     h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Local);
-    let (mut c, _) = h.client();
-    c.send::<Cmd>(&3).unwrap();
-    assert_eq!(ev(&mut c), Ev::P(Reply::NAME, Mode::PLAY.0 as u32));
-    c.send::<Cmd>(&send_op::<PlayClose>()).unwrap();
-    assert_eq!(
-        ev(&mut c),
-        Ev::Closed(CloseReason::SmartPacketInvalid, Initiator::Local)
-    );
-    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Peer);
 }
 
 #[test]
@@ -782,13 +754,62 @@ fn min_security_is_refused_before_the_wire_both_directions() {
     );
     h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Peer);
     assert!(h.got.try_recv().is_err(), "SecureClose never arrived");
-    let (mut c, _) = h.client();
-    c.send::<Cmd>(&send_op::<SecureClose>()).unwrap();
-    assert_eq!(
-        ev(&mut c),
-        Ev::Closed(CloseReason::SmartPacketInvalid, Initiator::Peer)
-    );
-    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Local);
+}
+
+/// The server, asked to send a packet whose close rule it breaks, refuses
+/// and closes; the client reports the peer's smartpacketinvalid. Rows: the
+/// packet and the `Cmd` op that asks for it.
+#[test]
+fn close_rule_packets_the_server_may_not_send_close_both_ends() {
+    let h = harness(|_| {});
+    let cases = [
+        // Only clients send it.
+        (ToServerClose::NAME, send_op::<ToServerClose>()),
+        // It needs an encrypted transport; this one is plain TCP.
+        (SecureClose::NAME, send_op::<SecureClose>()),
+    ];
+    for (name, op) in cases {
+        let (mut c, _) = h.client();
+        c.send::<Cmd>(&op).unwrap();
+        assert_eq!(
+            ev(&mut c),
+            Ev::Closed(CloseReason::SmartPacketInvalid, Initiator::Peer),
+            "{name}"
+        );
+        h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Local);
+    }
+}
+
+/// The server moves its side of a client's connection into another state or
+/// mode and sends a packet of that one with a close rule: the client, still
+/// ACTIVE and NOTSET, closes. Rows: the packet, the `Cmd` op that moves the
+/// server and its reply, the `Cmd` op that sends the packet.
+#[test]
+fn close_rule_packets_a_client_in_another_state_or_mode_receives_close_it() {
+    let h = harness(|_| {});
+    let cases = [
+        // LOGGEDIN at an ACTIVE client.
+        (LoggedInClose::NAME, 1, 65, send_op::<LoggedInClose>()),
+        // PLAY at a NOTSET client.
+        (
+            PlayClose::NAME,
+            3,
+            Mode::PLAY.0 as u32,
+            send_op::<PlayClose>(),
+        ),
+    ];
+    for (name, to, reply, op) in cases {
+        let (mut c, _) = h.client();
+        c.send::<Cmd>(&to).unwrap();
+        assert_eq!(ev(&mut c), Ev::P(Reply::NAME, reply), "{name}");
+        c.send::<Cmd>(&op).unwrap();
+        assert_eq!(
+            ev(&mut c),
+            Ev::Closed(CloseReason::SmartPacketInvalid, Initiator::Local),
+            "{name}"
+        );
+        h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Peer);
+    }
 }
 
 // ---- close reasons a peer causes on the server ----
