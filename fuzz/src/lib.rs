@@ -433,23 +433,10 @@ pub fn parse_stream(stream: &[u8], max_len: usize) -> (Vec<RefFrame<'_>>, Stream
     }
 }
 
-/// One frame as bytes.
-pub fn frame(packet_id: u32, flags: u16, body: &[u8]) -> Vec<u8> {
-    let mut v = ((body.len() + HEADER_LEN) as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(&packet_id.to_be_bytes());
-    v.extend_from_slice(&flags.to_be_bytes());
-    v.extend_from_slice(body);
-    v
-}
-
-/// `msg` encoded with `codec`.
-pub fn encode<C: Codec, T: Serialize + ?Sized>(codec: &C, msg: &T) -> Vec<u8> {
-    let len = codec.encoded_len(msg).unwrap();
-    let mut v = vec![0u8; len];
-    let n = codec.encode(msg, &mut v).unwrap();
-    assert_eq!(n, len, "encoded_len disagrees with encode");
-    v
-}
+// One frame as bytes, and a message encoded with a codec: the test support
+// crate's builders, written from the protocol rather than with the encoder
+// under test.
+pub use peng3dnet_test_support::{encode, frame};
 
 // ---------------------------------------------------------------------------
 // Invariants

@@ -18,6 +18,7 @@ use peng3dnet_core::codec::Codec;
 use peng3dnet_core::messages::{HandshakeAccept, Hello, SetType};
 use peng3dnet_core::registry::internal;
 use peng3dnet_std::codec::AnyCodec;
+use peng3dnet_test_support::{encode, frame, zlib, Arrival, Ending};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use std::io::{ErrorKind, Read, Write};
@@ -54,7 +55,7 @@ struct Env {
 
 impl Env {
     fn raw(&self) -> Raw {
-        Raw::connect(self.addr, self.codec)
+        Raw::connect(self.addr, self.codec, LIMIT)
     }
 
     /// A raw client that read `hello` (the server waits for `settype`).
@@ -67,7 +68,7 @@ impl Env {
     /// A raw client through the whole classic handshake (ACTIVE).
     fn active(&self) -> Raw {
         let mut r = self.raw();
-        r.handshake();
+        r.echo_handshake();
         r
     }
 }
@@ -261,34 +262,34 @@ fn write_lossy(s: &mut TcpStream, bytes: &[u8]) {
 fn length_prefix_0(env: &Env) {
     let mut r = env.after_hello();
     r.write(&[0, 0, 0, 0]);
-    assert_eq!(r.outcome(), closed("malformedframe"));
+    assert_eq!(r.ending(), Ending::closed("malformedframe"));
     // Also when connected, followed by more bytes.
     let mut r = env.active();
     r.write(&[0, 0, 0, 0, 0, 0, 0, 64, 0, 0]);
-    assert_eq!(r.outcome(), closed("malformedframe"));
+    assert_eq!(r.ending(), Ending::closed("malformedframe"));
 }
 
 fn length_prefix_5(env: &Env) {
     let mut r = env.after_hello();
     r.write(&[0, 0, 0, 5, 0, 0, 0, 2, 0]);
-    assert_eq!(r.outcome(), closed("malformedframe"));
+    assert_eq!(r.ending(), Ending::closed("malformedframe"));
     let mut r = env.active();
     r.write(&[0, 0, 0, 5]);
-    assert_eq!(r.outcome(), closed("malformedframe"));
+    assert_eq!(r.ending(), Ending::closed("malformedframe"));
 }
 
 fn length_prefix_u32_max(env: &Env) {
     // Refused from the prefix alone: nothing of the 4 GiB is waited for.
     let mut r = env.after_hello();
     r.write(&u32::MAX.to_be_bytes());
-    assert_eq!(r.outcome(), closed("packettoolarge"));
+    assert_eq!(r.ending(), Ending::closed("packettoolarge"));
     let mut r = env.active();
     r.write(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 64, 0, 0, b'x']);
-    assert_eq!(r.outcome(), closed("packettoolarge"));
+    assert_eq!(r.ending(), Ending::closed("packettoolarge"));
     // One byte above the limit, too.
     let mut r = env.active();
     r.write(&((MAX_FRAME - 3) as u32).to_be_bytes());
-    assert_eq!(r.outcome(), closed("packettoolarge"));
+    assert_eq!(r.ending(), Ending::closed("packettoolarge"));
 }
 
 fn frame_split_at_every_byte(env: &Env) {
@@ -320,7 +321,7 @@ fn frame_split_at_every_byte(env: &Env) {
         r.write(std::slice::from_ref(b));
         thread::sleep(Duration::from_micros(500));
     }
-    r.read_handshake();
+    r.read_echo_handshake();
     for m in &messages {
         let body = r.expect(ECHO_ID);
         let back: &str = r.codec.decode(&body).expect("an echo");
@@ -334,7 +335,7 @@ fn unknown_packet_ids(env: &Env) {
     let mut r = env.after_hello();
     r.frame(1000, 0, b"before settype");
     r.settype("classic");
-    r.read_handshake();
+    r.read_echo_handshake();
     r.frame(77, 0, GARBAGE);
     r.accept();
     for id in [0, 5, 15, 17, 63, 66, 1000, u32::MAX] {
@@ -351,7 +352,7 @@ fn unknown_packet_ids(env: &Env) {
     let mut r = env.after_hello();
     r.settype("ping");
     r.frame(1000, 0, GARBAGE);
-    assert_eq!(r.outcome(), closed("invalidpingpacket"));
+    assert_eq!(r.ending(), Ending::closed("invalidpingpacket"));
 }
 
 fn unknown_flags(env: &Env) {
@@ -359,7 +360,11 @@ fn unknown_flags(env: &Env) {
         let mut r = env.active();
         let body = r.enc("x");
         r.frame(ECHO_ID, flags, &body);
-        assert_eq!(r.outcome(), closed("unknownflags"), "flags {flags:#x}");
+        assert_eq!(
+            r.ending(),
+            Ending::closed("unknownflags"),
+            "flags {flags:#x}"
+        );
     }
     // Before the handshake too.
     let mut r = env.after_hello();
@@ -367,7 +372,7 @@ fn unknown_flags(env: &Env) {
         conntype: "classic",
     });
     r.frame(internal::SETTYPE, 0x10, &body);
-    assert_eq!(r.outcome(), closed("unknownflags"));
+    assert_eq!(r.ending(), Ending::closed("unknownflags"));
 }
 
 fn aes_flag(env: &Env) {
@@ -376,18 +381,18 @@ fn aes_flag(env: &Env) {
         let body = r.enc("secret");
         r.frame(ECHO_ID, flags, &body);
         assert_eq!(
-            r.outcome(),
-            closed("encryptionunsupported"),
+            r.ending(),
+            Ending::closed("encryptionunsupported"),
             "flags {flags:#x}"
         );
     }
     let mut r = env.after_hello();
     r.frame(internal::SETTYPE, 2, GARBAGE);
-    assert_eq!(r.outcome(), closed("encryptionunsupported"));
+    assert_eq!(r.ending(), Ending::closed("encryptionunsupported"));
 }
 
 fn compressed_garbage(env: &Env) {
-    let good = zlib(&enc(env.codec, "x"), 6);
+    let good = zlib(&encode(&env.codec, "x"), 6);
     let bodies: [(&str, Vec<u8>); 4] = [
         ("not zlib", GARBAGE.to_vec()),
         ("empty", Vec::new()),
@@ -402,12 +407,12 @@ fn compressed_garbage(env: &Env) {
     for (what, body) in bodies {
         let mut r = env.active();
         r.frame(ECHO_ID, 1, &body);
-        assert_eq!(r.outcome(), closed("decompressionfailed"), "{what}");
+        assert_eq!(r.ending(), Ending::closed("decompressionfailed"), "{what}");
     }
     // In the handshake too.
     let mut r = env.after_hello();
     r.frame(internal::SETTYPE, 1, GARBAGE);
-    assert_eq!(r.outcome(), closed("decompressionfailed"));
+    assert_eq!(r.ending(), Ending::closed("decompressionfailed"));
 }
 
 fn zlib_bomb(env: &Env) {
@@ -417,23 +422,23 @@ fn zlib_bomb(env: &Env) {
     assert!(bomb.len() < 128 * 1024, "{} bytes", bomb.len());
     let mut r = env.active();
     r.frame(ECHO_ID, 1, &bomb);
-    assert_eq!(r.outcome(), closed("decompressionfailed"));
+    assert_eq!(r.ending(), Ending::closed("decompressionfailed"));
     // Before the handshake.
     let mut r = env.after_hello();
     r.frame(internal::SETTYPE, 1, &bomb);
-    assert_eq!(r.outcome(), closed("decompressionfailed"));
+    assert_eq!(r.ending(), Ending::closed("decompressionfailed"));
     // Just past the limit: one byte more than the largest body.
     let body = vec![b'a'; MAX_FRAME - 10 + 1];
     let mut r = env.active();
     r.frame(ECHO_ID, 1, &zlib(&body, 6));
-    assert_eq!(r.outcome(), closed("decompressionfailed"));
+    assert_eq!(r.ending(), Ending::closed("decompressionfailed"));
     // A compressed settype that inflates fine is handled.
     let mut r = env.after_hello();
     let settype = r.enc(&SetType {
         conntype: "classic",
     });
     r.frame(internal::SETTYPE, 1, &zlib(&settype, 6));
-    r.read_handshake();
+    r.read_echo_handshake();
     r.accept();
     r.echo("after a compressed settype");
 }
@@ -446,17 +451,21 @@ fn malformed_internal_bodies(env: &Env) {
     for body in [GARBAGE, &[]] {
         let mut r = env.after_hello();
         r.frame(internal::SETTYPE, 0, body);
-        assert_eq!(r.outcome(), closed("malformedpacket"), "settype {body:?}");
+        assert_eq!(
+            r.ending(),
+            Ending::closed("malformedpacket"),
+            "settype {body:?}"
+        );
     }
     // handshake.accept (in HANDSHAKE_WAIT1).
     for body in [GARBAGE, &[]] {
         let mut r = env.after_hello();
         r.settype("classic");
-        r.read_handshake();
+        r.read_echo_handshake();
         r.frame(internal::HANDSHAKE_ACCEPT, 0, body);
         assert_eq!(
-            r.outcome(),
-            closed("malformedpacket"),
+            r.ending(),
+            Ending::closed("malformedpacket"),
             "handshake.accept {body:?}"
         );
     }
@@ -465,45 +474,45 @@ fn malformed_internal_bodies(env: &Env) {
     let mut r = env.after_hello();
     r.frame(internal::HELLO, 0, GARBAGE);
     r.settype("classic");
-    r.read_handshake();
+    r.read_echo_handshake();
     r.accept();
     r.frame(internal::HELLO, 0, GARBAGE);
     r.echo("after two malformed hellos");
     // handshake from a client: its rules close.
     let mut r = env.active();
     r.frame(internal::HANDSHAKE, 0, GARBAGE);
-    assert_eq!(r.outcome(), closed("smartpacketinvalid"));
+    assert_eq!(r.ending(), Ending::closed("smartpacketinvalid"));
     // closeconn that does not decode: still a close, by the peer, so the
     // server sends nothing back.
     for mut r in [env.after_hello(), env.active()] {
         r.frame(internal::CLOSECONN, 0, GARBAGE);
-        assert_eq!(r.outcome(), Outcome::Ended);
+        assert_eq!(r.ending(), Ending::Ended);
     }
     // ping request on a ping connection.
     let mut r = env.after_hello();
     r.settype("ping");
     r.frame(internal::PING_REQUEST, 0, GARBAGE);
-    assert_eq!(r.outcome(), closed("invalidpingpacket"));
+    assert_eq!(r.ending(), Ending::closed("invalidpingpacket"));
     // A ping answer from the client: the wrong side, whatever its body.
     let mut r = env.after_hello();
     r.settype("ping");
     r.frame(internal::PING_RESPONSE, 0, GARBAGE);
-    assert_eq!(r.outcome(), closed("pinginvalidside"));
+    assert_eq!(r.ending(), Ending::closed("pinginvalidside"));
     // An application packet that must decode: echo:ping.
     let mut r = env.active();
     r.frame(ECHO_PING_ID, 0, GARBAGE);
-    assert_eq!(r.outcome(), closed("malformedpacket"));
+    assert_eq!(r.ending(), Ending::closed("malformedpacket"));
 }
 
 fn handshake_out_of_order(env: &Env) {
     // handshake.accept before settype: its rules close.
     let mut r = env.after_hello();
     r.accept();
-    assert_eq!(r.outcome(), closed("smartpacketinvalid"));
+    assert_eq!(r.ending(), Ending::closed("smartpacketinvalid"));
     // handshake from the client, before settype.
     let mut r = env.after_hello();
     r.frame(internal::HANDSHAKE, 0, &[]);
-    assert_eq!(r.outcome(), closed("smartpacketinvalid"));
+    assert_eq!(r.ending(), Ending::closed("smartpacketinvalid"));
     // hello from the client before settype: ignored.
     let mut r = env.after_hello();
     let hello = r.enc(&Hello {
@@ -516,16 +525,16 @@ fn handshake_out_of_order(env: &Env) {
     // An application packet before the handshake completed: ignored (its
     // rules want ACTIVE), so the first answer is the later echo's.
     let mut r = env.after_hello();
-    r.send(ECHO_ID, "too early");
+    r.send_as(ECHO_ID, "too early");
     r.settype("classic");
-    r.send(ECHO_ID, "still too early");
-    r.read_handshake();
+    r.send_as(ECHO_ID, "still too early");
+    r.read_echo_handshake();
     r.accept();
     r.echo("in time");
     // Id 64 (a ping request on a ping connection, echo:echo on a classic
     // one) with a ping body before the handshake: the wrong state, ignored.
     let mut r = env.after_hello();
-    r.send(internal::PING_REQUEST, &PingTime { time: 1.0 });
+    r.send_as(internal::PING_REQUEST, &PingTime { time: 1.0 });
     r.handshake_rest();
     r.echo("after an early ping request");
     // settype written before hello is read: the server's order holds.
@@ -533,13 +542,13 @@ fn handshake_out_of_order(env: &Env) {
     r.settype("classic");
     r.accept();
     r.hello();
-    r.read_handshake();
+    r.read_echo_handshake();
     r.echo("after a client that did not wait for hello");
     // closeconn first, twice: the server closes without a word.
     let mut r = env.after_hello();
-    r.closeconn("userrequest");
-    r.closeconn("userrequest");
-    assert_eq!(r.outcome(), Outcome::Ended);
+    r.send_closeconn("userrequest");
+    r.send_closeconn("userrequest");
+    assert_eq!(r.ending(), Ending::Ended);
 }
 
 fn handshake_replayed(env: &Env) {
@@ -548,7 +557,7 @@ fn handshake_replayed(env: &Env) {
     r.settype("classic");
     r.settype("classic");
     r.settype("ping");
-    r.read_handshake();
+    r.read_echo_handshake();
     r.accept();
     r.echo("after three settypes");
     // settype again when ACTIVE: ignored.
@@ -559,44 +568,34 @@ fn handshake_replayed(env: &Env) {
     // handshake.accept replayed when ACTIVE: its rules close.
     let mut r = env.active();
     r.accept();
-    assert_eq!(r.outcome(), closed("smartpacketinvalid"));
+    assert_eq!(r.ending(), Ending::closed("smartpacketinvalid"));
     // The server's own handshake sent back to it when ACTIVE: its rules
     // (received by clients only) close.
     let mut r = env.active();
-    r.send(internal::HANDSHAKE, &HandshakeAccept { success: true });
-    assert_eq!(r.outcome(), closed("smartpacketinvalid"));
+    r.send_as(internal::HANDSHAKE, &HandshakeAccept { success: true });
+    assert_eq!(r.ending(), Ending::closed("smartpacketinvalid"));
     // The whole client side of the handshake replayed at once.
     let mut r = env.active();
     r.settype("classic");
     r.accept();
-    assert_eq!(r.outcome(), closed("smartpacketinvalid"));
+    assert_eq!(r.ending(), Ending::closed("smartpacketinvalid"));
     // settype replayed on a ping connection: ignored, and the ping answered.
     let mut r = env.after_hello();
     r.settype("ping");
     r.settype("ping");
     r.settype("classic");
-    r.send(internal::PING_REQUEST, &PingTime { time: 42.5 });
+    r.send_as(internal::PING_REQUEST, &PingTime { time: 42.5 });
     r.expect(internal::PING_RESPONSE);
-    r.closeconn("pingcomplete");
-    assert_eq!(r.outcome(), Outcome::Ended);
+    r.send_closeconn("pingcomplete");
+    assert_eq!(r.ending(), Ending::Ended);
     // A second ping request on the same connection is answered too (each
     // answer is bounded: only `time` is echoed).
     let mut r = env.after_hello();
     r.settype("ping");
     for _ in 0..3 {
-        r.send(internal::PING_REQUEST, &PingTime { time: 1.5 });
+        r.send_as(internal::PING_REQUEST, &PingTime { time: 1.5 });
         let answer = r.expect(internal::PING_RESPONSE);
         assert!(answer.len() < 256, "ping answer of {} bytes", answer.len());
-    }
-}
-
-impl Raw {
-    /// settype classic, handshake, accept (after `hello`).
-    #[track_caller]
-    fn handshake_rest(&mut self) {
-        self.settype("classic");
-        self.read_handshake();
-        self.accept();
     }
 }
 
@@ -610,8 +609,8 @@ fn settype_unknown_and_1_mib(env: &Env) {
         let mut r = env.after_hello();
         r.settype(conntype);
         assert_eq!(
-            r.outcome(),
-            closed("unknownconntype"),
+            r.ending(),
+            Ending::closed("unknownconntype"),
             "conntype {conntype:?}"
         );
     }
@@ -619,19 +618,19 @@ fn settype_unknown_and_1_mib(env: &Env) {
     let huge = "x".repeat(1 << 20);
     let mut r = env.after_hello();
     let body = r.enc(&SetType { conntype: &huge });
-    let mut writer = r.s.try_clone().unwrap();
+    let mut writer = r.stream.try_clone().unwrap();
     let bytes = frame(internal::SETTYPE, 0, &body);
     let w = thread::spawn(move || write_lossy(&mut writer, &bytes));
-    assert_eq!(r.outcome(), closed("packettoolarge"));
+    assert_eq!(r.ending(), Ending::closed("packettoolarge"));
     w.join().unwrap();
     // Just below the limit: read whole, then refused by name.
-    let overhead = enc(env.codec, &SetType { conntype: &huge }).len() - huge.len();
+    let overhead = encode(&env.codec, &SetType { conntype: &huge }).len() - huge.len();
     let almost = "y".repeat(MAX_FRAME - 10 - overhead);
     let mut r = env.after_hello();
     let body = r.enc(&SetType { conntype: &almost });
     assert_eq!(body.len() + 10, MAX_FRAME);
     r.frame(internal::SETTYPE, 0, &body);
-    assert_eq!(r.outcome(), closed("unknownconntype"));
+    assert_eq!(r.ending(), Ending::closed("unknownconntype"));
 }
 
 fn ping_request_16_mib(env: &Env) {
@@ -640,12 +639,12 @@ fn ping_request_16_mib(env: &Env) {
     let mut head = ((16u32 << 20) + 6).to_be_bytes().to_vec();
     head.extend(internal::PING_REQUEST.to_be_bytes());
     head.extend([0, 0]);
-    let mut writer = r.s.try_clone().unwrap();
+    let mut writer = r.stream.try_clone().unwrap();
     let w = thread::spawn(move || {
         write_lossy(&mut writer, &head);
         write_lossy(&mut writer, &vec![0x90; 256 * 1024]);
     });
-    assert_eq!(r.outcome(), closed("packettoolarge"));
+    assert_eq!(r.ending(), Ending::closed("packettoolarge"));
     w.join().unwrap();
     // A ping request as large as a frame may be: the answer echoes only
     // `time` (MessagePack ignores the other field; postcard has no room
@@ -655,7 +654,7 @@ fn ping_request_16_mib(env: &Env) {
         time: f64,
         pad: &'a str,
     }
-    let probe = enc(env.codec, &Padded { time: 1.0, pad: "" }).len();
+    let probe = encode(&env.codec, &Padded { time: 1.0, pad: "" }).len();
     let pad = "p".repeat(MAX_FRAME - 10 - probe - 5);
     let mut r = env.after_hello();
     r.settype("ping");
@@ -669,10 +668,10 @@ fn ping_request_16_mib(env: &Env) {
         AnyCodec::MsgPack => {
             let answer = r.expect(internal::PING_RESPONSE);
             assert!(answer.len() < 256, "ping answer of {} bytes", answer.len());
-            r.closeconn("pingcomplete");
-            assert_eq!(r.outcome(), Outcome::Ended);
+            r.send_closeconn("pingcomplete");
+            assert_eq!(r.ending(), Ending::Ended);
         }
-        AnyCodec::Postcard => assert_eq!(r.outcome(), closed("invalidpingpacket")),
+        AnyCodec::Postcard => assert_eq!(r.ending(), Ending::closed("invalidpingpacket")),
     }
 }
 
@@ -682,7 +681,7 @@ fn ping_request_16_mib(env: &Env) {
 fn slowloris_silent(env: &Env) {
     let t = Instant::now();
     let mut r = env.after_hello();
-    assert_eq!(r.outcome(), closed("handshaketimeout"));
+    assert_eq!(r.ending(), Ending::closed("handshaketimeout"));
     let took = t.elapsed();
     assert!(
         took >= HANDSHAKE_TIMEOUT - Duration::from_millis(500) && took < HANDSHAKE_TIMEOUT * 3 / 2,
@@ -696,7 +695,7 @@ fn slowloris_trickle(env: &Env) {
     let mut r = env.after_hello();
     let long = "z".repeat(500);
     let bytes = frame(internal::SETTYPE, 0, &r.enc(&SetType { conntype: &long }));
-    let mut writer = r.s.try_clone().unwrap();
+    let mut writer = r.stream.try_clone().unwrap();
     let w = thread::spawn(move || {
         for b in &bytes[..bytes.len() - 1] {
             if writer.write_all(std::slice::from_ref(b)).is_err() {
@@ -705,7 +704,7 @@ fn slowloris_trickle(env: &Env) {
             thread::sleep(Duration::from_millis(250));
         }
     });
-    assert_eq!(r.outcome(), closed("handshaketimeout"));
+    assert_eq!(r.ending(), Ending::closed("handshaketimeout"));
     let took = t.elapsed();
     assert!(
         took >= HANDSHAKE_TIMEOUT - Duration::from_millis(500) && took < HANDSHAKE_TIMEOUT * 3 / 2,
@@ -729,7 +728,7 @@ fn never_reads_fill(env: &Env, rss_before: u64) -> NeverReader {
     let mut r = env.active();
     let message = text(8000, 3);
     let f = frame(ECHO_ID, 0, &r.enc(message.as_str()));
-    r.s.set_nonblocking(true).unwrap();
+    r.stream.set_nonblocking(true).unwrap();
     let (mut written, mut off) = (0usize, 0usize);
     let mut last_progress = Instant::now();
     let deadline = Instant::now() + LIMIT;
@@ -739,7 +738,7 @@ fn never_reads_fill(env: &Env, rss_before: u64) -> NeverReader {
             written < 256 << 20,
             "the server took {written} bytes from a client that never reads"
         );
-        match r.s.write(&f[off..]) {
+        match r.stream.write(&f[off..]) {
             Ok(n) => {
                 written += n;
                 off = (off + n) % f.len();
@@ -754,7 +753,7 @@ fn never_reads_fill(env: &Env, rss_before: u64) -> NeverReader {
             Err(e) => panic!("write: {e}"),
         }
     }
-    r.s.set_nonblocking(false).unwrap();
+    r.stream.set_nonblocking(false).unwrap();
     let rss = rss_kib(env.pid);
     let growth = rss.saturating_sub(rss_before);
     eprintln!(
@@ -778,7 +777,7 @@ fn never_reads_dropped(n: NeverReader) {
     let NeverReader { r, stalled } = n;
     let deadline = stalled + WRITE_STALL_TIMEOUT + LIMIT;
     let err = loop {
-        match r.s.take_error() {
+        match r.stream.take_error() {
             Ok(Some(e)) => break e,
             Ok(None) => {}
             Err(e) => break e,
@@ -801,13 +800,17 @@ fn never_reads_dropped(n: NeverReader) {
 
 fn disconnect_mid_frame(env: &Env) {
     let fds = fd_count(env.pid);
-    let echo = frame(ECHO_ID, 0, &enc(env.codec, "cut short"));
-    let big = frame(ECHO_ID, 0, &enc(env.codec, text(512 * 1024, 9).as_str()));
+    let echo = frame(ECHO_ID, 0, &encode(&env.codec, "cut short"));
+    let big = frame(
+        ECHO_ID,
+        0,
+        &encode(&env.codec, text(512 * 1024, 9).as_str()),
+    );
     let settype = frame(
         internal::SETTYPE,
         0,
-        &enc(
-            env.codec,
+        &encode(
+            &env.codec,
             &SetType {
                 conntype: "classic",
             },
@@ -860,8 +863,8 @@ fn burst_of_5000_connections(env: &Env) {
     let settype = frame(
         internal::SETTYPE,
         0,
-        &enc(
-            env.codec,
+        &encode(
+            &env.codec,
             &SetType {
                 conntype: "classic",
             },
@@ -926,8 +929,8 @@ fn non_utf8_close_reason(env: &Env) {
         (true, odd_reason),
         (
             true,
-            enc(
-                env.codec,
+            encode(
+                &env.codec,
                 &peng3dnet_core::messages::CloseConn {
                     reason: Some(&long),
                 },
@@ -941,8 +944,8 @@ fn non_utf8_close_reason(env: &Env) {
         };
         r.frame(internal::CLOSECONN, 0, &body);
         assert_eq!(
-            r.outcome(),
-            Outcome::Ended,
+            r.ending(),
+            Ending::Ended,
             "closeconn {:?}",
             &body[..body.len().min(12)]
         );
@@ -957,7 +960,7 @@ fn echo_of_the_largest_frame(env: &Env) {
     // body the server accepts (a frame of max_frame bytes) is 96 bytes
     // longer.
     let probe = "x".repeat(MAX_FRAME - 100);
-    let overhead = enc(env.codec, probe.as_str()).len() - probe.len();
+    let overhead = encode(&env.codec, probe.as_str()).len() - probe.len();
     let fits = MAX_WRITE_QUEUE - 96 - 10;
     let largest = MAX_FRAME - 10;
     for body_len in [fits, largest] {
@@ -967,11 +970,11 @@ fn echo_of_the_largest_frame(env: &Env) {
         assert_eq!(body.len(), body_len);
         r.frame(ECHO_ID, 0, &body);
         match r.read_frame(Instant::now() + Duration::from_secs(5)) {
-            Got::Frame(ECHO_ID, back) => {
+            Arrival::Frame(ECHO_ID, _, back) => {
                 assert!(back == body, "the echo came back changed");
                 r.echo("after a large echo");
             }
-            Got::Frame(internal::CLOSECONN, _) => {}
+            Arrival::Frame(internal::CLOSECONN, ..) => {}
             other => panic!(
                 "an echo with a body of {body_len} bytes (a frame of {} bytes; the server \
                  accepts up to max_frame = {MAX_FRAME}) got neither its answer nor a closeconn \
@@ -1047,7 +1050,7 @@ fn registry_of_100000_entries(env: &Env) {
                 long_names,
             },
         };
-        let body = enc(env.codec, &hs);
+        let body = encode(&env.codec, &hs);
         assert_eq!(
             body.len() + 10 <= MAX_FRAME,
             !long_names,
@@ -1110,8 +1113,8 @@ fn hostile_server_against_echo(codec: AnyCodec, handshake: Vec<u8>, expected: &s
     };
     stream.set_nonblocking(false).unwrap();
     stream.set_nodelay(true).unwrap();
-    let mut r = Raw { s: stream, codec };
-    r.send(
+    let mut r = Raw::from_stream(stream, codec, LIMIT);
+    r.send_as(
         internal::HELLO,
         &Hello {
             version: "hostile",
@@ -1124,7 +1127,7 @@ fn hostile_server_against_echo(codec: AnyCodec, handshake: Vec<u8>, expected: &s
     // All but the last byte, then the client's memory while it holds them,
     // then the last byte.
     let rss_before = rss_kib(pid);
-    let mut writer = r.s.try_clone().unwrap();
+    let mut writer = r.stream.try_clone().unwrap();
     let (head, last) = handshake.split_at(handshake.len() - 1);
     write_lossy(&mut writer, head);
     let mut rss_full = rss_before;
@@ -1133,7 +1136,7 @@ fn hostile_server_against_echo(codec: AnyCodec, handshake: Vec<u8>, expected: &s
         rss_full = rss_kib(pid);
         write_lossy(&mut writer, last);
     }
-    assert_eq!(r.outcome(), closed(expected));
+    assert_eq!(r.ending(), Ending::closed(expected));
     let deadline = Instant::now() + LIMIT;
     let status = loop {
         if let Some(status) = child.0.try_wait().unwrap() {

@@ -263,98 +263,111 @@ fn client_cert_not_asked_for_leaves_server_auth() {
     assert_eq!(served.level, Some(SecurityLevel::Encrypted));
 }
 
-#[test]
-fn wrong_ca_fails_the_client_and_the_server() {
-    let pki = pki();
-    let client_config = TlsClientConfig::verify(pki.other_ca.pem.as_bytes(), "localhost").unwrap();
-    let (served, client) = run(
-        &server_config(&pki, false),
-        client_config,
-        b"hi",
-        b"x".to_vec(),
-    );
-    let client_err = client.unwrap_err();
-    assert!(
-        matches!(
-            rustls_error(&client_err),
-            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
-        ),
-        "{client_err}"
-    );
-    assert!(served.is_err(), "server went on: {served:?}");
+/// What a failed handshake must leave on one end: any error, or an I/O
+/// error carrying a rustls error for which this holds.
+type TlsErrorCheck = Option<fn(&rustls::Error) -> bool>;
+
+/// A handshake that must fail on both ends.
+struct HandshakeFailure {
+    /// The case, for the assertion messages.
+    what: &'static str,
+    /// Whether the server asks for (and verifies) a client certificate.
+    require_client_cert: bool,
+    /// The client's configuration.
+    client: fn(&Pki) -> TlsClientConfig,
+    /// What the client's end must report.
+    client_error: TlsErrorCheck,
+    /// What the server's end must report.
+    server_error: TlsErrorCheck,
 }
 
-#[test]
-fn wrong_host_name_fails_the_client_and_the_server() {
-    let pki = pki();
-    for name in ["example.com", "127.0.0.2"] {
-        let client_config = TlsClientConfig::verify(pki.ca.pem.as_bytes(), name).unwrap();
-        let (served, client) = run(
-            &server_config(&pki, false),
-            client_config,
-            b"hi",
-            b"x".to_vec(),
-        );
-        let client_err = client.unwrap_err();
-        match rustls_error(&client_err) {
-            rustls::Error::InvalidCertificate(e) => {
-                assert!(
-                    format!("{e:?}").contains("NotValidForName"),
-                    "{name}: {e:?}"
-                )
-            }
-            other => panic!("{name}: {other:?}"),
-        }
-        assert!(served.is_err(), "{name}: server went on: {served:?}");
+/// Every way a handshake fails against these certificates. With a client
+/// certificate required, TLS 1.3 lets the client's handshake complete
+/// before the server checks: its next read fails with the server's alert.
+const HANDSHAKE_FAILURES: &[HandshakeFailure] = &[
+    HandshakeFailure {
+        what: "server certificate of another CA",
+        require_client_cert: false,
+        client: |p| TlsClientConfig::verify(p.other_ca.pem.as_bytes(), "localhost").unwrap(),
+        client_error: Some(|e| {
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+            )
+        }),
+        server_error: None,
+    },
+    HandshakeFailure {
+        what: "host name example.com not in the certificate",
+        require_client_cert: false,
+        client: |p| TlsClientConfig::verify(p.ca.pem.as_bytes(), "example.com").unwrap(),
+        client_error: Some(not_valid_for_name),
+        server_error: None,
+    },
+    HandshakeFailure {
+        what: "address 127.0.0.2 not in the certificate",
+        require_client_cert: false,
+        client: |p| TlsClientConfig::verify(p.ca.pem.as_bytes(), "127.0.0.2").unwrap(),
+        client_error: Some(not_valid_for_name),
+        server_error: None,
+    },
+    HandshakeFailure {
+        what: "a server requiring client certificates, a client without one",
+        require_client_cert: true,
+        client: |p| TlsClientConfig::verify(p.ca.pem.as_bytes(), "localhost").unwrap(),
+        client_error: Some(|e| matches!(e, rustls::Error::AlertReceived(_))),
+        server_error: Some(|e| e == &rustls::Error::NoCertificatesPresented),
+    },
+    HandshakeFailure {
+        what: "a server requiring client certificates, one from another CA",
+        require_client_cert: true,
+        client: |p| {
+            TlsClientConfig::verify(p.ca.pem.as_bytes(), "localhost")
+                .unwrap()
+                .with_client_cert(p.stranger.pem.as_bytes(), p.stranger.key_pem.as_bytes())
+                .unwrap()
+        },
+        client_error: None,
+        server_error: Some(|e| {
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+            )
+        }),
+    },
+];
+
+/// The server's certificate does not name the host the client asked for.
+fn not_valid_for_name(e: &rustls::Error) -> bool {
+    matches!(e, rustls::Error::InvalidCertificate(c) if format!("{c:?}").contains("NotValidForName"))
+}
+
+/// `result` failed as `check` says.
+#[track_caller]
+fn assert_failed(what: &str, end: &str, result: &io::Result<Outcome>, check: TlsErrorCheck) {
+    let err = match result {
+        Ok(outcome) => panic!("{what}: the {end} went on: {outcome:?}"),
+        Err(e) => e,
+    };
+    if let Some(check) = check {
+        let tls = rustls_error(err);
+        assert!(check(tls), "{what}: the {end} failed with {tls:?} ({err})");
     }
 }
 
 #[test]
-fn server_requiring_client_certs_rejects_a_client_without_one() {
+fn failed_handshakes_fail_the_client_and_the_server() {
     let pki = pki();
-    let client_config = TlsClientConfig::verify(pki.ca.pem.as_bytes(), "localhost").unwrap();
-    let (served, client) = run(
-        &server_config(&pki, true),
-        client_config,
-        b"hi",
-        b"x".to_vec(),
-    );
-    let served_err = served.unwrap_err();
-    assert_eq!(
-        rustls_error(&served_err),
-        &rustls::Error::NoCertificatesPresented
-    );
-    // TLS 1.3: the client's handshake completes before the server checks;
-    // its next read fails with the server's alert.
-    let client_err = client.unwrap_err();
-    assert!(
-        matches!(rustls_error(&client_err), rustls::Error::AlertReceived(_)),
-        "{client_err}"
-    );
-}
-
-#[test]
-fn server_requiring_client_certs_rejects_a_certificate_from_another_ca() {
-    let pki = pki();
-    let client_config = TlsClientConfig::verify(pki.ca.pem.as_bytes(), "localhost")
-        .unwrap()
-        .with_client_cert(pki.stranger.pem.as_bytes(), pki.stranger.key_pem.as_bytes())
-        .unwrap();
-    let (served, client) = run(
-        &server_config(&pki, true),
-        client_config,
-        b"hi",
-        b"x".to_vec(),
-    );
-    let served_err = served.unwrap_err();
-    assert!(
-        matches!(
-            rustls_error(&served_err),
-            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
-        ),
-        "{served_err}"
-    );
-    assert!(client.is_err(), "client went on: {client:?}");
+    for case in HANDSHAKE_FAILURES {
+        let (served, client) = run(
+            &server_config(&pki, case.require_client_cert),
+            (case.client)(&pki),
+            b"hi",
+            b"x".to_vec(),
+        );
+        assert_failed(case.what, "client", &client, case.client_error);
+        assert_failed(case.what, "server", &served, case.server_error);
+    }
 }
 
 #[test]

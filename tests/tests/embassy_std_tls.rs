@@ -270,63 +270,51 @@ async fn failed_connect<Clock: TlsClock, const CHAIN: usize>(
     e
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn tls_wrong_ca_fails() {
-    let pki = pki();
-    let server = tls_server(&pki.server, None);
-    let config = TlsClientConfig::verify(&pki.other_ca.der, "localhost").unwrap();
-    let e = failed_connect(&server, &config).await;
-    assert!(
-        matches!(e, ConnectError::Tls(TlsError::InvalidCertificate)),
-        "{e:?}"
-    );
+/// `failed_connects!(what: server, config => pattern, ...)`: one TLS
+/// handshake per row (a fresh server, the row's client configuration, of
+/// whatever clock and chain capacity) that must fail with an error matching
+/// the row's pattern. A macro rather than a `const` table because every
+/// row's configuration is of another type.
+macro_rules! failed_connects {
+    ($($what:literal: $server:expr, $config:expr => $pattern:pat),* $(,)?) => {
+        $({
+            let server = $server;
+            let config = $config;
+            let e = failed_connect(&server, &config).await;
+            assert!(matches!(e, $pattern), "{}: {e:?}", $what);
+        })*
+    };
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn tls_wrong_name_fails() {
+async fn tls_failures_end_in_connect_errors() {
     let pki = pki();
-    let server = tls_server(&pki.server, None);
-    let config = TlsClientConfig::verify(&pki.ca.der, "elsewhere.example").unwrap();
-    let e = failed_connect(&server, &config).await;
-    assert!(
-        matches!(e, ConnectError::Tls(TlsError::InvalidCertificate)),
-        "{e:?}"
-    );
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn tls_expired_certificate_fails_with_a_clock() {
-    let pki = pki();
-    let server = tls_server(&pki.expired_server, None);
-    let config = TlsClientConfig::verify(&pki.ca.der, "localhost")
-        .unwrap()
-        .with_clock::<SystemClock>();
-    let e = failed_connect(&server, &config).await;
-    assert!(
-        matches!(e, ConnectError::Tls(TlsError::InvalidCertificate)),
-        "{e:?}"
-    );
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn tls_chain_too_long_for_its_room_fails() {
-    let pki = pki();
-    let server = tls_server(&pki.server, None);
-    let config = TlsClientConfig::verify(&pki.ca.der, "localhost")
-        .unwrap()
-        .with_chain_capacity::<64>();
-    let e = failed_connect(&server, &config).await;
-    assert!(
-        matches!(e, ConnectError::Tls(TlsError::OutOfMemory)),
-        "{e:?}"
-    );
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn tls_against_a_plain_server_fails() {
-    let server = TestServer::start(None);
-    let e = failed_connect(&server, &TlsClientConfig::no_verification()).await;
-    assert!(matches!(e, ConnectError::Tls(_)), "{e:?}");
+    failed_connects! {
+        "wrong CA":
+            tls_server(&pki.server, None),
+            TlsClientConfig::verify(&pki.other_ca.der, "localhost").unwrap()
+            => ConnectError::Tls(TlsError::InvalidCertificate),
+        "wrong name":
+            tls_server(&pki.server, None),
+            TlsClientConfig::verify(&pki.ca.der, "elsewhere.example").unwrap()
+            => ConnectError::Tls(TlsError::InvalidCertificate),
+        "expired certificate, with a clock":
+            tls_server(&pki.expired_server, None),
+            TlsClientConfig::verify(&pki.ca.der, "localhost")
+                .unwrap()
+                .with_clock::<SystemClock>()
+            => ConnectError::Tls(TlsError::InvalidCertificate),
+        "chain too long for its room":
+            tls_server(&pki.server, None),
+            TlsClientConfig::verify(&pki.ca.der, "localhost")
+                .unwrap()
+                .with_chain_capacity::<64>()
+            => ConnectError::Tls(TlsError::OutOfMemory),
+        "a plain server":
+            TestServer::start(None),
+            TlsClientConfig::no_verification()
+            => ConnectError::Tls(_),
+    }
 }
 
 /// The server rejects the client's certificate (or its lack of one). In TLS
@@ -373,27 +361,49 @@ async fn rejected_by_server(
     facts
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn tls_client_cert_from_another_ca_is_rejected() {
-    let pki = pki();
-    let server = tls_server(&pki.server, Some(&pki.ca));
-    let config = TlsClientConfig::verify(&pki.ca.der, "localhost")
-        .unwrap()
-        .with_client_cert(&pki.stranger.der, &pki.stranger.key_der)
-        .unwrap();
-    if let Some(facts) = rejected_by_server(&config, &server).await {
-        assert!(facts.client_cert_sent);
-    }
+/// A client the server rejects, and what must hold of its handshake facts
+/// when `connect` succeeded.
+struct Rejected {
+    /// The case, for the assertion messages.
+    what: &'static str,
+    /// The client's configuration.
+    config: for<'p> fn(&'p Pki) -> TlsClientConfig<'p>,
+    /// Checks the facts of a client whose `connect` succeeded.
+    facts: fn(&HandshakeFacts) -> bool,
 }
 
+/// Clients a server that requires certificates of its CA rejects.
+const REJECTED: &[Rejected] = &[
+    Rejected {
+        what: "client certificate from another CA",
+        config: |p| {
+            TlsClientConfig::verify(&p.ca.der, "localhost")
+                .unwrap()
+                .with_client_cert(&p.stranger.der, &p.stranger.key_der)
+                .unwrap()
+        },
+        facts: |f| f.client_cert_sent,
+    },
+    Rejected {
+        what: "no client certificate",
+        config: |p| TlsClientConfig::verify(&p.ca.der, "localhost").unwrap(),
+        facts: |f| {
+            f.client_cert_requested
+                && !f.client_cert_sent
+                && f.security_level() == SecurityLevel::ServerAuth
+        },
+    },
+];
+
 #[tokio::test(flavor = "current_thread")]
-async fn tls_missing_client_cert_is_rejected() {
+async fn tls_client_certs_the_server_rejects() {
     let pki = pki();
-    let server = tls_server(&pki.server, Some(&pki.ca));
-    let config = TlsClientConfig::verify(&pki.ca.der, "localhost").unwrap();
-    if let Some(facts) = rejected_by_server(&config, &server).await {
-        assert!(facts.client_cert_requested && !facts.client_cert_sent);
-        assert_eq!(facts.security_level(), SecurityLevel::ServerAuth);
+    for case in REJECTED {
+        let server = tls_server(&pki.server, Some(&pki.ca));
+        let config = (case.config)(&pki);
+        if let Some(facts) = rejected_by_server(&config, &server).await {
+            assert!((case.facts)(&facts), "{}: {facts:?}", case.what);
+        }
     }
 }
 

@@ -4,16 +4,15 @@
 //! client dropped at the handshake timeout, a client killed mid-frame, and a
 //! client that never reads closed with `writequeuefull`.
 //!
-//! Peers that break the protocol are raw sockets ([`Raw`]) that write frames
-//! with `wire::encode_frame` and postcard bodies. Every wait has a timeout
+//! Peers that break the protocol are raw sockets ([`Raw`], the test support
+//! crate's raw peer) that write frames built by hand and postcard bodies. Every wait has a timeout
 //! (`T`), every loop a bound in count and time.
 
 use peng3dnet_core::codec::{Codec, Postcard};
 use peng3dnet_core::connection::SendError;
-use peng3dnet_core::messages::{CloseConn, HandshakeAccept, HandshakeOut, Hello, SetType};
+use peng3dnet_core::messages::{CloseConn, HandshakeAccept, HandshakeOut, Hello};
 use peng3dnet_core::registry::{internal, Packet, SyncPolicy};
 use peng3dnet_core::rules::{InvalidAction, Rules, Violation};
-use peng3dnet_core::wire::{encode_frame, Flags};
 use peng3dnet_core::{CloseReason, Initiator, Mode, SecurityLevel, Side, State};
 use peng3dnet_std::client::{Client, ClientError, ClientEvent, ClientOptions};
 use peng3dnet_std::server::{
@@ -21,8 +20,7 @@ use peng3dnet_std::server::{
     ServerStats,
 };
 use peng3dnet_std::StdRegistry;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use peng3dnet_test_support::{frame, postcard, zlib_stored, RawPeer};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -233,8 +231,8 @@ impl Harness {
     /// A raw client through the handshake, and its id on the server.
     #[track_caller]
     fn raw(&self) -> (Raw, ClientId) {
-        let mut r = Raw::connect(self.addr);
-        r.client_handshake();
+        let mut r = Raw::connect(self.addr, Postcard, T);
+        r.handshake();
         let (id, ..) = self.shook.recv_timeout(T).expect("on_handshake");
         (r, id)
     }
@@ -374,28 +372,9 @@ fn closed_err(e: ClientError) -> (CloseReason, Initiator) {
 
 // ---- raw peers ----
 
-fn enc<M: Serialize + ?Sized>(msg: &M) -> Vec<u8> {
-    let mut out = vec![0u8; Postcard.encoded_len(msg).unwrap()];
-    let n = Postcard.encode(msg, &mut out).unwrap();
-    out.truncate(n);
-    out
-}
-
-/// A zlib stream (RFC 1950) of one stored deflate block.
-fn zlib_stored(data: &[u8]) -> Vec<u8> {
-    let len = u16::try_from(data.len()).unwrap();
-    let mut out = vec![0x78, 0x01, 0x01];
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&(!len).to_le_bytes());
-    out.extend_from_slice(data);
-    let (mut a, mut b) = (1u32, 0u32);
-    for &x in data {
-        a = (a + x as u32) % 65521;
-        b = (b + a) % 65521;
-    }
-    out.extend_from_slice(&((b << 16) | a).to_be_bytes());
-    out
-}
+/// A peer on a plain socket that writes whatever frames a test wants, in
+/// postcard, every wait bounded by [`T`].
+type Raw = RawPeer<Postcard>;
 
 /// Incompressible bytes (xorshift).
 fn noise(len: usize) -> Vec<u8> {
@@ -408,185 +387,6 @@ fn noise(len: usize) -> Vec<u8> {
             (x >> 32) as u8
         })
         .collect()
-}
-
-fn frame(id: u32, flags: u16, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; body.len() + 10];
-    let n = encode_frame(&mut out, id, Flags(flags), body).unwrap();
-    out.truncate(n);
-    out
-}
-
-/// The server's `handshake` as a raw client decodes it.
-#[derive(Deserialize)]
-struct RawHandshake {
-    #[allow(dead_code)]
-    version: String,
-    protoversion: u32,
-    registry: BTreeMap<String, u32>,
-}
-
-/// A peer on a plain socket that writes whatever frames a test wants.
-struct Raw {
-    s: TcpStream,
-    ids: BTreeMap<String, u32>,
-}
-
-impl Raw {
-    fn new(s: TcpStream) -> Raw {
-        s.set_read_timeout(Some(T)).unwrap();
-        s.set_write_timeout(Some(T)).unwrap();
-        s.set_nodelay(true).unwrap();
-        Raw {
-            s,
-            ids: BTreeMap::new(),
-        }
-    }
-
-    fn connect(addr: SocketAddr) -> Raw {
-        Raw::new(TcpStream::connect_timeout(&addr, T).expect("connect"))
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        self.s.write_all(bytes).expect("raw write");
-    }
-
-    fn frame(&mut self, id: u32, flags: u16, body: &[u8]) {
-        self.write(&frame(id, flags, body));
-    }
-
-    fn id(&self, name: &str) -> u32 {
-        self.ids[name]
-    }
-
-    fn send<P: Packet>(&mut self, msg: &P::Message<'_>) {
-        let id = self.id(P::NAME);
-        self.frame(id, 0, &enc(msg));
-    }
-
-    /// The next frame, or `None` at the end of the stream (or a reset).
-    #[track_caller]
-    fn read_frame(&mut self) -> Option<(u32, u16, Vec<u8>)> {
-        let mut len = [0u8; 4];
-        let mut got = 0;
-        while got < 4 {
-            match self.s.read(&mut len[got..]) {
-                Ok(0) if got == 0 => return None,
-                Ok(0) => panic!("end of stream inside a length prefix"),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == ErrorKind::ConnectionReset && got == 0 => return None,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => panic!("raw read: {e}"),
-            }
-        }
-        let len = u32::from_be_bytes(len) as usize;
-        assert!((6..=16 << 20).contains(&len), "frame length {len}");
-        let mut rest = vec![0u8; len];
-        self.s.read_exact(&mut rest).expect("a whole frame");
-        let id = u32::from_be_bytes(rest[..4].try_into().unwrap());
-        let flags = u16::from_be_bytes(rest[4..6].try_into().unwrap());
-        Some((id, flags, rest[6..].to_vec()))
-    }
-
-    #[track_caller]
-    fn expect(&mut self, id: u32) -> Vec<u8> {
-        let (got, flags, body) = self.read_frame().expect("a frame");
-        assert_eq!((got, flags), (id, 0), "packet id and flags");
-        body
-    }
-
-    /// Reads frames up to the peer's `closeconn` and returns its reason; then
-    /// the stream must end. `None`: the stream ended without a `closeconn`.
-    #[track_caller]
-    fn close_reason(&mut self) -> Option<String> {
-        let reason = self.closeconn();
-        if reason.is_some() {
-            assert!(self.read_frame().is_none(), "frames after closeconn");
-        }
-        reason
-    }
-
-    /// Reads frames up to the peer's `closeconn` and returns its reason.
-    #[track_caller]
-    fn closeconn(&mut self) -> Option<String> {
-        let deadline = Instant::now() + T;
-        for _ in 0..1_000_000 {
-            assert!(Instant::now() < deadline, "no closeconn in time");
-            let (id, _, body) = self.read_frame()?;
-            if id == internal::CLOSECONN {
-                let reason = Postcard
-                    .decode::<CloseConn>(&body)
-                    .expect("a closeconn body")
-                    .reason
-                    .unwrap_or("(none)")
-                    .to_string();
-                return Some(reason);
-            }
-        }
-        panic!("no closeconn in 1,000,000 frames");
-    }
-
-    /// As a client: reads `hello`.
-    #[track_caller]
-    fn hello(&mut self) {
-        let body = self.expect(internal::HELLO);
-        let hello = Postcard.decode::<Hello>(&body).expect("hello");
-        assert_eq!(hello.protoversion, 2);
-    }
-
-    fn settype(&mut self, conntype: &str) {
-        self.frame(internal::SETTYPE, 0, &enc(&SetType { conntype }));
-    }
-
-    /// As a client: the whole classic handshake; learns the server's ids.
-    fn client_handshake(&mut self) {
-        self.hello();
-        self.settype("classic");
-        let body = self.expect(internal::HANDSHAKE);
-        let hs = Postcard.decode::<RawHandshake>(&body).expect("handshake");
-        assert_eq!(hs.protoversion, 2);
-        self.ids = hs.registry;
-        self.frame(
-            internal::HANDSHAKE_ACCEPT,
-            0,
-            &enc(&HandshakeAccept { success: true }),
-        );
-    }
-
-    /// As a server: the whole classic handshake with `reg`.
-    fn server_handshake(&mut self, reg: &StdRegistry) {
-        self.frame(
-            internal::HELLO,
-            0,
-            &enc(&Hello {
-                version: "raw",
-                protoversion: 2,
-            }),
-        );
-        self.expect_settype("classic");
-        let hs = HandshakeOut {
-            version: "raw",
-            protoversion: 2,
-            registry: reg.as_map(),
-        };
-        self.frame(internal::HANDSHAKE, 0, &enc(&hs));
-        let body = self.expect(internal::HANDSHAKE_ACCEPT);
-        assert!(Postcard.decode::<HandshakeAccept>(&body).unwrap().success);
-        self.ids = reg
-            .entries()
-            .iter()
-            .map(|e| (e.name.to_string(), e.id))
-            .collect();
-    }
-
-    #[track_caller]
-    fn expect_settype(&mut self, conntype: &str) {
-        let body = self.expect(internal::SETTYPE);
-        assert_eq!(
-            Postcard.decode::<SetType>(&body).unwrap().conntype,
-            conntype
-        );
-    }
 }
 
 /// A raw server on 127.0.0.1 running `script` on the one connection it
@@ -612,7 +412,7 @@ fn against_raw_server<R: Send + 'static>(
             }
         };
         stream.set_nonblocking(false).unwrap();
-        let _ = tx.send(script(Raw::new(stream)));
+        let _ = tx.send(script(Raw::from_stream(stream, Postcard, T)));
     });
     let client = Client::connect(addr, registry(), options).unwrap();
     (client, rx)
@@ -709,15 +509,6 @@ fn side_rule_both_directions() {
     );
     h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Peer);
     assert!(h.got.try_recv().is_err(), "nothing reached the server");
-
-    // A server refusing a close-rule packet does the same.
-    let (mut c, _) = h.client();
-    c.send::<Cmd>(&send_op::<ToServerClose>()).unwrap();
-    assert_eq!(
-        ev(&mut c),
-        Ev::Closed(CloseReason::SmartPacketInvalid, Initiator::Peer)
-    );
-    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Local);
 }
 
 #[test]
@@ -733,7 +524,7 @@ fn side_and_conntype_rules_on_receive_at_the_server() {
     // min_security is checked on send only: over plain TCP it is received.
     r.send::<Secure>(&5);
     r.send::<Cmd>(&0);
-    assert_eq!(r.expect(r.id(Reply::NAME)), enc(&0u32));
+    assert_eq!(r.expect_uncompressed(r.id(Reply::NAME)), postcard(&0u32));
     assert_eq!(
         h.records_until_sync(),
         [(ToServer::NAME, 3), (Classic::NAME, 4), (Secure::NAME, 5)]
@@ -865,10 +656,10 @@ fn state_rule_both_directions() {
     // A raw client in LOGGEDIN on the server is served LoggedIn packets.
     let (mut r, _) = h.raw();
     r.send::<Cmd>(&1);
-    assert_eq!(r.expect(r.id(Reply::NAME)), enc(&65u32));
+    assert_eq!(r.expect_uncompressed(r.id(Reply::NAME)), postcard(&65u32));
     r.send::<LoggedIn>(&4);
     r.send::<Cmd>(&0);
-    assert_eq!(r.expect(r.id(Reply::NAME)), enc(&0u32));
+    assert_eq!(r.expect_uncompressed(r.id(Reply::NAME)), postcard(&0u32));
     let got: Vec<_> = (0..3).map(|_| h.got.recv_timeout(T).unwrap()).collect();
     assert_eq!(
         got.iter().map(|(_, n, v)| (*n, *v)).collect::<Vec<_>>(),
@@ -884,17 +675,6 @@ fn state_rule_both_directions() {
         (CloseReason::SmartPacketInvalid, Initiator::Peer)
     );
     h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Local);
-
-    // Close action, server -> client: LoggedInClose at an ACTIVE client.
-    let (mut c, _) = h.client();
-    c.send::<Cmd>(&1).unwrap();
-    assert_eq!(ev(&mut c), Ev::P(Reply::NAME, 65));
-    c.send::<Cmd>(&send_op::<LoggedInClose>()).unwrap();
-    assert_eq!(
-        ev(&mut c),
-        Ev::Closed(CloseReason::SmartPacketInvalid, Initiator::Local)
-    );
-    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Peer);
 }
 
 #[test]
@@ -928,22 +708,14 @@ fn mode_rule_both_directions() {
     c.send::<Echo>(&4).unwrap();
     assert_eq!(ev(&mut c), Ev::P(Echo::NAME, 4));
     assert_eq!(h.sync(&mut c), [(Echo::NAME, 4)]);
-    // Close actions in both directions.
+    // Close action, client -> server: NotSetClose at a server in PLAY (server
+    // -> client: `close_rule_packets_a_client_in_another_state_or_mode_...`).
     c.send::<NotSetClose>(&5).unwrap();
     assert_eq!(
         until_closed(&mut c),
         (CloseReason::SmartPacketInvalid, Initiator::Peer)
     );
     h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Local);
-    let (mut c, _) = h.client();
-    c.send::<Cmd>(&3).unwrap();
-    assert_eq!(ev(&mut c), Ev::P(Reply::NAME, Mode::PLAY.0 as u32));
-    c.send::<Cmd>(&send_op::<PlayClose>()).unwrap();
-    assert_eq!(
-        ev(&mut c),
-        Ev::Closed(CloseReason::SmartPacketInvalid, Initiator::Local)
-    );
-    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Peer);
 }
 
 #[test]
@@ -982,13 +754,62 @@ fn min_security_is_refused_before_the_wire_both_directions() {
     );
     h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Peer);
     assert!(h.got.try_recv().is_err(), "SecureClose never arrived");
-    let (mut c, _) = h.client();
-    c.send::<Cmd>(&send_op::<SecureClose>()).unwrap();
-    assert_eq!(
-        ev(&mut c),
-        Ev::Closed(CloseReason::SmartPacketInvalid, Initiator::Peer)
-    );
-    h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Local);
+}
+
+/// The server, asked to send a packet whose close rule it breaks, refuses
+/// and closes; the client reports the peer's smartpacketinvalid. Rows: the
+/// packet and the `Cmd` op that asks for it.
+#[test]
+fn close_rule_packets_the_server_may_not_send_close_both_ends() {
+    let h = harness(|_| {});
+    let cases = [
+        // Only clients send it.
+        (ToServerClose::NAME, send_op::<ToServerClose>()),
+        // It needs an encrypted transport; this one is plain TCP.
+        (SecureClose::NAME, send_op::<SecureClose>()),
+    ];
+    for (name, op) in cases {
+        let (mut c, _) = h.client();
+        c.send::<Cmd>(&op).unwrap();
+        assert_eq!(
+            ev(&mut c),
+            Ev::Closed(CloseReason::SmartPacketInvalid, Initiator::Peer),
+            "{name}"
+        );
+        h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Local);
+    }
+}
+
+/// The server moves its side of a client's connection into another state or
+/// mode and sends a packet of that one with a close rule: the client, still
+/// ACTIVE and NOTSET, closes. Rows: the packet, the `Cmd` op that moves the
+/// server and its reply, the `Cmd` op that sends the packet.
+#[test]
+fn close_rule_packets_a_client_in_another_state_or_mode_receives_close_it() {
+    let h = harness(|_| {});
+    let cases = [
+        // LOGGEDIN at an ACTIVE client.
+        (LoggedInClose::NAME, 1, 65, send_op::<LoggedInClose>()),
+        // PLAY at a NOTSET client.
+        (
+            PlayClose::NAME,
+            3,
+            Mode::PLAY.0 as u32,
+            send_op::<PlayClose>(),
+        ),
+    ];
+    for (name, to, reply, op) in cases {
+        let (mut c, _) = h.client();
+        c.send::<Cmd>(&to).unwrap();
+        assert_eq!(ev(&mut c), Ev::P(Reply::NAME, reply), "{name}");
+        c.send::<Cmd>(&op).unwrap();
+        assert_eq!(
+            ev(&mut c),
+            Ev::Closed(CloseReason::SmartPacketInvalid, Initiator::Local),
+            "{name}"
+        );
+        h.expect_close(CloseReason::SmartPacketInvalid, Initiator::Peer);
+    }
 }
 
 // ---- close reasons a peer causes on the server ----
@@ -1001,7 +822,7 @@ fn every_close_reason_a_raw_client_causes_on_the_server() {
     type Script = fn(&mut Raw);
     let cases: [(&str, Script); 14] = [
         ("smartpacketinvalid", |r| {
-            r.client_handshake();
+            r.handshake();
             r.send::<ToClientClose>(&1);
         }),
         ("unknownconntype", |r| {
@@ -1010,7 +831,7 @@ fn every_close_reason_a_raw_client_causes_on_the_server() {
         }),
         ("packettoolarge", |r| {
             // One byte above the limit: refused from its prefix alone.
-            r.client_handshake();
+            r.handshake();
             let id = r.id(Blob::NAME);
             r.write(&(MAX_FRAME as u32 - 3).to_be_bytes());
             r.write(&id.to_be_bytes());
@@ -1019,21 +840,21 @@ fn every_close_reason_a_raw_client_causes_on_the_server() {
             r.write(&[0, 0, 0, 5, 0, 0, 0, 64, 0, 0])
         }),
         ("unknownflags", |r| {
-            r.client_handshake();
+            r.handshake();
             let id = r.id(Echo::NAME);
-            r.frame(id, 4, &enc(&1u32));
+            r.frame(id, 4, &postcard(&1u32));
         }),
         ("encryptionunsupported", |r| {
-            r.client_handshake();
+            r.handshake();
             let id = r.id(Echo::NAME);
-            r.frame(id, 2, &enc(&1u32));
+            r.frame(id, 2, &postcard(&1u32));
         }),
         ("decompressionfailed", |r| {
             // Compressed frames are accepted (see below), but this body is
             // no zlib stream.
-            r.client_handshake();
+            r.handshake();
             let id = r.id(Echo::NAME);
-            r.frame(id, 1, &enc(&1u32));
+            r.frame(id, 1, &postcard(&1u32));
         }),
         ("malformedpacket", |r| {
             // A settype whose body does not decode.
@@ -1042,18 +863,18 @@ fn every_close_reason_a_raw_client_causes_on_the_server() {
         }),
         ("malformedpacket", |r| {
             // An application packet whose body does not decode as its type.
-            r.client_handshake();
+            r.handshake();
             let id = r.id(Echo::NAME);
             r.frame(id, 0, &[]);
         }),
         ("handshakefailed", |r| {
             r.hello();
             r.settype("classic");
-            r.expect(internal::HANDSHAKE);
+            r.expect_uncompressed(internal::HANDSHAKE);
             r.frame(
                 internal::HANDSHAKE_ACCEPT,
                 0,
-                &enc(&HandshakeAccept { success: false }),
+                &postcard(&HandshakeAccept { success: false }),
             );
         }),
         ("smartpacketinvalid", |r| {
@@ -1062,18 +883,18 @@ fn every_close_reason_a_raw_client_causes_on_the_server() {
             r.frame(
                 internal::HANDSHAKE_ACCEPT,
                 0,
-                &enc(&HandshakeAccept { success: true }),
+                &postcard(&HandshakeAccept { success: true }),
             );
         }),
         ("invalidpingpacket", |r| {
             r.hello();
             r.settype("ping");
-            r.frame(70, 0, &enc(&1u32));
+            r.frame(70, 0, &postcard(&1u32));
         }),
         ("pinginvalidside", |r| {
             r.hello();
             r.settype("ping");
-            r.frame(internal::PING_RESPONSE, 0, &enc(&1.0f64));
+            r.frame(internal::PING_RESPONSE, 0, &postcard(&1.0f64));
         }),
         ("invalidpingpacket", |r| {
             // A ping request whose body is no ping request.
@@ -1084,7 +905,7 @@ fn every_close_reason_a_raw_client_causes_on_the_server() {
     ];
     let wire_name = |r: &CloseReason| r.as_wire().unwrap_or("(none)").to_string();
     for (expected, script) in cases {
-        let mut r = Raw::connect(h.addr);
+        let mut r = Raw::connect(h.addr, Postcard, T);
         script(&mut r);
         assert_eq!(r.close_reason().as_deref(), Some(expected), "{expected}");
         let (_, reason, initiator) = h.next_close();
@@ -1096,19 +917,19 @@ fn every_close_reason_a_raw_client_causes_on_the_server() {
     // A compressed frame is inflated and handled.
     let (mut r, _) = h.raw();
     let id = r.id(Echo::NAME);
-    r.frame(id, 1, &zlib_stored(&enc(&77u32)));
-    assert_eq!(r.expect(id), enc(&77u32));
+    r.frame(id, 1, &zlib_stored(&postcard(&77u32)));
+    assert_eq!(r.expect_uncompressed(id), postcard(&77u32));
     assert_eq!(h.got.recv_timeout(T).unwrap().1, Echo::NAME);
     drop(r);
     assert_eq!(h.next_close().1, CloseReason::SocketClose);
     // A frame exactly at the limit is received.
     let (mut r, _) = h.raw();
     let body = vec![7u8; MAX_FRAME - 10 - 2];
-    let msg = enc(&&body[..]);
+    let msg = postcard(&&body[..]);
     assert_eq!(msg.len() + 10, MAX_FRAME);
     r.frame(r.id(Blob::NAME), 0, &msg);
     r.send::<Cmd>(&0);
-    assert_eq!(r.expect(r.id(Reply::NAME)), enc(&0u32));
+    assert_eq!(r.expect_uncompressed(r.id(Reply::NAME)), postcard(&0u32));
     assert_eq!(
         h.got.recv_timeout(T).unwrap().1,
         Blob::NAME,
@@ -1141,8 +962,12 @@ fn closes_a_peer_asks_for_are_reported_as_the_peers_on_both_sides() {
     }
     // A raw closeconn without a reason.
     let (mut r, id) = h.raw();
-    r.frame(internal::CLOSECONN, 0, &enc(&CloseConn { reason: None }));
-    assert_eq!(r.read_frame(), None, "the server closes the socket");
+    r.frame(
+        internal::CLOSECONN,
+        0,
+        &postcard(&CloseConn { reason: None }),
+    );
+    assert_eq!(r.next_frame(), None, "the server closes the socket");
     assert_eq!(
         h.next_close(),
         (id, CloseReason::Unspecified, Initiator::Peer)
@@ -1159,7 +984,7 @@ fn a_dropped_client_is_socketclose_on_the_server() {
         (id, CloseReason::SocketClose, Initiator::Transport)
     );
     // Before the handshake completes, too.
-    let mut r = Raw::connect(h.addr);
+    let mut r = Raw::connect(h.addr, Postcard, T);
     r.hello();
     drop(r);
     h.expect_close(CloseReason::SocketClose, Initiator::Transport);
@@ -1202,7 +1027,7 @@ fn every_close_reason_a_raw_server_causes_on_the_client() {
         r.frame(
             internal::HELLO,
             0,
-            &enc(&Hello {
+            &postcard(&Hello {
                 version: "raw",
                 protoversion: 2,
             }),
@@ -1215,7 +1040,7 @@ fn every_close_reason_a_raw_server_causes_on_the_client() {
                 version: "raw",
                 protoversion: 3,
             };
-            r.frame(internal::HELLO, 0, &enc(&hello));
+            r.frame(internal::HELLO, 0, &postcard(&hello));
         }),
         ("malformedpacket", |r| r.frame(internal::HELLO, 0, &[0xff])),
         ("malformedpacket", |r| {
@@ -1241,8 +1066,8 @@ fn every_close_reason_a_raw_server_causes_on_the_client() {
         ("decompressionfailed", |r| {
             r.server_handshake(&registry());
             let id = r.id(Echo::NAME);
-            r.frame(id, 1, &zlib_stored(&enc(&1u32)));
-            r.frame(id, 1, &enc(&2u32));
+            r.frame(id, 1, &zlib_stored(&postcard(&1u32)));
+            r.frame(id, 1, &postcard(&2u32));
         }),
         ("smartpacketinvalid", |r| {
             // A second hello: a close-rule internal in the wrong state.
@@ -1250,17 +1075,17 @@ fn every_close_reason_a_raw_server_causes_on_the_client() {
             r.frame(
                 internal::HANDSHAKE,
                 0,
-                &enc(&HandshakeOut {
+                &postcard(&HandshakeOut {
                     version: "raw",
                     protoversion: 2,
                     registry: registry().as_map(),
                 }),
             );
-            r.expect(internal::HANDSHAKE_ACCEPT);
+            r.expect_uncompressed(internal::HANDSHAKE_ACCEPT);
             r.frame(
                 internal::HANDSHAKE,
                 0,
-                &enc(&HandshakeOut {
+                &postcard(&HandshakeOut {
                     version: "raw",
                     protoversion: 2,
                     registry: registry().as_map(),
@@ -1321,7 +1146,7 @@ fn every_close_reason_a_raw_server_causes_on_the_client() {
         r.frame(
             internal::CLOSECONN,
             0,
-            &enc(&CloseConn {
+            &postcard(&CloseConn {
                 reason: Some("command"),
             }),
         );
@@ -1359,12 +1184,12 @@ fn recv_returns_every_event_before_the_close_error() {
         // Two packets and a closeconn in one write, so that one read of the
         // client takes them all.
         let id = r.id(Echo::NAME);
-        let mut bytes = frame(id, 0, &enc(&1u32));
-        bytes.extend(frame(id, 0, &enc(&2u32)));
+        let mut bytes = frame(id, 0, &postcard(&1u32));
+        bytes.extend(frame(id, 0, &postcard(&2u32)));
         bytes.extend(frame(
             internal::CLOSECONN,
             0,
-            &enc(&CloseConn {
+            &postcard(&CloseConn {
                 reason: Some("command"),
             }),
         ));
@@ -1405,11 +1230,13 @@ fn a_client_closes_its_socket_after_a_close_of_its_own() {
             version: "raw",
             protoversion: 3,
         };
-        r.frame(internal::HELLO, 0, &enc(&hello));
-        let reason = r.closeconn();
-        r.s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        r.frame(internal::HELLO, 0, &postcard(&hello));
+        let reason = r.read_closeconn();
+        r.stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let mut byte = [0u8; 1];
-        let end = match r.s.read(&mut byte) {
+        let end = match r.stream.read(&mut byte) {
             Ok(0) => "end of stream".to_string(),
             Ok(_) => "a byte".to_string(),
             Err(e) => format!("no end of stream: {:?}", e.kind()),
@@ -1495,7 +1322,7 @@ fn max_clients_refuses_the_next_with_serverfull() {
         closed_err(c.wait_connected(T).unwrap_err()),
         (CloseReason::ServerFull, Initiator::Peer)
     );
-    let mut r = Raw::connect(h.addr);
+    let mut r = Raw::connect(h.addr, Postcard, T);
     assert_eq!(r.close_reason().as_deref(), Some("serverfull"));
     let status = handle.status().unwrap();
     assert_eq!((status.clients, status.connected), (2, 2));
@@ -1531,7 +1358,7 @@ fn shutdown_tells_every_client_and_join_returns() {
     let handle = h.running.as_ref().unwrap().handle().clone();
     let mut clients: Vec<(Client, ClientId)> = (0..3).map(|_| h.client()).collect();
     // One more that is still in the handshake.
-    let mut r = Raw::connect(h.addr);
+    let mut r = Raw::connect(h.addr, Postcard, T);
     r.hello();
     let deadline = Instant::now() + T;
     while handle.status().unwrap().clients != 4 {
@@ -1607,7 +1434,7 @@ fn shutdown_does_not_wait_past_the_grace_for_a_client_that_never_reads() {
 fn a_silent_client_is_dropped_at_the_handshake_timeout() {
     let h = harness(|o| o.handshake_timeout = Duration::from_millis(300));
     let start = Instant::now();
-    let mut silent = Raw::connect(h.addr);
+    let mut silent = Raw::connect(h.addr, Postcard, T);
     // A client that completed its handshake is not affected by the timer.
     let (mut c, _) = h.client();
     assert_eq!(silent.close_reason().as_deref(), Some("handshaketimeout"));
@@ -1618,10 +1445,10 @@ fn a_silent_client_is_dropped_at_the_handshake_timeout() {
     );
     h.expect_close(CloseReason::HandshakeTimeout, Initiator::Local);
     // One that stops in the middle of the handshake, too.
-    let mut halfway = Raw::connect(h.addr);
+    let mut halfway = Raw::connect(h.addr, Postcard, T);
     halfway.hello();
     halfway.settype("classic");
-    halfway.expect(internal::HANDSHAKE);
+    halfway.expect_uncompressed(internal::HANDSHAKE);
     assert_eq!(halfway.close_reason().as_deref(), Some("handshaketimeout"));
     assert_eq!(h.next_close().1, CloseReason::HandshakeTimeout);
     thread::sleep(Duration::from_millis(400));
@@ -1681,7 +1508,7 @@ fn a_client_killed_mid_frame_does_not_disturb_the_others() {
     }
     // Half a frame, then gone.
     let echo = fin.id(Echo::NAME);
-    let mut half = frame(echo, 0, &enc(&123_456u32));
+    let mut half = frame(echo, 0, &postcard(&123_456u32));
     half.truncate(7);
     fin.write(&half);
     rst.send::<Cmd>(&0);
@@ -1786,11 +1613,13 @@ fn a_client_that_sends_echoes_but_never_reads_is_dropped_after_the_write_stall_t
     // reads the answers; the server stops reading from it once its queue is
     // half full, and drops it once its socket takes no byte.
     let id = stalled.id(Echo::NAME);
-    let mut writer = stalled.s.try_clone().unwrap();
+    let mut writer = stalled.stream.try_clone().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let flood = thread::spawn(move || {
-        let batch: Vec<u8> = (0..1000u32).flat_map(|i| frame(id, 0, &enc(&i))).collect();
+        let batch: Vec<u8> = (0..1000u32)
+            .flat_map(|i| frame(id, 0, &postcard(&i)))
+            .collect();
         let start = Instant::now();
         let mut sent = 0usize;
         for _ in 0..100_000 {
@@ -1841,13 +1670,13 @@ fn every_pipelined_frame_of_a_fast_sender_is_read_and_answered() {
     let h = harness(|_| {});
     let (mut r, _) = h.raw();
     let id = r.id(Echo::NAME);
-    let mut writer = r.s.try_clone().unwrap();
+    let mut writer = r.stream.try_clone().unwrap();
     const N: u32 = 200_000;
     let sender = thread::spawn(move || {
         let start = Instant::now();
         for b in 0..N / 1000 {
             let batch: Vec<u8> = (b * 1000..(b + 1) * 1000)
-                .flat_map(|i| frame(id, 0, &enc(&i)))
+                .flat_map(|i| frame(id, 0, &postcard(&i)))
                 .collect();
             if writer.write_all(&batch).is_err() || start.elapsed() > 3 * T {
                 return b * 1000;
@@ -1862,15 +1691,17 @@ fn every_pipelined_frame_of_a_fast_sender_is_read_and_answered() {
         assert!(start.elapsed() < 6 * T, "too slow");
         // A short read timeout: a server that stopped reading answers
         // nothing more.
-        r.s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        r.stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
         let mut len = [0u8; 4];
-        if let Err(e) = r.s.read_exact(&mut len) {
+        if let Err(e) = r.stream.read_exact(&mut len) {
             stalled = Some(format!("{:?}", e.kind()));
             break;
         }
         let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
-        r.s.read_exact(&mut rest).unwrap();
-        assert_eq!(rest[6..], enc(&next)[..]);
+        r.stream.read_exact(&mut rest).unwrap();
+        assert_eq!(rest[6..], postcard(&next)[..]);
         next += 1;
     }
     drop(r);

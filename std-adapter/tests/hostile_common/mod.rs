@@ -1,22 +1,17 @@
 //! Helpers of `tests/hostile.rs`: the `peng3dnet serve` process (killed when
-//! dropped, its resident memory and open descriptors read from `/proc`), a
-//! raw peer on a plain socket that writes whatever bytes a case wants and
-//! reads the server's answer with a bounded wait, and the well-behaved echo
-//! client that runs beside every case.
+//! dropped, its resident memory and open descriptors read from `/proc`), the
+//! raw peer of `peng3dnet-test-support` in the server's codec with the echo
+//! server's handshake and echoes, and the well-behaved echo client that runs
+//! beside every case.
 
-use flate2::read::ZlibDecoder;
 use peng3dnet_core::codec::Codec;
-use peng3dnet_core::messages::{CloseConn, HandshakeAccept, Hello, SetType};
-use peng3dnet_core::registry::internal;
-use peng3dnet_core::wire::{encode_frame, Flags};
 use peng3dnet_core::CloseReason;
 use peng3dnet_std::client::{Client, ClientEvent, ClientOptions};
 use peng3dnet_std::codec::AnyCodec;
 use peng3dnet_std::echo::{self, Echo};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use peng3dnet_test_support::RawPeer;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -186,29 +181,6 @@ pub fn wait_fds_at_most(pid: u32, max: usize, within: Duration) -> usize {
 // ---------------------------------------------------------------------------
 // Bytes
 
-/// One frame.
-pub fn frame(id: u32, flags: u16, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; body.len() + 10];
-    let n = encode_frame(&mut out, id, Flags(flags), body).expect("room for the frame");
-    out.truncate(n);
-    out
-}
-
-/// `msg` encoded with `codec`.
-pub fn enc<M: Serialize + ?Sized>(codec: AnyCodec, msg: &M) -> Vec<u8> {
-    let mut out = vec![0u8; codec.encoded_len(msg).expect("encodable")];
-    let n = codec.encode(msg, &mut out).expect("encodes");
-    out.truncate(n);
-    out
-}
-
-/// `data` as one zlib stream (RFC 1950) at `level`.
-pub fn zlib(data: &[u8], level: u32) -> Vec<u8> {
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(level.min(9)));
-    z.write_all(data).expect("compress");
-    z.finish().expect("compress")
-}
-
 /// Printable pseudo-random text (xorshift), the same for the same `seed`.
 pub fn text(len: usize, seed: u64) -> String {
     let mut x = seed | 1;
@@ -230,251 +202,53 @@ pub const GARBAGE: &[u8] = &[0xc1, 0xff, 0xff];
 // ---------------------------------------------------------------------------
 // The raw peer
 
-/// What a raw read found.
-#[derive(Debug)]
-pub enum Got {
-    /// A whole frame: id and body (inflated when the server compressed it).
-    Frame(u32, Vec<u8>),
-    /// End of stream or reset.
-    End,
-    /// Nothing within the bound.
-    Timeout,
-}
+/// A hostile peer on a plain blocking socket, in the server's codec (every
+/// wait bounded by [`LIMIT`]).
+pub type Raw = RawPeer<AnyCodec>;
 
-/// How a connection ended, as the raw peer sees it.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The server sent `closeconn` with this reason, then ended the stream.
-    Closed(String),
-    /// The stream ended (or was reset) without a `closeconn`.
-    Ended,
-    /// The server sent `closeconn` but the stream went on: this frame id came.
-    FrameAfterClose(String, u32),
-    /// No end within the bound.
-    Timeout,
-}
-
-/// `Outcome::Closed(reason)`.
-pub fn closed(reason: &str) -> Outcome {
-    Outcome::Closed(reason.to_string())
-}
-
-/// The server's `handshake` as a raw client decodes it.
-#[derive(Deserialize)]
-struct RawHandshake {
-    #[allow(dead_code)]
-    version: String,
-    protoversion: u32,
-    registry: BTreeMap<String, u32>,
-}
-
-/// A hostile peer on a plain blocking socket.
-pub struct Raw {
-    /// The socket.
-    pub s: TcpStream,
-    /// The server's codec.
-    pub codec: AnyCodec,
-}
-
-impl Raw {
-    /// Connects (bounded).
-    pub fn connect(addr: SocketAddr, codec: AnyCodec) -> Raw {
-        let s = TcpStream::connect_timeout(&addr, LIMIT).expect("connect");
-        s.set_nodelay(true).unwrap();
-        s.set_write_timeout(Some(LIMIT)).unwrap();
-        Raw { s, codec }
-    }
-
-    /// Writes all of `bytes` (bounded by the write timeout).
-    #[track_caller]
-    pub fn write(&mut self, bytes: &[u8]) {
-        self.s.write_all(bytes).expect("raw write");
-    }
-
-    /// Writes one frame.
-    #[track_caller]
-    pub fn frame(&mut self, id: u32, flags: u16, body: &[u8]) {
-        self.write(&frame(id, flags, body));
-    }
-
-    /// `msg` in the server's codec.
-    pub fn enc<M: Serialize + ?Sized>(&self, msg: &M) -> Vec<u8> {
-        enc(self.codec, msg)
-    }
-
-    /// Writes `msg` as packet `id`.
-    #[track_caller]
-    pub fn send<M: Serialize + ?Sized>(&mut self, id: u32, msg: &M) {
-        let body = self.enc(msg);
-        self.frame(id, 0, &body);
-    }
-
-    /// The next frame, the end of the stream, or a timeout at `deadline`.
-    #[track_caller]
-    pub fn read_frame(&mut self, deadline: Instant) -> Got {
-        let mut len = [0u8; 4];
-        match self.read_exact_by(&mut len, deadline, true) {
-            Ok(()) => {}
-            Err(r) => return r,
-        }
-        let len = u32::from_be_bytes(len) as usize;
-        assert!(
-            (6..=16 << 20).contains(&len),
-            "the server sent a frame length of {len}"
-        );
-        let mut rest = vec![0u8; len];
-        if let Err(r) = self.read_exact_by(&mut rest, deadline, false) {
-            return r;
-        }
-        let id = u32::from_be_bytes(rest[..4].try_into().unwrap());
-        let flags = u16::from_be_bytes(rest[4..6].try_into().unwrap());
-        let mut body = rest[6..].to_vec();
-        if flags & 1 != 0 {
-            let mut out = Vec::new();
-            ZlibDecoder::new(&body[..])
-                .take(16 << 20)
-                .read_to_end(&mut out)
-                .expect("the server's compressed body inflates");
-            body = out;
-        }
-        Got::Frame(id, body)
-    }
-
-    fn read_exact_by(
-        &mut self,
-        buf: &mut [u8],
-        deadline: Instant,
-        at_start: bool,
-    ) -> Result<(), Got> {
-        let mut got = 0;
-        while got < buf.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Got::Timeout);
-            }
-            self.s.set_read_timeout(Some(left)).unwrap();
-            match self.s.read(&mut buf[got..]) {
-                Ok(0) if at_start && got == 0 => return Err(Got::End),
-                Ok(0) => panic!("the stream ended inside a frame"),
-                Ok(n) => got += n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Err(Got::Timeout)
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::ConnectionReset
-                            | ErrorKind::ConnectionAborted
-                            | ErrorKind::BrokenPipe
-                    ) =>
-                {
-                    return Err(Got::End)
-                }
-                Err(e) => panic!("raw read: {e}"),
-            }
-        }
-        Ok(())
-    }
-
-    /// The next frame, which must come within [`LIMIT`] and be packet `id`.
-    #[track_caller]
-    pub fn expect(&mut self, id: u32) -> Vec<u8> {
-        match self.read_frame(Instant::now() + LIMIT) {
-            Got::Frame(got, body) => {
-                assert_eq!(got, id, "expected packet {id}, got {got}");
-                body
-            }
-            other => panic!("expected packet {id}, got {other:?}"),
-        }
-    }
-
-    /// Reads `hello`.
-    #[track_caller]
-    pub fn hello(&mut self) {
-        let body = self.expect(internal::HELLO);
-        let hello: Hello = self.codec.decode(&body).expect("a hello");
-        assert_eq!(hello.protoversion, 2);
-    }
-
-    /// Sends `settype`.
-    #[track_caller]
-    pub fn settype(&mut self, conntype: &str) {
-        self.send(internal::SETTYPE, &SetType { conntype });
-    }
-
-    /// Sends `handshake.accept {success: true}`.
-    #[track_caller]
-    pub fn accept(&mut self) {
-        self.send(
-            internal::HANDSHAKE_ACCEPT,
-            &HandshakeAccept { success: true },
-        );
-    }
-
+/// What a hostile peer does against the echo server beyond
+/// [`RawPeer`]'s frames: the handshake with the echo ids checked, and echoes.
+pub trait EchoPeer {
     /// Reads the server's `handshake` and checks the echo ids.
+    fn read_echo_handshake(&mut self);
+    /// After `hello`: settype classic, the handshake (echo ids checked),
+    /// accept.
+    fn handshake_rest(&mut self);
+    /// The whole classic handshake, as a well-behaved client does it, with
+    /// the echo ids checked.
+    fn echo_handshake(&mut self);
+    /// Sends `text` as `echo:echo` and checks that the next frame is its
+    /// echo: the connection goes on.
+    fn echo(&mut self, text: &str);
+}
+
+impl EchoPeer for Raw {
     #[track_caller]
-    pub fn read_handshake(&mut self) {
-        let body = self.expect(internal::HANDSHAKE);
-        let hs: RawHandshake = self.codec.decode(&body).expect("a handshake");
-        assert_eq!(hs.protoversion, 2);
-        assert_eq!(hs.registry.get("echo:echo"), Some(&ECHO_ID));
-        assert_eq!(hs.registry.get("echo:ping"), Some(&ECHO_PING_ID));
+    fn read_echo_handshake(&mut self) {
+        self.read_handshake();
+        assert_eq!(self.id("echo:echo"), ECHO_ID);
+        assert_eq!(self.id("echo:ping"), ECHO_PING_ID);
     }
 
-    /// The whole classic handshake, as a well-behaved client does it.
     #[track_caller]
-    pub fn handshake(&mut self) {
-        self.hello();
+    fn handshake_rest(&mut self) {
         self.settype("classic");
-        self.read_handshake();
+        self.read_echo_handshake();
         self.accept();
     }
 
-    /// Sends `text` as `echo:echo` and checks that the next frame is its echo:
-    /// the connection goes on.
     #[track_caller]
-    pub fn echo(&mut self, text: &str) {
-        self.send(ECHO_ID, text);
+    fn echo_handshake(&mut self) {
+        self.hello();
+        self.handshake_rest();
+    }
+
+    #[track_caller]
+    fn echo(&mut self, text: &str) {
+        self.send_as(ECHO_ID, text);
         let body = self.expect(ECHO_ID);
         let back: &str = self.codec.decode(&body).expect("an echo body");
         assert_eq!(back, text, "the echo came back changed");
-    }
-
-    /// Sends `closeconn` with `reason`.
-    #[track_caller]
-    pub fn closeconn(&mut self, reason: &str) {
-        self.send(
-            internal::CLOSECONN,
-            &CloseConn {
-                reason: Some(reason),
-            },
-        );
-    }
-
-    /// Reads up to the server's `closeconn` (skipping other frames) and
-    /// then the end of the stream, bounded by [`LIMIT`] each.
-    #[track_caller]
-    pub fn outcome(&mut self) -> Outcome {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            match self.read_frame(deadline) {
-                Got::Frame(id, body) if id == internal::CLOSECONN => {
-                    let reason = match self.codec.decode::<CloseConn>(&body) {
-                        Ok(c) => c.reason.unwrap_or("(none)").to_string(),
-                        Err(_) => "(undecodable closeconn)".to_string(),
-                    };
-                    return match self.read_frame(Instant::now() + LIMIT) {
-                        Got::End => Outcome::Closed(reason),
-                        Got::Frame(id, ..) => Outcome::FrameAfterClose(reason, id),
-                        Got::Timeout => Outcome::Timeout,
-                    };
-                }
-                Got::Frame(..) => {}
-                Got::End => return Outcome::Ended,
-                Got::Timeout => return Outcome::Timeout,
-            }
-        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Every SmartPacket rule in both directions, every close reason, custom
 //! connection types and the client table, on connected core pairs.
 
-use peng3dnet_core::codec::{Codec, Postcard};
+use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::{
     ConnTypeHooks, CustomConnType, Dispatch, SendError, Take, MIN_TX_BUFFER,
 };
@@ -10,67 +10,10 @@ use peng3dnet_core::registry::{Registry, RegistryAccess, SyncPolicy};
 use peng3dnet_core::rules::Violation;
 use peng3dnet_core::table::{encode_refusal, ClientTable};
 use peng3dnet_core::time::{Duration, Instant};
-use peng3dnet_core::wire::encode_frame;
-use peng3dnet_core::wire::Flags;
 use peng3dnet_core::{
     CloseReason, Config, Connection, Event, Initiator, Mode, SecurityLevel, Side, State,
 };
-use peng3dnet_tests::*;
-
-const T0: Instant = Instant::ZERO;
-
-/// Moves bytes both ways until both are quiet; returns (server, client) events.
-fn exchange<G1: RegistryAccess<CAP>, G2: RegistryAccess<CAP>>(
-    s: &mut Conn<'_, G1>,
-    c: &mut Conn<'_, G2>,
-) -> (Vec<Rec>, Vec<Rec>) {
-    let (mut se, mut ce) = (Vec::new(), Vec::new());
-    for _ in 0..32 {
-        let to_c = take_tx(s);
-        let to_s = take_tx(c);
-        if to_c.is_empty() && to_s.is_empty() {
-            return (se, ce);
-        }
-        ce.extend(deliver(c, &to_c, &[], T0));
-        se.extend(deliver(s, &to_s, &[], T0));
-    }
-    panic!("no quiet after 32 rounds");
-}
-
-fn raw(id: u32, flags: u16, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; body.len() + 10];
-    encode_frame(&mut out, id, Flags(flags), body).unwrap();
-    out
-}
-
-fn body<T: serde::Serialize>(msg: &T) -> Vec<u8> {
-    let mut out = vec![0u8; 8192];
-    let n = Postcard.encode(msg, &mut out).unwrap();
-    out.truncate(n);
-    out
-}
-
-macro_rules! pair {
-    ($cfg:expr, $sreg:ident, $creg:ident, $s:ident, $c:ident, $conntype:expr) => {
-        let mut $s: Conn<'_> =
-            Conn::server(&$cfg, &$sreg, Postcard, [0; BUF], [0; BUF], T0).unwrap();
-        let mut $c: ClientConn<'_> = Conn::client(
-            &$cfg, &mut $creg, Postcard, [0; BUF], [0; BUF], $conntype, T0,
-        )
-        .unwrap();
-    };
-}
-
-macro_rules! connected {
-    ($s:ident, $c:ident) => {
-        let cfg = config();
-        let sreg = registry();
-        let mut creg = registry();
-        pair!(cfg, sreg, creg, $s, $c, "classic");
-        let (se, ce) = exchange(&mut $s, &mut $c);
-        assert_eq!((se, ce), (vec![Rec::Connected], vec![Rec::Connected]));
-    };
-}
+use peng3dnet_test_support::*;
 
 #[test]
 fn typed_packets_travel_both_ways() {
@@ -84,7 +27,7 @@ fn typed_packets_travel_both_ways() {
         [Rec::Packet(
             id,
             Some("test:chat"),
-            body(&Numbered { seq: 7, text: "hi" })
+            postcard(&Numbered { seq: 7, text: "hi" })
         )]
     );
     assert_eq!(
@@ -92,7 +35,7 @@ fn typed_packets_travel_both_ways() {
         [Rec::Packet(
             id,
             Some("test:chat"),
-            body(&Numbered { seq: 8, text: "ho" })
+            postcard(&Numbered { seq: 8, text: "ho" })
         )]
     );
     // decode checks the type.
@@ -143,10 +86,10 @@ fn side_rule_on_receive() {
     let to_server = c.registry().id_of::<ToServer>().unwrap();
     let to_client = c.registry().id_of::<ToClient>().unwrap();
     // A ToClient arriving at the server is ignored...
-    s.handle_input(&raw(to_client, 0, &body(&1u32)));
+    s.handle_input(&frame(to_client, 0, &postcard(&1u32)));
     assert_eq!(drain(&mut s, T0), [Rec::Ignored(to_client)]);
     // ...a ToServer arriving at the client closes it (action close).
-    c.handle_input(&raw(to_server, 0, &body(&1u32)));
+    c.handle_input(&frame(to_server, 0, &postcard(&1u32)));
     assert_eq!(
         drain(&mut c, T0),
         [Rec::Closed(
@@ -251,7 +194,11 @@ fn plain_packets_travel_before_the_handshake() {
     c.send::<Plain>(&&b"early"[..]).unwrap();
     let (se, _) = exchange(&mut s, &mut c);
     assert!(
-        se.contains(&Rec::Packet(69, Some("test:plain"), body(&&b"early"[..]))),
+        se.contains(&Rec::Packet(
+            69,
+            Some("test:plain"),
+            postcard(&&b"early"[..])
+        )),
         "{se:?}"
     );
 }
@@ -381,15 +328,15 @@ fn handshake_timeout_on_both_sides() {
 #[test]
 fn frame_errors_close_with_their_reasons() {
     let cases: [(Vec<u8>, CloseReason); 6] = [
-        (raw(64, 1, b"garbage"), CloseReason::DecompressionFailed),
+        (frame(64, 1, b"garbage"), CloseReason::DecompressionFailed),
         (
             (BUF as u32 - 3).to_be_bytes().to_vec(),
             CloseReason::FrameTooLarge,
         ),
         (u32::MAX.to_be_bytes().to_vec(), CloseReason::FrameTooLarge),
         (vec![0, 0, 0, 5], CloseReason::MalformedFrame),
-        (raw(64, 0x8000, b""), CloseReason::UnknownFlags),
-        (raw(64, 2, b""), CloseReason::EncryptionUnsupported),
+        (frame(64, 0x8000, b""), CloseReason::UnknownFlags),
+        (frame(64, 2, b""), CloseReason::EncryptionUnsupported),
     ];
     for (bytes, reason) in cases {
         connected!(s, c);
@@ -407,27 +354,27 @@ fn frame_errors_close_with_their_reasons() {
 fn the_largest_frame_that_fits_is_taken() {
     connected!(s, c);
     let id = c.registry().id_of::<Plain>().unwrap();
-    let bytes = raw(id, 0, &vec![0u8; BUF - 10]);
+    let bytes = frame(id, 0, &vec![0u8; BUF - 10]);
     assert_eq!(bytes.len(), BUF);
     assert_eq!(s.handle_input(&bytes), BUF);
     assert!(matches!(drain(&mut s, T0)[..], [Rec::Packet(..)]));
 }
 
+/// `closeconn` bodies a server must read as "no reason given".
+const UNSPECIFIED_CLOSECONNS: &[(&str, &[u8])] = &[("nil", &[0]), ("garbage", &[1, 200, 200])];
+
 #[test]
 fn closeconn_with_nil_or_garbage() {
-    connected!(s, c);
-    s.handle_input(&raw(16, 0, &[0]));
-    assert_eq!(
-        drain(&mut s, T0),
-        [Rec::Closed(CloseReason::Unspecified, Initiator::Peer)]
-    );
-    connected!(s2, c2);
-    let _ = &mut c2;
-    s2.handle_input(&raw(16, 0, &[1, 200, 200]));
-    assert_eq!(
-        drain(&mut s2, T0),
-        [Rec::Closed(CloseReason::Unspecified, Initiator::Peer)]
-    );
+    for (what, body) in UNSPECIFIED_CLOSECONNS {
+        connected!(s, c);
+        let _ = &mut c;
+        s.handle_input(&frame(16, 0, body));
+        assert_eq!(
+            drain(&mut s, T0),
+            [Rec::Closed(CloseReason::Unspecified, Initiator::Peer)],
+            "{what}"
+        );
+    }
 }
 
 #[test]
@@ -474,72 +421,65 @@ fn registry_sync_policies() {
     assert!(matches!(se[..], [Rec::Packet(65, Some("test:chat"), _)]));
 }
 
+/// Frames that close a server's ping connection: (what, packet id, body,
+/// reason).
+const PING_SERVER_CLOSES: &[(&str, u32, &[u8], CloseReason)] = &[
+    (
+        "a ping answer arrives at the server",
+        65,
+        &[],
+        CloseReason::PingInvalidSide,
+    ),
+    (
+        "another id on a ping connection",
+        70,
+        &[],
+        CloseReason::InvalidPingPacket,
+    ),
+    (
+        "a request that does not decode",
+        64,
+        &[1],
+        CloseReason::InvalidPingPacket,
+    ),
+];
+
 #[test]
 fn ping_closes() {
-    // pinginvalidside on the server: a ping answer arrives there.
     let cfg = config();
     let sreg = registry();
-    let mut creg = registry();
-    pair!(cfg, sreg, creg, s, c, "classic");
-    let _ = &mut c;
-    take_tx(&mut s);
-    s.handle_input(&raw(
-        2,
-        0,
-        &body(&peng3dnet_core::messages::SetType { conntype: "ping" }),
-    ));
-    assert_eq!(drain(&mut s, T0), []);
-    s.handle_input(&raw(65, 0, &[]));
-    assert_eq!(
-        drain(&mut s, T0),
-        [Rec::Closed(CloseReason::PingInvalidSide, Initiator::Local)]
-    );
-    // invalidpingpacket: another id on a ping connection.
-    let mut s: Conn<'_> = Conn::server(&cfg, &sreg, Postcard, [0; BUF], [0; BUF], T0).unwrap();
-    s.handle_input(&raw(
-        2,
-        0,
-        &body(&peng3dnet_core::messages::SetType { conntype: "ping" }),
-    ));
-    s.handle_input(&raw(70, 0, &[]));
-    assert_eq!(
-        drain(&mut s, T0),
-        [Rec::Closed(
-            CloseReason::InvalidPingPacket,
-            Initiator::Local
-        )]
-    );
-    // A request that does not decode is invalid too.
-    let mut s: Conn<'_> = Conn::server(&cfg, &sreg, Postcard, [0; BUF], [0; BUF], T0).unwrap();
-    s.handle_input(&raw(
-        2,
-        0,
-        &body(&peng3dnet_core::messages::SetType { conntype: "ping" }),
-    ));
-    s.handle_input(&raw(64, 0, &[1]));
-    assert_eq!(
-        drain(&mut s, T0),
-        [Rec::Closed(
-            CloseReason::InvalidPingPacket,
-            Initiator::Local
-        )]
-    );
+    for (what, id, body, reason) in PING_SERVER_CLOSES {
+        let mut s: Conn<'_> = Conn::server(&cfg, &sreg, Postcard, [0; BUF], [0; BUF], T0).unwrap();
+        take_tx(&mut s);
+        s.handle_input(&frame(
+            2,
+            0,
+            &postcard(&peng3dnet_core::messages::SetType { conntype: "ping" }),
+        ));
+        assert_eq!(drain(&mut s, T0), [], "{what}");
+        s.handle_input(&frame(*id, 0, body));
+        assert_eq!(
+            drain(&mut s, T0),
+            [Rec::Closed(reason.clone(), Initiator::Local)],
+            "{what}"
+        );
+    }
     // pinginvalidside on the client: a ping request arrives there.
     let mut creg = registry();
     let mut c: ClientConn<'_> =
         Conn::client(&cfg, &mut creg, Postcard, [0; BUF], [0; BUF], "ping", T0).unwrap();
-    let mut hello = raw(
+    let mut hello = frame(
         1,
         0,
-        &body(&peng3dnet_core::messages::Hello {
+        &postcard(&peng3dnet_core::messages::Hello {
             version: "t1",
             protoversion: 2,
         }),
     );
-    hello.extend(raw(
+    hello.extend(frame(
         64,
         0,
-        &body(&peng3dnet_core::messages::PingRequest { time: 1.0 }),
+        &postcard(&peng3dnet_core::messages::PingRequest { time: 1.0 }),
     ));
     c.handle_input(&hello);
     assert_eq!(
@@ -550,10 +490,10 @@ fn ping_closes() {
     let mut creg = registry();
     let mut c: ClientConn<'_> =
         Conn::client(&cfg, &mut creg, Postcard, [0; BUF], [0; BUF], "ping", T0).unwrap();
-    c.handle_input(&raw(
+    c.handle_input(&frame(
         1,
         0,
-        &body(&peng3dnet_core::messages::Hello {
+        &postcard(&peng3dnet_core::messages::Hello {
             version: "t1",
             protoversion: 2,
         }),
@@ -640,7 +580,7 @@ fn custom_connection_type() {
         se[..],
         [Rec::Packet(_, Some("test:customonly"), _)]
     ));
-    s.handle_input(&raw(200, 0, b"raw"));
+    s.handle_input(&frame(200, 0, b"raw"));
     assert_eq!(
         drain(&mut s, T0),
         [Rec::ConnTypePacket(200, b"raw".to_vec())]
@@ -657,10 +597,10 @@ fn writequeuefull_when_the_handshake_does_not_fit() {
     let mut s: Connection<'_, Postcard, [u8; 64], [u8; MIN_TX_BUFFER], CAP> =
         Connection::server(&cfg, &sreg, Postcard, [0; 64], [0; MIN_TX_BUFFER], T0).unwrap();
     s.transmitted(s.poll_transmit().len());
-    s.handle_input(&raw(
+    s.handle_input(&frame(
         2,
         0,
-        &body(&peng3dnet_core::messages::SetType {
+        &postcard(&peng3dnet_core::messages::SetType {
             conntype: "classic",
         }),
     ));
@@ -743,7 +683,7 @@ fn compressed_frames_when_decompression_is_off() {
     let mut creg = registry();
     pair!(cfg, sreg, creg, s, c, "classic");
     exchange(&mut s, &mut c);
-    s.handle_input(&raw(64, 1, b"\x78\x9c"));
+    s.handle_input(&frame(64, 1, b"\x78\x9c"));
     assert_eq!(
         drain(&mut s, T0),
         [Rec::Closed(
@@ -751,85 +691,6 @@ fn compressed_frames_when_decompression_is_off() {
             Initiator::Local
         )]
     );
-}
-
-#[test]
-fn compression_both_ways_and_bounded_inflation() {
-    let cfg = Config {
-        compressor: Some(&peng3dnet_std::codec::ZLIB_DEFAULT),
-        ..config()
-    };
-    let sreg = registry();
-    let mut creg = registry();
-    pair!(cfg, sreg, creg, s, c, "classic");
-    exchange(&mut s, &mut c);
-    // 3,000 bytes stay plain (threshold 8,192 is above the buffer anyway:
-    // BUF is 4 KiB), so use a compressor with a low threshold.
-    let low = peng3dnet_std::codec::Zlib {
-        threshold: 100,
-        level: 6,
-    };
-    let cfg2 = Config {
-        compressor: Some(&low),
-        ..config()
-    };
-    let sreg2 = registry();
-    let mut creg2 = registry();
-    pair!(cfg2, sreg2, creg2, s2, c2, "classic");
-    exchange(&mut s2, &mut c2);
-    let text = "z".repeat(3000);
-    c2.send::<Chat>(&Numbered {
-        seq: 1,
-        text: &text,
-    })
-    .unwrap();
-    let wire = take_tx(&mut c2);
-    let frames = frames_of(&wire);
-    assert_eq!(frames[0].1, 1, "the frame is compressed");
-    assert!(
-        wire.len() < 200,
-        "3,000 bytes of z compress well: {}",
-        wire.len()
-    );
-    s2.handle_input(&wire);
-    match &drain(&mut s2, T0)[..] {
-        [Rec::Packet(_, Some("test:chat"), body)] => {
-            assert_eq!(
-                *body,
-                body_of(&Numbered {
-                    seq: 1,
-                    text: &text
-                })
-            );
-        }
-        other => panic!("{other:?}"),
-    }
-    // A zlib bomb: 1 MiB of zeros in a small frame inflates past the 4 KiB
-    // receive buffer and is refused.
-    let bomb = vec![0u8; 1 << 20];
-    let mut packed = vec![0u8; 8192];
-    let n = peng3dnet_core::connection::Compressor::compress(&low, &bomb, &mut packed).unwrap();
-    assert!(n + 10 <= BUF);
-    s.handle_input(&raw(64, 1, &packed[..n]));
-    assert_eq!(
-        drain(&mut s, T0),
-        [Rec::Closed(
-            CloseReason::DecompressionFailed,
-            Initiator::Local
-        )]
-    );
-    let (_, ce) = exchange(&mut s, &mut c);
-    assert_eq!(
-        ce,
-        [Rec::Closed(
-            CloseReason::DecompressionFailed,
-            Initiator::Peer
-        )]
-    );
-}
-
-fn body_of(msg: &Numbered<'_>) -> Vec<u8> {
-    body(msg)
 }
 
 #[test]
@@ -979,7 +840,7 @@ fn poll_with_answers_a_packet_in_place() {
             Rec::Packet(
                 id,
                 Some("test:chat"),
-                body(&Numbered {
+                postcard(&Numbered {
                     seq,
                     text: "echo me",
                 }),
@@ -997,8 +858,16 @@ fn poll_with_keep_hands_the_same_packet_out_again() {
     let to_s = take_tx(&mut c);
     s.handle_input(&to_s);
     let id = s.registry().id_of::<Chat>().unwrap();
-    let first = Rec::Packet(id, Some("test:chat"), body(&Numbered { seq: 1, text: "a" }));
-    let second = Rec::Packet(id, Some("test:chat"), body(&Numbered { seq: 2, text: "b" }));
+    let first = Rec::Packet(
+        id,
+        Some("test:chat"),
+        postcard(&Numbered { seq: 1, text: "a" }),
+    );
+    let second = Rec::Packet(
+        id,
+        Some("test:chat"),
+        postcard(&Numbered { seq: 2, text: "b" }),
+    );
     // Kept twice, the first packet comes again each time...
     assert_eq!(drain_with(&mut s, Take::Keep), std::slice::from_ref(&first));
     assert_eq!(drain_with(&mut s, Take::Keep), std::slice::from_ref(&first));

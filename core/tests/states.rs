@@ -1,39 +1,21 @@
 //! Layer 1: one fixture per connection state, asserting the exact frames each
 //! input makes a connection emit.
 
-use peng3dnet_core::codec::{Codec, Postcard};
+use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::Config;
 use peng3dnet_core::messages::{CloseConn, HandshakeAccept, HandshakeOut, Hello, SetType};
 use peng3dnet_core::registry::Registry;
-use peng3dnet_core::time::Instant;
 use peng3dnet_core::{CloseReason, Initiator, State};
-use peng3dnet_tests::{
-    config, deliver, registry, take_tx, Chat, ClientConn, Conn, Numbered, Rec, BUF, CAP,
+use peng3dnet_test_support::{
+    config, deliver, frame, postcard, registry, take_tx, Chat, ClientConn, Conn, Numbered, Rec,
+    BUF, CAP, T0,
 };
-use serde::Serialize;
-
-const T0: Instant = Instant::ZERO;
-
-/// A frame as bytes: length, id, flags, body.
-fn frame(id: u32, body: &[u8]) -> Vec<u8> {
-    let mut v = ((body.len() + 6) as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(&id.to_be_bytes());
-    v.extend_from_slice(&[0, 0]);
-    v.extend_from_slice(body);
-    v
-}
-
-fn pc<T: Serialize + ?Sized>(msg: &T) -> Vec<u8> {
-    let mut buf = vec![0u8; 1024];
-    let n = Postcard.encode(msg, &mut buf).unwrap();
-    buf.truncate(n);
-    buf
-}
 
 fn closeconn(reason: &str) -> Vec<u8> {
     frame(
         16,
-        &pc(&CloseConn {
+        0,
+        &postcard(&CloseConn {
             reason: Some(reason),
         }),
     )
@@ -50,7 +32,8 @@ fn client<'a>(cfg: &'a Config<'a>, reg: &'a mut Registry<CAP>, conntype: &str) -
 fn hello() -> Vec<u8> {
     frame(
         1,
-        &pc(&Hello {
+        0,
+        &postcard(&Hello {
             version: "t1",
             protoversion: 2,
         }),
@@ -60,7 +43,8 @@ fn hello() -> Vec<u8> {
 fn handshake(reg: &Registry<CAP>) -> Vec<u8> {
     frame(
         3,
-        &pc(&HandshakeOut {
+        0,
+        &postcard(&HandshakeOut {
             version: "t1",
             protoversion: 2,
             registry: reg.as_map(),
@@ -111,7 +95,8 @@ fn client_hellowait() {
     let mut c = client(&cfg, &mut reg, "classic");
     let bad = frame(
         1,
-        &pc(&Hello {
+        0,
+        &postcard(&Hello {
             version: "t1",
             protoversion: 3,
         }),
@@ -141,7 +126,7 @@ fn client_hellowait() {
     // An application packet before the handshake is ignored (SMART, ignore).
     let mut reg = registry();
     let mut c = client(&cfg, &mut reg, "classic");
-    let chat = frame(64, &pc(&Numbered { seq: 1, text: "x" }));
+    let chat = frame(64, 0, &postcard(&Numbered { seq: 1, text: "x" }));
     assert_eq!(deliver(&mut c, &chat, &[], T0), [Rec::Ignored(64)]);
     assert!(take_tx(&mut c).is_empty());
 }
@@ -154,7 +139,8 @@ fn server_waittype() {
     take_tx(&mut s);
     let settype = frame(
         2,
-        &pc(&SetType {
+        0,
+        &postcard(&SetType {
             conntype: "classic",
         }),
     );
@@ -165,7 +151,7 @@ fn server_waittype() {
     // ping: active at once, nothing sent.
     let mut s = server(&cfg, &reg);
     take_tx(&mut s);
-    let settype = frame(2, &pc(&SetType { conntype: "ping" }));
+    let settype = frame(2, 0, &postcard(&SetType { conntype: "ping" }));
     assert_eq!(deliver(&mut s, &settype, &[], T0), []);
     assert!(take_tx(&mut s).is_empty());
     assert_eq!((s.state(), s.conntype()), (State::Active, "ping"));
@@ -175,7 +161,8 @@ fn server_waittype() {
     take_tx(&mut s);
     let settype = frame(
         2,
-        &pc(&SetType {
+        0,
+        &postcard(&SetType {
             conntype: "teleport",
         }),
     );
@@ -192,7 +179,7 @@ fn server_waittype() {
     };
     let mut s = server(&no_ping, &reg);
     take_tx(&mut s);
-    let settype = frame(2, &pc(&SetType { conntype: "ping" }));
+    let settype = frame(2, 0, &postcard(&SetType { conntype: "ping" }));
     assert_eq!(
         deliver(&mut s, &settype, &[], T0),
         [Rec::Closed(CloseReason::UnknownConnType, Initiator::Local)]
@@ -202,7 +189,7 @@ fn server_waittype() {
     let mut s = server(&cfg, &reg);
     take_tx(&mut s);
     assert_eq!(
-        deliver(&mut s, &frame(2, &[200]), &[], T0),
+        deliver(&mut s, &frame(2, 0, &[200]), &[], T0),
         [Rec::Closed(CloseReason::MalformedPacket, Initiator::Local)]
     );
     assert_eq!(take_tx(&mut s), closeconn("malformedpacket"));
@@ -250,7 +237,8 @@ fn server_handshake_wait1() {
             s,
             &frame(
                 2,
-                &pc(&SetType {
+                0,
+                &postcard(&SetType {
                     conntype: "classic",
                 }),
             ),
@@ -261,14 +249,14 @@ fn server_handshake_wait1() {
     };
     let mut s = server(&cfg, &reg);
     to_wait1(&mut s);
-    let accept = frame(4, &pc(&HandshakeAccept { success: true }));
+    let accept = frame(4, 0, &postcard(&HandshakeAccept { success: true }));
     assert_eq!(deliver(&mut s, &accept, &[], T0), [Rec::Connected]);
     assert!(take_tx(&mut s).is_empty());
     assert!(s.is_connected());
 
     let mut s = server(&cfg, &reg);
     to_wait1(&mut s);
-    let refuse = frame(4, &pc(&HandshakeAccept { success: false }));
+    let refuse = frame(4, 0, &postcard(&HandshakeAccept { success: false }));
     assert_eq!(
         deliver(&mut s, &refuse, &[], T0),
         [Rec::Closed(CloseReason::HandshakeFailed, Initiator::Local)]
@@ -280,7 +268,8 @@ fn server_handshake_wait1() {
     to_wait1(&mut s);
     let settype = frame(
         2,
-        &pc(&SetType {
+        0,
+        &postcard(&SetType {
             conntype: "classic",
         }),
     );
@@ -297,17 +286,18 @@ fn closed_connections_take_no_input_and_send_nothing_more() {
     assert_eq!(take_tx(&mut s), closeconn("command"));
     assert!(s.is_finished());
     assert_eq!(
-        peng3dnet_tests::drain(&mut s, T0),
+        peng3dnet_test_support::drain(&mut s, T0),
         [Rec::Closed(CloseReason::Command, Initiator::Local)]
     );
     let settype = frame(
         2,
-        &pc(&SetType {
+        0,
+        &postcard(&SetType {
             conntype: "classic",
         }),
     );
     assert_eq!(s.handle_input(&settype), settype.len());
-    assert_eq!(peng3dnet_tests::drain(&mut s, T0), []);
+    assert_eq!(peng3dnet_test_support::drain(&mut s, T0), []);
     assert!(take_tx(&mut s).is_empty());
     s.close(CloseReason::UserRequest);
     assert!(take_tx(&mut s).is_empty(), "a second close sends nothing");

@@ -9,7 +9,7 @@ use peng3dnet_core::registry::Registry;
 use peng3dnet_core::time::Instant;
 use peng3dnet_core::wire::{encode_frame, Flags, FrameDecoder, FrameError};
 use peng3dnet_core::{CloseReason, Connection, Event};
-use peng3dnet_tests::{config, registry, Chat, GrowBuf, Numbered, Plain, CAP};
+use peng3dnet_test_support::{config, registry, Chat, GrowBuf, Numbered, Plain, CAP};
 
 type GrowConn<'a, G = &'a Registry<CAP>> = Connection<'a, Postcard, GrowBuf, GrowBuf, CAP, G>;
 /// A client owning its registry: the connection borrows nothing but the config.

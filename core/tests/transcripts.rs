@@ -4,7 +4,7 @@
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::Config;
 use peng3dnet_core::time::Instant;
-use peng3dnet_tests::{config, registry, transcript, ClientConn, Conn, BUF};
+use peng3dnet_test_support::{config, registry, transcript, ClientConn, Conn, BUF};
 
 const CLASSIC: &[&str] = &[
     "S>C peng3dnet:internal.hello",

@@ -8,7 +8,7 @@ use peng3dnet_core::connection::Config;
 use peng3dnet_core::registry::RegistryAccess;
 use peng3dnet_core::time::{Duration, Instant};
 use peng3dnet_core::{CloseReason, Event, Initiator};
-use peng3dnet_tests::{config, registry, Chat, ClientConn, Conn, Numbered, BUF, CAP};
+use peng3dnet_test_support::{config, registry, Chat, ClientConn, Conn, Numbered, BUF, CAP};
 use std::collections::VecDeque;
 
 /// splitmix64: a tiny deterministic generator for the simulation.

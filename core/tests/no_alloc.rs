@@ -5,7 +5,7 @@ use allocation_counter::measure;
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::time::Instant;
 use peng3dnet_core::{CloseReason, Event};
-use peng3dnet_tests::{config, registry, Chat, ClientConn, Conn, Numbered, BUF};
+use peng3dnet_test_support::{config, registry, Chat, ClientConn, Conn, Numbered, BUF};
 
 /// Moves bytes both ways once and handles every event without allocating;
 /// returns how many chats each side received.

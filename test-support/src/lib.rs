@@ -1,15 +1,44 @@
-//! Shared helpers of the cross-crate tests: packet types, a registry, owned
-//! event records and byte pumps between two core connections.
+//! Test helpers shared by peng3dnet's crates (not published).
+//!
+//! One copy of what the tests of `peng3dnet-core`, `peng3dnet-std`, the
+//! cross-crate suite in `tests/` and the fuzz targets would otherwise each
+//! write for themselves:
+//!
+//! - **test packet types** ([`Chat`], [`ToServer`], [`ToClient`], [`Secret`],
+//!   [`Move`], [`Plain`], [`AfterLogin`], [`CustomOnly`]) and the
+//!   [`registry`] and [`config`] of two test peers;
+//! - **a core pair**: the [`Conn`] type, owned event records ([`Rec`],
+//!   [`record`], [`drain`]), byte pumps ([`deliver`], [`take_tx`],
+//!   [`exchange`], the [`pair!`] and [`connected!`] fixtures) and handshake
+//!   [`transcript`]s;
+//! - **a growable buffer** ([`GrowBuf`]) for the core's `Buffer` trait;
+//! - **frame builders** that do not use the encoder under test ([`frame`],
+//!   [`encode`], [`postcard`], [`zlib`], [`zlib_stored`]) and a frame reader
+//!   ([`frames_of`]);
+//! - **a raw TCP peer** ([`RawPeer`]) that writes whatever frames a test
+//!   wants and reads the other side's answer with bounded waits.
+//!
+//! It depends on `peng3dnet-core` only (with `zlib`, so that the core's own
+//! tests run with the inflater the std adapter turns on too); whatever
+//! needs `peng3dnet-std` stays with the tests that use it.
+
+mod frames;
+mod raw;
+
+pub use frames::{encode, frame, frames_of, postcard, zlib, zlib_stored};
+pub use raw::{Arrival, Ending, RawPeer};
 
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::{Config, Connection, Event};
 use peng3dnet_core::registry::{Packet, Registry, RegistryAccess};
 use peng3dnet_core::rules::{InvalidAction, Rules};
 use peng3dnet_core::time::Instant;
-use peng3dnet_core::wire::FrameDecoder;
 use peng3dnet_core::{CloseReason, Initiator, Mode, SecurityLevel, Side, State};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
+
+/// The instant every core test starts at.
+pub const T0: Instant = Instant::ZERO;
 
 /// Registry capacity used by the tests.
 pub const CAP: usize = 16;
@@ -203,19 +232,6 @@ pub fn deliver<G: RegistryAccess<CAP>>(
     events
 }
 
-/// The frames in a byte stream as `(packet id, flags, body)`.
-pub fn frames_of(bytes: &[u8]) -> Vec<(u32, u16, Vec<u8>)> {
-    let mut storage = vec![0u8; bytes.len().max(16)];
-    let mut dec = FrameDecoder::new(&mut storage[..]);
-    assert_eq!(dec.feed(bytes), bytes.len());
-    let mut out = Vec::new();
-    while let Some(f) = dec.next_frame().expect("valid frames") {
-        out.push((f.packet_id, f.flags.0, f.body.to_vec()));
-    }
-    assert_eq!(dec.buffered(), 0, "a partial frame at the end");
-    out
-}
-
 /// A growable buffer for tests: starts empty, grows in steps of at least
 /// `step` bytes up to `max`, and drops its memory on release.
 #[derive(Debug)]
@@ -362,4 +378,74 @@ fn step<G: RegistryAccess<CAP>>(
         let _ = write!(line, "{to_tag}: state {}", to.state());
         lines.push(line);
     }
+}
+
+/// Moves bytes both ways (at most 32 rounds) until both connections are
+/// quiet; returns the (server, client) events, as records.
+///
+/// # Panics
+///
+/// When they are still talking after 32 rounds.
+pub fn exchange<G1: RegistryAccess<CAP>, G2: RegistryAccess<CAP>>(
+    s: &mut Conn<'_, G1>,
+    c: &mut Conn<'_, G2>,
+) -> (Vec<Rec>, Vec<Rec>) {
+    let (mut se, mut ce) = (Vec::new(), Vec::new());
+    for _ in 0..32 {
+        let to_c = take_tx(s);
+        let to_s = take_tx(c);
+        if to_c.is_empty() && to_s.is_empty() {
+            return (se, ce);
+        }
+        ce.extend(deliver(c, &to_c, &[], T0));
+        se.extend(deliver(s, &to_s, &[], T0));
+    }
+    panic!("no quiet after 32 rounds");
+}
+
+/// `pair!(cfg, sreg, creg, s, c, conntype)`: a server connection `s` over
+/// registry `sreg` and a client connection `c` of type `conntype` over
+/// `creg` (which it syncs), both with config `cfg`, started at [`T0`],
+/// nothing exchanged yet.
+#[macro_export]
+macro_rules! pair {
+    ($cfg:expr, $sreg:ident, $creg:ident, $s:ident, $c:ident, $conntype:expr) => {
+        let mut $s: $crate::Conn<'_> = $crate::Conn::server(
+            &$cfg,
+            &$sreg,
+            ::peng3dnet_core::codec::Postcard,
+            [0; $crate::BUF],
+            [0; $crate::BUF],
+            $crate::T0,
+        )
+        .unwrap();
+        let mut $c: $crate::ClientConn<'_> = $crate::Conn::client(
+            &$cfg,
+            &mut $creg,
+            ::peng3dnet_core::codec::Postcard,
+            [0; $crate::BUF],
+            [0; $crate::BUF],
+            $conntype,
+            $crate::T0,
+        )
+        .unwrap();
+    };
+}
+
+/// `connected!(s, c)`: a [`pair!`] over [`config`] and two [`registry`]s,
+/// classic type, through its handshake: both sides reported `Connected` and
+/// nothing else.
+#[macro_export]
+macro_rules! connected {
+    ($s:ident, $c:ident) => {
+        let cfg = $crate::config();
+        let sreg = $crate::registry();
+        let mut creg = $crate::registry();
+        $crate::pair!(cfg, sreg, creg, $s, $c, "classic");
+        let (se, ce) = $crate::exchange(&mut $s, &mut $c);
+        assert_eq!(
+            (se, ce),
+            (vec![$crate::Rec::Connected], vec![$crate::Rec::Connected])
+        );
+    };
 }
