@@ -4,7 +4,7 @@
 //! length-prefixed frames, a packet registry, SmartPacket rules, the
 //! connection state machine (classic handshake with registry sync, the `ping`
 //! connection type, custom connection types, close with reasons) and the
-//! server's client table. It is `#![no_std]`, never allocates, has no `unsafe`
+//! server's decisions ([`server`]). It is `#![no_std]`, never allocates, has no `unsafe`
 //! and does no I/O: an adapter moves bytes and time in and events and bytes
 //! out. `peng3dnet-std` (TCP, TLS) and `peng3dnet-embassy` (microcontrollers)
 //! are such adapters; any other transport can be one.
@@ -67,7 +67,9 @@
 //! - [`registry`]: packet names, ids and rules; typed packets ([`registry::Packet`]).
 //! - [`rules`]: SmartPacket rules.
 //! - [`connection`]: the state machine of one connection, and its calling order.
-//! - [`table`]: the server's client table and broadcast.
+//! - [`server`]: the server's view of all its clients (admission, client
+//!   table, send rule, broadcast, timers, statistics), sans-IO, and its
+//!   calling order.
 //! - [`echo`]: the packets of the echo service of the `peng3dnet` program.
 //! - [`messages`]: the protocol's own messages.
 //! - [`time`]: the core's `Instant` and `Duration`.
@@ -94,7 +96,6 @@ pub mod messages;
 pub mod registry;
 pub mod rules;
 pub mod server;
-pub mod table;
 pub mod time;
 pub mod types;
 pub mod wire;

@@ -8,7 +8,6 @@ use peng3dnet_core::connection::{
 use peng3dnet_core::messages::CloseConn;
 use peng3dnet_core::registry::{Registry, RegistryAccess, SyncPolicy};
 use peng3dnet_core::rules::Violation;
-use peng3dnet_core::table::{encode_refusal, ClientTable};
 use peng3dnet_core::time::{Duration, Instant};
 use peng3dnet_core::{
     CloseReason, Config, Connection, Event, Initiator, Mode, SecurityLevel, Side, State,
@@ -617,60 +616,6 @@ fn writequeuefull_when_the_handshake_does_not_fit() {
         &cfg, &sreg, Postcard, [0; 64], [0; 64], T0,
     );
     assert!(tiny.is_err());
-}
-
-#[test]
-fn table_refuses_when_full_and_broadcasts_with_exceptions() {
-    let cfg = config();
-    let sreg = registry();
-    let mut cregs: Vec<Registry<CAP>> = (0..3).map(|_| registry()).collect();
-    let mut clients: Vec<ClientConn<'_>> = cregs
-        .iter_mut()
-        .map(|r| Conn::client(&cfg, r, Postcard, [0; BUF], [0; BUF], "classic", T0).unwrap())
-        .collect();
-    let mut table: ClientTable<Conn<'_>, 2> = ClientTable::new();
-    let mut ids = Vec::new();
-    for _ in 0..2 {
-        let conn = Conn::server(&cfg, &sreg, Postcard, [0; BUF], [0; BUF], T0).unwrap();
-        ids.push(table.try_insert(conn).unwrap());
-    }
-    let third = Conn::server(&cfg, &sreg, Postcard, [0; BUF], [0; BUF], T0).unwrap();
-    assert!(table.try_insert(third).is_err());
-    // The transport tells the refused client why.
-    let mut out = [0u8; 128];
-    let n = encode_refusal(&Postcard, &CloseReason::ServerFull, &mut out).unwrap();
-    clients[2].handle_input(&out[..n]);
-    assert_eq!(
-        drain(&mut clients[2], T0),
-        [Rec::Closed(CloseReason::ServerFull, Initiator::Peer)]
-    );
-    // Connect the two admitted clients.
-    for (i, id) in ids.iter().enumerate() {
-        let s = table.get_mut(*id).unwrap();
-        let (se, ce) = exchange(s, &mut clients[i]);
-        assert_eq!((se, ce), (vec![Rec::Connected], vec![Rec::Connected]));
-    }
-    let mut scratch = [0u8; 256];
-    let report = table
-        .broadcast::<Chat>(
-            &Numbered {
-                seq: 5,
-                text: "all",
-            },
-            &mut scratch,
-            &ids[..1],
-        )
-        .unwrap();
-    assert_eq!((report.sent, report.excepted, report.failed), (1, 1, 0));
-    for (i, id) in ids.iter().enumerate() {
-        let s = table.get_mut(*id).unwrap();
-        let (_, ce) = exchange(s, &mut clients[i]);
-        assert_eq!(ce.len(), i, "client {i}: {ce:?}");
-    }
-    // A rule that refuses on some clients is reported, not fatal.
-    let report = table.broadcast::<ToServer>(&1, &mut scratch, &[]).unwrap();
-    assert_eq!(report.sent, 0);
-    assert!(report.first_error.is_some());
 }
 
 #[test]

@@ -299,6 +299,9 @@ pub struct ClientState<'a, C, R, T, const N: usize> {
     /// Since when queued bytes wait without any taken (none: nothing queued,
     /// or progress since).
     stall_since: MaybeInstant,
+    /// Bytes were queued by a call that carries no time (a send): the
+    /// write-stall timer starts at the next call that does.
+    stall_unstarted: bool,
     /// The transport is given up: no byte is read or written any more.
     abandoned: bool,
     /// [`Event::Closed`] was handed out.
@@ -474,6 +477,7 @@ where
         let client = ClientState {
             conn,
             stall_since: MaybeInstant::NONE,
+            stall_unstarted: false,
             abandoned: false,
             reported: false,
         };
@@ -486,7 +490,7 @@ where
         };
         self.stats.accepted += 1;
         self.stats.peak_clients = self.stats.peak_clients.max(self.table.len());
-        self.refresh(id.slot());
+        self.refresh(id.slot(), true);
         Ok(id)
     }
 
@@ -546,7 +550,7 @@ where
     pub fn handle_transport_closed(&mut self, id: ClientId) {
         if let Some(i) = self.table.index(id) {
             self.abandon(i);
-            self.refresh(i);
+            self.refresh(i, false);
         }
     }
 
@@ -594,7 +598,7 @@ where
     ) -> Option<X> {
         self.now = now;
         let i = self.table.index(id)?;
-        self.refresh(i);
+        self.refresh(i, true);
         let c = self.table.storage.slots_mut()[i].client.as_mut()?;
         if c.reported
             || (over_high_water(&c.conn, self.options.read_pause_percent) && !c.conn.is_closed())
@@ -619,7 +623,7 @@ where
         self.now = now;
         let i = self.table.index(id)?;
         // What the previous event queued starts the write-stall timer.
-        self.refresh(i);
+        self.refresh(i, true);
         let c = self.table.storage.slots_mut()[i].client.as_mut()?;
         if c.reported
             || (over_high_water(&c.conn, self.options.read_pause_percent) && !c.conn.is_closed())
@@ -664,7 +668,7 @@ where
                 c.stall_since = MaybeInstant::NONE;
             }
         }
-        self.refresh(i);
+        self.refresh(i, true);
     }
 
     // ---- commands ----
@@ -767,7 +771,7 @@ where
         };
         let open = !c.conn.is_closed();
         c.conn.close(reason);
-        self.refresh(i);
+        self.refresh(i, false);
         open
     }
 
@@ -875,7 +879,7 @@ where
                     continue;
                 };
                 self.abandon(i);
-                self.refresh(i);
+                self.refresh(i, true);
                 return Some(id);
             }
         }
@@ -903,7 +907,7 @@ where
                 self.abandon(i);
                 fired = true;
             }
-            self.refresh(i);
+            self.refresh(i, true);
             if fired {
                 return Some(id);
             }
@@ -934,7 +938,7 @@ where
         if let Err(SendError::WouldBlock { .. }) = res {
             c.conn.close(CloseReason::WriteQueueFull);
         }
-        self.refresh(i);
+        self.refresh(i, false);
         res
     }
 
@@ -948,8 +952,10 @@ where
     }
 
     /// Brings slot `i`'s stall timer up to date and files its earliest
-    /// deadline in the timer heap.
-    fn refresh(&mut self, i: usize) {
+    /// deadline in the timer heap. `fresh`: the call gave the time now, so a
+    /// stall that starts, starts now; otherwise it starts at the next call
+    /// that gives the time (filed as due at once, so that one comes).
+    fn refresh(&mut self, i: usize, fresh: bool) {
         let now = self.now;
         let stall = self.options.write_stall_timeout;
         let slot = &mut self.table.storage.slots_mut()[i];
@@ -959,15 +965,23 @@ where
         let queued = !c.abandoned && !c.conn.poll_transmit().is_empty();
         if !queued {
             c.stall_since = MaybeInstant::NONE;
+            c.stall_unstarted = false;
         } else if c.stall_since.get().is_none() {
-            c.stall_since = MaybeInstant::new(now);
+            if fresh {
+                c.stall_since = MaybeInstant::new(now);
+                c.stall_unstarted = false;
+            } else {
+                c.stall_unstarted = true;
+            }
         }
-        let handshake = c.conn.poll_timeout();
-        let stalled = c.stall_since.get().map(|since| since + stall);
-        let due = match (handshake, stalled) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let due = [
+            c.conn.poll_timeout(),
+            c.stall_since.get().map(|since| since + stall),
+            c.stall_unstarted.then_some(now),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         self.table
             .refile(i, due.map_or(MaybeInstant::NONE, MaybeInstant::new));
     }

@@ -1,0 +1,436 @@
+//! The core's sans-IO server (`peng3dnet_core::server`): admission and
+//! refusal, generational ids, the one send rule, broadcast, the timer table
+//! (handshake, write stall, shutdown grace), back-pressure, close reports.
+//! Everything runs over in-memory byte pipes with a virtual clock.
+
+use peng3dnet_core::codec::Postcard;
+use peng3dnet_core::connection::SendError;
+use peng3dnet_core::registry::Registry;
+use peng3dnet_core::server::{ClientId, Refused, Server, ServerOptions, ServerSlot, Slot, Storage};
+use peng3dnet_core::time::{Duration, Instant};
+use peng3dnet_core::{CloseReason, Initiator};
+use peng3dnet_test_support::{
+    config, deliver, drain, encode, record, registry, take_tx, Chat, ClientConn, Numbered, Rec,
+    ToServer, BUF, CAP, T0,
+};
+
+type Buf = [u8; BUF];
+type Slots<'a, const K: usize> = [ServerSlot<'a, Postcard, Buf, Buf, CAP>; K];
+type TestServer<'a, S> = Server<'a, Postcard, Buf, Buf, CAP, S>;
+
+fn slots<'a, const K: usize>() -> Slots<'a, K> {
+    [const { Slot::EMPTY }; K]
+}
+
+fn options(max_clients: usize) -> ServerOptions {
+    ServerOptions {
+        max_clients,
+        ..ServerOptions::new()
+    }
+}
+
+/// Moves bytes both ways between the server's client `id` and `client`
+/// until both are quiet; returns what each side saw.
+fn exchange<'a, S: Storage<ServerSlot<'a, Postcard, Buf, Buf, CAP>>>(
+    server: &mut TestServer<'a, S>,
+    id: ClientId,
+    client: &mut ClientConn<'_>,
+    now: Instant,
+) -> (Vec<Rec>, Vec<Rec>) {
+    let (mut se, mut ce) = (Vec::new(), Vec::new());
+    for _ in 0..32 {
+        let to_c = server.poll_transmit(id).to_vec();
+        server.transmitted(id, to_c.len(), now);
+        let to_s = take_tx(client);
+        if to_c.is_empty() && to_s.is_empty() {
+            while let Some(e) = server.poll(id, now) {
+                se.push(record(e));
+            }
+            return (se, ce);
+        }
+        ce.extend(deliver(client, &to_c, &[], now));
+        let mut fed = 0;
+        for _ in 0..32 {
+            fed += server.handle_input(id, &to_s[fed..]);
+            while let Some(e) = server.poll(id, now) {
+                se.push(record(e));
+            }
+            if fed == to_s.len() {
+                break;
+            }
+        }
+    }
+    panic!("no quiet after 32 rounds");
+}
+
+fn client<'a>(cfg: &'a peng3dnet_core::Config<'a>, reg: &'a mut Registry<CAP>) -> ClientConn<'a> {
+    ClientConn::client(cfg, reg, Postcard, [0; BUF], [0; BUF], "classic", T0).unwrap()
+}
+
+#[test]
+fn refuses_when_full_and_broadcasts_with_exceptions() {
+    let cfg = config();
+    let sreg = registry();
+    let mut cregs: Vec<Registry<CAP>> = (0..3).map(|_| registry()).collect();
+    let mut clients: Vec<ClientConn<'_>> = cregs.iter_mut().map(|r| client(&cfg, r)).collect();
+    let mut server = Server::new(&cfg, &sreg, Postcard, options(2), slots::<4>());
+    let ids: Vec<ClientId> = (0..2)
+        .map(|_| server.accept([0; BUF], [0; BUF], T0).unwrap())
+        .collect();
+    assert_eq!(
+        server.accept([0; BUF], [0; BUF], T0),
+        Err(Refused::Full),
+        "max_clients holds below the storage's 4 slots"
+    );
+    assert_eq!(server.stats().refused, 1);
+    // The transport tells the refused client why.
+    let mut out = [0u8; 128];
+    let n = server.refusal(Refused::Full, &mut out).unwrap();
+    clients[2].handle_input(&out[..n]);
+    assert_eq!(
+        drain(&mut clients[2], T0),
+        [Rec::Closed(CloseReason::ServerFull, Initiator::Peer)]
+    );
+    // Connect the two admitted clients.
+    for (i, id) in ids.iter().enumerate() {
+        let (se, ce) = exchange(&mut server, *id, &mut clients[i], T0);
+        assert_eq!((se, ce), (vec![Rec::Connected], vec![Rec::Connected]));
+    }
+    assert_eq!(server.stats().handshakes, 2);
+    assert_eq!(server.connected(), 2);
+    let mut scratch = [0u8; 256];
+    let msg = Numbered {
+        seq: 5,
+        text: "all",
+    };
+    let report = server
+        .broadcast::<Chat>(&msg, &mut scratch, &ids[..1])
+        .unwrap();
+    assert_eq!((report.sent, report.excepted, report.failed), (1, 1, 0));
+    for (i, id) in ids.iter().enumerate() {
+        let (_, ce) = exchange(&mut server, *id, &mut clients[i], T0);
+        assert_eq!(ce.len(), i, "client {i}: {ce:?}");
+    }
+    // A rule that refuses on some clients is reported, not fatal.
+    let report = server.broadcast::<ToServer>(&1, &mut scratch, &[]).unwrap();
+    assert_eq!(report.sent, 0);
+    assert!(report.first_error.is_some());
+    assert_eq!(server.len(), 2, "nobody was closed");
+    // A scratch buffer too small for the message is the sender's error.
+    let mut tiny = [0u8; 2];
+    assert!(matches!(
+        server.broadcast::<Chat>(&msg, &mut tiny, &[]),
+        Err(SendError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn ids_are_never_reused_and_a_finished_client_gives_its_buffers_back() {
+    let cfg = config();
+    let sreg = registry();
+    let mut creg = registry();
+    let mut c = client(&cfg, &mut creg);
+    let mut server = Server::new(&cfg, &sreg, Postcard, options(1), slots::<1>());
+    let first = server.accept([1; BUF], [0; BUF], T0).unwrap();
+    exchange(&mut server, first, &mut c, T0);
+    assert!(server.close(first, CloseReason::UserRequest));
+    assert!(
+        !server.close(first, CloseReason::UserRequest),
+        "closed once"
+    );
+    let (se, ce) = exchange(&mut server, first, &mut c, T0);
+    assert_eq!(
+        se,
+        [Rec::Closed(CloseReason::UserRequest, Initiator::Local)]
+    );
+    assert_eq!(ce, [Rec::Closed(CloseReason::UserRequest, Initiator::Peer)]);
+    let (done, (rx, _tx)) = server.take_finished(first).expect("finished");
+    assert_eq!(
+        (done.client, done.reason, done.initiator),
+        (first, CloseReason::UserRequest, Initiator::Local)
+    );
+    assert_eq!(rx.len(), BUF, "the receive buffer came back");
+    assert!(server.take_finished(first).is_none(), "reported once");
+    assert!(server.is_empty());
+    // The slot is reused under a new id; the old id reaches nobody.
+    let second = server.accept([0; BUF], [0; BUF], T0).unwrap();
+    assert_eq!(second.slot(), first.slot());
+    assert_ne!(second, first);
+    assert!(server.connection(first).is_none());
+    assert!(!server.close(first, CloseReason::UserRequest));
+    assert_eq!(
+        server.send_encoded(first, 64, b""),
+        Err(SendError::Closed),
+        "a dead id"
+    );
+    assert!(server.connection(second).is_some());
+}
+
+#[test]
+fn a_send_that_does_not_fit_closes_the_client_and_one_that_never_fits_does_not() {
+    let cfg = config();
+    let sreg = registry();
+    let mut creg = registry();
+    let mut c = client(&cfg, &mut creg);
+    let mut server = Server::new(&cfg, &sreg, Postcard, options(1), slots::<1>());
+    let id = server.accept([0; BUF], [0; BUF], T0).unwrap();
+    exchange(&mut server, id, &mut c, T0);
+    let chat = sreg.id_of::<Chat>().unwrap();
+    // Larger than the whole transmit queue: refused, nothing else happens.
+    let huge = vec![0u8; BUF];
+    assert!(matches!(
+        server.send_encoded(id, chat, &huge),
+        Err(SendError::TooLarge { .. })
+    ));
+    assert!(server.is_connected(id), "TooLarge closes nothing");
+    // Fill the queue without letting the client read: the send that does
+    // not fit closes the client with writequeuefull.
+    let body = encode(
+        &Postcard,
+        &Numbered {
+            seq: 1,
+            text: &"x".repeat(500),
+        },
+    );
+    let mut sent = 0;
+    let err = loop {
+        match server.send_encoded(id, chat, &body) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 100, "the queue never filled");
+    };
+    assert!(matches!(err, SendError::WouldBlock { .. }), "{err:?}");
+    assert!(sent > 0);
+    assert!(!server.is_connected(id));
+    let (se, ce) = exchange(&mut server, id, &mut c, T0);
+    assert_eq!(
+        se,
+        [Rec::Closed(CloseReason::WriteQueueFull, Initiator::Local)]
+    );
+    // The client still gets everything queued before, then the reason.
+    assert_eq!(ce.len(), sent + 1);
+    assert_eq!(
+        ce.last(),
+        Some(&Rec::Closed(CloseReason::WriteQueueFull, Initiator::Peer))
+    );
+}
+
+#[test]
+fn the_timer_table_fires_handshakes_in_order_and_handshakes_done_stop_theirs() {
+    let cfg = config(); // handshake timeout: config().handshake_timeout
+    let timeout = cfg.handshake_timeout;
+    let sreg = registry();
+    let mut creg = registry();
+    let mut c = client(&cfg, &mut creg);
+    let mut server = Server::new(&cfg, &sreg, Postcard, options(8), slots::<8>());
+    let t = |ms| Instant::from_millis(ms);
+    let a = server.accept([0; BUF], [0; BUF], t(0)).unwrap();
+    let b = server.accept([0; BUF], [0; BUF], t(10)).unwrap();
+    let d = server.accept([0; BUF], [0; BUF], t(20)).unwrap();
+    assert_eq!(server.poll_timeout(), Some(t(0) + timeout));
+    // `b` completes its handshake: its timer is gone.
+    exchange(&mut server, b, &mut c, t(10));
+    assert!(server.is_connected(b));
+    assert_eq!(
+        server.handle_timeout(Instant::from_micros(timeout.as_micros() - 1)),
+        None
+    );
+    let late = t(30) + timeout;
+    let mut fired = Vec::new();
+    while let Some(id) = server.handle_timeout(late) {
+        fired.push(id);
+        assert!(fired.len() <= 3);
+    }
+    assert_eq!(fired, [a, d], "in deadline order, b not at all");
+    for id in [a, d] {
+        let events: Vec<Rec> = std::iter::from_fn(|| server.poll(id, late).map(record)).collect();
+        assert_eq!(
+            events,
+            [Rec::Closed(CloseReason::HandshakeTimeout, Initiator::Local)]
+        );
+    }
+    assert!(server.is_connected(b));
+    assert_eq!(
+        server.poll_timeout(),
+        Some(t(0) + ServerOptions::new().write_stall_timeout),
+        "nothing of a's was ever written: its write-stall timer runs from its accept"
+    );
+}
+
+#[test]
+fn a_client_that_takes_nothing_is_dropped_after_the_write_stall_timeout() {
+    let cfg = config();
+    let sreg = registry();
+    let mut creg = registry();
+    let mut c = client(&cfg, &mut creg);
+    let stall = Duration::from_secs(3);
+    let opts = ServerOptions {
+        write_stall_timeout: stall,
+        ..options(2)
+    };
+    let mut server = Server::new(&cfg, &sreg, Postcard, opts, slots::<2>());
+    let id = server.accept([0; BUF], [0; BUF], T0).unwrap();
+    exchange(&mut server, id, &mut c, T0);
+    let chat = sreg.id_of::<Chat>().unwrap();
+    let body = encode(&Postcard, &Numbered { seq: 1, text: "hi" });
+    let t1 = Instant::from_millis(1_000);
+    server.send_encoded(id, chat, &body).unwrap();
+    // A send carries no time: the timer starts at the next call that does
+    // (it is due at once, so that an adapter asks).
+    assert_eq!(server.poll_timeout(), Some(T0));
+    assert_eq!(server.handle_timeout(t1), None);
+    assert_eq!(server.poll_timeout(), Some(t1 + stall));
+    // Progress restarts the timer.
+    let t2 = Instant::from_millis(2_000);
+    server.transmitted(id, 1, t2);
+    assert_eq!(server.poll_timeout(), Some(t2 + stall));
+    assert_eq!(server.handle_timeout(t1 + stall), None);
+    // No progress for the whole timeout: dropped, not told.
+    assert_eq!(server.handle_timeout(t2 + stall), Some(id));
+    assert!(server.is_abandoned(id));
+    assert!(
+        server.poll_transmit(id).is_empty(),
+        "nothing more is written"
+    );
+    assert_eq!(
+        server.poll(id, t2 + stall).map(record),
+        Some(Rec::Closed(CloseReason::WriteQueueFull, Initiator::Local))
+    );
+    assert!(server.take_finished(id).is_some());
+    assert_eq!(server.stats().write_stalls, 1);
+    assert_eq!(server.poll_timeout(), None);
+}
+
+#[test]
+fn shutdown_refuses_newcomers_and_drops_the_rest_after_the_grace() {
+    let cfg = config();
+    let sreg = registry();
+    let mut cregs: Vec<Registry<CAP>> = (0..2).map(|_| registry()).collect();
+    let mut clients: Vec<ClientConn<'_>> = cregs.iter_mut().map(|r| client(&cfg, r)).collect();
+    let grace = Duration::from_secs(2);
+    let opts = ServerOptions {
+        shutdown_grace: grace,
+        ..options(4)
+    };
+    let mut server = Server::new(&cfg, &sreg, Postcard, opts, slots::<4>());
+    let ids: Vec<ClientId> = (0..2)
+        .map(|_| server.accept([0; BUF], [0; BUF], T0).unwrap())
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        exchange(&mut server, *id, &mut clients[i], T0);
+    }
+    let t = Instant::from_millis(500);
+    server.shutdown(t);
+    assert!(server.is_shutting_down() && !server.is_done());
+    assert_eq!(server.admit(), Err(Refused::ShuttingDown));
+    let mut out = [0u8; 128];
+    let n = server.refusal(Refused::ShuttingDown, &mut out).unwrap();
+    assert!(n > 0);
+    // The first client takes its closeconn; the second takes nothing.
+    let (se, ce) = exchange(&mut server, ids[0], &mut clients[0], t);
+    assert_eq!(
+        (se, ce),
+        (
+            vec![Rec::Closed(CloseReason::ServerShutdown, Initiator::Local)],
+            vec![Rec::Closed(CloseReason::ServerShutdown, Initiator::Peer)]
+        )
+    );
+    assert!(server.take_finished(ids[0]).is_some());
+    assert_eq!(
+        server.poll(ids[1], t).map(record),
+        Some(Rec::Closed(CloseReason::ServerShutdown, Initiator::Local))
+    );
+    assert!(
+        server.take_finished(ids[1]).is_none(),
+        "its closeconn waits"
+    );
+    assert_eq!(server.poll_timeout(), Some(t + grace));
+    assert_eq!(server.handle_timeout(t + grace), Some(ids[1]));
+    assert_eq!(server.handle_timeout(t + grace), None);
+    let (done, _) = server.take_finished(ids[1]).expect("dropped");
+    assert_eq!(done.reason, CloseReason::ServerShutdown);
+    assert!(server.is_done());
+    assert_eq!(server.stats().refused, 1);
+}
+
+#[test]
+fn input_pauses_while_the_transmit_queue_is_over_its_share() {
+    let cfg = config();
+    let sreg = registry();
+    let mut creg = registry();
+    let mut c = client(&cfg, &mut creg);
+    let mut server = Server::new(&cfg, &sreg, Postcard, options(1), slots::<1>());
+    let id = server.accept([0; BUF], [0; BUF], T0).unwrap();
+    exchange(&mut server, id, &mut c, T0);
+    assert!(server.wants_input(id));
+    // Just over half of the 4,096-byte queue (a 10-byte header and the body).
+    let chat = sreg.id_of::<Chat>().unwrap();
+    server.send_encoded(id, chat, &[0u8; BUF / 2]).unwrap();
+    assert!(!server.wants_input(id), "over half: no input is taken");
+    c.send::<Chat>(&Numbered { seq: 1, text: "a" }).unwrap();
+    let bytes = take_tx(&mut c);
+    assert_eq!(server.handle_input(id, &bytes), bytes.len());
+    assert!(server.poll(id, T0).is_none(), "the packet waits for room");
+    let n = server.poll_transmit(id).len();
+    server.transmitted(id, n, T0);
+    assert!(server.wants_input(id));
+    assert!(matches!(
+        server.poll(id, T0).map(record),
+        Some(Rec::Packet(_, Some("test:chat"), _))
+    ));
+    // 100 percent never pauses.
+    let opts = ServerOptions {
+        read_pause_percent: 100,
+        ..options(1)
+    };
+    let mut creg = registry();
+    let mut c = client(&cfg, &mut creg);
+    let mut server = Server::new(&cfg, &sreg, Postcard, opts, slots::<1>());
+    let id = server.accept([0; BUF], [0; BUF], T0).unwrap();
+    exchange(&mut server, id, &mut c, T0);
+    server.send_encoded(id, chat, &[0u8; BUF / 2]).unwrap();
+    assert!(server.wants_input(id));
+}
+
+/// A growable storage, as a host adapter has.
+struct Grow<'a>(Vec<ServerSlot<'a, Postcard, Buf, Buf, CAP>>);
+
+impl<'a> Storage<ServerSlot<'a, Postcard, Buf, Buf, CAP>> for Grow<'a> {
+    fn slots(&self) -> &[ServerSlot<'a, Postcard, Buf, Buf, CAP>] {
+        &self.0
+    }
+    fn slots_mut(&mut self) -> &mut [ServerSlot<'a, Postcard, Buf, Buf, CAP>] {
+        &mut self.0
+    }
+    fn push(
+        &mut self,
+        slot: ServerSlot<'a, Postcard, Buf, Buf, CAP>,
+    ) -> Result<(), ServerSlot<'a, Postcard, Buf, Buf, CAP>> {
+        self.0.push(slot);
+        Ok(())
+    }
+}
+
+#[test]
+fn growable_storage_grows_to_max_clients_and_reuses_freed_slots() {
+    let cfg = config();
+    let sreg = registry();
+    let mut server = Server::new(&cfg, &sreg, Postcard, options(50), Grow(Vec::new()));
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        ids.push(server.accept([0; BUF], [0; BUF], T0).unwrap());
+    }
+    assert_eq!(server.accept([0; BUF], [0; BUF], T0), Err(Refused::Full));
+    assert_eq!(server.stats().peak_clients, 50);
+    for id in &ids[..10] {
+        server.handle_transport_closed(*id);
+        assert!(server.take_finished(*id).is_some());
+    }
+    for _ in 0..10 {
+        let id = server.accept([0; BUF], [0; BUF], T0).unwrap();
+        assert!(id.slot() < 50, "a freed slot, not a new one");
+    }
+    assert_eq!(server.len(), 50);
+    assert_eq!(server.stats().accepted, 60);
+}
