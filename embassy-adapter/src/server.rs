@@ -69,7 +69,7 @@
 //! ```
 
 use crate::fmt::debug;
-use crate::session::{now, poll_io, to_embassy, IoState, Link, Look, Received};
+use crate::session::{now, poll_io, sent_since, to_embassy, IoState, Link, Look, Received};
 use core::cell::RefCell;
 use core::future::{pending, poll_fn};
 use core::task::{Context, Poll};
@@ -755,7 +755,13 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         .await
     }
 
-    async fn serve_slot<
+    /// One slot's life: listen, serve a client, close, listen again. A
+    /// plain function returning an `async move` block, so that the future
+    /// keeps each argument once (an `async fn` keeps a copy of each beside
+    /// the argument itself).
+    fn serve_slot<
+        's,
+        'n,
         H: Handler<M, C, NR>,
         const RX: usize,
         const TX: usize,
@@ -763,13 +769,14 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         const STX: usize,
         const BODY: usize,
     >(
-        &self,
+        &'s self,
         slot: usize,
-        stack: Stack<'_>,
+        stack: Stack<'n>,
         port: u16,
         res: &'d mut SlotResources<RX, TX, SRX, STX, BODY>,
-        handler: &H,
-    ) {
+        handler: &'s H,
+    ) -> impl core::future::Future<Output = ()>
+           + use<'s, 'n, 'd, M, C, NR, N, B, H, RX, TX, SRX, STX, BODY> {
         let SlotResources {
             socket_rx,
             socket_tx,
@@ -780,85 +787,94 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         // The connection's buffers: lent to the core while a client is
         // there, given back when it is done.
         let mut buffers: Option<(&'d mut [u8], &'d mut [u8])> = Some((&mut rx[..], &mut tx[..]));
-        loop {
-            if self.with(|s| s.shutdown) {
-                return;
-            }
-            let mut socket = TcpSocket::new(stack, &mut socket_rx[..], &mut socket_tx[..]);
-            self.set_listening(1);
-            let accepted = select(socket.accept(port), self.wait_shutdown(slot)).await;
-            self.set_listening(-1);
-            match accepted {
-                Either::First(Ok(())) => {}
-                Either::First(Err(_)) => {
-                    // An invalid port or state: do not spin.
-                    drop(socket);
-                    Timer::after_millis(100).await;
-                    continue;
+        async move {
+            loop {
+                if self.with(|s| s.shutdown) {
+                    return;
                 }
-                Either::Second(()) => return,
-            }
-            socket.set_nagle_enabled(false);
-            socket.set_keep_alive(self.options.keep_alive);
-            socket.set_timeout(self.options.tcp_timeout);
-            let accepted = self.with(|s| {
-                let (rx, tx) = buffers.take()?;
-                let r = s.core.accept(rx, tx, now());
-                s.check_timer();
-                r.ok()
-            });
-            let Some(id) = accepted else {
-                // Refused by the core (shutting down, or buffers too small
-                // for a connection: then they are gone for good).
-                debug!("server: connection refused by the core");
-                socket.abort();
-                let _ = with_timeout(self.options.linger, socket.flush()).await;
+                let mut socket = TcpSocket::new(stack, &mut socket_rx[..], &mut socket_tx[..]);
+                self.set_listening(1);
+                let accepted = select(socket.accept(port), self.wait_shutdown(slot)).await;
+                self.set_listening(-1);
+                match accepted {
+                    Either::First(Ok(())) => {}
+                    Either::First(Err(_)) => {
+                        // An invalid port or state: do not spin.
+                        drop(socket);
+                        Timer::after_millis(100).await;
+                        continue;
+                    }
+                    Either::Second(()) => return,
+                }
+                socket.set_nagle_enabled(false);
+                socket.set_keep_alive(self.options.keep_alive);
+                socket.set_timeout(self.options.tcp_timeout);
+                let accepted = self.with(|s| {
+                    let (rx, tx) = buffers.take()?;
+                    let r = s.core.accept(rx, tx, now());
+                    s.check_timer();
+                    r.ok()
+                });
+                let Some(id) = accepted else {
+                    // Refused by the core (shutting down, or buffers too small
+                    // for a connection: then they are gone for good).
+                    debug!("server: connection refused by the core");
+                    socket.abort();
+                    let _ = with_timeout(self.options.linger, socket.flush()).await;
+                    if buffers.is_none() {
+                        return;
+                    }
+                    continue;
+                };
+                debug!("server: client accepted");
+                // What lives only while the client is there, scoped so that the
+                // socket's close below keeps none of it.
+                buffers = {
+                    let ctx = Ctx {
+                        id,
+                        server: self as &dyn Backend<'d, C, NR>,
+                        _mutex: core::marker::PhantomData,
+                    };
+                    handler.on_connect(&ctx);
+                    let (mut reader, mut writer) = socket.split();
+                    let mut io = IoState::default();
+                    let run_io = poll_fn(|cx| {
+                        let link = ClientLink {
+                            server: self,
+                            id: ctx.id,
+                        };
+                        poll_io(&link, cx, &mut reader, &mut writer, &mut io)
+                    });
+                    // Ends only with the connection (`run_io` above).
+                    let app = async {
+                        if self.wait_connected(ctx.id).await {
+                            handler.on_handshake(&ctx).await;
+                            self.serve_packets(&ctx, handler, body).await;
+                        }
+                        pending::<core::convert::Infallible>().await
+                    };
+                    // The connection ends `run_io`; a handler still running then
+                    // is dropped with the app.
+                    match select(run_io, app).await {
+                        Either::First(_) => {}
+                        Either::Second(never) => match never {},
+                    }
+                    let done = self.with(|s| {
+                        if !s.core.is_abandoned(ctx.id) {
+                            s.core.handle_transport_closed(ctx.id);
+                        }
+                        s.core.take_finished(ctx.id)
+                    });
+                    done.map(|(finished, buffers)| {
+                        debug!("server: client closed");
+                        handler.on_close(finished.client, &finished.reason, finished.initiator);
+                        buffers
+                    })
+                };
+                close_socket(&mut socket, self.options.linger).await;
                 if buffers.is_none() {
                     return;
                 }
-                continue;
-            };
-            debug!("server: client accepted");
-            let ctx = Ctx {
-                id,
-                server: self as &dyn Backend<'d, C, NR>,
-                _mutex: core::marker::PhantomData,
-            };
-            handler.on_connect(&ctx);
-            let link = ClientLink { server: self, id };
-            let (reader, writer) = socket.split();
-            let mut reader = reader;
-            let mut writer = writer;
-            let mut io = IoState::default();
-            let run_io = poll_fn(|cx| poll_io(&link, cx, &mut reader, &mut writer, &mut io));
-            // Ends only with the connection (`run_io` above).
-            let app = async {
-                if self.wait_connected(id).await {
-                    handler.on_handshake(&ctx).await;
-                    self.serve_packets(&ctx, handler, body).await;
-                }
-                pending::<core::convert::Infallible>().await
-            };
-            // The connection ends `run_io`; a handler still running then is
-            // dropped with the app.
-            match select(run_io, app).await {
-                Either::First(_) => {}
-                Either::Second(never) => match never {},
-            }
-            let done = self.with(|s| {
-                if !s.core.is_abandoned(id) {
-                    s.core.handle_transport_closed(id);
-                }
-                s.core.take_finished(id)
-            });
-            if let Some((finished, (rx, tx))) = done {
-                debug!("server: client closed");
-                handler.on_close(id, &finished.reason, finished.initiator);
-                buffers = Some((rx, tx));
-            }
-            close_socket(&mut socket, self.options.linger).await;
-            if buffers.is_none() {
-                return;
             }
         }
     }
@@ -887,13 +903,12 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         handler: &H,
         body: &mut [u8],
     ) {
-        let id = ctx.id;
         loop {
             let step = poll_fn(|cx| {
                 self.with(|s| {
                     let now = now();
                     let got = loop {
-                        let step = s.core.poll_with(id, now, |event, outbox| match event {
+                        let step = s.core.poll_with(ctx.id, now, |event, outbox| match event {
                             Event::Packet(p) | Event::ConnTypePacket(p) => {
                                 let packet = Received {
                                     packet_id: p.packet_id,
@@ -901,7 +916,7 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                                     body: p.body,
                                     codec: p.codec().clone(),
                                 };
-                                let (take, step) = offer(handler, id, outbox, packet, body);
+                                let (take, step) = offer(handler, ctx.id, outbox, packet, body);
                                 (take, Some(step))
                             }
                             _ => (Take::Consume, None),
@@ -912,14 +927,14 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                             None => break None,
                         }
                     };
-                    s.changed(id);
+                    s.changed(ctx.id);
                     match got {
                         Some(step) => Poll::Ready(Some(step)),
-                        None if s.core.connection(id).is_none_or(|c| c.is_closed()) => {
+                        None if s.core.connection(ctx.id).is_none_or(|c| c.is_closed()) => {
                             Poll::Ready(None)
                         }
                         None => {
-                            s.wakers[id.slot()].register(cx.waker());
+                            s.wakers[ctx.id.slot()].register(cx.waker());
                             Poll::Pending
                         }
                     }
@@ -930,7 +945,7 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
             };
             match step {
                 Step::Handled => {}
-                Step::Retry => self.wait_sent(id).await,
+                Step::Retry => self.wait_sent(ctx.id).await,
                 Step::Deferred(packet_id, name, len) => {
                     let packet = Received {
                         packet_id,
@@ -957,9 +972,7 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                 let Some(c) = s.core.connection(id) else {
                     return Poll::Ready(());
                 };
-                let pending = c.poll_transmit().len();
-                let before = *before.get_or_insert(pending);
-                if pending < before || c.is_closed() {
+                if sent_since(&mut before, c.poll_transmit().len(), c.is_closed()) {
                     Poll::Ready(())
                 } else {
                     s.wakers[id.slot()].register(cx.waker());

@@ -625,9 +625,12 @@ impl<
     pub fn wait_sent(&self) -> impl Future<Output = ()> + use<'_, 'a, M, C, N, G, WAIT> {
         let mut before = None;
         self.wait_for(move |s| {
-            let pending = s.conn.poll_transmit().len();
-            let before = *before.get_or_insert(pending);
-            (pending < before || s.conn.is_closed()).then_some(())
+            sent_since(
+                &mut before,
+                s.conn.poll_transmit().len(),
+                s.conn.is_closed(),
+            )
+            .then_some(())
         })
     }
 
@@ -827,6 +830,13 @@ impl<C: Codec + Clone, const N: usize, G: RegistryAccess<N>, M: RawMutex, const 
     fn fire_timer(&self) {
         Session::fire_timer(self)
     }
+}
+
+/// Whether some queued bytes left (or the connection closed) since the first
+/// look, whose queue length `before` keeps: what `wait_sent` waits for.
+pub(crate) fn sent_since(before: &mut Option<usize>, pending: usize, closed: bool) -> bool {
+    let before = *before.get_or_insert(pending);
+    pending < before || closed
 }
 
 /// A server's registry shared by its sessions.

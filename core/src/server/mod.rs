@@ -596,15 +596,7 @@ where
         now: Instant,
         f: impl FnOnce(Event<'_, C>, &mut Outbox<'_, 'a, C, T, N, &'a Registry<N>>) -> (Take, X),
     ) -> Option<X> {
-        self.now = now;
-        let i = self.table.index(id)?;
-        self.refresh(i, true);
-        let c = self.table.storage.slots_mut()[i].client.as_mut()?;
-        if c.reported
-            || (over_high_water(&c.conn, self.options.read_pause_percent) && !c.conn.is_closed())
-        {
-            return None;
-        }
+        let (c, stats) = self.pollable(id, now)?;
         let (mut connected, mut closed) = (false, false);
         let x = c.conn.poll_with(now, |event, outbox| {
             match &event {
@@ -614,29 +606,38 @@ where
             }
             f(event, outbox)
         })?;
-        self.stats.handshakes += connected as u64;
+        stats.handshakes += connected as u64;
         c.reported |= closed;
         Some(x)
     }
 
-    fn poll_by(&mut self, id: ClientId, now: Instant, protocol: bool) -> Option<Event<'_, C>> {
+    /// The client, if it may be polled now: it is there, its close was not
+    /// handed out yet, and its transmit queue is not over the read pause
+    /// (a closed one is polled whatever its queue, to hand out the close).
+    fn pollable(
+        &mut self,
+        id: ClientId,
+        now: Instant,
+    ) -> Option<(&mut ClientState<'a, C, R, T, N>, &mut ServerStats)> {
         self.now = now;
         let i = self.table.index(id)?;
         // What the previous event queued starts the write-stall timer.
         self.refresh(i, true);
+        let percent = self.options.read_pause_percent;
         let c = self.table.storage.slots_mut()[i].client.as_mut()?;
-        if c.reported
-            || (over_high_water(&c.conn, self.options.read_pause_percent) && !c.conn.is_closed())
-        {
-            return None;
-        }
+        let paused = over_high_water(&c.conn, percent) && !c.conn.is_closed();
+        (!c.reported && !paused).then_some((c, &mut self.stats))
+    }
+
+    fn poll_by(&mut self, id: ClientId, now: Instant, protocol: bool) -> Option<Event<'_, C>> {
+        let (c, stats) = self.pollable(id, now)?;
         let event = if protocol {
             c.conn.poll_protocol(now)?
         } else {
             c.conn.poll(now)?
         };
         match &event {
-            Event::Connected => self.stats.handshakes += 1,
+            Event::Connected => stats.handshakes += 1,
             Event::Closed { .. } => c.reported = true,
             _ => {}
         }
