@@ -73,7 +73,7 @@ use crate::session::{now, poll_io, sent_since, to_embassy, IoState, Link, Look, 
 use core::cell::RefCell;
 use core::future::{pending, poll_fn};
 use core::task::{Context, Poll};
-use embassy_futures::join::{join, join_array};
+use embassy_futures::join::{join3, join_array};
 use embassy_futures::select::{select, Either};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::Stack;
@@ -492,7 +492,8 @@ struct Shared<'a, C, const NR: usize, const N: usize, const B: usize> {
     wakers: [WakerRegistration; N],
     listening: usize,
     shutdown: bool,
-    accept_wakers: [WakerRegistration; N],
+    /// The slots that listen (all run in `run`'s one task: one waker).
+    accept_waker: WakerRegistration,
     refuser: WakerRegistration,
     /// The timer future, and the deadline it sleeps until.
     timer: WakerRegistration,
@@ -560,7 +561,7 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                 wakers: [const { WakerRegistration::new() }; N],
                 listening: 0,
                 shutdown: false,
-                accept_wakers: [const { WakerRegistration::new() }; N],
+                accept_waker: WakerRegistration::new(),
                 refuser: WakerRegistration::new(),
                 timer: WakerRegistration::new(),
                 timer_at: None,
@@ -646,9 +647,7 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         self.with(|s| {
             s.shutdown = true;
             s.core.shutdown(now());
-            for w in s.accept_wakers.iter_mut() {
-                w.wake();
-            }
+            s.accept_waker.wake();
             s.refuser.wake();
             s.timer.wake();
             s.wake_all();
@@ -680,35 +679,35 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
             refusal_rx,
             refusal_tx,
         } = resources;
-        let mut index = 0;
-        let slots = slots.each_mut().map(|res| {
-            let i = index;
-            index += 1;
-            self.serve_slot(i, stack, port, res, handler)
-        });
-        let served = join(
+        let slots = slots
+            .each_mut()
+            .map(|res| self.serve_slot(stack, port, res, handler));
+        join3(
             join_array(slots),
             self.refuse(stack, port, refusal_rx, refusal_tx),
-        );
-        match select(served, self.timers()).await {
-            Either::First(_) => {}
-            Either::Second(never) => match never {},
-        }
+            self.timers(),
+        )
+        .await;
         self.status().stats
     }
 
     /// Fires the core's timers (every client's handshake and write stall,
-    /// the shutdown grace) and wakes the clients they closed.
-    async fn timers(&self) -> core::convert::Infallible {
+    /// the shutdown grace) and wakes the clients they closed, until the
+    /// server shut down and every client is gone.
+    async fn timers(&self) {
         loop {
-            let at = self.with(|s| {
+            let Some(at) = self.with(|s| {
                 s.timer_at = s.core.poll_timeout();
-                s.timer_at
-            });
+                (!s.core.is_done()).then_some(s.timer_at)
+            }) else {
+                return;
+            };
             let changed = poll_fn(|cx| {
                 self.with(|s| {
                     let next = s.core.poll_timeout();
-                    if next.is_some() && (s.timer_at.is_none() || next < s.timer_at) {
+                    if s.core.is_done()
+                        || next.is_some() && (s.timer_at.is_none() || next < s.timer_at)
+                    {
                         Poll::Ready(())
                     } else {
                         s.timer.register(cx.waker());
@@ -741,13 +740,13 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         });
     }
 
-    async fn wait_shutdown(&self, slot: usize) {
+    async fn wait_shutdown(&self) {
         poll_fn(|cx| {
             self.with(|s| {
                 if s.shutdown {
                     Poll::Ready(())
                 } else {
-                    s.accept_wakers[slot].register(cx.waker());
+                    s.accept_waker.register(cx.waker());
                     Poll::Pending
                 }
             })
@@ -755,13 +754,8 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         .await
     }
 
-    /// One slot's life: listen, serve a client, close, listen again. A
-    /// plain function returning an `async move` block, so that the future
-    /// keeps each argument once (an `async fn` keeps a copy of each beside
-    /// the argument itself).
-    fn serve_slot<
-        's,
-        'n,
+    /// One slot's life: listen, serve a client, close, listen again.
+    async fn serve_slot<
         H: Handler<M, C, NR>,
         const RX: usize,
         const TX: usize,
@@ -769,14 +763,12 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         const STX: usize,
         const BODY: usize,
     >(
-        &'s self,
-        slot: usize,
-        stack: Stack<'n>,
+        &self,
+        stack: Stack<'_>,
         port: u16,
         res: &'d mut SlotResources<RX, TX, SRX, STX, BODY>,
-        handler: &'s H,
-    ) -> impl core::future::Future<Output = ()>
-           + use<'s, 'n, 'd, M, C, NR, N, B, H, RX, TX, SRX, STX, BODY> {
+        handler: &H,
+    ) {
         let SlotResources {
             socket_rx,
             socket_tx,
@@ -787,14 +779,14 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
         // The connection's buffers: lent to the core while a client is
         // there, given back when it is done.
         let mut buffers: Option<(&'d mut [u8], &'d mut [u8])> = Some((&mut rx[..], &mut tx[..]));
-        async move {
+        {
             loop {
                 if self.with(|s| s.shutdown) {
                     return;
                 }
                 let mut socket = TcpSocket::new(stack, &mut socket_rx[..], &mut socket_tx[..]);
                 self.set_listening(1);
-                let accepted = select(socket.accept(port), self.wait_shutdown(slot)).await;
+                let accepted = select(socket.accept(port), self.wait_shutdown()).await;
                 self.set_listening(-1);
                 match accepted {
                     Either::First(Ok(())) => {}
@@ -863,7 +855,10 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                         if !s.core.is_abandoned(ctx.id) {
                             s.core.handle_transport_closed(ctx.id);
                         }
-                        s.core.take_finished(ctx.id)
+                        let done = s.core.take_finished(ctx.id);
+                        // The timer future ends once the last one is gone.
+                        s.timer.wake();
+                        done
                     });
                     done.map(|(finished, buffers)| {
                         debug!("server: client closed");
