@@ -308,6 +308,30 @@ pub struct ClientState<'a, C, R, T, const N: usize> {
     reported: bool,
 }
 
+/// The timers of one client, in the server's one table (the idle and
+/// frame timers of a hardened server are two more).
+#[derive(Clone, Copy)]
+enum Timer {
+    /// The connection's own: from accept to a completed handshake.
+    Handshake,
+    /// Queued bytes that none of is taken.
+    WriteStall,
+}
+
+impl Timer {
+    const ALL: [Timer; 2] = [Timer::Handshake, Timer::WriteStall];
+}
+
+impl<C: Codec, R: Buffer, T: Buffer, const N: usize> ClientState<'_, C, R, T, N> {
+    /// When `timer` fires for this client, if it runs.
+    fn deadline(&self, timer: Timer, write_stall: Duration) -> Option<Instant> {
+        match timer {
+            Timer::Handshake => self.conn.poll_timeout(),
+            Timer::WriteStall => self.stall_since.get().map(|since| since + write_stall),
+        }
+    }
+}
+
 /// The server's view of all its clients; see the [module docs](self) for the
 /// calling order. `C` is the codec, `R`/`T` the clients' receive and
 /// transmit buffers, `N` the registry's capacity, `S` the storage of client
@@ -895,18 +919,22 @@ where
             let stall = self.options.write_stall_timeout;
             let c = self.table.storage.slots_mut()[i].client.as_mut()?;
             let mut fired = false;
-            if c.conn.poll_timeout().is_some_and(|at| now >= at) {
-                c.conn.handle_timeout(now);
+            for timer in Timer::ALL {
+                if !c.deadline(timer, stall).is_some_and(|at| now >= at) {
+                    continue;
+                }
                 fired = true;
-            }
-            if c.stall_since
-                .get()
-                .is_some_and(|since| now >= since + stall)
-            {
-                c.conn.close(CloseReason::WriteQueueFull);
-                self.stats.write_stalls += 1;
-                self.abandon(i);
-                fired = true;
+                match timer {
+                    Timer::Handshake => c.conn.handle_timeout(now),
+                    Timer::WriteStall => {
+                        // It takes nothing: it is not told, it is dropped.
+                        c.conn.close(CloseReason::WriteQueueFull);
+                        c.conn.handle_transport_closed();
+                        c.abandoned = true;
+                        c.stall_since = MaybeInstant::NONE;
+                        self.stats.write_stalls += 1;
+                    }
+                }
             }
             self.refresh(i, true);
             if fired {
@@ -975,14 +1003,11 @@ where
                 c.stall_unstarted = true;
             }
         }
-        let due = [
-            c.conn.poll_timeout(),
-            c.stall_since.get().map(|since| since + stall),
-            c.stall_unstarted.then_some(now),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let due = Timer::ALL
+            .into_iter()
+            .filter_map(|timer| c.deadline(timer, stall))
+            .chain(c.stall_unstarted.then_some(now))
+            .min();
         self.table
             .refile(i, due.map_or(MaybeInstant::NONE, MaybeInstant::new));
     }
