@@ -100,6 +100,6 @@ pub mod wire;
 
 pub use connection::{Config, Connection, Event, Outbox, Take};
 pub use types::{
-    CloseReason, Initiator, Mode, SecurityLevel, Side, State, CONNTYPE_CLASSIC, CONNTYPE_NOTSET,
-    CONNTYPE_PING,
+    CloseReason, Initiator, Mode, SecurityLevel, Side, State, TlsFacts, CONNTYPE_CLASSIC,
+    CONNTYPE_NOTSET, CONNTYPE_PING,
 };

@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 use peng3dnet_core::SecurityLevel;
-use peng3dnet_std::tls::{
-    HandshakeFacts, PemItem, TlsClientConfig, TlsError, TlsServerConfig, TlsStream,
-};
+use peng3dnet_std::tls::{PemItem, TlsClientConfig, TlsError, TlsServerConfig, TlsStream};
 use peng3dnet_test_pki::Pki;
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -355,30 +353,6 @@ fn server_requiring_client_certs_rejects_a_certificate_from_another_ca() {
         "{served_err}"
     );
     assert!(client.is_err(), "client went on: {client:?}");
-}
-
-#[test]
-fn security_levels_follow_the_facts() {
-    use SecurityLevel::*;
-    let client = |server_verified, client_cert_presented| {
-        HandshakeFacts::Client {
-            server_verified,
-            client_cert_presented,
-        }
-        .security_level()
-    };
-    assert_eq!(client(false, false), Encrypted);
-    assert_eq!(client(false, true), Encrypted);
-    assert_eq!(client(true, false), ServerAuth);
-    assert_eq!(client(true, true), BothAuth);
-    let server = |client_cert_verified| {
-        HandshakeFacts::Server {
-            client_cert_verified,
-        }
-        .security_level()
-    };
-    assert_eq!(server(false), Encrypted);
-    assert_eq!(server(true), BothAuth);
 }
 
 #[test]
