@@ -5,7 +5,7 @@
 //! which is what the Python reference sends; postcard carries the fields in
 //! order. Decoding borrows strings from the frame, so no message allocates.
 
-use crate::registry::{Registry, RegistryMap, SyncReport, SyncSeed};
+use crate::registry::{Registry, RegistryMap, SyncReport};
 use core::fmt;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -38,6 +38,8 @@ pub struct SetType<'a> {
 
 /// `peng3dnet:internal.handshake` as the server sends it: its versions and its
 /// whole registry.
+// Documented in `crate::raw`, its one public path.
+#[doc(hidden)]
 #[derive(Serialize)]
 pub struct HandshakeOut<'a, const N: usize> {
     /// The server's software version.
@@ -50,6 +52,8 @@ pub struct HandshakeOut<'a, const N: usize> {
 
 /// `peng3dnet:internal.handshake` as a client reads it: the server's registry is
 /// compared with the client's while it is decoded, never stored.
+// Documented in `crate::raw`, its one public path.
+#[doc(hidden)]
 #[derive(Clone, Debug)]
 pub struct HandshakeIn<'a, const N: usize> {
     /// The server's software version.
@@ -60,7 +64,10 @@ pub struct HandshakeIn<'a, const N: usize> {
     pub sync: SyncReport<N>,
 }
 
-/// Decodes a [`HandshakeIn`] against a client's registry.
+/// Decodes a [`HandshakeIn`] against a client's registry: the server's
+/// names are looked up in it as they are read, and none is kept.
+// Documented in `crate::raw`, its one public path.
+#[doc(hidden)]
 pub struct HandshakeSeed<'r, const N: usize>(pub &'r Registry<N>);
 
 const HANDSHAKE_FIELDS: &[&str] = &["version", "protoversion", "registry"];
@@ -89,7 +96,7 @@ impl<'de, const N: usize> Visitor<'de> for HandshakeSeed<'_, N> {
             .next_element()?
             .ok_or_else(|| A::Error::invalid_length(1, &self))?;
         let sync = seq
-            .next_element_seed(SyncSeed::new(self.0))?
+            .next_element_seed(self.0.sync_seed())?
             .ok_or_else(|| A::Error::invalid_length(2, &self))?;
         Ok(HandshakeIn {
             version,
@@ -106,7 +113,7 @@ impl<'de, const N: usize> Visitor<'de> for HandshakeSeed<'_, N> {
                 "version" => version = Some(map.next_value()?),
                 "protoversion" => protoversion = Some(map.next_value()?),
                 "registry" if sync.is_none() => {
-                    sync = Some(map.next_value_seed(SyncSeed::new(self.0))?)
+                    sync = Some(map.next_value_seed(self.0.sync_seed())?)
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;

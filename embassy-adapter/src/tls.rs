@@ -76,8 +76,9 @@
 //! use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 //! use embedded_io_async::{Read, Write};
 //! use peng3dnet_core::codec::Postcard;
+//! use peng3dnet_core::connection::Config;
 //! use peng3dnet_core::registry::Registry;
-//! use peng3dnet_core::{CloseReason, Config, SecurityLevel};
+//! use peng3dnet_core::{CloseReason, SecurityLevel};
 //! use peng3dnet_embassy::tls::{SharedSocket, TlsClient, TlsClientConfig, RECORD_READ_BUFFER};
 //! use peng3dnet_embassy::{Resources, Session};
 //!

@@ -204,7 +204,7 @@ impl Compressor for Zlib {
     }
 }
 
-/// The reference's default compression, for [`peng3dnet_core::Config::compressor`].
+/// The reference's default compression, for [`peng3dnet_core::connection::Config::compressor`].
 pub static ZLIB_DEFAULT: Zlib = Zlib {
     threshold: 8192,
     level: 6,
