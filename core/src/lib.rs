@@ -68,7 +68,6 @@
 //! - [`rules`]: SmartPacket rules.
 //! - [`connection`]: the state machine of one connection, and its calling order.
 //! - [`table`]: the server's client table and broadcast.
-//! - [`echo`]: the packets of the echo service of the `peng3dnet` program.
 //! - [`messages`]: the protocol's own messages.
 //! - [`time`]: the core's `Instant` and `Duration`.
 //! - [`raw`]: for adapter authors' test peers and fuzzers, the pieces of the
@@ -98,7 +97,6 @@ extern crate std;
 pub mod buffer;
 pub mod codec;
 pub mod connection;
-pub mod echo;
 pub mod messages;
 pub mod raw;
 pub mod registry;

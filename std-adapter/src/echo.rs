@@ -1,6 +1,7 @@
 //! The echo service of the reference's echo example, as used by the
 //! `peng3dnet` program: `echo:echo` is sent back unchanged, `echo:ping` is sent
-//! back with `server_timestamp` set.
+//! back with `server_timestamp` set. The packets are `peng3dnet-echo`'s,
+//! which firmware shares (re-exported here).
 
 use crate::server::{Server, ServerBuilder, ServerOptions};
 use crate::StdRegistry;
@@ -10,15 +11,13 @@ use peng3dnet_core::rules::Rules;
 use peng3dnet_core::CloseReason;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use peng3dnet_core::echo::{Echo, EchoPing, EchoPingMsg};
+pub use peng3dnet_echo::{Echo, EchoPing, EchoPingMsg};
 
-/// A registry with exactly the two echo packets (ids 64 and 65).
+/// A registry with exactly the two echo packets (ids 64 and 65;
+/// [`peng3dnet_echo::registry`]).
 pub fn registry() -> StdRegistry {
-    let mut reg = StdRegistry::new();
-    // Cannot fail: an empty registry has room and the names are valid.
-    reg.register::<Echo>().expect("room for echo:echo");
-    reg.register::<EchoPing>().expect("room for echo:ping");
-    reg
+    // Cannot fail: a registry of REGISTRY_CAPACITY (256) has room for both.
+    peng3dnet_echo::registry().expect("room for the echo packets")
 }
 
 /// Seconds since the Unix epoch, as the reference's `time.time()`.
