@@ -3,6 +3,7 @@
 //! back with `server_timestamp` set. The packets are `peng3dnet-echo`'s,
 //! which firmware shares (re-exported here).
 
+use crate::codec::Value;
 use crate::server::{Server, ServerBuilder, ServerOptions};
 use crate::StdRegistry;
 use peng3dnet_core::codec::{Codec, Postcard};
@@ -58,10 +59,10 @@ pub fn server_with_codec<C: Codec + Clone + Send + 'static>(
         .on_raw::<EchoPing>(|ctx, body| {
             let stamp = unix_time();
             if ctx.codec().self_describing() {
-                match ctx.codec().decode::<serde_json::Value>(body) {
-                    Ok(serde_json::Value::Object(mut map)) => {
+                match ctx.codec().decode::<Value>(body) {
+                    Ok(Value::Map(mut map)) => {
                         map.insert("server_timestamp".into(), stamp.into());
-                        let _ = ctx.send::<EchoPingAny>(&serde_json::Value::Object(map));
+                        let _ = ctx.send::<EchoPingAny>(&Value::Map(map));
                     }
                     _ => ctx.close(CloseReason::MalformedPacket),
                 }
@@ -82,5 +83,5 @@ pub struct EchoPingAny;
 impl Packet for EchoPingAny {
     const NAME: &'static str = "echo:ping";
     const RULES: Rules = Rules::SMART;
-    type Message<'a> = serde_json::Value;
+    type Message<'a> = Value;
 }
