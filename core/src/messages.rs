@@ -5,7 +5,7 @@
 //! which is what the Python reference sends; postcard carries the fields in
 //! order. Decoding borrows strings from the frame, so no message allocates.
 
-use crate::registry::{Registry, RegistryMap, SyncReport};
+use crate::registry::{Registry, RegistryMap, SyncReport, SyncSeed};
 use core::fmt;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -96,7 +96,7 @@ impl<'de, const N: usize> Visitor<'de> for HandshakeSeed<'_, N> {
             .next_element()?
             .ok_or_else(|| A::Error::invalid_length(1, &self))?;
         let sync = seq
-            .next_element_seed(self.0.sync_seed())?
+            .next_element_seed(SyncSeed::new(self.0))?
             .ok_or_else(|| A::Error::invalid_length(2, &self))?;
         Ok(HandshakeIn {
             version,
@@ -113,7 +113,7 @@ impl<'de, const N: usize> Visitor<'de> for HandshakeSeed<'_, N> {
                 "version" => version = Some(map.next_value()?),
                 "protoversion" => protoversion = Some(map.next_value()?),
                 "registry" if sync.is_none() => {
-                    sync = Some(map.next_value_seed(self.0.sync_seed())?)
+                    sync = Some(map.next_value_seed(SyncSeed::new(self.0))?)
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;

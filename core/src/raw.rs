@@ -10,6 +10,7 @@
 //! - [`HandshakeIn`], [`HandshakeSeed`], [`SyncReport`]: the same message as a
 //!   client reads it, the server's registry compared with the client's while
 //!   it is decoded; [`Registry::apply_sync`] then adopts the server's ids.
+//!   [`SyncSeed`] ([`Registry::sync_seed`]) decodes the registry map alone.
 //! - [`RuleContext`]: what [`Rules::check_receive`] and
 //!   [`Rules::check_send`] check a packet against.
 //!
@@ -57,6 +58,7 @@
 //!
 //! [`Registry::as_map`]: crate::registry::Registry::as_map
 //! [`Registry::apply_sync`]: crate::registry::Registry::apply_sync
+//! [`Registry::sync_seed`]: crate::registry::Registry::sync_seed
 //! [`Rules::check_receive`]: crate::rules::Rules::check_receive
 //! [`Rules::check_send`]: crate::rules::Rules::check_send
 
@@ -66,6 +68,6 @@
 #[doc(inline)]
 pub use crate::messages::{HandshakeIn, HandshakeOut, HandshakeSeed};
 #[doc(inline)]
-pub use crate::registry::{RegistryMap, SyncReport};
+pub use crate::registry::{RegistryMap, SyncReport, SyncSeed};
 #[doc(inline)]
 pub use crate::rules::RuleContext;

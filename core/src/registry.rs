@@ -336,8 +336,11 @@ impl<const N: usize> Registry<N> {
     }
 
     /// A seed that decodes a peer's `name -> id` map and compares it with this
-    /// registry, without storing the peer's names.
-    pub(crate) fn sync_seed(&self) -> SyncSeed<'_, N> {
+    /// registry, without storing the peer's names (the `registry` of a
+    /// server's handshake, which [`raw::HandshakeSeed`](crate::raw::HandshakeSeed)
+    /// decodes with it). A [`Connection`](crate::connection::Connection)
+    /// does this itself.
+    pub fn sync_seed(&self) -> SyncSeed<'_, N> {
         SyncSeed::new(self)
     }
 
@@ -490,11 +493,13 @@ impl<const N: usize> Serialize for RegistryMap<'_, N> {
 
 /// Decodes a `name -> id` map against a registry; see
 /// [`Registry::sync_seed`].
-pub(crate) struct SyncSeed<'a, const N: usize>(&'a Registry<N>);
+// Documented in `crate::raw`, its one public path.
+#[doc(hidden)]
+pub struct SyncSeed<'a, const N: usize>(&'a Registry<N>);
 
 impl<'a, const N: usize> SyncSeed<'a, N> {
     /// A seed comparing against `registry`.
-    pub(crate) fn new(registry: &'a Registry<N>) -> Self {
+    pub fn new(registry: &'a Registry<N>) -> Self {
         SyncSeed(registry)
     }
 }
