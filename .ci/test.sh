@@ -17,11 +17,16 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "peng3dnet-core with the defmt feature"
 cargo clippy -p peng3dnet-core --features defmt --locked -- -D warnings
 
+step "peng3dnet-std's library without the program's dependencies (feature cli off)"
+cargo build -p peng3dnet-std --no-default-features --lib --locked
+n="$(cargo tree -p peng3dnet-std --no-default-features -e normal --locked | grep -cE '^.* (clap|serde_json) v' || true)"
+[[ "$n" == 0 ]] || { echo "clap or serde_json is a dependency of the library ($n)"; exit 1; }
+
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
-step "bare-metal builds of peng3dnet-core and peng3dnet-embassy (thumbv6m-none-eabi, thumbv7em-none-eabihf)"
-bash .ci/baremetal.sh -p peng3dnet-core -p peng3dnet-embassy
+step "bare-metal builds of peng3dnet-core, peng3dnet-echo and peng3dnet-embassy (thumbv6m-none-eabi, thumbv7em-none-eabihf)"
+bash .ci/baremetal.sh -p peng3dnet-core -p peng3dnet-echo -p peng3dnet-embassy
 bash .ci/baremetal.sh -p peng3dnet-embassy --features "tls zlib"
 
 step "firmware on QEMU mps2-an385: LAN9118 driver tests, client and server scenarios, footprint"

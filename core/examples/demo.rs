@@ -5,11 +5,12 @@
 //! Run it with `cargo run -p peng3dnet-core --example demo`.
 
 use peng3dnet_core::codec::Postcard;
+use peng3dnet_core::connection::{Config, Connection, Event};
 use peng3dnet_core::registry::{Packet, Registry, RegistryAccess};
 use peng3dnet_core::rules::Rules;
 use peng3dnet_core::time::Instant;
 use peng3dnet_core::wire::FrameDecoder;
-use peng3dnet_core::{CloseReason, Config, Connection, Event, SecurityLevel, Side};
+use peng3dnet_core::{CloseReason, SecurityLevel, Side};
 
 /// `echo:echo` of the reference's echo example: sent back unchanged.
 struct Echo;

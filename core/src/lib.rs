@@ -70,9 +70,17 @@
 //! - [`server`]: the server's view of all its clients (admission, client
 //!   table, send rule, broadcast, timers, statistics), sans-IO, and its
 //!   calling order.
-//! - [`echo`]: the packets of the echo service of the `peng3dnet` program.
 //! - [`messages`]: the protocol's own messages.
 //! - [`time`]: the core's `Instant` and `Duration`.
+//! - [`raw`]: for adapter authors' test peers and fuzzers, the pieces of the
+//!   handshake and of the rule checks that a [`Connection`] uses inside.
+//!
+//! The protocol's constants are at the root: [`State`], [`Mode`], [`Side`],
+//! [`SecurityLevel`] and [`TlsFacts`], the connection types
+//! ([`CONNTYPE_CLASSIC`], ...), [`CloseReason`] and [`Initiator`]. The
+//! connection's everyday types are documented in [`connection`] and also
+//! re-exported at the root (`peng3dnet_core::Connection` is
+//! [`connection::Connection`]).
 //!
 //! The protocol is specified in `docs/PROTOCOL.md` of the repository; the
 //! close reasons this crate adds to the reference's are listed on
@@ -91,17 +99,22 @@ extern crate std;
 pub mod buffer;
 pub mod codec;
 pub mod connection;
-pub mod echo;
 pub mod messages;
+pub mod raw;
 pub mod registry;
 pub mod rules;
 pub mod server;
 pub mod time;
+// The constants' one documented path is the crate root (below); the module
+// stays reachable so that `peng3dnet_core::types::...` keeps compiling.
+#[doc(hidden)]
 pub mod types;
 pub mod wire;
 
+// Shortcuts to items documented in `connection`: one page each, there.
+#[doc(no_inline)]
 pub use connection::{Config, Connection, Event, Outbox, Take};
 pub use types::{
-    CloseReason, Initiator, Mode, SecurityLevel, Side, State, CONNTYPE_CLASSIC, CONNTYPE_NOTSET,
-    CONNTYPE_PING,
+    CloseReason, Initiator, Mode, SecurityLevel, Side, State, TlsFacts, CONNTYPE_CLASSIC,
+    CONNTYPE_NOTSET, CONNTYPE_PING, MAX_REASON_LEN,
 };

@@ -38,6 +38,8 @@ pub struct SetType<'a> {
 
 /// `peng3dnet:internal.handshake` as the server sends it: its versions and its
 /// whole registry.
+// Documented in `crate::raw`, its one public path.
+#[doc(hidden)]
 #[derive(Serialize)]
 pub struct HandshakeOut<'a, const N: usize> {
     /// The server's software version.
@@ -50,6 +52,8 @@ pub struct HandshakeOut<'a, const N: usize> {
 
 /// `peng3dnet:internal.handshake` as a client reads it: the server's registry is
 /// compared with the client's while it is decoded, never stored.
+// Documented in `crate::raw`, its one public path.
+#[doc(hidden)]
 #[derive(Clone, Debug)]
 pub struct HandshakeIn<'a, const N: usize> {
     /// The server's software version.
@@ -60,7 +64,10 @@ pub struct HandshakeIn<'a, const N: usize> {
     pub sync: SyncReport<N>,
 }
 
-/// Decodes a [`HandshakeIn`] against a client's registry.
+/// Decodes a [`HandshakeIn`] against a client's registry: the server's
+/// names are looked up in it as they are read, and none is kept.
+// Documented in `crate::raw`, its one public path.
+#[doc(hidden)]
 pub struct HandshakeSeed<'r, const N: usize>(pub &'r Registry<N>);
 
 const HANDSHAKE_FIELDS: &[&str] = &["version", "protoversion", "registry"];

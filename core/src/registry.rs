@@ -328,19 +328,26 @@ impl<const N: usize> Registry<N> {
     }
 
     /// The whole registry as a map `name -> id`, as the server sends it in
-    /// its handshake.
+    /// its handshake (the `registry` of a
+    /// [`raw::HandshakeOut`](crate::raw::HandshakeOut)). A
+    /// [`Connection`](crate::connection::Connection) sends it itself.
     pub fn as_map(&self) -> RegistryMap<'_, N> {
         RegistryMap(self)
     }
 
     /// A seed that decodes a peer's `name -> id` map and compares it with this
-    /// registry, without storing the peer's names.
+    /// registry, without storing the peer's names (the `registry` of a
+    /// server's handshake, which [`raw::HandshakeSeed`](crate::raw::HandshakeSeed)
+    /// decodes with it). A [`Connection`](crate::connection::Connection)
+    /// does this itself.
     pub fn sync_seed(&self) -> SyncSeed<'_, N> {
         SyncSeed::new(self)
     }
 
-    /// Adopts the server's ids found by [`sync_seed`](Self::sync_seed) under
-    /// `policy`. On error the registry is left unchanged.
+    /// Adopts the server's ids that a client's handshake found (the `sync`
+    /// of a [`raw::HandshakeIn`](crate::raw::HandshakeIn)) under `policy`. On
+    /// error the registry is left unchanged. A
+    /// [`Connection`](crate::connection::Connection) does this itself.
     pub fn apply_sync(
         &mut self,
         sync: &SyncReport<N>,
@@ -446,6 +453,8 @@ pub enum SyncError {
 }
 
 /// The result of comparing a peer's registry map with ours.
+// Documented in `crate::raw`, its one public path.
+#[doc(hidden)]
 #[derive(Clone, Debug)]
 pub struct SyncReport<const N: usize> {
     /// The peer's id for each of our entries, by our entry index.
@@ -467,7 +476,9 @@ impl<const N: usize> SyncReport<N> {
     }
 }
 
-/// Serializes a registry as the map `name -> id`.
+/// Serializes a registry as the map `name -> id` ([`Registry::as_map`]).
+// Documented in `crate::raw`, its one public path.
+#[doc(hidden)]
 pub struct RegistryMap<'a, const N: usize>(&'a Registry<N>);
 
 impl<const N: usize> Serialize for RegistryMap<'_, N> {
@@ -482,6 +493,8 @@ impl<const N: usize> Serialize for RegistryMap<'_, N> {
 
 /// Decodes a `name -> id` map against a registry; see
 /// [`Registry::sync_seed`].
+// Documented in `crate::raw`, its one public path.
+#[doc(hidden)]
 pub struct SyncSeed<'a, const N: usize>(&'a Registry<N>);
 
 impl<'a, const N: usize> SyncSeed<'a, N> {

@@ -112,7 +112,10 @@ impl Rules {
         self
     }
 
-    /// Checks a packet that arrived on a connection in `ctx`.
+    /// Checks a packet that arrived on a connection in `ctx`. A
+    /// [`Connection`](crate::connection::Connection) checks every packet
+    /// itself; this is for code that checks without one
+    /// ([`raw`](crate::raw)).
     #[inline]
     pub fn check_receive(&self, ctx: &RuleContext<'_>) -> Result<(), Violation> {
         if let Some(side) = self.side {
@@ -123,7 +126,8 @@ impl Rules {
         self.check_common(ctx)
     }
 
-    /// Checks a packet about to be sent on a connection in `ctx`.
+    /// Checks a packet about to be sent on a connection in `ctx` (see
+    /// [`check_receive`](Self::check_receive)).
     #[inline]
     pub fn check_send(&self, ctx: &RuleContext<'_>) -> Result<(), Violation> {
         if let Some(side) = self.side {
@@ -174,6 +178,8 @@ impl Default for Rules {
 }
 
 /// What the rules are checked against: one endpoint of one connection.
+// Documented in `crate::raw`, its one public path.
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug)]
 pub struct RuleContext<'a> {
     /// The side of this endpoint.

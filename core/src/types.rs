@@ -131,6 +131,87 @@ pub enum SecurityLevel {
     BothAuth = 4,
 }
 
+/// What one end of a completed TLS handshake verified: the facts its
+/// [`SecurityLevel`] is derived from ([`security_level`](Self::security_level)).
+/// Every TLS adapter builds these from what its TLS library verified
+/// (rustls in `peng3dnet-std`, embedded-tls in `peng3dnet-embassy`) and
+/// takes the level from here, so that one handshake means one level
+/// whichever adapter ran it.
+///
+/// ```
+/// use peng3dnet_core::{SecurityLevel, TlsFacts};
+///
+/// let facts = TlsFacts::Client { server_verified: true, client_cert_sent: false };
+/// assert_eq!(facts.security_level(), SecurityLevel::ServerAuth);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum TlsFacts {
+    /// The client's view.
+    Client {
+        /// In this handshake, the server's certificate chain was verified
+        /// against the trusted CA, its name against the host name the client
+        /// asked for, and its handshake signature with the certificate's key.
+        server_verified: bool,
+        /// The server asked for a client certificate, and the client sent one
+        /// and signed the handshake with its key. The client cannot tell a
+        /// server that requires one from a server that merely asks, nor (in
+        /// TLS 1.3, where the client finishes first) whether the server
+        /// accepted it: a server that rejects it makes the next read fail
+        /// with the server's alert.
+        client_cert_sent: bool,
+    },
+    /// The server's view.
+    Server {
+        /// The server required a client certificate, and the client's
+        /// certificate was verified against the client CA.
+        client_cert_verified: bool,
+    },
+}
+
+impl TlsFacts {
+    /// The security level these facts establish:
+    ///
+    /// | side | facts | level |
+    /// |---|---|---|
+    /// | client | server not verified | [`Encrypted`](SecurityLevel::Encrypted), whatever else |
+    /// | client | server verified, no client certificate sent | [`ServerAuth`](SecurityLevel::ServerAuth) |
+    /// | client | server verified, client certificate asked for and sent | [`BothAuth`](SecurityLevel::BothAuth) |
+    /// | server | client certificate required and verified | [`BothAuth`](SecurityLevel::BothAuth) |
+    /// | server | otherwise | [`Encrypted`](SecurityLevel::Encrypted) |
+    ///
+    /// The server cannot know whether its client verified the server's
+    /// certificate, so it never reports `ServerAuth`, and its `BothAuth`
+    /// rests on the client's side of the bargain: a client should present a
+    /// certificate only when it verifies the server (the clients of both
+    /// adapters refuse a configuration that would). A client that sent a
+    /// certificate to a server it did not verify is still only `Encrypted`.
+    /// Plain TCP is [`SecurityLevel::None`], which no TLS connection
+    /// reports.
+    pub const fn security_level(self) -> SecurityLevel {
+        match self {
+            TlsFacts::Client {
+                server_verified: false,
+                ..
+            } => SecurityLevel::Encrypted,
+            TlsFacts::Client {
+                server_verified: true,
+                client_cert_sent: false,
+            } => SecurityLevel::ServerAuth,
+            TlsFacts::Client {
+                server_verified: true,
+                client_cert_sent: true,
+            } => SecurityLevel::BothAuth,
+            TlsFacts::Server {
+                client_cert_verified: true,
+            } => SecurityLevel::BothAuth,
+            TlsFacts::Server {
+                client_cert_verified: false,
+            } => SecurityLevel::Encrypted,
+        }
+    }
+}
+
 /// The built-in classic connection type: registry handshake, then packets.
 pub const CONNTYPE_CLASSIC: &str = "classic";
 /// The built-in ping connection type.
@@ -318,5 +399,43 @@ mod tests {
             }
         }
         assert_eq!(State::Active.code(), 64);
+    }
+
+    #[test]
+    fn tls_levels_follow_the_table() {
+        use SecurityLevel::*;
+        // One row per line of the table on `TlsFacts::security_level`, every
+        // combination of the facts.
+        let client = |server_verified, client_cert_sent| {
+            TlsFacts::Client {
+                server_verified,
+                client_cert_sent,
+            }
+            .security_level()
+        };
+        assert_eq!(client(false, false), Encrypted);
+        assert_eq!(client(false, true), Encrypted);
+        assert_eq!(client(true, false), ServerAuth);
+        assert_eq!(client(true, true), BothAuth);
+        let server = |client_cert_verified| {
+            TlsFacts::Server {
+                client_cert_verified,
+            }
+            .security_level()
+        };
+        assert_eq!(server(true), BothAuth);
+        assert_eq!(server(false), Encrypted);
+        // No TLS handshake is as weak as plain TCP.
+        for facts in [
+            TlsFacts::Client {
+                server_verified: false,
+                client_cert_sent: false,
+            },
+            TlsFacts::Server {
+                client_cert_verified: false,
+            },
+        ] {
+            assert!(facts.security_level() > SecurityLevel::None);
+        }
     }
 }

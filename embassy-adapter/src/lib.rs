@@ -11,8 +11,9 @@
 //! use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 //! use embassy_sync::pipe::Pipe;
 //! use peng3dnet_core::codec::Postcard;
+//! use peng3dnet_core::connection::Config;
 //! use peng3dnet_core::registry::Registry;
-//! use peng3dnet_core::{CloseReason, Config};
+//! use peng3dnet_core::CloseReason;
 //! use peng3dnet_embassy::{Resources, Session};
 //!
 //! # embassy_futures::block_on(async {

@@ -12,7 +12,7 @@
 //!   connection can hand one handle to its reader and another to its writer
 //!   ([`embedded_tls::TlsConnection::split`] needs a `Clone` socket).
 //! - [`TlsClient`], which runs the handshake ([`TlsClient::connect`]), knows which
-//!   [`SecurityLevel`] it established ([`HandshakeFacts`]) and runs a
+//!   [`SecurityLevel`] it established ([`TlsClient::facts`]) and runs a
 //!   [`Session`] over the encrypted stream ([`TlsClient::run`]), its reader
 //!   and writer working at the same time.
 //!
@@ -27,7 +27,9 @@
 //! # What is verified, and the security level
 //!
 //! The level comes from what the handshake verified, never from the
-//! configuration alone ([`HandshakeFacts::security_level`]):
+//! configuration alone: [`TlsClient::facts`] are what embedded-tls verified,
+//! and the core's [`TlsFacts::security_level`] (the one table every adapter
+//! uses) turns them into the level:
 //!
 //! | configuration | handshake | level |
 //! |---|---|---|
@@ -74,8 +76,9 @@
 //! use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 //! use embedded_io_async::{Read, Write};
 //! use peng3dnet_core::codec::Postcard;
+//! use peng3dnet_core::connection::Config;
 //! use peng3dnet_core::registry::Registry;
-//! use peng3dnet_core::{CloseReason, Config, SecurityLevel};
+//! use peng3dnet_core::{CloseReason, SecurityLevel};
 //! use peng3dnet_embassy::tls::{SharedSocket, TlsClient, TlsClientConfig, RECORD_READ_BUFFER};
 //! use peng3dnet_embassy::{Resources, Session};
 //!
@@ -123,7 +126,7 @@ use p256::ecdsa::{signature::SignerMut, DerSignature, SigningKey};
 use p256::pkcs8::DecodePrivateKey;
 use peng3dnet_core::codec::Codec;
 use peng3dnet_core::registry::RegistryAccess;
-use peng3dnet_core::SecurityLevel;
+use peng3dnet_core::{SecurityLevel, TlsFacts};
 use rand_core::CryptoRngCore;
 
 use crate::session::{Closed, RunError, Session};
@@ -359,47 +362,6 @@ impl<Clock, const CHAIN: usize> TlsClientConfig<'_, Clock, CHAIN> {
     }
 }
 
-/// What a completed handshake established, as the client knows it: the
-/// facts a [`SecurityLevel`] is derived from
-/// ([`security_level`](Self::security_level)).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct HandshakeFacts {
-    /// In this handshake, the server's certificate chain verified against
-    /// the CA, its name against the configured host name, and its
-    /// `CertificateVerify` signature with the certificate's key.
-    pub server_verified: bool,
-    /// The server asked for a client certificate.
-    pub client_cert_requested: bool,
-    /// The client sent its certificate and signed the handshake with its
-    /// key (only ever with `server_verified`).
-    pub client_cert_sent: bool,
-}
-
-impl HandshakeFacts {
-    /// The security level these facts establish:
-    ///
-    /// | facts | level |
-    /// |---|---|
-    /// | server not verified | [`Encrypted`](SecurityLevel::Encrypted), whatever else |
-    /// | server verified, no client certificate sent | [`ServerAuth`](SecurityLevel::ServerAuth) |
-    /// | server verified, client certificate asked for and sent | [`BothAuth`](SecurityLevel::BothAuth) |
-    pub fn security_level(self) -> SecurityLevel {
-        match self {
-            HandshakeFacts {
-                server_verified: false,
-                ..
-            } => SecurityLevel::Encrypted,
-            HandshakeFacts {
-                client_cert_requested: true,
-                client_cert_sent: true,
-                ..
-            } => SecurityLevel::BothAuth,
-            _ => SecurityLevel::ServerAuth,
-        }
-    }
-}
-
 /// embedded-tls's verifier, recording what it verified, and refusing what it
 /// would otherwise accept or panic on (a second certificate, a signature
 /// without a certificate).
@@ -605,7 +567,8 @@ impl<'t, S: Write + 't, CS: TlsCipherSuite + 'static> Write for TlsWriteHalf<'t,
 /// verified.
 pub struct TlsClient<'a, S: Read + Write + 'a, CS: TlsCipherSuite + 'static = Aes128GcmSha256> {
     conn: TlsConnection<'a, S, CS>,
-    facts: HandshakeFacts,
+    facts: TlsFacts,
+    client_cert_requested: bool,
 }
 
 impl<'a, S: Read + Write + 'a> TlsClient<'a, S, Aes128GcmSha256> {
@@ -668,24 +631,42 @@ impl<'a, S: Read + Write + 'a, CS: TlsCipherSuite + 'static> TlsClient<'a, S, CS
         if config.server.is_some() && !server_verified {
             return Err(ConnectError::ServerNotVerified);
         }
-        let facts = HandshakeFacts {
+        let facts = TlsFacts::Client {
             server_verified,
-            client_cert_requested: provider.cert_requested,
             client_cert_sent: server_verified
                 && provider.cert_requested
                 && provider.cert_signed
                 && config.client.is_some(),
         };
-        Ok(TlsClient { conn, facts })
+        Ok(TlsClient {
+            conn,
+            facts,
+            client_cert_requested: provider.cert_requested,
+        })
     }
 
-    /// What the handshake verified.
-    pub fn facts(&self) -> HandshakeFacts {
+    /// What the handshake verified, as the core's [`TlsFacts::Client`]:
+    /// `server_verified` when the certificate chain, the name and the
+    /// signature all verified (see the [module](self)), `client_cert_sent`
+    /// when the server asked for a certificate and the client sent its own
+    /// and signed the handshake with its key (only ever with
+    /// `server_verified`).
+    pub fn facts(&self) -> TlsFacts {
         self.facts
     }
 
-    /// The security level the handshake established
-    /// ([`HandshakeFacts::security_level`]).
+    /// Whether the server asked for a client certificate, whether or not
+    /// this client had one to send. The level does not depend on it; it
+    /// tells a server that asked and got nothing (a client without a
+    /// certificate, which such a server then refuses) from one that never
+    /// asked.
+    pub fn client_cert_requested(&self) -> bool {
+        self.client_cert_requested
+    }
+
+    /// The security level the handshake established, from its
+    /// [`facts`](Self::facts) by the core's one table
+    /// ([`TlsFacts::security_level`]).
     pub fn security_level(&self) -> SecurityLevel {
         self.facts.security_level()
     }

@@ -20,8 +20,10 @@
 
 use peng3dnet_core::codec::{Codec, CodecError, Postcard};
 use peng3dnet_core::connection::Compressor;
-use serde::de::{DeserializeSeed, IgnoredAny};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
 use std::io::{self, Cursor, Write};
 
 /// MessagePack, the encoding of the Python reference: structs as maps with
@@ -204,11 +206,171 @@ impl Compressor for Zlib {
     }
 }
 
-/// The reference's default compression, for [`peng3dnet_core::Config::compressor`].
+/// The reference's default compression, for [`peng3dnet_core::connection::Config::compressor`].
 pub static ZLIB_DEFAULT: Zlib = Zlib {
     threshold: 8192,
     level: 6,
 };
+
+/// A value of a self-describing codec ([`MsgPack`]) whose shape no Rust type
+/// declares: an entry of a ping answer ([`PingReply::data`]), an `echo:ping`
+/// map of the reference's clients ([`echo`](crate::echo)). It takes what a
+/// JSON value can hold, as `serde_json::Value` does (which these places used
+/// before), so that the answers are the same: a map's keys must be strings
+/// and are kept sorted (a repeated key keeps its last value), binary and
+/// extension values do not decode, and a float that is not finite becomes
+/// [`Nil`](Self::Nil).
+///
+/// ```
+/// use peng3dnet_core::codec::Codec;
+/// use peng3dnet_std::codec::{MsgPack, Value};
+///
+/// let mut buf = [0u8; 64];
+/// let n = MsgPack.encode(&("players", 3, -1, 0.5), &mut buf).unwrap();
+/// let v: Value = MsgPack.decode(&buf[..n]).unwrap();
+/// assert_eq!(
+///     v,
+///     Value::Array(vec![Value::from("players"), Value::Int(3), Value::Int(-1), Value::Float(0.5)])
+/// );
+/// ```
+///
+/// [`PingReply::data`]: crate::ping::PingReply::data
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// `nil` (JSON's `null`).
+    Nil,
+    /// A boolean.
+    Bool(bool),
+    /// An integer: every integer MessagePack carries fits (`i64` and `u64`).
+    Int(i128),
+    /// A finite floating-point number.
+    Float(f64),
+    /// A string.
+    String(String),
+    /// An array.
+    Array(Vec<Value>),
+    /// A map with string keys, in key order.
+    Map(BTreeMap<String, Value>),
+}
+
+impl Value {
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Value {
+        Value::String(s.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Value {
+        Value::String(s)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(f: f64) -> Value {
+        if f.is_finite() {
+            Value::Float(f)
+        } else {
+            Value::Nil
+        }
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Nil => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => match (u64::try_from(*i), i64::try_from(*i)) {
+                (Ok(u), _) => s.serialize_u64(u),
+                (_, Ok(i)) => s.serialize_i64(i),
+                _ => s.serialize_i128(*i),
+            },
+            Value::Float(f) => s.serialize_f64(*f),
+            Value::String(v) => s.serialize_str(v),
+            Value::Array(items) => s.collect_seq(items),
+            Value::Map(map) => s.collect_map(map),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("nil, a boolean, a number, a string, an array or a map with string keys")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Int(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Int(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Nil)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Nil)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Value::deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        // The hint is the sender's claim: bounded, memory follows the items.
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(256));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut entries = BTreeMap::new();
+        while let Some((k, v)) = map.next_entry::<String, Value>()? {
+            entries.insert(k, v);
+        }
+        Ok(Value::Map(entries))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -276,6 +438,64 @@ mod tests {
             ),
             Err(CodecError::BufferTooSmall)
         );
+    }
+
+    /// What serde_json's value made of the same bytes, re-encoded: the
+    /// answers of the ping and echo code, which used it before.
+    fn as_serde_json(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let v: serde_json::Value = MsgPack.decode(bytes)?;
+        let mut out = vec![0u8; 1024];
+        let n = MsgPack.encode(&v, &mut out)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    fn as_value(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let v: Value = MsgPack.decode(bytes)?;
+        let mut out = vec![0u8; 1024];
+        let n = MsgPack.encode(&v, &mut out)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    #[test]
+    fn values_decode_and_encode_as_serde_json_values_did() {
+        #[derive(Serialize)]
+        struct Ping<'a> {
+            client_timestamp: f64,
+            nick: &'a str,
+            z: Option<u8>,
+            a: (i64, u64, bool, f32),
+            nested: BTreeMap<&'a str, Vec<i8>>,
+        }
+        let mut nested = BTreeMap::new();
+        nested.insert("xs", vec![-1, 0, 1]);
+        let mut buf = vec![0u8; 256];
+        let n = MsgPack
+            .encode(
+                &Ping {
+                    client_timestamp: 1.5,
+                    nick: "grüße",
+                    z: None,
+                    a: (i64::MIN, u64::MAX, true, 0.25),
+                    nested,
+                },
+                &mut buf,
+            )
+            .unwrap();
+        let same = as_value(&buf[..n]).unwrap();
+        assert_eq!(same, as_serde_json(&buf[..n]).unwrap());
+        // Keys come back sorted: "a" first.
+        assert_eq!(&same[..3], b"\x85\xa1a");
+        // A repeated key keeps its last value; NaN becomes nil.
+        let dup = b"\x83\xa1k\x01\xa1k\x02\xa1n\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00";
+        assert_eq!(as_value(dup), as_serde_json(dup));
+        assert_eq!(as_value(dup).unwrap(), b"\x82\xa1k\x02\xa1n\xc0");
+        // What serde_json refused is refused: binary, a non-string key.
+        for refused in [&b"\xc4\x01x"[..], &b"\x81\x01\x02"[..]] {
+            assert_eq!(as_serde_json(refused), Err(CodecError::Malformed));
+            assert_eq!(as_value(refused), Err(CodecError::Malformed));
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The echo service of the reference's echo example, as used by the
 //! `peng3dnet` program: `echo:echo` is sent back unchanged, `echo:ping` is sent
-//! back with `server_timestamp` set.
+//! back with `server_timestamp` set. The packets are `peng3dnet-echo`'s,
+//! which firmware shares (re-exported here).
 
+use crate::codec::Value;
 use crate::server::{Server, ServerBuilder, ServerOptions};
 use crate::StdRegistry;
 use peng3dnet_core::codec::{Codec, Postcard};
@@ -10,15 +12,13 @@ use peng3dnet_core::rules::Rules;
 use peng3dnet_core::CloseReason;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use peng3dnet_core::echo::{Echo, EchoPing, EchoPingMsg};
+pub use peng3dnet_echo::{Echo, EchoPing, EchoPingMsg};
 
-/// A registry with exactly the two echo packets (ids 64 and 65).
+/// A registry with exactly the two echo packets (ids 64 and 65;
+/// [`peng3dnet_echo::registry`]).
 pub fn registry() -> StdRegistry {
-    let mut reg = StdRegistry::new();
-    // Cannot fail: an empty registry has room and the names are valid.
-    reg.register::<Echo>().expect("room for echo:echo");
-    reg.register::<EchoPing>().expect("room for echo:ping");
-    reg
+    // Cannot fail: a registry of REGISTRY_CAPACITY (256) has room for both.
+    peng3dnet_echo::registry().expect("room for the echo packets")
 }
 
 /// Seconds since the Unix epoch, as the reference's `time.time()`.
@@ -59,10 +59,10 @@ pub fn server_with_codec<C: Codec + Clone + Send + 'static>(
         .on_raw::<EchoPing>(|ctx, body| {
             let stamp = unix_time();
             if ctx.codec().self_describing() {
-                match ctx.codec().decode::<serde_json::Value>(body) {
-                    Ok(serde_json::Value::Object(mut map)) => {
+                match ctx.codec().decode::<Value>(body) {
+                    Ok(Value::Map(mut map)) => {
                         map.insert("server_timestamp".into(), stamp.into());
-                        let _ = ctx.send::<EchoPingAny>(&serde_json::Value::Object(map));
+                        let _ = ctx.send::<EchoPingAny>(&Value::Map(map));
                     }
                     _ => ctx.close(CloseReason::MalformedPacket),
                 }
@@ -83,5 +83,5 @@ pub struct EchoPingAny;
 impl Packet for EchoPingAny {
     const NAME: &'static str = "echo:ping";
     const RULES: Rules = Rules::SMART;
-    type Message<'a> = serde_json::Value;
+    type Message<'a> = Value;
 }

@@ -57,7 +57,13 @@
 //! `cargo run --release -p peng3dnet-std --bin peng3dnet -- demo` runs a
 //! server and a client in one process and prints what happens;
 //! `peng3dnet serve`, `peng3dnet ping ADDR` and `peng3dnet echo ADDR MSG...`
-//! talk to real peers (`--help` on each).
+//! talk to real peers (`--help` on each). Its echo service is [`echo`], with
+//! the packets of the `peng3dnet-echo` crate, which firmware shares.
+//!
+//! ## Features
+//! - `cli` (default): the `peng3dnet` program, with its argument parser
+//!   (`clap`) and JSON output (`serde_json`). The library needs neither:
+//!   `default-features = false` leaves them out.
 use peng3dnet_core::registry::Registry;
 
 pub mod buffer;

@@ -8,6 +8,7 @@
 //! ```
 
 use crate::client::{Client, ClientError, ClientEvent, ClientOptions};
+use crate::codec::Value;
 use crate::tls::TlsClientConfig;
 use crate::StdRegistry;
 use peng3dnet_core::codec::{Codec, Postcard};
@@ -31,30 +32,9 @@ pub struct PingReply {
     pub release: String,
     /// The server's protocol version.
     pub protoversion: u32,
-    /// The server's own ping data, in its order.
-    pub data: Vec<(String, serde_json::Value)>,
-}
-
-impl PingReply {
-    /// The reply as JSON, with the reference's key names and `delay` in
-    /// seconds.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut map = serde_json::Map::new();
-        map.insert("delay".into(), self.delay.as_secs_f64().into());
-        map.insert("oldmsg".into(), serde_json::json!({ "time": self.time }));
-        map.insert(
-            "peng3dnet".into(),
-            serde_json::json!({
-                "version": self.version,
-                "release": self.release,
-                "protoversion": self.protoversion,
-            }),
-        );
-        for (k, v) in &self.data {
-            map.insert(k.clone(), v.clone());
-        }
-        serde_json::Value::Object(map)
-    }
+    /// The server's own ping data, in its order: strings with postcard, any
+    /// value with a self-describing codec.
+    pub data: Vec<(String, Value)>,
 }
 
 /// Pings the server at `addr` with the native codec and waits up to
@@ -124,7 +104,7 @@ struct Reply {
     version: String,
     release: String,
     protoversion: u32,
-    data: Vec<(String, serde_json::Value)>,
+    data: Vec<(String, Value)>,
 }
 
 #[derive(Deserialize)]
@@ -162,12 +142,12 @@ impl<'de> Visitor<'de> for ReplySeed {
                 "oldmsg" => time = Some(map.next_value::<PingRequest>()?.time),
                 "peng3dnet" => info = Some(map.next_value::<Info>()?),
                 _ if self.self_describing => {
-                    let v: serde_json::Value = map.next_value()?;
+                    let v: Value = map.next_value()?;
                     data.push((key, v));
                 }
                 _ => {
                     let v: String = map.next_value()?;
-                    data.push((key, serde_json::Value::String(v)));
+                    data.push((key, Value::String(v)));
                 }
             }
             if data.len() > 1024 {

@@ -13,9 +13,11 @@
 //!   (the server's mio loop: `WouldBlock` comes back as
 //!   [`io::ErrorKind::WouldBlock`]) and on a blocking one (the client).
 //!
-//! When the handshake is complete, [`TlsStream::security_level`] says what it
-//! established, as a [`SecurityLevel`] for the protocol's `min_sslsec_level`
-//! rules; [`HandshakeFacts`] says how that level is derived.
+//! When the handshake is complete, [`TlsStream::handshake_facts`] says what
+//! it verified, as the core's [`TlsFacts`], and [`TlsStream::security_level`]
+//! the [`SecurityLevel`] those facts establish for the protocol's
+//! `min_sslsec_level` rules ([`TlsFacts::security_level`] has the table,
+//! the same for every adapter).
 //!
 //! # Example
 //!
@@ -69,7 +71,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use peng3dnet_core::SecurityLevel;
+use peng3dnet_core::{SecurityLevel, TlsFacts};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, Resumption, WebPkiServerVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -526,71 +528,6 @@ impl TlsClientConfig {
     }
 }
 
-/// What a completed handshake established, as one end knows it: the facts a
-/// [`SecurityLevel`] is derived from ([`security_level`](Self::security_level)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum HandshakeFacts {
-    /// The client's view.
-    Client {
-        /// The server's certificate chain and host name were verified.
-        server_verified: bool,
-        /// The server asked for a client certificate and the client sent one.
-        /// (The client cannot tell a server that requires one from a server
-        /// that merely asks; a [`TlsServerConfig`] asks only when it requires.
-        /// In TLS 1.3 the client completes its handshake before the server has
-        /// checked the certificate: a server that rejects it makes the next
-        /// read fail with the server's alert.)
-        client_cert_presented: bool,
-    },
-    /// The server's view.
-    Server {
-        /// The server required a client certificate, and the client's
-        /// certificate was verified against the client CA.
-        client_cert_verified: bool,
-    },
-}
-
-impl HandshakeFacts {
-    /// The security level these facts establish:
-    ///
-    /// | side | facts | level |
-    /// |---|---|---|
-    /// | client | server not verified | [`Encrypted`](SecurityLevel::Encrypted), whatever else |
-    /// | client | server verified, no client certificate sent | [`ServerAuth`](SecurityLevel::ServerAuth) |
-    /// | client | server verified, client certificate asked for and sent | [`BothAuth`](SecurityLevel::BothAuth) |
-    /// | server | client certificate required and verified | [`BothAuth`](SecurityLevel::BothAuth) |
-    /// | server | otherwise | [`Encrypted`](SecurityLevel::Encrypted) |
-    ///
-    /// The server cannot know whether its client verified the server's
-    /// certificate, so it never reports `ServerAuth`, and its `BothAuth`
-    /// rests on the client's side of the bargain: clients configured here
-    /// present a certificate only when they verify the server
-    /// ([`TlsClientConfig::with_client_cert`]). Plain TCP is
-    /// [`SecurityLevel::None`], which no TLS connection reports.
-    pub fn security_level(self) -> SecurityLevel {
-        match self {
-            HandshakeFacts::Client {
-                server_verified: false,
-                ..
-            } => SecurityLevel::Encrypted,
-            HandshakeFacts::Client {
-                server_verified: true,
-                client_cert_presented: false,
-            } => SecurityLevel::ServerAuth,
-            HandshakeFacts::Client {
-                server_verified: true,
-                client_cert_presented: true,
-            } => SecurityLevel::BothAuth,
-            HandshakeFacts::Server {
-                client_cert_verified: true,
-            } => SecurityLevel::BothAuth,
-            HandshakeFacts::Server {
-                client_cert_verified: false,
-            } => SecurityLevel::Encrypted,
-        }
-    }
-}
-
 /// What a [`TlsStream`] knows about its configuration, to derive its facts.
 #[derive(Debug)]
 enum Role {
@@ -834,9 +771,19 @@ impl<S> TlsStream<S> {
         self.conn.is_handshaking()
     }
 
-    /// The facts the completed handshake established; `None` until the
-    /// handshake is complete, and after a TLS error.
-    pub fn handshake_facts(&self) -> Option<HandshakeFacts> {
+    /// What the completed handshake verified; `None` until the handshake is
+    /// complete, and after a TLS error.
+    ///
+    /// A client's `client_cert_sent` is true when rustls asked this
+    /// connection's certificate resolver for the certificate (the server
+    /// asked for one) and the key could sign with a scheme the server
+    /// offered; a client that does not verify the server never has one
+    /// ([`TlsClientConfig::with_client_cert`]). (A [`TlsServerConfig`] asks
+    /// for a client certificate only when it requires one.) A server's
+    /// `client_cert_verified` is true when its configuration requires client
+    /// certificates and the client sent one: the verifier is mandatory then,
+    /// so a completed handshake with a certificate means it was verified.
+    pub fn handshake_facts(&self) -> Option<TlsFacts> {
         if self.conn.is_handshaking() || self.failed.is_some() {
             return None;
         }
@@ -844,30 +791,29 @@ impl<S> TlsStream<S> {
             Role::Client {
                 verifies_server,
                 presented,
-            } => HandshakeFacts::Client {
+            } => TlsFacts::Client {
                 server_verified: *verifies_server,
-                client_cert_presented: *verifies_server
+                client_cert_sent: *verifies_server
                     && presented
                         .as_ref()
                         .is_some_and(|p| p.load(Ordering::Relaxed)),
             },
             Role::Server {
                 requires_client_cert,
-            } => HandshakeFacts::Server {
-                // The verifier is mandatory: a completed handshake with a
-                // certificate means it was verified.
+            } => TlsFacts::Server {
                 client_cert_verified: *requires_client_cert
                     && self.conn.peer_certificates().is_some_and(|c| !c.is_empty()),
             },
         })
     }
 
-    /// The security level the handshake established
-    /// ([`HandshakeFacts::security_level`]); `None` until the handshake is
+    /// The security level the handshake established, from its
+    /// [`handshake_facts`](Self::handshake_facts) by the core's one table
+    /// ([`TlsFacts::security_level`]); `None` until the handshake is
     /// complete, and after a TLS error (such as a TLS 1.3 server rejecting the
     /// client's certificate after the client's handshake completed).
     pub fn security_level(&self) -> Option<SecurityLevel> {
-        self.handshake_facts().map(HandshakeFacts::security_level)
+        self.handshake_facts().map(TlsFacts::security_level)
     }
 
     /// The rustls connection (peer certificates, negotiated version and

@@ -744,10 +744,12 @@ fn rust_ping_of_python_server() {
         ),
         ("0.1.3a0", "0.1.3", 2)
     );
+    // The library's values are the codec's (`peng3dnet_std::codec::Value`).
+    use peng3dnet_std::codec::Value as CodecValue;
     assert!(reply
         .data
-        .contains(&("motd".into(), json!("hello from Python"))));
-    assert!(reply.data.contains(&("players".into(), json!(3))));
+        .contains(&("motd".into(), CodecValue::from("hello from Python"))));
+    assert!(reply.data.contains(&("players".into(), CodecValue::Int(3))));
     expect_close_at_python_server(&mut server, "pingcomplete");
 }
 

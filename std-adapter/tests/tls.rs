@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 use peng3dnet_core::SecurityLevel;
-use peng3dnet_std::tls::{
-    HandshakeFacts, PemItem, TlsClientConfig, TlsError, TlsServerConfig, TlsStream,
-};
+use peng3dnet_std::tls::{PemItem, TlsClientConfig, TlsError, TlsServerConfig, TlsStream};
 use peng3dnet_test_pki::Pki;
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -368,30 +366,6 @@ fn failed_handshakes_fail_the_client_and_the_server() {
         assert_failed(case.what, "client", &client, case.client_error);
         assert_failed(case.what, "server", &served, case.server_error);
     }
-}
-
-#[test]
-fn security_levels_follow_the_facts() {
-    use SecurityLevel::*;
-    let client = |server_verified, client_cert_presented| {
-        HandshakeFacts::Client {
-            server_verified,
-            client_cert_presented,
-        }
-        .security_level()
-    };
-    assert_eq!(client(false, false), Encrypted);
-    assert_eq!(client(false, true), Encrypted);
-    assert_eq!(client(true, false), ServerAuth);
-    assert_eq!(client(true, true), BothAuth);
-    let server = |client_cert_verified| {
-        HandshakeFacts::Server {
-            client_cert_verified,
-        }
-        .security_level()
-    };
-    assert_eq!(server(false), Encrypted);
-    assert_eq!(server(true), BothAuth);
 }
 
 #[test]

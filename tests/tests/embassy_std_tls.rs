@@ -13,10 +13,10 @@ use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embedded_io_adapters::tokio_1::FromTokio;
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::SendError;
-use peng3dnet_core::{CloseReason, Config, Initiator, SecurityLevel};
+use peng3dnet_core::{CloseReason, Config, Initiator, SecurityLevel, TlsFacts};
 use peng3dnet_embassy::tls::{
-    ConfigError, ConnectError, HandshakeFacts, SharedSocket, SharedSocketRef, TlsClient,
-    TlsClientConfig, TlsClock, TlsError, RECORD_READ_BUFFER,
+    ConfigError, ConnectError, SharedSocket, SharedSocketRef, TlsClient, TlsClientConfig, TlsClock,
+    TlsError, RECORD_READ_BUFFER,
 };
 use peng3dnet_embassy::{Resources, RunError, Session};
 use peng3dnet_std::tls::TlsServerConfig;
@@ -74,20 +74,62 @@ async fn handshake<'b, Clock: TlsClock, const CHAIN: usize>(
     .expect("the TLS handshake did not finish in time")
 }
 
+/// What the client's handshake established: the core's facts, and whether
+/// the server asked for a client certificate (which the level does not
+/// depend on).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Handshake {
+    facts: TlsFacts,
+    client_cert_requested: bool,
+}
+
+impl Handshake {
+    fn of(tls: &Tls<'_>) -> Self {
+        Handshake {
+            facts: tls.facts(),
+            client_cert_requested: tls.client_cert_requested(),
+        }
+    }
+
+    fn server_verified(&self) -> bool {
+        matches!(
+            self.facts,
+            TlsFacts::Client {
+                server_verified: true,
+                ..
+            }
+        )
+    }
+
+    fn client_cert_sent(&self) -> bool {
+        matches!(
+            self.facts,
+            TlsFacts::Client {
+                client_cert_sent: true,
+                ..
+            }
+        )
+    }
+
+    fn security_level(&self) -> SecurityLevel {
+        self.facts.security_level()
+    }
+}
+
 /// Connects over TLS with `config`, runs the echo exchange and closes; the
-/// client's level and the server's. Checks that a packet needing
+/// client's handshake and the server's level. Checks that a packet needing
 /// SERVERAUTH is sent exactly when the client's level allows it.
 async fn tls_session<Clock: TlsClock, const CHAIN: usize>(
     server: &TestServer,
     config: &TlsClientConfig<'_, Clock, CHAIN>,
-) -> (HandshakeFacts, SecurityLevel) {
+) -> (Handshake, SecurityLevel) {
     let socket = socket(server).await;
     let mut read_buf = vec![0u8; RECORD_READ_BUFFER];
     let mut write_buf = vec![0u8; 4096];
     let mut tls = handshake(&socket, &mut read_buf, &mut write_buf, config)
         .await
         .expect("TLS handshake");
-    let facts = tls.facts();
+    let facts = Handshake::of(&tls);
     let level = tls.security_level();
     assert_eq!(level, facts.security_level());
 
@@ -143,10 +185,12 @@ async fn tls_without_verification_is_encrypted() {
     let (facts, server_level) = tls_session(&server, &config).await;
     assert_eq!(
         facts,
-        HandshakeFacts {
-            server_verified: false,
+        Handshake {
+            facts: TlsFacts::Client {
+                server_verified: false,
+                client_cert_sent: false,
+            },
             client_cert_requested: false,
-            client_cert_sent: false,
         }
     );
     assert_eq!(facts.security_level(), SecurityLevel::Encrypted);
@@ -160,7 +204,7 @@ async fn tls_without_verification_accepts_any_server_and_stays_encrypted() {
     let unrelated = Pki::generate(&["elsewhere.invalid"]);
     let server = tls_server(&unrelated.expired_server, None);
     let (facts, _) = tls_session(&server, &TlsClientConfig::no_verification()).await;
-    assert!(!facts.server_verified);
+    assert!(!facts.server_verified());
     assert_eq!(facts.security_level(), SecurityLevel::Encrypted);
 }
 
@@ -170,7 +214,7 @@ async fn tls_verified_server_is_serverauth() {
     let server = tls_server(&pki.server, None);
     let config = TlsClientConfig::verify(&pki.ca.der, "localhost").unwrap();
     let (facts, server_level) = tls_session(&server, &config).await;
-    assert!(facts.server_verified);
+    assert!(facts.server_verified());
     assert!(!facts.client_cert_requested);
     assert_eq!(facts.security_level(), SecurityLevel::ServerAuth);
     // The server cannot know that its client verified it.
@@ -199,10 +243,12 @@ async fn tls_client_cert_is_bothauth() {
     let (facts, server_level) = tls_session(&server, &config).await;
     assert_eq!(
         facts,
-        HandshakeFacts {
-            server_verified: true,
+        Handshake {
+            facts: TlsFacts::Client {
+                server_verified: true,
+                client_cert_sent: true,
+            },
             client_cert_requested: true,
-            client_cert_sent: true,
         }
     );
     assert_eq!(facts.security_level(), SecurityLevel::BothAuth);
@@ -218,7 +264,7 @@ async fn tls_client_cert_not_asked_for_is_serverauth() {
         .with_client_cert(&pki.client.der, &pki.client.key_der)
         .unwrap();
     let (facts, server_level) = tls_session(&server, &config).await;
-    assert!(!facts.client_cert_requested && !facts.client_cert_sent);
+    assert!(!facts.client_cert_requested && !facts.client_cert_sent());
     assert_eq!(facts.security_level(), SecurityLevel::ServerAuth);
     assert_eq!(server_level, SecurityLevel::Encrypted);
 }
@@ -327,7 +373,7 @@ async fn tls_failures_end_in_connect_errors() {
 async fn rejected_by_server(
     config: &TlsClientConfig<'_>,
     server: &TestServer,
-) -> Option<HandshakeFacts> {
+) -> Option<Handshake> {
     let socket = socket(server).await;
     let mut read_buf = vec![0u8; RECORD_READ_BUFFER];
     let mut write_buf = vec![0u8; 4096];
@@ -338,7 +384,7 @@ async fn rejected_by_server(
             None
         }
         Ok(mut tls) => {
-            let facts = tls.facts();
+            let facts = Handshake::of(&tls);
             let session_config = Config::new();
             let mut reg = registry();
             let mut res = Box::new(Res::new());
@@ -369,7 +415,7 @@ struct Rejected {
     /// The client's configuration.
     config: for<'p> fn(&'p Pki) -> TlsClientConfig<'p>,
     /// Checks the facts of a client whose `connect` succeeded.
-    facts: fn(&HandshakeFacts) -> bool,
+    facts: fn(&Handshake) -> bool,
 }
 
 /// Clients a server that requires certificates of its CA rejects.
@@ -382,14 +428,14 @@ const REJECTED: &[Rejected] = &[
                 .with_client_cert(&p.stranger.der, &p.stranger.key_der)
                 .unwrap()
         },
-        facts: |f| f.client_cert_sent,
+        facts: |f| f.client_cert_sent(),
     },
     Rejected {
         what: "no client certificate",
         config: |p| TlsClientConfig::verify(&p.ca.der, "localhost").unwrap(),
         facts: |f| {
             f.client_cert_requested
-                && !f.client_cert_sent
+                && !f.client_cert_sent()
                 && f.security_level() == SecurityLevel::ServerAuth
         },
     },

@@ -166,7 +166,7 @@ pub type ServerConnection<'a, C, R, T, const N: usize> =
 pub type ServerSlot<'a, C, R, T, const N: usize> = Slot<ClientState<'a, C, R, T, N>>;
 
 /// The settings of a [`Server`] beyond the protocol's
-/// [`Config`](crate::connection::Config).
+/// [`Config`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ServerOptions {
@@ -920,7 +920,7 @@ where
             let c = self.table.storage.slots_mut()[i].client.as_mut()?;
             let mut fired = false;
             for timer in Timer::ALL {
-                if !c.deadline(timer, stall).is_some_and(|at| now >= at) {
+                if c.deadline(timer, stall).is_none_or(|at| now < at) {
                     continue;
                 }
                 fired = true;

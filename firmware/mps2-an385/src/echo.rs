@@ -1,5 +1,6 @@
-//! The packets of `peng3dnet serve`'s echo service (`peng3dnet_std::echo`):
-//! its registry is exactly `echo:echo` (id 64) and `echo:ping` (id 65).
+//! The packets of `peng3dnet serve`'s echo service (`peng3dnet_std::echo`),
+//! from `peng3dnet-echo`, which the host program uses too: its registry is
+//! exactly `echo:echo` (id 64) and `echo:ping` (id 65).
 
 use peng3dnet_core::registry::{Packet, Registry, RegistryError};
 use peng3dnet_core::rules::Rules;
@@ -8,7 +9,7 @@ use peng3dnet_core::SecurityLevel;
 /// Registry capacity: the 5 internal packets and the 2 echo packets, plus one spare.
 pub const REGISTRY: usize = 8;
 
-pub use peng3dnet_core::echo::{Echo, EchoPing, EchoPingMsg};
+pub use peng3dnet_echo::{Echo, EchoPing, EchoPingMsg};
 
 /// `echo:ping` as the *client firmware* registers it: the same name (so the
 /// handshake's registry sync, which compares names, passes against the
@@ -24,12 +25,10 @@ impl Packet for SecureEchoPing {
     type Message<'a> = EchoPingMsg;
 }
 
-/// The server's registry: `echo:echo` (64), `echo:ping` (65).
+/// The server's registry: `echo:echo` (64), `echo:ping` (65), as
+/// `peng3dnet serve`'s ([`peng3dnet_echo::registry`]).
 pub fn server_registry() -> Result<Registry<REGISTRY>, RegistryError> {
-    let mut reg = Registry::new();
-    reg.register::<Echo>()?;
-    reg.register::<EchoPing>()?;
-    Ok(reg)
+    peng3dnet_echo::registry()
 }
 
 /// The client firmware's registry: the same names, `echo:ping` with the

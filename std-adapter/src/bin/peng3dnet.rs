@@ -7,9 +7,9 @@ use peng3dnet_core::registry::Packet;
 use peng3dnet_core::rules::Rules;
 use peng3dnet_core::{CloseReason, SecurityLevel, Side};
 use peng3dnet_std::client::{Client, ClientError, ClientEvent, ClientOptions};
-use peng3dnet_std::codec::AnyCodec;
+use peng3dnet_std::codec::{AnyCodec, Value};
 use peng3dnet_std::echo::{self, Echo, EchoPing, EchoPingMsg};
-use peng3dnet_std::ping::{ping, ping_with_options};
+use peng3dnet_std::ping::{ping, ping_with_options, PingReply};
 use peng3dnet_std::server::ServerOptions;
 use peng3dnet_std::tls::{TlsClientConfig, TlsServerConfig};
 use std::net::SocketAddr;
@@ -212,7 +212,7 @@ fn serve(addr: SocketAddr, codec: &str, max_clients: usize, tls: Option<TlsServe
 fn run_ping(addr: &str, timeout: Duration, json: bool, tls: Option<TlsClientConfig>) -> Res {
     let reply = ping_with_options(addr, AnyCodec::default(), timeout, tls)?;
     if json {
-        println!("{}", reply.to_json());
+        println!("{}", reply_json(&reply));
     } else {
         println!(
             "{addr}: {:.3} ms, peng3dnet {} (release {}, protocol {})",
@@ -222,10 +222,37 @@ fn run_ping(addr: &str, timeout: Duration, json: bool, tls: Option<TlsClientConf
             reply.protoversion
         );
         for (k, v) in &reply.data {
-            println!("  {k}: {v}");
+            println!("  {k}: {}", value_json(v));
         }
     }
     Ok(())
+}
+
+/// A ping reply as JSON, with the reference's key names and `delay` in
+/// seconds.
+fn reply_json(reply: &PingReply) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    map.insert("delay".into(), reply.delay.as_secs_f64().into());
+    map.insert("oldmsg".into(), serde_json::json!({ "time": reply.time }));
+    map.insert(
+        "peng3dnet".into(),
+        serde_json::json!({
+            "version": reply.version,
+            "release": reply.release,
+            "protoversion": reply.protoversion,
+        }),
+    );
+    for (k, v) in &reply.data {
+        map.insert(k.clone(), value_json(v));
+    }
+    serde_json::Value::Object(map)
+}
+
+/// A value of a ping answer as JSON.
+fn value_json(v: &Value) -> serde_json::Value {
+    // Cannot fail: a decoded `Value` holds only what JSON holds (string
+    // keys, finite floats, integers of i64 or u64).
+    serde_json::to_value(v).expect("a codec value is JSON")
 }
 
 fn run_echo(
