@@ -1064,6 +1064,7 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
         };
         let id = p.id;
         let now = self.clock.now();
+        let mut wrote = false;
         for _ in 0..1024 {
             let data = self.server.poll_transmit(id);
             if data.is_empty() {
@@ -1072,7 +1073,10 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
             }
             match p.transport.write(data) {
                 Ok(0) => break,
-                Ok(n) => self.server.transmitted(id, n, now),
+                Ok(n) => {
+                    self.server.transmitted(id, n, now);
+                    wrote = true;
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -1081,7 +1085,10 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
                 }
             }
         }
-        self.server.transmitted(id, 0, now);
+        if !wrote {
+            // Nothing taken: the write-stall timer starts (if bytes wait).
+            self.server.transmitted(id, 0, now);
+        }
     }
 
     fn remove(&mut self, key: usize) {

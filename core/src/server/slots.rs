@@ -226,6 +226,9 @@ impl<X, S: Storage<Slot<X>>> Table<X, S> {
     pub(crate) fn refile(&mut self, i: usize, due: MaybeInstant) {
         let slots = self.storage.slots_mut();
         let old = slots[i].due;
+        if old == due {
+            return;
+        }
         slots[i].due = due;
         let pos = slots[i].heap_pos;
         match (pos == NIL, due.get().is_some()) {
