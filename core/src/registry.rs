@@ -339,13 +339,14 @@ impl<const N: usize> Registry<N> {
         SyncSeed::new(self)
     }
 
-    /// Adopts the server's ids found by [`sync_seed`](Self::sync_seed) under
-    /// `policy`. On error the registry is left unchanged.
-    pub fn apply_sync(
-        &mut self,
-        sync: &SyncReport<N>,
-        policy: SyncPolicy,
-    ) -> Result<(), SyncError> {
+    /// Checks the server's map found by [`sync_seed`](Self::sync_seed)
+    /// against `policy`, changing nothing: the map names no packet twice,
+    /// under [`SyncPolicy::CloseConnection`] it holds exactly our names, and
+    /// it gives the internal packets their fixed ids. A registry that is
+    /// shared and cannot adopt ids uses it alone (with the ids already
+    /// agreeing); [`apply_sync`](Self::apply_sync) checks it first, then
+    /// that the adopted ids stay distinct.
+    pub fn check_sync(&self, sync: &SyncReport<N>, policy: SyncPolicy) -> Result<(), SyncError> {
         if sync.duplicate_names {
             return Err(SyncError::Malformed);
         }
@@ -360,6 +361,26 @@ impl<const N: usize> Registry<N> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Whether every name the server's map shares with this registry has the
+    /// same id in both, so that adopting it changes nothing.
+    pub(crate) fn sync_keeps_ids(&self, sync: &SyncReport<N>) -> bool {
+        self.entries
+            .iter()
+            .zip(sync.remote_ids.iter())
+            .all(|(e, remote)| remote.is_none_or(|id| id == e.id))
+    }
+
+    /// Adopts the server's ids found by [`sync_seed`](Self::sync_seed) under
+    /// `policy`. On error the registry is left unchanged.
+    pub fn apply_sync(
+        &mut self,
+        sync: &SyncReport<N>,
+        policy: SyncPolicy,
+    ) -> Result<(), SyncError> {
+        self.check_sync(sync, policy)?;
         let mut by_id: heapless::Vec<(u32, u16), N> = heapless::Vec::new();
         for (i, e) in self.entries.iter().enumerate() {
             let id = sync.remote_ids[i].unwrap_or(e.id);
