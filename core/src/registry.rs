@@ -353,13 +353,10 @@ impl<const N: usize> Registry<N> {
         if policy == SyncPolicy::CloseConnection && !sync.same_names() {
             return Err(SyncError::Mismatch);
         }
-        // Internal packets keep their fixed ids.
-        for (i, e) in self.entries.iter().enumerate() {
-            if let Some(id) = sync.remote_ids[i] {
-                if e.name.starts_with(RESERVED_PREFIX) && id != e.id {
-                    return Err(SyncError::Mismatch);
-                }
-            }
+        // Internal packets keep their fixed ids (they are the first
+        // entries of every registry).
+        if !self.keeps_ids(sync, INTERNAL_COUNT) {
+            return Err(SyncError::Mismatch);
         }
         Ok(())
     }
@@ -367,9 +364,15 @@ impl<const N: usize> Registry<N> {
     /// Whether every name the server's map shares with this registry has the
     /// same id in both, so that adopting it changes nothing.
     pub(crate) fn sync_keeps_ids(&self, sync: &SyncReport<N>) -> bool {
+        self.keeps_ids(sync, self.entries.len())
+    }
+
+    /// Whether the map gives the first `count` entries the ids they have.
+    fn keeps_ids(&self, sync: &SyncReport<N>, count: usize) -> bool {
         self.entries
             .iter()
             .zip(sync.remote_ids.iter())
+            .take(count)
             .all(|(e, remote)| remote.is_none_or(|id| id == e.id))
     }
 
@@ -601,6 +604,98 @@ mod tests {
         let n = Postcard.encode(&server.as_map(), &mut buf).unwrap();
         let report = Postcard.decode_seed(client.sync_seed(), &buf[..n]).unwrap();
         client.apply_sync(&report, policy)
+    }
+
+    /// What a client with `client` learns from a server map `pairs` (names
+    /// may repeat: postcard encodes a map like a sequence of pairs).
+    fn report(client: &Registry<12>, pairs: &[(&str, u32)]) -> SyncReport<12> {
+        let mut buf = [0u8; 512];
+        let n = Postcard.encode(pairs, &mut buf).unwrap();
+        Postcard.decode_seed(client.sync_seed(), &buf[..n]).unwrap()
+    }
+
+    #[test]
+    fn check_sync_is_the_rule_apply_sync_starts_with() {
+        use SyncPolicy::{CloseConnection as Close, Ignore};
+        let internal: std::vec::Vec<(&str, u32)> =
+            INTERNAL.iter().map(|&(name, id, _)| (name, id)).collect();
+        let with = |extra: &[(&'static str, u32)]| {
+            let mut pairs = internal.clone();
+            pairs.extend_from_slice(extra);
+            pairs
+        };
+        let mut client = Registry::<12>::new();
+        client.register_raw("x:one", None, Rules::NONE).unwrap(); // 64
+        client.register_raw("x:two", None, Rules::NONE).unwrap(); // 65
+        let same = with(&[("x:one", 64), ("x:two", 65)]);
+        let swapped = with(&[("x:one", 65), ("x:two", 64)]);
+        let extra = with(&[("x:one", 64), ("x:two", 65), ("x:new", 66)]);
+        let missing = with(&[("x:one", 64)]);
+        let twice = with(&[("x:one", 64), ("x:one", 64), ("x:two", 65)]);
+        let clash = with(&[("x:one", 65)]);
+        let mut moved = with(&[("x:one", 64), ("x:two", 65)]);
+        moved[0].1 = 9; // hello on another id
+        /// (map, policy, check_sync, keeps ids, apply_sync)
+        type Case<'a> = (
+            &'a [(&'a str, u32)],
+            SyncPolicy,
+            Result<(), SyncError>,
+            bool,
+            Result<(), SyncError>,
+        );
+        let cases: [Case<'_>; 10] = [
+            (&same, Close, Ok(()), true, Ok(())),
+            (&swapped, Close, Ok(()), false, Ok(())),
+            (
+                &extra,
+                Close,
+                Err(SyncError::Mismatch),
+                true,
+                Err(SyncError::Mismatch),
+            ),
+            (&extra, Ignore, Ok(()), true, Ok(())),
+            (
+                &missing,
+                Close,
+                Err(SyncError::Mismatch),
+                true,
+                Err(SyncError::Mismatch),
+            ),
+            (&missing, Ignore, Ok(()), true, Ok(())),
+            (
+                &twice,
+                Ignore,
+                Err(SyncError::Malformed),
+                true,
+                Err(SyncError::Malformed),
+            ),
+            // Only adopting finds two packets on one id.
+            (&clash, Ignore, Ok(()), false, Err(SyncError::DuplicateId)),
+            (
+                &moved,
+                Ignore,
+                Err(SyncError::Mismatch),
+                false,
+                Err(SyncError::Mismatch),
+            ),
+            (
+                &moved,
+                Close,
+                Err(SyncError::Mismatch),
+                false,
+                Err(SyncError::Mismatch),
+            ),
+        ];
+        for (i, (pairs, policy, check, keeps, apply)) in cases.into_iter().enumerate() {
+            let sync = report(&client, pairs);
+            assert_eq!(client.check_sync(&sync, policy), check, "case {i}");
+            assert_eq!(client.sync_keeps_ids(&sync), keeps, "case {i}");
+            let mut adopting = client.clone();
+            assert_eq!(adopting.apply_sync(&sync, policy), apply, "case {i}");
+            if apply.is_err() {
+                assert_eq!(adopting.entries(), client.entries(), "case {i}");
+            }
+        }
     }
 
     #[test]

@@ -184,3 +184,88 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::codec::Postcard;
+    use crate::connection::{Config, Connection, Event};
+    use crate::registry::{Registry, RegistryAccess, SyncPolicy};
+    use crate::rules::Rules;
+    use crate::time::Instant;
+    use crate::types::{CloseReason, Initiator};
+
+    /// The handshake of a server over `server` and a client over `client`:
+    /// how each side ended (`None`: connected; else closed with a reason).
+    fn handshake<G: RegistryAccess<8>>(
+        config: &Config<'_>,
+        server: &Registry<8>,
+        client: G,
+    ) -> [Option<(CloseReason, Initiator)>; 2] {
+        let now = Instant::ZERO;
+        let mut s =
+            Connection::server(config, server, Postcard, [0u8; 512], [0u8; 512], now).unwrap();
+        let mut c = Connection::client(
+            config, client, Postcard, [0u8; 512], [0u8; 512], "classic", now,
+        )
+        .unwrap();
+        let mut ended = [None, None];
+        let mut connected = [false, false];
+        for _ in 0..4 {
+            let n = c.handle_input(s.poll_transmit());
+            s.transmitted(n);
+            while let Some(event) = c.poll(now) {
+                match event {
+                    Event::Connected => connected[1] = true,
+                    Event::Closed { reason, initiator } => ended[1] = Some((reason, initiator)),
+                    _ => {}
+                }
+            }
+            let n = s.handle_input(c.poll_transmit());
+            c.transmitted(n);
+            while let Some(event) = s.poll(now) {
+                match event {
+                    Event::Connected => connected[0] = true,
+                    Event::Closed { reason, initiator } => ended[0] = Some((reason, initiator)),
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(connected, [ended[0].is_none(), ended[1].is_none()]);
+        ended
+    }
+
+    #[test]
+    fn a_shared_client_registry_needs_the_servers_ids() {
+        let mismatch = [
+            Some((CloseReason::PacketRegMismatch, Initiator::Peer)),
+            Some((CloseReason::PacketRegMismatch, Initiator::Local)),
+        ];
+        let mut server = Registry::<8>::new();
+        server.register_raw("x:one", None, Rules::NONE).unwrap();
+        server.register_raw("x:two", None, Rules::NONE).unwrap();
+        let config = Config::new();
+        // The same names on the same ids: shared or not, it connects.
+        assert_eq!(handshake(&config, &server, &server.clone()), [None, None]);
+        // The same names on other ids: only a registry that may change
+        // adopts them.
+        let mut swapped = Registry::<8>::new();
+        swapped.register_raw("x:two", None, Rules::NONE).unwrap();
+        swapped.register_raw("x:one", None, Rules::NONE).unwrap();
+        assert_eq!(handshake(&config, &server, &swapped), mismatch);
+        assert_eq!(handshake(&config, &server, &mut swapped), [None, None]);
+        assert_eq!(swapped.by_name("x:one").unwrap().id, 64);
+        // Fewer names: a mismatch, unless the policy ignores it and the
+        // shared names have the same ids.
+        let mut fewer = Registry::<8>::new();
+        fewer.register_raw("x:one", None, Rules::NONE).unwrap();
+        assert_eq!(handshake(&config, &server, &fewer), mismatch);
+        let ignore = Config {
+            sync_policy: SyncPolicy::Ignore,
+            ..Config::new()
+        };
+        assert_eq!(handshake(&ignore, &server, &fewer), [None, None]);
+        let mut other = Registry::<8>::new();
+        other.register_raw("x:two", None, Rules::NONE).unwrap();
+        assert_eq!(handshake(&ignore, &server, &other), mismatch);
+    }
+}

@@ -57,16 +57,13 @@
 //! }
 //! assert_eq!(connected, 2);
 //! ```
-//!
-//! # Where things are
-//! A connection's progress is one value (awaiting `hello`, awaiting
-//! `settype`, handshake, ping, open, closed with reason and initiator) from
-//! which its wire [`State`] is derived. The code is split by concern:
-//! settings ([`Config`]), connection types ([`ConnTypeHooks`]), events
-//! ([`Event`]), errors ([`SendError`]), the transmit queue and compression,
-//! the handshake, the ping exchange, what a received frame does, and the
-//! sending side ([`Outbox`]).
 
+// The code by concern: `config` (settings), `conntype` (connection types),
+// `event` (what `poll` reports), `error` (refused creations and sends),
+// `progress` (how far a connection has come, the wire state derived from
+// it, open and close), `receive` (what a frame does), `handshake`, `ping`,
+// `transmit` (the transmit queue and compression) and `outbox` (the sending
+// side and the checks before a send).
 mod config;
 mod conntype;
 mod error;

@@ -104,15 +104,16 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             // The protocol's own packets are sent by the state machine only.
             return Err(SendError::NotRegistered);
         }
-        if let Err(v) = entry.rules.check_send(&self.rule_context()) {
+        let conntype = self.progress.conntype();
+        if let Err(v) = entry.rules.check_send(&self.rule_context(conntype)) {
             if entry.rules.on_invalid == InvalidAction::Close {
                 self.close(CloseReason::SmartPacketInvalid);
             }
             return Err(SendError::Rules(v));
         }
-        let allowed = match self.progress.conntype() {
+        let allowed = match conntype {
             ConnType::Ping => false,
-            conntype @ ConnType::Custom(_) => conntype
+            ConnType::Custom(_) => conntype
                 .hooks(&self.config)
                 .is_none_or(|h| h.allow_send(self.side, entry.id)),
             ConnType::NotSet | ConnType::Classic => true,

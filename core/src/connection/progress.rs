@@ -22,6 +22,7 @@ use core::fmt;
 /// with `handshaketimeout` if it passes. A `ping` connection never opens: its
 /// timer runs until it closes.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub(super) enum Progress {
     /// Client, HELLOWAIT: waits for the server's `hello`, then asks for
     /// `target` in `settype`.
@@ -45,10 +46,10 @@ pub(super) enum Progress {
     /// `ping` client, ACTIVE: its request left at `sent`; waits for the
     /// answer.
     AwaitingPong {
-        /// When the request was queued, to measure the round trip.
-        sent: Instant,
         /// When the handshake timer fires.
         deadline: MaybeInstant,
+        /// When the request was queued, to measure the round trip.
+        sent: Instant,
     },
     /// `ping` server, ACTIVE: waits for requests and answers each.
     AwaitingPing {
@@ -257,6 +258,115 @@ impl<'a, C: Codec, T: crate::buffer::Buffer, const N: usize, G: RegistryAccess<N
                 }),
                 _ => None,
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_state_conntype_and_timer_follow_from_the_progress() {
+        let at = MaybeInstant::new(Instant::from_millis(5));
+        let none = MaybeInstant::NONE;
+        let closed = Progress::Closed {
+            conntype: ConnType::Ping,
+            reason: CloseReason::PingComplete,
+            initiator: Initiator::Local,
+        };
+        // (progress, wire state, connection type, deadline, display)
+        let cases = [
+            (
+                Progress::AwaitingHello {
+                    target: ConnType::Ping,
+                    deadline: at,
+                },
+                State::HelloWait,
+                ConnType::NotSet,
+                at,
+                "HELLOWAIT (awaiting hello)",
+            ),
+            (
+                Progress::AwaitingType { deadline: at },
+                State::WaitType,
+                ConnType::NotSet,
+                at,
+                "WAITTYPE (awaiting settype)",
+            ),
+            (
+                Progress::Handshake { deadline: at },
+                State::HandshakeWait1,
+                ConnType::Classic,
+                at,
+                "HANDSHAKE_WAIT1 (handshake)",
+            ),
+            (
+                Progress::AwaitingPong {
+                    deadline: at,
+                    sent: Instant::ZERO,
+                },
+                State::Active,
+                ConnType::Ping,
+                at,
+                "ACTIVE (awaiting ping answer)",
+            ),
+            (
+                Progress::AwaitingPing { deadline: none },
+                State::Active,
+                ConnType::Ping,
+                none,
+                "ACTIVE (awaiting ping request)",
+            ),
+            (
+                Progress::CustomSetup {
+                    index: 2,
+                    state: State::WaitType,
+                    deadline: at,
+                },
+                State::WaitType,
+                ConnType::Custom(2),
+                at,
+                "WAITTYPE (custom type setup)",
+            ),
+            (
+                Progress::Open {
+                    conntype: ConnType::Classic,
+                    state: OpenState::LoggedIn,
+                },
+                State::LoggedIn,
+                ConnType::Classic,
+                none,
+                "LOGGEDIN (open)",
+            ),
+            (
+                closed,
+                State::Closed,
+                ConnType::Ping,
+                none,
+                "CLOSED (pingcomplete, Local)",
+            ),
+        ];
+        for (progress, state, conntype, deadline, shown) in cases {
+            assert_eq!(progress.state(), state, "{progress:?}");
+            assert_eq!(progress.conntype(), conntype, "{progress:?}");
+            assert_eq!(progress.deadline(), deadline, "{progress:?}");
+            assert_eq!(progress.is_closed(), state == State::Closed);
+            assert_eq!(std::format!("{progress}"), shown);
+        }
+        for state in [State::Active, State::LoggedIn] {
+            assert_eq!(
+                OpenState::from_state(state).map(OpenState::state),
+                Some(state)
+            );
+        }
+        for state in [
+            State::Init,
+            State::HandshakeWait1,
+            State::WaitType,
+            State::Closed,
+        ] {
+            assert_eq!(OpenState::from_state(state), None);
         }
     }
 }

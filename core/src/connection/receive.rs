@@ -188,13 +188,14 @@ where
 }
 
 impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C, T, N, G> {
-    /// What SmartPacket rules are checked against, on receive and on send.
-    pub(super) fn rule_context(&self) -> RuleContext<'a> {
+    /// What SmartPacket rules are checked against, on receive and on send;
+    /// `conntype` is the progress's (the caller has it at hand).
+    pub(super) fn rule_context(&self, conntype: ConnType) -> RuleContext<'a> {
         RuleContext {
             side: self.side,
             state: self.progress.state(),
             mode: self.mode,
-            conntype: self.progress.conntype().name(&self.config),
+            conntype: conntype.name(&self.config),
             security: self.security,
         }
     }
@@ -228,10 +229,11 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             self.finish(reason, Initiator::Peer);
             return Outcome::Nothing;
         }
+        let conntype = self.progress.conntype();
         if packet_id >= FIRST_AUTO_ID {
-            match self.progress.conntype() {
+            match conntype {
                 ConnType::Ping => return self.handle_ping(packet_id, body, now),
-                conntype @ ConnType::Custom(_) => {
+                ConnType::Custom(_) => {
                     let dispatch = conntype
                         .hooks(&self.config)
                         .map_or(Dispatch::Registry, |h| h.receive(self.side, packet_id));
@@ -253,7 +255,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         let Some(entry) = self.registry.registry().by_id(packet_id) else {
             return Outcome::Ignored(packet_id, IgnoreCause::UnknownId);
         };
-        if let Err(v) = entry.rules.check_receive(&self.rule_context()) {
+        if let Err(v) = entry.rules.check_receive(&self.rule_context(conntype)) {
             return match entry.rules.on_invalid {
                 InvalidAction::Ignore => Outcome::Ignored(packet_id, IgnoreCause::Rules(v)),
                 InvalidAction::Close => {
