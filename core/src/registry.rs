@@ -340,40 +340,48 @@ impl<const N: usize> Registry<N> {
     }
 
     /// Checks the server's map found by [`sync_seed`](Self::sync_seed)
-    /// against `policy`, changing nothing: the map names no packet twice,
-    /// under [`SyncPolicy::CloseConnection`] it holds exactly our names, and
-    /// it gives the internal packets their fixed ids. A registry that is
-    /// shared and cannot adopt ids uses it alone (with the ids already
-    /// agreeing); [`apply_sync`](Self::apply_sync) checks it first, then
-    /// that the adopted ids stay distinct.
+    /// under `policy`, changing nothing: the map names no packet twice, under
+    /// [`SyncPolicy::CloseConnection`] it holds exactly our names, and it
+    /// gives the internal packets their fixed ids.
+    /// [`apply_sync`](Self::apply_sync) starts with this check, then also
+    /// refuses ids that would clash once adopted.
     pub fn check_sync(&self, sync: &SyncReport<N>, policy: SyncPolicy) -> Result<(), SyncError> {
+        self.check_sync_keeping(sync, policy, INTERNAL_COUNT)
+    }
+
+    /// [`check_sync`](Self::check_sync) for a registry that cannot adopt ids
+    /// (one shared by many connections): every name the map shares with this
+    /// registry must have its id here already.
+    pub fn check_sync_unchanged(
+        &self,
+        sync: &SyncReport<N>,
+        policy: SyncPolicy,
+    ) -> Result<(), SyncError> {
+        self.check_sync_keeping(sync, policy, self.entries.len())
+    }
+
+    /// The sync rule, with the first `keep` entries required to keep their
+    /// ids (the internal packets come first in every registry).
+    fn check_sync_keeping(
+        &self,
+        sync: &SyncReport<N>,
+        policy: SyncPolicy,
+        keep: usize,
+    ) -> Result<(), SyncError> {
         if sync.duplicate_names {
             return Err(SyncError::Malformed);
         }
         if policy == SyncPolicy::CloseConnection && !sync.same_names() {
             return Err(SyncError::Mismatch);
         }
-        // Internal packets keep their fixed ids (they are the first
-        // entries of every registry).
-        if !self.keeps_ids(sync, INTERNAL_COUNT) {
+        let kept = self.entries[..keep]
+            .iter()
+            .zip(sync.remote_ids.iter())
+            .all(|(e, remote)| remote.is_none_or(|id| id == e.id));
+        if !kept {
             return Err(SyncError::Mismatch);
         }
         Ok(())
-    }
-
-    /// Whether every name the server's map shares with this registry has the
-    /// same id in both, so that adopting it changes nothing.
-    pub(crate) fn sync_keeps_ids(&self, sync: &SyncReport<N>) -> bool {
-        self.keeps_ids(sync, self.entries.len())
-    }
-
-    /// Whether the map gives the first `count` entries the ids they have.
-    fn keeps_ids(&self, sync: &SyncReport<N>, count: usize) -> bool {
-        self.entries
-            .iter()
-            .zip(sync.remote_ids.iter())
-            .take(count)
-            .all(|(e, remote)| remote.is_none_or(|id| id == e.id))
     }
 
     /// Adopts the server's ids found by [`sync_seed`](Self::sync_seed) under
@@ -615,7 +623,7 @@ mod tests {
     }
 
     #[test]
-    fn check_sync_is_the_rule_apply_sync_starts_with() {
+    fn check_sync_is_the_rule_apply_sync_and_a_shared_registry_use() {
         use SyncPolicy::{CloseConnection as Close, Ignore};
         let internal: std::vec::Vec<(&str, u32)> =
             INTERNAL.iter().map(|&(name, id, _)| (name, id)).collect();
@@ -635,7 +643,7 @@ mod tests {
         let clash = with(&[("x:one", 65)]);
         let mut moved = with(&[("x:one", 64), ("x:two", 65)]);
         moved[0].1 = 9; // hello on another id
-        /// (map, policy, check_sync, keeps ids, apply_sync)
+        /// (map, policy, check_sync, whether every id stays, apply_sync)
         type Case<'a> = (
             &'a [(&'a str, u32)],
             SyncPolicy,
@@ -689,7 +697,16 @@ mod tests {
         for (i, (pairs, policy, check, keeps, apply)) in cases.into_iter().enumerate() {
             let sync = report(&client, pairs);
             assert_eq!(client.check_sync(&sync, policy), check, "case {i}");
-            assert_eq!(client.sync_keeps_ids(&sync), keeps, "case {i}");
+            let unchanged = check.and(if keeps {
+                Ok(())
+            } else {
+                Err(SyncError::Mismatch)
+            });
+            assert_eq!(
+                client.check_sync_unchanged(&sync, policy),
+                unchanged,
+                "case {i}"
+            );
             let mut adopting = client.clone();
             assert_eq!(adopting.apply_sync(&sync, policy), apply, "case {i}");
             if apply.is_err() {

@@ -10,7 +10,7 @@ use super::Inner;
 use crate::buffer::Buffer;
 use crate::codec::Codec;
 use crate::messages::{HandshakeAccept, HandshakeOut, HandshakeSeed, Hello, SetType, PROTOVERSION};
-use crate::registry::{internal, RegistryAccess, SyncError};
+use crate::registry::{internal, RegistryAccess};
 use crate::time::{Instant, MaybeInstant};
 use crate::types::{CloseReason, Side, State};
 
@@ -158,18 +158,12 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             let policy = self.config.sync_policy;
             let result = match self.registry.registry_mut() {
                 Some(reg) => reg.apply_sync(&hs.sync, policy),
-                // A shared registry cannot adopt ids: the sync must be one
-                // that would change none.
-                None => {
-                    let reg = self.registry.registry();
-                    reg.check_sync(&hs.sync, policy).and_then(|()| {
-                        if reg.sync_keeps_ids(&hs.sync) {
-                            Ok(())
-                        } else {
-                            Err(SyncError::Mismatch)
-                        }
-                    })
-                }
+                // A shared registry cannot adopt ids: the server's must be
+                // the ones it has.
+                None => self
+                    .registry
+                    .registry()
+                    .check_sync_unchanged(&hs.sync, policy),
             };
             if result.is_err() {
                 return self.close(CloseReason::PacketRegMismatch);

@@ -101,7 +101,7 @@ impl Progress {
     }
 
     /// The connection type agreed so far (`_notset` before `settype`).
-    #[inline]
+    #[inline(never)]
     pub(super) fn conntype(&self) -> ConnType {
         match self {
             Progress::AwaitingHello { .. } | Progress::AwaitingType { .. } => ConnType::NotSet,
