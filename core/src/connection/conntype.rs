@@ -102,6 +102,7 @@ pub(super) enum ConnType {
 impl ConnType {
     /// The type called `name` in `settype`, if this side has it. A server
     /// without [`Config::ping`] has no `ping`.
+    #[inline]
     pub(super) fn find(name: &str, side: Side, config: &Config<'_>) -> Option<ConnType> {
         match name {
             CONNTYPE_CLASSIC => Some(ConnType::Classic),
