@@ -127,6 +127,7 @@ impl ConnType {
     }
 
     /// The hooks of a custom type; `None` for the built-in ones.
+    #[inline(never)]
     pub(super) fn hooks<'a>(self, config: &Config<'a>) -> Option<&'a (dyn ConnTypeHooks + Sync)> {
         match self {
             // Cannot panic: the index was found in this same table.

@@ -130,6 +130,15 @@ impl Progress {
     pub(super) fn is_closed(&self) -> bool {
         matches!(self, Progress::Closed { .. })
     }
+
+    /// Whether it is a `ping` connection that has not closed.
+    #[inline]
+    pub(super) fn is_ping(&self) -> bool {
+        matches!(
+            self,
+            Progress::AwaitingPong { .. } | Progress::AwaitingPing { .. }
+        )
+    }
 }
 
 /// Its wire state and what it waits for, `HANDSHAKE_WAIT1 (handshake)`, or

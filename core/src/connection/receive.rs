@@ -126,10 +126,7 @@ where
                 }
             };
             let frame_start = range.start - FRAME_OVERHEAD;
-            if protocol_only
-                && packet_id >= FIRST_AUTO_ID
-                && self.inner.progress.conntype() != ConnType::Ping
-            {
+            if protocol_only && packet_id >= FIRST_AUTO_ID && !self.inner.progress.is_ping() {
                 // An application frame: leave it for `poll`.
                 self.rx.unread(frame_start);
                 return None;
