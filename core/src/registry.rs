@@ -362,6 +362,7 @@ impl<const N: usize> Registry<N> {
 
     /// The sync rule, with the first `keep` entries required to keep their
     /// ids (the internal packets come first in every registry).
+    #[inline]
     fn check_sync_keeping(
         &self,
         sync: &SyncReport<N>,
