@@ -161,13 +161,15 @@ impl fmt::Display for Progress {
     }
 }
 
-/// The states an open connection may be in.
+/// The states an open connection may be in (numbered as [`State`] numbers
+/// them, so that converting costs nothing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub(super) enum OpenState {
     /// ACTIVE.
-    Active,
+    Active = State::Active as u8,
     /// LOGGEDIN.
-    LoggedIn,
+    LoggedIn = State::LoggedIn as u8,
 }
 
 impl OpenState {
