@@ -246,6 +246,7 @@ impl<'a, C: Codec, T: crate::buffer::Buffer, const N: usize, G: RegistryAccess<N
 
     /// The connection is closed: the timer stops and [`Event::Closed`] is
     /// reported.
+    #[inline(never)]
     pub(super) fn finish(&mut self, reason: CloseReason, initiator: Initiator) {
         self.progress = Progress::Closed {
             conntype: self.progress.conntype(),
