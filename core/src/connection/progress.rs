@@ -21,6 +21,12 @@ use core::fmt;
 /// after the start; none when that saturates), which closes the connection
 /// with `handshaketimeout` if it passes. A `ping` connection never opens: its
 /// timer runs until it closes.
+///
+/// `repr(u8)` lays each variant out in field order after its tag byte, which
+/// the order of the fields uses: the deadline at one offset in every timed
+/// variant and the state at another in both that carry one, so that deriving
+/// them takes little code; the small fields first, so that `Closed` needs
+/// no padding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub(super) enum Progress {
@@ -59,29 +65,29 @@ pub(super) enum Progress {
     /// A custom connection type whose [`init`](super::ConnTypeHooks::init)
     /// chose a state that is not open (neither ACTIVE nor LOGGEDIN).
     CustomSetup {
-        /// The type's index in [`Config::conntypes`](super::Config::conntypes).
-        index: u16,
         /// The state `init` chose.
         state: State,
+        /// The type's index in [`Config::conntypes`](super::Config::conntypes).
+        index: u16,
         /// When the handshake timer fires.
         deadline: MaybeInstant,
     },
     /// Connected: `classic` after its handshake, or a custom type whose
     /// `init` chose an open state. Application packets flow.
     Open {
-        /// `classic` or a custom type (`ping` and `_notset` never open).
-        conntype: ConnType,
         /// ACTIVE, or LOGGEDIN once the application set it.
         state: OpenState,
+        /// `classic` or a custom type (`ping` and `_notset` never open).
+        conntype: ConnType,
     },
     /// CLOSED: closed, or closing while the `closeconn` drains.
     Closed {
+        /// Who closed it.
+        initiator: Initiator,
         /// The connection type agreed before (`_notset` if none was).
         conntype: ConnType,
         /// Why.
         reason: CloseReason,
-        /// Who closed it.
-        initiator: Initiator,
     },
 }
 
