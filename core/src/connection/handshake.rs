@@ -11,7 +11,7 @@ use crate::buffer::Buffer;
 use crate::codec::Codec;
 use crate::messages::{HandshakeAccept, HandshakeOut, HandshakeSeed, Hello, SetType, PROTOVERSION};
 use crate::registry::{internal, RegistryAccess};
-use crate::time::{Instant, MaybeInstant};
+use crate::time::Instant;
 use crate::types::{CloseReason, Side, State};
 
 impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C, T, N, G> {
@@ -42,10 +42,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
                     return self.close(CloseReason::MalformedPacket);
                 };
                 match ConnType::find(msg.conntype, self.side, &self.config) {
-                    Some(conntype) => {
-                        let deadline = self.progress.deadline();
-                        self.enter(conntype, deadline, now);
-                    }
+                    Some(conntype) => self.enter(conntype, now),
                     None => self.close(CloseReason::UnknownConnType),
                 }
             }
@@ -86,14 +83,15 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         if self.is_closed() {
             return;
         }
-        let deadline = self.progress.deadline();
-        self.enter(target, deadline, now);
+        self.enter(target, now);
     }
 
     /// Enters the agreed connection type (`init` of the reference's types):
     /// a `classic` server sends its registry in `handshake`, a `ping` client
     /// its request, a custom type runs its [`init`](super::ConnTypeHooks::init).
-    fn enter(&mut self, conntype: ConnType, deadline: MaybeInstant, now: Instant) {
+    /// The handshake timer keeps running.
+    fn enter(&mut self, conntype: ConnType, now: Instant) {
+        let deadline = self.progress.deadline();
         match conntype {
             // Never agreed: `ConnType::find` does not return it.
             ConnType::NotSet => {}
