@@ -21,16 +21,18 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             version: self.config.version,
             protoversion: PROTOVERSION,
         };
-        let codec = &self.codec;
-        self.tx
-            .push_frame(
-                internal::HELLO,
-                CLOSE_RESERVE,
-                self.config.compressor,
-                |out| codec.encode(&hello, out),
-                || codec.encoded_len(&hello),
-            )
-            .map_err(|_| NewConnectionError::HelloTooLarge)
+        let queued = self.tx.push_message(
+            internal::HELLO,
+            CLOSE_RESERVE,
+            self.config.compressor,
+            &self.codec,
+            &hello,
+        );
+        if queued {
+            Ok(())
+        } else {
+            Err(NewConnectionError::HelloTooLarge)
+        }
     }
 
     /// Handles a protocol packet (an id below 64) that passed its rules.
@@ -128,15 +130,14 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             protoversion: PROTOVERSION,
             registry: reg.as_map(),
         };
-        let codec = &self.codec;
-        let res = self.tx.push_frame(
+        let queued = self.tx.push_message(
             internal::HANDSHAKE,
             CLOSE_RESERVE,
             self.config.compressor,
-            |out| codec.encode(&msg, out),
-            || codec.encoded_len(&msg),
+            &self.codec,
+            &msg,
         );
-        if res.is_err() {
+        if !queued {
             self.close(CloseReason::WriteQueueFull);
         }
     }

@@ -234,19 +234,14 @@ impl<'a, C: Codec, T: crate::buffer::Buffer, const N: usize, G: RegistryAccess<N
         if self.is_closed() {
             return;
         }
-        let codec = &self.codec;
         let msg = CloseConn {
             reason: reason.as_wire(),
         };
         // The reserve holds a closeconn with the longest reason; should a
         // codec need more, the peer is not told and sees the socket close.
-        let _ = self.tx.push_frame(
-            internal::CLOSECONN,
-            0,
-            None,
-            |out| codec.encode(&msg, out),
-            || codec.encoded_len(&msg),
-        );
+        let _ = self
+            .tx
+            .push_message(internal::CLOSECONN, 0, None, &self.codec, &msg);
         self.finish(reason, Initiator::Local);
     }
 

@@ -77,6 +77,30 @@ impl<B: Buffer> TxBuf<B> {
         self.buf.release();
     }
 
+    /// Writes one frame of the protocol's own, `msg` encoded by `codec`, as
+    /// [`push_frame`](Self::push_frame) does, and says whether it fits. Whoever
+    /// queues one closes the connection (or refuses it) when it does not, and
+    /// reports no size, so none is computed: that spares a second serializer
+    /// per message type in the firmware's flash.
+    #[must_use]
+    pub(super) fn push_message<C: Codec, M: Serialize + ?Sized>(
+        &mut self,
+        packet_id: u32,
+        reserve: usize,
+        compressor: Option<&(dyn Compressor + Sync)>,
+        codec: &C,
+        msg: &M,
+    ) -> bool {
+        self.push_frame(
+            packet_id,
+            reserve,
+            compressor,
+            |out| codec.encode(msg, out),
+            || Ok(0),
+        )
+        .is_ok()
+    }
+
     /// Writes one frame whose body `body` encodes into the free space, keeping
     /// `reserve` bytes free. All or nothing.
     pub(super) fn push_frame(
@@ -150,15 +174,14 @@ impl<C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'_, C, T, 
     /// Queues a protocol message; when it does not fit, the connection closes
     /// with `writequeuefull`.
     pub(super) fn queue_internal<M: Serialize>(&mut self, packet_id: u32, msg: &M) {
-        let codec = &self.codec;
-        let res = self.tx.push_frame(
+        let queued = self.tx.push_message(
             packet_id,
             CLOSE_RESERVE,
             self.config.compressor,
-            |out| codec.encode(msg, out),
-            || codec.encoded_len(msg),
+            &self.codec,
+            msg,
         );
-        if res.is_err() {
+        if !queued {
             self.close(CloseReason::WriteQueueFull);
         }
     }
