@@ -104,8 +104,8 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             // The protocol's own packets are sent by the state machine only.
             return Err(SendError::NotRegistered);
         }
-        let conntype = self.progress.conntype();
-        if let Err(v) = entry.rules.check_send(&self.rule_context(conntype)) {
+        let (state, conntype) = self.progress.state_and_conntype();
+        if let Err(v) = entry.rules.check_send(&self.rule_context(state, conntype)) {
             if entry.rules.on_invalid == InvalidAction::Close {
                 self.close(CloseReason::SmartPacketInvalid);
             }

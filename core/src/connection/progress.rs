@@ -118,6 +118,17 @@ impl Progress {
         }
     }
 
+    /// The wire state and the connection type, as a packet's rules need
+    /// them: read at once from an open connection (the common case, on every
+    /// packet received or sent), derived otherwise.
+    #[inline(always)]
+    pub(super) fn state_and_conntype(&self) -> (State, ConnType) {
+        match self {
+            Progress::Open { state, conntype } => (state.state(), *conntype),
+            other => (other.state(), other.conntype()),
+        }
+    }
+
     /// When the handshake timer fires; none once open or closed.
     pub(super) fn deadline(&self) -> MaybeInstant {
         match self {
@@ -258,7 +269,10 @@ impl<'a, C: Codec, T: crate::buffer::Buffer, const N: usize, G: RegistryAccess<N
     }
 
     /// The event left by the last change, once.
+    #[inline(always)]
     pub(super) fn take_pending<'e>(&mut self) -> Option<Event<'e, C>> {
+        // Usually none waits: one branch, before the match.
+        self.pending?;
         match self.pending.take()? {
             Pending::Connected => Some(Event::Connected),
             Pending::PingAnswered => Some(Event::PingAnswered),

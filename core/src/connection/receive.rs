@@ -11,7 +11,7 @@ use crate::messages::CloseConn;
 use crate::registry::{internal, RegistryAccess, FIRST_AUTO_ID};
 use crate::rules::{InvalidAction, RuleContext};
 use crate::time::{Duration, Instant};
-use crate::types::{CloseReason, Initiator};
+use crate::types::{CloseReason, Initiator, State};
 use crate::wire::{Flags, FrameDecoder, FrameError, FRAME_OVERHEAD};
 use core::ops::Range;
 
@@ -186,11 +186,12 @@ where
 
 impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C, T, N, G> {
     /// What SmartPacket rules are checked against, on receive and on send;
-    /// `conntype` is the progress's (the caller has it at hand).
-    pub(super) fn rule_context(&self, conntype: ConnType) -> RuleContext<'a> {
+    /// `state` and `conntype` are the progress's (the caller has them at
+    /// hand).
+    pub(super) fn rule_context(&self, state: State, conntype: ConnType) -> RuleContext<'a> {
         RuleContext {
             side: self.side,
-            state: self.progress.state(),
+            state,
             mode: self.mode,
             conntype: conntype.name(&self.config),
             security: self.security,
@@ -226,7 +227,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             self.finish(reason, Initiator::Peer);
             return Outcome::Nothing;
         }
-        let conntype = self.progress.conntype();
+        let (state, conntype) = self.progress.state_and_conntype();
         if packet_id >= FIRST_AUTO_ID {
             match conntype {
                 ConnType::Ping => return self.handle_ping(packet_id, body, now),
@@ -252,7 +253,10 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         let Some(entry) = self.registry.registry().by_id(packet_id) else {
             return Outcome::Ignored(packet_id, IgnoreCause::UnknownId);
         };
-        if let Err(v) = entry.rules.check_receive(&self.rule_context(conntype)) {
+        if let Err(v) = entry
+            .rules
+            .check_receive(&self.rule_context(state, conntype))
+        {
             return match entry.rules.on_invalid {
                 InvalidAction::Ignore => Outcome::Ignored(packet_id, IgnoreCause::Rules(v)),
                 InvalidAction::Close => {
