@@ -344,6 +344,52 @@ impl<const N: usize> Registry<N> {
         SyncSeed::new(self)
     }
 
+    /// Checks the server's map found by [`sync_seed`](Self::sync_seed)
+    /// under `policy`, changing nothing: the map names no packet twice, under
+    /// [`SyncPolicy::CloseConnection`] it holds exactly our names, and it
+    /// gives the internal packets their fixed ids.
+    /// [`apply_sync`](Self::apply_sync) starts with this check, then also
+    /// refuses ids that would clash once adopted.
+    pub fn check_sync(&self, sync: &SyncReport<N>, policy: SyncPolicy) -> Result<(), SyncError> {
+        self.check_sync_keeping(sync, policy, INTERNAL_COUNT)
+    }
+
+    /// [`check_sync`](Self::check_sync) for a registry that cannot adopt ids
+    /// (one shared by many connections): every name the map shares with this
+    /// registry must have its id here already.
+    pub fn check_sync_unchanged(
+        &self,
+        sync: &SyncReport<N>,
+        policy: SyncPolicy,
+    ) -> Result<(), SyncError> {
+        self.check_sync_keeping(sync, policy, self.entries.len())
+    }
+
+    /// The sync rule, with the first `keep` entries required to keep their
+    /// ids (the internal packets come first in every registry).
+    #[inline]
+    fn check_sync_keeping(
+        &self,
+        sync: &SyncReport<N>,
+        policy: SyncPolicy,
+        keep: usize,
+    ) -> Result<(), SyncError> {
+        if sync.duplicate_names {
+            return Err(SyncError::Malformed);
+        }
+        if policy == SyncPolicy::CloseConnection && !sync.same_names() {
+            return Err(SyncError::Mismatch);
+        }
+        let kept = self.entries[..keep]
+            .iter()
+            .zip(sync.remote_ids.iter())
+            .all(|(e, remote)| remote.is_none_or(|id| id == e.id));
+        if !kept {
+            return Err(SyncError::Mismatch);
+        }
+        Ok(())
+    }
+
     /// Adopts the server's ids that a client's handshake found (the `sync`
     /// of a [`raw::HandshakeIn`](crate::raw::HandshakeIn)) under `policy`. On
     /// error the registry is left unchanged. A
@@ -353,20 +399,7 @@ impl<const N: usize> Registry<N> {
         sync: &SyncReport<N>,
         policy: SyncPolicy,
     ) -> Result<(), SyncError> {
-        if sync.duplicate_names {
-            return Err(SyncError::Malformed);
-        }
-        if policy == SyncPolicy::CloseConnection && !sync.same_names() {
-            return Err(SyncError::Mismatch);
-        }
-        // Internal packets keep their fixed ids.
-        for (i, e) in self.entries.iter().enumerate() {
-            if let Some(id) = sync.remote_ids[i] {
-                if e.name.starts_with(RESERVED_PREFIX) && id != e.id {
-                    return Err(SyncError::Mismatch);
-                }
-            }
-        }
+        self.check_sync(sync, policy)?;
         let mut by_id: heapless::Vec<(u32, u16), N> = heapless::Vec::new();
         for (i, e) in self.entries.iter().enumerate() {
             let id = sync.remote_ids[i].unwrap_or(e.id);
@@ -593,6 +626,107 @@ mod tests {
         let n = Postcard.encode(&server.as_map(), &mut buf).unwrap();
         let report = Postcard.decode_seed(client.sync_seed(), &buf[..n]).unwrap();
         client.apply_sync(&report, policy)
+    }
+
+    /// What a client with `client` learns from a server map `pairs` (names
+    /// may repeat: postcard encodes a map like a sequence of pairs).
+    fn report(client: &Registry<12>, pairs: &[(&str, u32)]) -> SyncReport<12> {
+        let mut buf = [0u8; 512];
+        let n = Postcard.encode(pairs, &mut buf).unwrap();
+        Postcard.decode_seed(client.sync_seed(), &buf[..n]).unwrap()
+    }
+
+    #[test]
+    fn check_sync_is_the_rule_apply_sync_and_a_shared_registry_use() {
+        use SyncPolicy::{CloseConnection as Close, Ignore};
+        let internal: std::vec::Vec<(&str, u32)> =
+            INTERNAL.iter().map(|&(name, id, _)| (name, id)).collect();
+        let with = |extra: &[(&'static str, u32)]| {
+            let mut pairs = internal.clone();
+            pairs.extend_from_slice(extra);
+            pairs
+        };
+        let mut client = Registry::<12>::new();
+        client.register_raw("x:one", None, Rules::NONE).unwrap(); // 64
+        client.register_raw("x:two", None, Rules::NONE).unwrap(); // 65
+        let same = with(&[("x:one", 64), ("x:two", 65)]);
+        let swapped = with(&[("x:one", 65), ("x:two", 64)]);
+        let extra = with(&[("x:one", 64), ("x:two", 65), ("x:new", 66)]);
+        let missing = with(&[("x:one", 64)]);
+        let twice = with(&[("x:one", 64), ("x:one", 64), ("x:two", 65)]);
+        let clash = with(&[("x:one", 65)]);
+        let mut moved = with(&[("x:one", 64), ("x:two", 65)]);
+        moved[0].1 = 9; // hello on another id
+        /// (map, policy, check_sync, whether every id stays, apply_sync)
+        type Case<'a> = (
+            &'a [(&'a str, u32)],
+            SyncPolicy,
+            Result<(), SyncError>,
+            bool,
+            Result<(), SyncError>,
+        );
+        let cases: [Case<'_>; 10] = [
+            (&same, Close, Ok(()), true, Ok(())),
+            (&swapped, Close, Ok(()), false, Ok(())),
+            (
+                &extra,
+                Close,
+                Err(SyncError::Mismatch),
+                true,
+                Err(SyncError::Mismatch),
+            ),
+            (&extra, Ignore, Ok(()), true, Ok(())),
+            (
+                &missing,
+                Close,
+                Err(SyncError::Mismatch),
+                true,
+                Err(SyncError::Mismatch),
+            ),
+            (&missing, Ignore, Ok(()), true, Ok(())),
+            (
+                &twice,
+                Ignore,
+                Err(SyncError::Malformed),
+                true,
+                Err(SyncError::Malformed),
+            ),
+            // Only adopting finds two packets on one id.
+            (&clash, Ignore, Ok(()), false, Err(SyncError::DuplicateId)),
+            (
+                &moved,
+                Ignore,
+                Err(SyncError::Mismatch),
+                false,
+                Err(SyncError::Mismatch),
+            ),
+            (
+                &moved,
+                Close,
+                Err(SyncError::Mismatch),
+                false,
+                Err(SyncError::Mismatch),
+            ),
+        ];
+        for (i, (pairs, policy, check, keeps, apply)) in cases.into_iter().enumerate() {
+            let sync = report(&client, pairs);
+            assert_eq!(client.check_sync(&sync, policy), check, "case {i}");
+            let unchanged = check.and(if keeps {
+                Ok(())
+            } else {
+                Err(SyncError::Mismatch)
+            });
+            assert_eq!(
+                client.check_sync_unchanged(&sync, policy),
+                unchanged,
+                "case {i}"
+            );
+            let mut adopting = client.clone();
+            assert_eq!(adopting.apply_sync(&sync, policy), apply, "case {i}");
+            if apply.is_err() {
+                assert_eq!(adopting.entries(), client.entries(), "case {i}");
+            }
+        }
     }
 
     #[test]

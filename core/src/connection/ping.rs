@@ -1,0 +1,83 @@
+//! The `ping` connection type (`docs/PROTOCOL.md`, "Connection type
+//! `ping`"): the client's request and round trip, the server's answer.
+
+use super::config::PingServerConfig;
+use super::progress::{Pending, Progress};
+use super::receive::Outcome;
+use super::Inner;
+use crate::buffer::Buffer;
+use crate::codec::Codec;
+use crate::messages::{PeerInfo, PingRequest, PingResponse, PROTOVERSION};
+use crate::registry::{internal, RegistryAccess};
+use crate::time::{Instant, MaybeInstant};
+use crate::types::{CloseReason, Mode, Side};
+
+impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C, T, N, G> {
+    /// Enters `ping`: a client sends its request now; a server waits for it.
+    pub(super) fn enter_ping(&mut self, deadline: MaybeInstant, now: Instant) {
+        match self.side {
+            Side::Client => {
+                self.progress = Progress::AwaitingPong {
+                    sent: now,
+                    deadline,
+                };
+                self.mode = Mode::PING;
+                let req = PingRequest {
+                    time: now.as_secs_f64(),
+                };
+                self.queue_internal(internal::PING_REQUEST, &req);
+            }
+            Side::Server => self.progress = Progress::AwaitingPing { deadline },
+        }
+    }
+
+    /// A packet on a `ping` connection: the server answers a request, the
+    /// client takes the answer and closes with `pingcomplete`; anything else
+    /// closes.
+    pub(super) fn handle_ping(&mut self, packet_id: u32, body: &[u8], now: Instant) -> Outcome {
+        match (packet_id, self.side) {
+            (internal::PING_REQUEST, Side::Server) => {
+                let Ok(req) = self.codec.decode::<PingRequest>(body) else {
+                    self.close(CloseReason::InvalidPingPacket);
+                    return Outcome::Nothing;
+                };
+                self.mode = Mode::PING;
+                let ping = self.config.ping.unwrap_or(PingServerConfig {
+                    release: "",
+                    data: &[],
+                });
+                let answer = PingResponse {
+                    oldmsg: req,
+                    peng3dnet: PeerInfo {
+                        version: self.config.version,
+                        release: ping.release,
+                        protoversion: PROTOVERSION,
+                    },
+                    data: ping.data,
+                };
+                self.queue_internal(internal::PING_RESPONSE, &answer);
+                if !self.is_closed() {
+                    self.pending = Some(Pending::PingAnswered);
+                }
+                Outcome::Nothing
+            }
+            (internal::PING_RESPONSE, Side::Client) => {
+                let sent = match self.progress {
+                    Progress::AwaitingPong { sent, .. } => sent,
+                    _ => now,
+                };
+                let delay = now - sent;
+                self.close(CloseReason::PingComplete);
+                Outcome::Pong(delay)
+            }
+            (internal::PING_REQUEST | internal::PING_RESPONSE, _) => {
+                self.close(CloseReason::PingInvalidSide);
+                Outcome::Nothing
+            }
+            _ => {
+                self.close(CloseReason::InvalidPingPacket);
+                Outcome::Nothing
+            }
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! What a received frame does: the poll path from the frame decoder through
+//! `closeconn`, the connection type's dispatch and the SmartPacket rules to
+//! the handshake, the ping exchange or an application packet.
+
+use super::conntype::{ConnType, Dispatch};
+use super::event::{Event, IgnoreCause, Incoming};
+use super::{Connection, Inner};
+use crate::buffer::Buffer;
+use crate::codec::Codec;
+use crate::messages::CloseConn;
+use crate::registry::{internal, RegistryAccess, FIRST_AUTO_ID};
+use crate::rules::{InvalidAction, RuleContext};
+use crate::time::{Duration, Instant};
+use crate::types::{CloseReason, Initiator, State};
+use crate::wire::{Flags, FrameDecoder, FrameError, FRAME_OVERHEAD};
+use core::ops::Range;
+
+/// What [`Connection::poll`] found, before it borrows the receive buffer.
+pub(super) enum Found<'e, C> {
+    /// An event that borrows nothing.
+    Pending(Event<'e, C>),
+    /// A frame's outcome; `range` starts at the frame's length prefix.
+    Frame {
+        packet_id: u32,
+        range: Range<usize>,
+        body: Range<usize>,
+        outcome: Outcome,
+    },
+}
+
+impl<'e, C> Found<'e, C> {
+    /// The event, borrowing the frame's body from the receive buffer.
+    #[inline(always)]
+    pub(super) fn into_event<'b, B: Buffer>(
+        self,
+        rx: &'b FrameDecoder<B>,
+        codec: &'b C,
+    ) -> Event<'b, C>
+    where
+        'e: 'b,
+    {
+        let (packet_id, body, outcome) = match self {
+            Found::Pending(event) => return event,
+            Found::Frame {
+                packet_id,
+                body,
+                outcome,
+                ..
+            } => (packet_id, rx.stored(body), outcome),
+        };
+        match outcome {
+            Outcome::Ignored(packet_id, cause) => Event::Ignored { packet_id, cause },
+            Outcome::Packet(name) => Event::Packet(Incoming {
+                packet_id,
+                name,
+                body,
+                codec,
+            }),
+            Outcome::ConnTypePacket(name) => Event::ConnTypePacket(Incoming {
+                packet_id,
+                name,
+                body,
+                codec,
+            }),
+            Outcome::Pong(delay) => Event::Pong { delay, body },
+            // `next_found` reports frames that yield an event only.
+            Outcome::Nothing => Event::Ignored {
+                packet_id,
+                cause: IgnoreCause::UnknownId,
+            },
+        }
+    }
+}
+
+/// What a frame turned into.
+pub(super) enum Outcome {
+    /// Nothing to report (a protocol packet, or the frame closed the
+    /// connection).
+    Nothing,
+    /// An application packet that passed its rules, with its name.
+    Packet(Option<&'static str>),
+    /// A packet a custom type consumed, with its name if registered.
+    ConnTypePacket(Option<&'static str>),
+    /// The ping answer, after this round trip.
+    Pong(Duration),
+    /// A dropped packet.
+    Ignored(u32, IgnoreCause),
+}
+
+impl<'a, C, R, T, const N: usize, G> Connection<'a, C, R, T, N, G>
+where
+    C: Codec,
+    R: Buffer,
+    T: Buffer,
+    G: RegistryAccess<N>,
+{
+    /// Runs the state machine up to the next event; what it found refers to
+    /// the receive buffer by range, so the caller decides what to borrow.
+    #[inline(always)]
+    pub(super) fn next_found<'e>(
+        &mut self,
+        now: Instant,
+        protocol_only: bool,
+    ) -> Option<Found<'e, C>>
+    where
+        C: 'e,
+    {
+        if let Some(event) = self.inner.take_pending() {
+            return Some(Found::Pending(event));
+        }
+        loop {
+            if self.inner.is_closed() {
+                return None;
+            }
+            let (packet_id, flags, range) = match self.rx.next_frame_range() {
+                Ok(Some(frame)) => frame,
+                Ok(None) if self.inner.transport_ended => {
+                    self.inner
+                        .finish(CloseReason::SocketClose, Initiator::Transport);
+                    return self.inner.take_pending().map(Found::Pending);
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    self.inner.frame_error(e);
+                    return self.inner.take_pending().map(Found::Pending);
+                }
+            };
+            let frame_start = range.start - FRAME_OVERHEAD;
+            if protocol_only && packet_id >= FIRST_AUTO_ID && !self.inner.progress.is_ping() {
+                // An application frame: leave it for `poll`.
+                self.rx.unread(frame_start);
+                return None;
+            }
+            let (flags, body_range) = match self.inflate(flags, range) {
+                Ok(inflated) => inflated,
+                Err(reason) => {
+                    self.inner.close(reason);
+                    return self.inner.take_pending().map(Found::Pending);
+                }
+            };
+            let body = self.rx.stored(body_range.clone());
+            match self.inner.handle_frame(packet_id, flags, body, now) {
+                Outcome::Nothing => {
+                    if let Some(event) = self.inner.take_pending() {
+                        return Some(Found::Pending(event));
+                    }
+                }
+                outcome => {
+                    return Some(Found::Frame {
+                        packet_id,
+                        range: frame_start..body_range.end,
+                        body: body_range,
+                        outcome,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Inflates a compressed body when decompression is on; otherwise hands
+    /// the frame on as it is.
+    #[cfg(feature = "zlib")]
+    fn inflate(
+        &mut self,
+        flags: Flags,
+        range: Range<usize>,
+    ) -> Result<(Flags, Range<usize>), CloseReason> {
+        if !flags.contains(Flags::COMPRESSED) || !self.inner.config.decompress {
+            return Ok((flags, range));
+        }
+        match self.rx.inflate(range) {
+            Ok(inflated) => Ok((Flags(flags.0 & !Flags::COMPRESSED.0), inflated)),
+            Err(_) => Err(CloseReason::DecompressionFailed),
+        }
+    }
+
+    #[cfg(not(feature = "zlib"))]
+    fn inflate(
+        &mut self,
+        flags: Flags,
+        range: Range<usize>,
+    ) -> Result<(Flags, Range<usize>), CloseReason> {
+        Ok((flags, range))
+    }
+}
+
+impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C, T, N, G> {
+    /// What SmartPacket rules are checked against, on receive and on send;
+    /// `state` and `conntype` are the progress's (the caller has them at
+    /// hand).
+    pub(super) fn rule_context(&self, state: State, conntype: ConnType) -> RuleContext<'a> {
+        RuleContext {
+            side: self.side,
+            state,
+            mode: self.mode,
+            conntype: conntype.name(&self.config),
+            security: self.security,
+        }
+    }
+
+    /// Closes for a frame the decoder refused.
+    fn frame_error(&mut self, e: FrameError) {
+        self.close(match e {
+            FrameError::TooLarge { .. } => CloseReason::FrameTooLarge,
+            FrameError::TooShort { .. } => CloseReason::MalformedFrame,
+            FrameError::UnknownFlags { .. } => CloseReason::UnknownFlags,
+            FrameError::EncryptionUnsupported => CloseReason::EncryptionUnsupported,
+        });
+    }
+
+    /// Handles one frame: `closeconn` in any state, then what the connection
+    /// type does with ids from 64, then the registry's rules, then the
+    /// protocol's own packets.
+    fn handle_frame(&mut self, packet_id: u32, flags: Flags, body: &[u8], now: Instant) -> Outcome {
+        if flags.contains(Flags::COMPRESSED) {
+            // Inflated by the caller when enabled; here only if it is not.
+            self.close(CloseReason::CompressionNotEnabled);
+            return Outcome::Nothing;
+        }
+        if packet_id == internal::CLOSECONN {
+            // Accepted in any state; a body that does not decode still closes.
+            let reason = match self.codec.decode::<CloseConn>(body) {
+                Ok(msg) => CloseReason::from_wire(msg.reason),
+                Err(_) => CloseReason::Unspecified,
+            };
+            self.tx.clear();
+            self.finish(reason, Initiator::Peer);
+            return Outcome::Nothing;
+        }
+        let (state, conntype) = self.progress.state_and_conntype();
+        if packet_id >= FIRST_AUTO_ID {
+            match conntype {
+                ConnType::Ping => return self.handle_ping(packet_id, body, now),
+                ConnType::Custom(_) => {
+                    let dispatch = conntype
+                        .hooks(&self.config)
+                        .map_or(Dispatch::Registry, |h| h.receive(self.side, packet_id));
+                    match dispatch {
+                        Dispatch::Registry => {}
+                        Dispatch::Consume => {
+                            let name = self.registry.registry().by_id(packet_id).map(|e| e.name);
+                            return Outcome::ConnTypePacket(name);
+                        }
+                        Dispatch::Close(kind) => {
+                            self.close(kind.into());
+                            return Outcome::Nothing;
+                        }
+                    }
+                }
+                ConnType::NotSet | ConnType::Classic => {}
+            }
+        }
+        let Some(entry) = self.registry.registry().by_id(packet_id) else {
+            return Outcome::Ignored(packet_id, IgnoreCause::UnknownId);
+        };
+        if let Err(v) = entry
+            .rules
+            .check_receive(&self.rule_context(state, conntype))
+        {
+            return match entry.rules.on_invalid {
+                InvalidAction::Ignore => Outcome::Ignored(packet_id, IgnoreCause::Rules(v)),
+                InvalidAction::Close => {
+                    self.close(CloseReason::SmartPacketInvalid);
+                    Outcome::Nothing
+                }
+            };
+        }
+        if packet_id < FIRST_AUTO_ID {
+            let id = entry.id;
+            self.handle_internal(id, body, now);
+            return Outcome::Nothing;
+        }
+        Outcome::Packet(Some(entry.name))
+    }
+}
