@@ -973,14 +973,9 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
         }
         let closed = self.server.connection(id).is_none_or(|c| c.is_closed());
         // Edge-triggered readiness will not fire again for bytes that are
-        // already there, nor for a paused client whose queue drained without
-        // the socket ever blocking: come back through the ready list.
-        let resume = if p.paused {
-            self.server.wants_input(id)
-        } else {
-            read_more
-        };
-        if resume && !closed && !p.queued {
+        // already there. (A paused client is read again on its next
+        // writable or readable event.)
+        if read_more && !p.paused && !closed && !p.queued {
             p.queued = true;
             self.ready.push_back(key);
         }

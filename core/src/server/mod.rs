@@ -1003,11 +1003,19 @@ where
                 c.stall_unstarted = true;
             }
         }
-        let due = Timer::ALL
-            .into_iter()
-            .filter_map(|timer| c.deadline(timer, stall))
-            .chain(c.stall_unstarted.then_some(now))
-            .min();
+        // The earliest of the client's timers (written out, not as an
+        // iterator: this runs on every poll and write).
+        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let due = earliest(
+            earliest(
+                c.deadline(Timer::Handshake, stall),
+                c.deadline(Timer::WriteStall, stall),
+            ),
+            c.stall_unstarted.then_some(now),
+        );
         self.table
             .refile(i, due.map_or(MaybeInstant::NONE, MaybeInstant::new));
     }
