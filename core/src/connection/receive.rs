@@ -198,6 +198,18 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         }
     }
 
+    /// The peer's `closeconn`: accepted in any state; a body that does not
+    /// decode still closes.
+    #[inline(never)]
+    fn handle_closeconn(&mut self, body: &[u8]) {
+        let reason = match self.codec.decode::<CloseConn>(body) {
+            Ok(msg) => CloseReason::from_wire(msg.reason),
+            Err(_) => CloseReason::Unspecified,
+        };
+        self.tx.clear();
+        self.finish(reason, Initiator::Peer);
+    }
+
     /// Closes for a frame the decoder refused.
     fn frame_error(&mut self, e: FrameError) {
         self.close(match e {
@@ -218,13 +230,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             return Outcome::Nothing;
         }
         if packet_id == internal::CLOSECONN {
-            // Accepted in any state; a body that does not decode still closes.
-            let reason = match self.codec.decode::<CloseConn>(body) {
-                Ok(msg) => CloseReason::from_wire(msg.reason),
-                Err(_) => CloseReason::Unspecified,
-            };
-            self.tx.clear();
-            self.finish(reason, Initiator::Peer);
+            self.handle_closeconn(body);
             return Outcome::Nothing;
         }
         let (state, conntype) = self.progress.state_and_conntype();
