@@ -105,7 +105,8 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             return Err(SendError::NotRegistered);
         }
         let (state, conntype) = self.progress.state_and_conntype();
-        if let Err(v) = entry.rules.check_send(&self.rule_context(state, conntype)) {
+        let context = self.rule_context(&entry.rules, state, conntype);
+        if let Err(v) = entry.rules.check_send(&context) {
             if entry.rules.on_invalid == InvalidAction::Close {
                 self.close(CloseReason::SmartPacketInvalid);
             }

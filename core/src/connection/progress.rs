@@ -241,6 +241,8 @@ impl<'a, C: Codec, T: crate::buffer::Buffer, const N: usize, G: RegistryAccess<N
     }
 
     /// Starts a local close: queues `closeconn` and reports the reason.
+    /// Out of line: the poll path calls it from a dozen error branches.
+    #[inline(never)]
     pub(super) fn close(&mut self, reason: CloseReason) {
         if self.is_closed() {
             return;
@@ -271,9 +273,18 @@ impl<'a, C: Codec, T: crate::buffer::Buffer, const N: usize, G: RegistryAccess<N
     /// The event left by the last change, once.
     #[inline(always)]
     pub(super) fn take_pending<'e>(&mut self) -> Option<Event<'e, C>> {
-        // Usually none waits: one branch, before the match.
+        // Usually none waits: one load and one branch on the poll path (no
+        // store: a byte stored here and read back with its neighbours, for
+        // the rules, stalled every poll), the rest apart.
         self.pending?;
-        match self.pending.take()? {
+        let pending = self.pending.take()?;
+        self.pending_event(pending)
+    }
+
+    /// The event `pending` stands for.
+    #[inline(never)]
+    fn pending_event<'e>(&self, pending: Pending) -> Option<Event<'e, C>> {
+        match pending {
             Pending::Connected => Some(Event::Connected),
             Pending::PingAnswered => Some(Event::PingAnswered),
             Pending::Closed => match &self.progress {
