@@ -107,6 +107,8 @@ impl Progress {
     }
 
     /// The connection type agreed so far (`_notset` before `settype`).
+    // Out of line: matched in eight places (firmware flash); the packet
+    // path reads an open connection's directly (`state_and_conntype`).
     #[inline(never)]
     pub(super) fn conntype(&self) -> ConnType {
         match self {
@@ -241,7 +243,7 @@ impl<'a, C: Codec, T: crate::buffer::Buffer, const N: usize, G: RegistryAccess<N
     }
 
     /// Starts a local close: queues `closeconn` and reports the reason.
-    /// Out of line: the poll path calls it from a dozen error branches.
+    // Out of line: the poll path calls it from a dozen error branches.
     #[inline(never)]
     pub(super) fn close(&mut self, reason: CloseReason) {
         if self.is_closed() {
@@ -260,6 +262,7 @@ impl<'a, C: Codec, T: crate::buffer::Buffer, const N: usize, G: RegistryAccess<N
 
     /// The connection is closed: the timer stops and [`Event::Closed`] is
     /// reported.
+    // Out of line: four callers (firmware flash).
     #[inline(never)]
     pub(super) fn finish(&mut self, reason: CloseReason, initiator: Initiator) {
         self.progress = Progress::Closed {
@@ -282,6 +285,8 @@ impl<'a, C: Codec, T: crate::buffer::Buffer, const N: usize, G: RegistryAccess<N
     }
 
     /// The event `pending` stands for.
+    // Out of line: keeps building it (a close reason's copy) off the poll
+    // path, whose stack frame it had doubled.
     #[inline(never)]
     fn pending_event<'e>(&self, pending: Pending) -> Option<Event<'e, C>> {
         match pending {

@@ -209,6 +209,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
 
     /// The peer's `closeconn`: accepted in any state; a body that does not
     /// decode still closes.
+    // Out of the per-packet loop, as `handle_internal` is.
     #[inline(never)]
     fn handle_closeconn(&mut self, body: &[u8]) {
         let reason = match self.codec.decode::<CloseConn>(body) {
