@@ -276,9 +276,8 @@ impl<'a, C: Codec, T: crate::buffer::Buffer, const N: usize, G: RegistryAccess<N
     /// The event left by the last change, once.
     #[inline(always)]
     pub(super) fn take_pending<'e>(&mut self) -> Option<Event<'e, C>> {
-        // Usually none waits: one load and one branch on the poll path (no
-        // store: a byte stored here and read back with its neighbours, for
-        // the rules, stalled every poll), the rest apart.
+        // Usually none waits: one load and one branch on the poll path, no
+        // store; the event is built apart.
         self.pending?;
         let pending = self.pending.take()?;
         self.pending_event(pending)
