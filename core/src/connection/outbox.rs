@@ -155,6 +155,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
     }
 
     /// Sends an encoded body as the packet registered with this id.
+    #[inline]
     pub(super) fn send_encoded(&mut self, packet_id: u32, body: &[u8]) -> Result<(), SendError> {
         let entry = *self
             .registry
@@ -178,6 +179,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
     }
 
     /// Checks and queues `msg` as the packet `entry`.
+    #[inline]
     fn send_entry<M: Serialize + ?Sized>(
         &mut self,
         entry: &Entry,
