@@ -127,6 +127,7 @@ impl ConnType {
     }
 
     /// The hooks of a custom type; `None` for the built-in ones.
+    // Out of line: three callers, custom types only (firmware flash).
     #[inline(never)]
     pub(super) fn hooks<'a>(self, config: &Config<'a>) -> Option<&'a (dyn ConnTypeHooks + Sync)> {
         match self {

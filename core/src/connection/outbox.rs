@@ -105,7 +105,8 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             return Err(SendError::NotRegistered);
         }
         let (state, conntype) = self.progress.state_and_conntype();
-        if let Err(v) = entry.rules.check_send(&self.rule_context(state, conntype)) {
+        let context = self.rule_context(&entry.rules, state, conntype);
+        if let Err(v) = entry.rules.check_send(&context) {
             if entry.rules.on_invalid == InvalidAction::Close {
                 self.close(CloseReason::SmartPacketInvalid);
             }
@@ -154,6 +155,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
     }
 
     /// Sends an encoded body as the packet registered with this id.
+    #[inline]
     pub(super) fn send_encoded(&mut self, packet_id: u32, body: &[u8]) -> Result<(), SendError> {
         let entry = *self
             .registry
@@ -177,6 +179,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
     }
 
     /// Checks and queues `msg` as the packet `entry`.
+    #[inline]
     fn send_entry<M: Serialize + ?Sized>(
         &mut self,
         entry: &Entry,

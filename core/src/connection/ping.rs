@@ -34,6 +34,8 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
     /// A packet on a `ping` connection: the server answers a request, the
     /// client takes the answer and closes with `pingcomplete`; anything else
     /// closes.
+    // Out of the per-packet loop, as `handle_internal` is.
+    #[inline(never)]
     pub(super) fn handle_ping(&mut self, packet_id: u32, body: &[u8], now: Instant) -> Outcome {
         match (packet_id, self.side) {
             (internal::PING_REQUEST, Side::Server) => {

@@ -107,6 +107,8 @@ impl Progress {
     }
 
     /// The connection type agreed so far (`_notset` before `settype`).
+    // Out of line: matched in eight places (firmware flash); the packet
+    // path reads an open connection's directly (`state_and_conntype`).
     #[inline(never)]
     pub(super) fn conntype(&self) -> ConnType {
         match self {
@@ -241,6 +243,8 @@ impl<'a, C: Codec, T: crate::buffer::Buffer, const N: usize, G: RegistryAccess<N
     }
 
     /// Starts a local close: queues `closeconn` and reports the reason.
+    // Out of line: the poll path calls it from a dozen error branches.
+    #[inline(never)]
     pub(super) fn close(&mut self, reason: CloseReason) {
         if self.is_closed() {
             return;
@@ -258,6 +262,7 @@ impl<'a, C: Codec, T: crate::buffer::Buffer, const N: usize, G: RegistryAccess<N
 
     /// The connection is closed: the timer stops and [`Event::Closed`] is
     /// reported.
+    // Out of line: four callers (firmware flash).
     #[inline(never)]
     pub(super) fn finish(&mut self, reason: CloseReason, initiator: Initiator) {
         self.progress = Progress::Closed {
@@ -271,9 +276,19 @@ impl<'a, C: Codec, T: crate::buffer::Buffer, const N: usize, G: RegistryAccess<N
     /// The event left by the last change, once.
     #[inline(always)]
     pub(super) fn take_pending<'e>(&mut self) -> Option<Event<'e, C>> {
-        // Usually none waits: one branch, before the match.
+        // Usually none waits: one load and one branch on the poll path, no
+        // store; the event is built apart.
         self.pending?;
-        match self.pending.take()? {
+        let pending = self.pending.take()?;
+        self.pending_event(pending)
+    }
+
+    /// The event `pending` stands for.
+    // Out of line: keeps building it (a close reason's copy) off the poll
+    // path, whose stack frame it had doubled.
+    #[inline(never)]
+    fn pending_event<'e>(&self, pending: Pending) -> Option<Event<'e, C>> {
+        match pending {
             Pending::Connected => Some(Event::Connected),
             Pending::PingAnswered => Some(Event::PingAnswered),
             Pending::Closed => match &self.progress {

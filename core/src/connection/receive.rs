@@ -9,7 +9,7 @@ use crate::buffer::Buffer;
 use crate::codec::Codec;
 use crate::messages::CloseConn;
 use crate::registry::{internal, RegistryAccess, FIRST_AUTO_ID};
-use crate::rules::{InvalidAction, RuleContext};
+use crate::rules::{InvalidAction, RuleContext, Rules};
 use crate::time::{Duration, Instant};
 use crate::types::{CloseReason, Initiator, State};
 use crate::wire::{Flags, FrameDecoder, FrameError, FRAME_OVERHEAD};
@@ -185,17 +185,39 @@ where
 }
 
 impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C, T, N, G> {
-    /// What SmartPacket rules are checked against, on receive and on send;
-    /// `state` and `conntype` are the progress's (the caller has them at
-    /// hand).
-    pub(super) fn rule_context(&self, state: State, conntype: ConnType) -> RuleContext<'a> {
+    /// What `rules` are checked against, on receive and on send; `state` and
+    /// `conntype` are the progress's (the caller has them at hand). The
+    /// connection type's name is looked up only for rules that compare it
+    /// (few do; the lookup was a cost on every packet).
+    pub(super) fn rule_context(
+        &self,
+        rules: &Rules,
+        state: State,
+        conntype: ConnType,
+    ) -> RuleContext<'a> {
         RuleContext {
             side: self.side,
             state,
             mode: self.mode,
-            conntype: conntype.name(&self.config),
+            conntype: match rules.conntype {
+                Some(_) => conntype.name(&self.config),
+                None => "",
+            },
             security: self.security,
         }
+    }
+
+    /// The peer's `closeconn`: accepted in any state; a body that does not
+    /// decode still closes.
+    // Out of the per-packet loop, as `handle_internal` is.
+    #[inline(never)]
+    fn handle_closeconn(&mut self, body: &[u8]) {
+        let reason = match self.codec.decode::<CloseConn>(body) {
+            Ok(msg) => CloseReason::from_wire(msg.reason),
+            Err(_) => CloseReason::Unspecified,
+        };
+        self.tx.clear();
+        self.finish(reason, Initiator::Peer);
     }
 
     /// Closes for a frame the decoder refused.
@@ -218,13 +240,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             return Outcome::Nothing;
         }
         if packet_id == internal::CLOSECONN {
-            // Accepted in any state; a body that does not decode still closes.
-            let reason = match self.codec.decode::<CloseConn>(body) {
-                Ok(msg) => CloseReason::from_wire(msg.reason),
-                Err(_) => CloseReason::Unspecified,
-            };
-            self.tx.clear();
-            self.finish(reason, Initiator::Peer);
+            self.handle_closeconn(body);
             return Outcome::Nothing;
         }
         let (state, conntype) = self.progress.state_and_conntype();
@@ -255,7 +271,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         };
         if let Err(v) = entry
             .rules
-            .check_receive(&self.rule_context(state, conntype))
+            .check_receive(&self.rule_context(&entry.rules, state, conntype))
         {
             return match entry.rules.on_invalid {
                 InvalidAction::Ignore => Outcome::Ignored(packet_id, IgnoreCause::Rules(v)),

@@ -108,6 +108,7 @@ impl<B: Buffer> TxBuf<B> {
 
     /// Writes one frame whose body `body` encodes into the free space, keeping
     /// `reserve` bytes free. All or nothing.
+    #[inline]
     pub(super) fn push_frame(
         &mut self,
         packet_id: u32,
