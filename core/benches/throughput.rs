@@ -243,7 +243,7 @@ fn bare_split(buf: &mut [u8], stream: &[u8]) -> usize {
 fn core_recv(
     conn: &mut Client,
     stream: &[u8],
-    mut on_packet: impl FnMut(&Incoming<'_, Postcard>),
+    mut on_packet: impl FnMut(&Incoming<&[u8], Postcard>),
 ) -> usize {
     let mut count = 0;
     for chunk in stream.chunks(CHUNK) {

@@ -10,7 +10,7 @@ use peng3dnet_core::registry::{Packet, Registry, RegistryAccess};
 use peng3dnet_core::rules::Rules;
 use peng3dnet_core::time::Instant;
 use peng3dnet_core::wire::FrameDecoder;
-use peng3dnet_core::{CloseReason, SecurityLevel, Side};
+use peng3dnet_core::{CloseReason, Closed, SecurityLevel, Side};
 
 /// `echo:echo` of the reference's echo example: sent back unchanged.
 struct Echo;
@@ -85,7 +85,7 @@ fn transfer<G1: RegistryAccess<8>, G2: RegistryAccess<8>>(
                     }
                     Err(e) => println!("  {side}: undecodable packet: {e}"),
                 },
-                Event::Closed { reason, initiator } => {
+                Event::Closed(Closed { reason, initiator }) => {
                     println!("  {side}: closed ({reason}, by {initiator:?})")
                 }
                 other => println!("  {side}: {other:?}"),
@@ -142,7 +142,7 @@ fn main() {
     client.close(CloseReason::UserRequest);
     transfer(&mut client, &mut server, "client -> server:", now);
     while let Some(event) = client.poll(now) {
-        if let Event::Closed { reason, initiator } = event {
+        if let Event::Closed(Closed { reason, initiator }) = event {
             println!("  client: closed ({reason}, by {initiator:?})");
         }
     }

@@ -52,9 +52,12 @@ impl core::error::Error for CodecError {}
 
 /// A message body encoding.
 ///
-/// Implementations are cheap values (usually zero-sized). Decoding borrows from
-/// the body, so `&str` and `&[u8]` fields cost no copy.
-pub trait Codec {
+/// Implementations are cheap values (usually zero-sized) and `Clone`: each
+/// received packet ([`Incoming`](crate::connection::Incoming)) carries a copy,
+/// so that it can be decoded after the connection that received it is
+/// locked or gone. Decoding borrows from the body, so `&str` and `&[u8]`
+/// fields cost no copy.
+pub trait Codec: Clone {
     /// A short name for diagnostics, such as `"postcard"` or `"msgpack"`.
     fn name(&self) -> &'static str;
 

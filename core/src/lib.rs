@@ -115,6 +115,6 @@ pub mod wire;
 #[doc(no_inline)]
 pub use connection::{Config, Connection, Event, Outbox, Take};
 pub use types::{
-    CloseReason, Initiator, Mode, SecurityLevel, Side, State, TlsFacts, CONNTYPE_CLASSIC,
+    CloseReason, Closed, Initiator, Mode, SecurityLevel, Side, State, TlsFacts, CONNTYPE_CLASSIC,
     CONNTYPE_NOTSET, CONNTYPE_PING, MAX_REASON_LEN,
 };

@@ -373,6 +373,26 @@ pub enum Initiator {
     Transport,
 }
 
+/// How a connection ended: why, and who ended it. A connection reports it
+/// once ([`Event::Closed`](crate::Event::Closed)), a server with the
+/// client's buffers ([`Server::take_finished`](crate::server::Server::take_finished)),
+/// and every adapter hands out this same value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Closed {
+    /// Why.
+    pub reason: CloseReason,
+    /// Who closed it.
+    pub initiator: Initiator,
+}
+
+/// As in `closed (writequeuefull, by Local)`.
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "closed ({}, by {:?})", self.reason, self.initiator)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -605,10 +605,10 @@ fn writequeuefull_when_the_handshake_does_not_fit() {
     ));
     assert!(matches!(
         s.poll(T0),
-        Some(peng3dnet_core::Event::Closed {
+        Some(peng3dnet_core::Event::Closed(peng3dnet_core::Closed {
             reason: CloseReason::WriteQueueFull,
             ..
-        })
+        }))
     ));
     // The closeconn still fits into the reserve.
     assert_eq!(frames_of(s.poll_transmit())[0].0, 16);

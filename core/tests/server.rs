@@ -8,7 +8,7 @@ use peng3dnet_core::connection::SendError;
 use peng3dnet_core::registry::Registry;
 use peng3dnet_core::server::{ClientId, Refused, Server, ServerOptions, ServerSlot, Slot, Storage};
 use peng3dnet_core::time::{Duration, Instant};
-use peng3dnet_core::{CloseReason, Initiator};
+use peng3dnet_core::{CloseReason, Closed, Initiator};
 use peng3dnet_test_support::{
     config, deliver, drain, encode, record, registry, take_tx, Chat, ClientConn, Numbered, Rec,
     ToServer, BUF, CAP, T0,
@@ -146,8 +146,11 @@ fn ids_are_never_reused_and_a_finished_client_gives_its_buffers_back() {
     assert_eq!(ce, [Rec::Closed(CloseReason::UserRequest, Initiator::Peer)]);
     let (done, (rx, _tx)) = server.take_finished(first).expect("finished");
     assert_eq!(
-        (done.client, done.reason, done.initiator),
-        (first, CloseReason::UserRequest, Initiator::Local)
+        done,
+        Closed {
+            reason: CloseReason::UserRequest,
+            initiator: Initiator::Local
+        }
     );
     assert_eq!(rx.len(), BUF, "the receive buffer came back");
     assert!(server.take_finished(first).is_none(), "reported once");

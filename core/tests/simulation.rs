@@ -7,7 +7,7 @@ use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::Config;
 use peng3dnet_core::registry::RegistryAccess;
 use peng3dnet_core::time::{Duration, Instant};
-use peng3dnet_core::{CloseReason, Event, Initiator};
+use peng3dnet_core::{CloseReason, Closed, Event, Initiator};
 use peng3dnet_test_support::{config, registry, Chat, ClientConn, Conn, Numbered, BUF, CAP};
 use std::collections::VecDeque;
 
@@ -98,7 +98,9 @@ fn server_app(s: &mut Conn<'_>, now: Instant, out: &mut Outcome) {
                 };
                 s.send::<Chat>(&echo).expect("echo fits");
             }
-            Event::Closed { reason, initiator } => out.server_closed = Some((reason, initiator)),
+            Event::Closed(Closed { reason, initiator }) => {
+                out.server_closed = Some((reason, initiator))
+            }
             other => panic!("server: unexpected {other:?}"),
         }
     }
@@ -121,7 +123,9 @@ fn client_app(
                 *expect_seq += 1;
                 out.echoes += 1;
             }
-            Event::Closed { reason, initiator } => out.client_closed = Some((reason, initiator)),
+            Event::Closed(Closed { reason, initiator }) => {
+                out.client_closed = Some((reason, initiator))
+            }
             other => panic!("client: unexpected {other:?}"),
         }
     }

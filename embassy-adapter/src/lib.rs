@@ -76,4 +76,4 @@ pub mod tls;
 
 pub use io::{Input, Output};
 pub use server::{Ctx, Handler, Server, ServerOptions, ServerResources};
-pub use session::{Closed, ReceiveError, Received, Resources, RunError, Session, CHUNK};
+pub use session::{ReceiveError, Resources, RunError, Session, CHUNK};

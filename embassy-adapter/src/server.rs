@@ -41,7 +41,7 @@
 //! use peng3dnet_core::rules::Rules;
 //! use peng3dnet_core::Config;
 //! use peng3dnet_embassy::server::{Ctx, Handler, Server, ServerResources};
-//! use peng3dnet_embassy::Received;
+//! use peng3dnet_core::connection::Incoming;
 //!
 //! struct Echo;
 //! impl Packet for Echo {
@@ -52,7 +52,7 @@
 //!
 //! struct EchoHandler;
 //! impl Handler<NoopRawMutex, Postcard, 8> for EchoHandler {
-//!     async fn on_packet(&self, ctx: &Ctx<'_, '_, NoopRawMutex, Postcard, 8>, p: Received<'_, Postcard>) {
+//!     async fn on_packet(&self, ctx: &Ctx<'_, '_, NoopRawMutex, Postcard, 8>, p: Incoming<&[u8], Postcard>) {
 //!         if let Ok(text) = p.decode::<Echo>() {
 //!             let _ = ctx.send::<Echo>(&text).await;
 //!         }
@@ -69,7 +69,7 @@
 //! ```
 
 use crate::fmt::debug;
-use crate::session::{now, poll_io, sent_since, to_embassy, IoState, Link, Look, Received};
+use crate::session::{now, poll_io, sent_since, to_embassy, IoState, Link, Look};
 use core::cell::RefCell;
 use core::future::{pending, poll_fn};
 use core::task::{Context, Poll};
@@ -83,12 +83,12 @@ use embassy_sync::waitqueue::WakerRegistration;
 use embassy_time::{with_timeout, Duration, Timer};
 use embedded_io_async::Write;
 use peng3dnet_core::codec::{Codec, CodecError};
-use peng3dnet_core::connection::{Outbox, SendError, Take, MIN_TX_BUFFER};
+use peng3dnet_core::connection::{Incoming, Outbox, SendError, Take, MIN_TX_BUFFER};
 use peng3dnet_core::registry::{Packet, Registry};
 use peng3dnet_core::server::{self as core_server, ServerConnection, ServerSlot, Slot};
 use peng3dnet_core::time::Instant;
 use peng3dnet_core::wire::FRAME_OVERHEAD;
-use peng3dnet_core::{CloseReason, Config, Event, Initiator};
+use peng3dnet_core::{CloseReason, Closed, Config, Event};
 
 pub use peng3dnet_core::server::{BroadcastReport, ClientId, ServerStats};
 
@@ -301,7 +301,7 @@ pub trait Handler<M: RawMutex, C: Codec, const NR: usize> {
         &self,
         client: ClientId,
         outbox: &mut ServerOutbox<'_, '_, C, NR>,
-        packet: Received<'_, C>,
+        packet: Incoming<&[u8], C>,
     ) -> Flow {
         let _ = (client, outbox, packet);
         Flow::Defer
@@ -312,14 +312,14 @@ pub trait Handler<M: RawMutex, C: Codec, const NR: usize> {
     /// returns (that is the back-pressure: the connection's receive buffer
     /// and then the TCP window fill up). Once the connection is done, a
     /// handler still running is dropped and the slot freed.
-    async fn on_packet(&self, ctx: &Ctx<'_, '_, M, C, NR>, packet: Received<'_, C>) {
+    async fn on_packet(&self, ctx: &Ctx<'_, '_, M, C, NR>, packet: Incoming<&[u8], C>) {
         let _ = (ctx, packet);
     }
 
-    /// A client's connection closed, with the reason and who closed it.
-    /// Called once per client that [`on_connect`](Self::on_connect) saw.
-    fn on_close(&self, client: ClientId, reason: &CloseReason, initiator: Initiator) {
-        let _ = (client, reason, initiator);
+    /// A client's connection closed: why, and who closed it. Called once
+    /// per client that [`on_connect`](Self::on_connect) saw.
+    fn on_close(&self, client: ClientId, closed: &Closed) {
+        let _ = (client, closed);
     }
 }
 
@@ -860,9 +860,9 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                         s.timer.wake();
                         done
                     });
-                    done.map(|(finished, buffers)| {
+                    done.map(|(closed, buffers)| {
                         debug!("server: client closed");
-                        handler.on_close(finished.client, &finished.reason, finished.initiator);
+                        handler.on_close(ctx.id, &closed);
                         buffers
                     })
                 };
@@ -905,13 +905,7 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
                     let got = loop {
                         let step = s.core.poll_with(ctx.id, now, |event, outbox| match event {
                             Event::Packet(p) | Event::ConnTypePacket(p) => {
-                                let packet = Received {
-                                    packet_id: p.packet_id,
-                                    name: p.name,
-                                    body: p.body,
-                                    codec: p.codec().clone(),
-                                };
-                                let (take, step) = offer(handler, ctx.id, outbox, packet, body);
+                                let (take, step) = offer(handler, ctx.id, outbox, p, body);
                                 (take, Some(step))
                             }
                             _ => (Take::Consume, None),
@@ -941,14 +935,8 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
             match step {
                 Step::Handled => {}
                 Step::Retry => self.wait_sent(ctx.id).await,
-                Step::Deferred(packet_id, name, len) => {
-                    let packet = Received {
-                        packet_id,
-                        name,
-                        body: &body[..len],
-                        codec: self.codec.clone(),
-                    };
-                    handler.on_packet(ctx, packet).await;
+                Step::Deferred(packet, len) => {
+                    handler.on_packet(ctx, packet.with_body(&body[..len])).await;
                 }
                 Step::Dropped => {
                     debug!("server: deferred packet larger than the copy buffer");
@@ -1171,11 +1159,11 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
 }
 
 /// What became of a packet offered to a handler in place.
-enum Step {
+enum Step<C> {
     Handled,
     Retry,
-    /// Copied into the slot's copy buffer: id, name, length.
-    Deferred(u32, Option<&'static str>, usize),
+    /// Copied into the slot's copy buffer: the packet and its length.
+    Deferred(Incoming<(), C>, usize),
     Dropped,
 }
 
@@ -1185,17 +1173,17 @@ fn offer<M: RawMutex, C: Codec, const NR: usize, H: Handler<M, C, NR>>(
     handler: &H,
     id: ClientId,
     outbox: &mut ServerOutbox<'_, '_, C, NR>,
-    packet: Received<'_, C>,
+    packet: Incoming<&[u8], C>,
     body: &mut [u8],
-) -> (Take, Step) {
-    let (packet_id, name, bytes) = (packet.packet_id, packet.name, packet.body);
+) -> (Take, Step<C>) {
+    let (bytes, deferred) = (packet.body, packet.clone().with_body(()));
     match handler.on_packet_in_place(id, outbox, packet) {
         Flow::Handled => (Take::Consume, Step::Handled),
         Flow::Retry => (Take::Keep, Step::Retry),
         Flow::Defer => match body.get_mut(..bytes.len()) {
             Some(dst) => {
                 dst.copy_from_slice(bytes);
-                (Take::Consume, Step::Deferred(packet_id, name, bytes.len()))
+                (Take::Consume, Step::Deferred(deferred, bytes.len()))
             }
             None => (Take::Consume, Step::Dropped),
         },

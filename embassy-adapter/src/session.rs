@@ -32,10 +32,10 @@ use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::waitqueue::MultiWakerRegistration;
 use embedded_io_async::{Read, Write};
 use peng3dnet_core::codec::Codec;
-use peng3dnet_core::connection::{Config, NewConnectionError, Outbox, SendError, Take};
+use peng3dnet_core::connection::{Config, Incoming, NewConnectionError, Outbox, SendError, Take};
 use peng3dnet_core::registry::{Packet, Registry, RegistryAccess};
 use peng3dnet_core::time::{Duration, Instant};
-use peng3dnet_core::{CloseReason, Connection, Event, Initiator, SecurityLevel, State};
+use peng3dnet_core::{CloseReason, Closed, Connection, Event, Initiator, SecurityLevel, State};
 
 /// Bytes moved per socket read or write.
 pub const CHUNK: usize = 256;
@@ -105,7 +105,7 @@ impl<C: Codec, const N: usize, G: RegistryAccess<N>, const WAIT: usize> Inner<'_
         let Inner { conn, pong, .. } = self;
         while let Some(event) = conn.poll_protocol(now) {
             match event {
-                Event::Closed { .. } => debug!("session closed"),
+                Event::Closed(_) => debug!("session closed"),
                 Event::Pong { delay, .. } => *pong = delay.as_micros(),
                 _ => {}
             }
@@ -129,15 +129,6 @@ pub enum RunError<R, W> {
     Write(W),
 }
 
-/// The connection is closed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Closed {
-    /// Why.
-    pub reason: CloseReason,
-    /// By whom.
-    pub initiator: Initiator,
-}
-
 /// Why [`Session::receive`] failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReceiveError {
@@ -151,37 +142,6 @@ pub enum ReceiveError {
         /// Its body's length.
         required: usize,
     },
-}
-
-/// A received packet, copied into the caller's buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Received<'b, C> {
-    /// Its id.
-    pub packet_id: u32,
-    /// Its registry name, if registered.
-    pub name: Option<&'static str>,
-    /// Its body.
-    pub body: &'b [u8],
-    pub(crate) codec: C,
-}
-
-impl<'b, C: Codec> Received<'b, C> {
-    /// Whether it is a `P`.
-    pub fn is<P: Packet>(&self) -> bool {
-        self.name == Some(P::NAME)
-    }
-
-    /// Decodes it as a `P`.
-    pub fn decode<P: Packet>(
-        &self,
-    ) -> Result<P::Message<'b>, peng3dnet_core::connection::DecodeError> {
-        if !self.is::<P>() {
-            return Err(peng3dnet_core::connection::DecodeError::WrongPacket);
-        }
-        self.codec
-            .decode(self.body)
-            .map_err(peng3dnet_core::connection::DecodeError::Codec)
-    }
 }
 
 /// One peng3dnet connection for async tasks. `M` is the mutex kind
@@ -299,7 +259,7 @@ impl<
 
     /// Why the connection closed, once it has.
     pub fn closed(&self) -> Option<Closed> {
-        self.with(|s| closed_of(&s.conn))
+        self.with(|s| s.conn.closed())
     }
 
     /// Runs the connection over `reader` and `writer` until it closed and
@@ -491,7 +451,7 @@ impl<
             if s.conn.is_connected() {
                 Some(Ok(()))
             } else {
-                closed_of(&s.conn).map(Err)
+                s.conn.closed().map(Err)
             }
         })
     }
@@ -515,11 +475,13 @@ impl<
     }
 
     /// Receives the next application packet into `buf`.
-    pub async fn receive<'b>(&self, buf: &'b mut [u8]) -> Result<Received<'b, C>, ReceiveError> {
+    pub async fn receive<'b>(
+        &self,
+        buf: &'b mut [u8],
+    ) -> Result<Incoming<&'b [u8], C>, ReceiveError> {
         let got = self
             .receive_with(|p, _| {
                 let len = p.body.len();
-                let meta = (p.packet_id, p.name, p.codec.clone());
                 let copied = match buf.get_mut(..len) {
                     Some(dst) => {
                         dst.copy_from_slice(p.body);
@@ -527,19 +489,14 @@ impl<
                     }
                     None => Err(len),
                 };
-                (Take::Consume, (meta, copied))
+                (Take::Consume, (p.with_body(()), copied))
             })
             .await
             .map_err(ReceiveError::Closed)?;
         match got {
-            ((packet_id, name, codec), Ok(len)) => Ok(Received {
-                packet_id,
-                name,
-                body: &buf[..len],
-                codec,
-            }),
-            ((packet_id, _, _), Err(required)) => Err(ReceiveError::BufferTooSmall {
-                packet_id,
+            (packet, Ok(len)) => Ok(packet.with_body(&buf[..len])),
+            (packet, Err(required)) => Err(ReceiveError::BufferTooSmall {
+                packet_id: packet.packet_id,
                 required,
             }),
         }
@@ -559,7 +516,8 @@ impl<
     /// # use peng3dnet_core::codec::Postcard;
     /// # use peng3dnet_core::connection::{SendError, Take};
     /// # use peng3dnet_core::registry::Registry;
-    /// # use peng3dnet_embassy::{Closed, Session};
+    /// # use peng3dnet_core::Closed;
+    /// # use peng3dnet_embassy::Session;
     /// // Echo every packet back without copying it.
     /// async fn echo(session: &Session<'_, NoopRawMutex, Postcard, 8, &Registry<8>>) -> Closed {
     ///     loop {
@@ -582,7 +540,7 @@ impl<
         mut f: F,
     ) -> impl Future<Output = Result<X, Closed>> + use<'s, 'a, X, F, M, C, N, G, WAIT>
     where
-        F: FnMut(Received<'_, C>, &mut SessionOutbox<'_, 'a, C, N, G>) -> (Take, X),
+        F: FnMut(Incoming<&[u8], C>, &mut SessionOutbox<'_, 'a, C, N, G>) -> (Take, X),
     {
         self.wait_for(move |s| {
             let now = now();
@@ -591,13 +549,7 @@ impl<
             let got = loop {
                 let step = conn.poll_with(now, |event, outbox| match event {
                     Event::Packet(p) | Event::ConnTypePacket(p) => {
-                        let packet = Received {
-                            packet_id: p.packet_id,
-                            name: p.name,
-                            body: p.body,
-                            codec: p.codec().clone(),
-                        };
-                        let (take, x) = f(packet, outbox);
+                        let (take, x) = f(p, outbox);
                         (take, Some(x))
                     }
                     Event::Pong { delay, .. } => {
@@ -616,7 +568,7 @@ impl<
                 // Buffer space was freed or bytes were queued.
                 s.notify();
             }
-            got.or_else(|| closed_of(&s.conn).map(Err))
+            got.or_else(|| s.conn.closed().map(Err))
         })
     }
 
@@ -640,7 +592,7 @@ impl<
         &self,
     ) -> impl Future<Output = Result<Duration, Closed>> + use<'_, 'a, M, C, N, G, WAIT> {
         self.wait_for(|s| match s.pong {
-            u64::MAX => closed_of(&s.conn).map(Err),
+            u64::MAX => s.conn.closed().map(Err),
             micros => Some(Ok(Duration::from_micros(micros))),
         })
     }
@@ -656,7 +608,7 @@ impl<
 
     /// Waits until the connection is closed.
     pub fn wait_closed(&self) -> impl Future<Output = Closed> + use<'_, 'a, M, C, N, G, WAIT> {
-        self.wait_for(|s| closed_of(&s.conn))
+        self.wait_for(|s| s.conn.closed())
     }
 
     /// Waits until `check` returns something, checking again whenever the
@@ -807,7 +759,7 @@ impl<C: Codec + Clone, const N: usize, G: RegistryAccess<N>, M: RawMutex, const 
         self.with(|s| {
             s.wakers.register(cx.waker());
             Look {
-                closed: s.conn.close_reason().is_some(),
+                closed: s.conn.is_closed(),
                 pending: !s.conn.poll_transmit().is_empty(),
                 finished: s.conn.is_finished(),
                 deadline: s.conn.poll_timeout(),
@@ -841,15 +793,3 @@ pub(crate) fn sent_since(before: &mut Option<usize>, pending: usize, closed: boo
 
 /// A server's registry shared by its sessions.
 pub type SharedRegistry<'a, const N: usize> = &'a Registry<N>;
-
-/// Why `conn` closed, once it has.
-fn closed_of<C, const N: usize, G>(conn: &SessionConnection<'_, C, N, G>) -> Option<Closed>
-where
-    C: Codec,
-    G: RegistryAccess<N>,
-{
-    conn.close_reason().map(|(reason, initiator)| Closed {
-        reason: reason.clone(),
-        initiator,
-    })
-}

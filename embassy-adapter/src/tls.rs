@@ -129,7 +129,8 @@ use peng3dnet_core::registry::RegistryAccess;
 use peng3dnet_core::{SecurityLevel, TlsFacts};
 use rand_core::CryptoRngCore;
 
-use crate::session::{Closed, RunError, Session};
+use crate::session::{RunError, Session};
+use peng3dnet_core::Closed;
 
 /// embedded-tls itself, for its cipher suites and flush policy.
 pub use embedded_tls;

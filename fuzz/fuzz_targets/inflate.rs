@@ -19,7 +19,7 @@ use peng3dnet_core::messages::{CloseConn, HandshakeAccept, SetType};
 use peng3dnet_core::registry::Packet;
 use peng3dnet_core::time::Instant;
 use peng3dnet_core::wire::FRAME_OVERHEAD;
-use peng3dnet_core::{CloseReason, Connection, Event, Initiator};
+use peng3dnet_core::{CloseReason, Closed, Connection, Event, Initiator};
 use peng3dnet_fuzz::{check_close, config, encode, frame, registry, Buf, Echo, Plain};
 use peng3dnet_std::buffer::HeapBuffer;
 use peng3dnet_std::codec::{AnyCodec, Zlib};
@@ -182,7 +182,7 @@ fn poll<C: Codec>(
             Event::Ignored { packet_id, cause } => {
                 Seen::Ignored(packet_id, cause == IgnoreCause::UnknownId)
             }
-            Event::Closed { reason, initiator } => {
+            Event::Closed(Closed { reason, initiator }) => {
                 check_close(&reason, initiator);
                 Seen::Closed(reason, initiator)
             }

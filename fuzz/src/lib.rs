@@ -19,7 +19,7 @@ use peng3dnet_core::rules::{InvalidAction, RuleContext, Rules};
 use peng3dnet_core::time::{Duration, Instant};
 use peng3dnet_core::types::MAX_REASON_LEN;
 use peng3dnet_core::wire::{Flags, FrameError, FRAME_OVERHEAD, HEADER_LEN, LENGTH_PREFIX_LEN};
-use peng3dnet_core::{CloseReason, Config, Connection, Event, Initiator, Mode, SecurityLevel};
+use peng3dnet_core::{CloseReason, Closed, Config, Connection, Event, Initiator, Mode, SecurityLevel};
 use peng3dnet_core::{Side, State};
 use peng3dnet_std::buffer::HeapBuffer;
 use peng3dnet_std::codec::Zlib;
@@ -1114,11 +1114,11 @@ fn seen_of<C: Codec>(ev: Event<'_, C>, rx_cap: usize) -> Seen {
             id: packet_id,
             cause,
         },
-        Event::Closed { reason, initiator } => Seen::Closed { reason, initiator },
+        Event::Closed(Closed { reason, initiator }) => Seen::Closed { reason, initiator },
     }
 }
 
-fn check_incoming<C: Codec>(inc: &Incoming<'_, C>, rx_cap: usize) -> (u32, Option<&'static str>) {
+fn check_incoming<C: Codec>(inc: &Incoming<&[u8], C>, rx_cap: usize) -> (u32, Option<&'static str>) {
     assert!(
         inc.body.len() + FRAME_OVERHEAD <= rx_cap,
         "a body larger than the buffer"

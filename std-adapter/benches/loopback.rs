@@ -23,6 +23,7 @@
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use peng3dnet_core::codec::{Codec, Postcard};
+use peng3dnet_core::Closed;
 use peng3dnet_std::client::{Client, ClientEvent, ClientOptions};
 use peng3dnet_std::echo::{self, Echo};
 use peng3dnet_std::server::ServerOptions;
@@ -370,7 +371,7 @@ impl Ours {
                     }
                     return Ok(());
                 }
-                ClientEvent::Closed { reason, .. } => {
+                ClientEvent::Closed(Closed { reason, .. }) => {
                     return Err(format!("closed: {reason}").into())
                 }
                 _ => {}

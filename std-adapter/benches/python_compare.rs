@@ -29,6 +29,7 @@ mod common;
 
 use common::Proc;
 use peng3dnet_core::codec::Codec;
+use peng3dnet_core::Closed;
 use peng3dnet_std::client::{Client, ClientError, ClientEvent, ClientOptions};
 use peng3dnet_std::codec::AnyCodec;
 use peng3dnet_std::echo::{self, Echo};
@@ -155,7 +156,7 @@ fn rust_answer(c: &mut Client<AnyCodec>, deadline: Instant) -> bool {
         let left = deadline.saturating_duration_since(Instant::now());
         match c.recv(left) {
             Ok(ClientEvent::Packet(p)) if p.is::<Echo>() => return true,
-            Ok(ClientEvent::Closed { reason, .. }) => panic!("closed: {reason}"),
+            Ok(ClientEvent::Closed(Closed { reason, .. })) => panic!("closed: {reason}"),
             Ok(_) => {}
             Err(ClientError::Timeout) => return false,
             Err(e) => panic!("client: {e}"),

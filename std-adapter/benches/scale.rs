@@ -22,6 +22,7 @@ use mio::{Events, Interest, Poll, Token};
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::{Config, Connection, Event};
 use peng3dnet_core::registry::Registry;
+use peng3dnet_core::Closed;
 use peng3dnet_std::buffer::HeapBuffer;
 use peng3dnet_std::echo::{Echo, EchoPing};
 use std::io::{self, ErrorKind, Read, Write};
@@ -276,7 +277,7 @@ fn events(c: &mut Lg<'_>, now: peng3dnet_core::time::Instant) {
         match ev {
             Event::Connected => c.connected = true,
             Event::Packet(p) if p.is::<Echo>() && p.body.len() == BODY => c.echoed = true,
-            Event::Closed { reason, .. } => {
+            Event::Closed(Closed { reason, .. }) => {
                 c.failed.get_or_insert_with(|| format!("closed: {reason}"));
             }
             _ => {}

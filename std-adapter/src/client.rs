@@ -40,9 +40,11 @@ use crate::{Clock, StdRegistry, REGISTRY_CAPACITY};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use peng3dnet_core::codec::{Codec, CodecError, Postcard};
-use peng3dnet_core::connection::{Config, DecodeError, NewConnectionError, SendError};
+use peng3dnet_core::connection::{Config, DecodeError, Incoming, NewConnectionError, SendError};
 use peng3dnet_core::registry::{Packet, SyncPolicy};
-use peng3dnet_core::{CloseReason, Connection, Event, Initiator, Mode, SecurityLevel, State};
+use peng3dnet_core::{
+    CloseReason, Closed, Connection, Event, Initiator, Mode, SecurityLevel, State,
+};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, ErrorKind};
@@ -98,8 +100,8 @@ pub enum ClientError {
     Io(io::Error),
     /// Waiting took longer than the timeout given.
     Timeout,
-    /// The connection is closed, for this reason.
-    Closed(CloseReason, Initiator),
+    /// The connection is closed: why, and by whom.
+    Closed(Closed),
     /// A send was refused (rules, registry, size).
     Send(SendError),
     /// A received packet did not decode.
@@ -113,7 +115,7 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::Io(e) => write!(f, "i/o error: {e}"),
             ClientError::Timeout => f.write_str("timed out"),
-            ClientError::Closed(r, i) => write!(f, "connection closed ({r}, by {i:?})"),
+            ClientError::Closed(c) => write!(f, "connection {c}"),
             ClientError::Send(e) => write!(f, "send refused: {e}"),
             ClientError::Decode(e) => write!(f, "{e}"),
             ClientError::Setup(e) => write!(f, "{e}"),
@@ -151,40 +153,13 @@ impl From<DecodeError> for ClientError {
     }
 }
 
-/// A received application packet, owned.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Received<C = Postcard> {
-    /// Its id.
-    pub packet_id: u32,
-    /// Its registry name, if registered.
-    pub name: Option<&'static str>,
-    /// Its encoded body.
-    pub body: Vec<u8>,
-    codec: C,
-}
-
-impl<C: Codec> Received<C> {
-    /// Decodes it as a `P`.
-    pub fn decode<P: Packet>(&self) -> Result<P::Message<'_>, DecodeError> {
-        if self.name != Some(P::NAME) {
-            return Err(DecodeError::WrongPacket);
-        }
-        self.codec.decode(&self.body).map_err(DecodeError::Codec)
-    }
-
-    /// Whether it is a `P`.
-    pub fn is<P: Packet>(&self) -> bool {
-        self.name == Some(P::NAME)
-    }
-}
-
 /// What a client receives.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClientEvent<C = Postcard> {
     /// The handshake completed.
     Connected,
     /// An application packet without a handler.
-    Packet(Received<C>),
+    Packet(Incoming<Vec<u8>, C>),
     /// A ping answer (on a `ping` connection), with the round trip and body.
     Pong {
         /// Round-trip delay.
@@ -198,12 +173,7 @@ pub enum ClientEvent<C = Postcard> {
         packet_id: u32,
     },
     /// The connection closed.
-    Closed {
-        /// Why.
-        reason: CloseReason,
-        /// Who closed it.
-        initiator: Initiator,
-    },
+    Closed(Closed),
 }
 
 type ClientHandler = Box<dyn FnMut(&[u8]) -> Result<(), CodecError> + Send>;
@@ -222,7 +192,7 @@ pub struct Client<C: Codec = Postcard> {
     queue: VecDeque<ClientEvent<C>>,
     handlers: HashMap<u32, ClientHandler>,
     named_handlers: Vec<(&'static str, ClientHandler)>,
-    closed: Option<(CloseReason, Initiator)>,
+    closed: Option<Closed>,
     peer: SocketAddr,
     eof: bool,
     /// The socket may have bytes: cleared when a read found none, set by a
@@ -405,8 +375,8 @@ impl<C: Codec + Clone> Client<C> {
             if self.conn.is_connected() {
                 return Ok(());
             }
-            if let Some((r, i)) = &self.closed {
-                return Err(ClientError::Closed(r.clone(), *i));
+            if let Some(c) = &self.closed {
+                return Err(ClientError::Closed(c.clone()));
             }
             self.pump(deadline, false)?;
         }
@@ -424,12 +394,10 @@ impl<C: Codec + Clone> Client<C> {
                 }
                 Err(SendError::WouldBlock { .. }) => self.pump(deadline, false)?,
                 Err(SendError::Closed) => {
-                    let (r, i) = self
-                        .conn
-                        .close_reason()
-                        .map(|(r, i)| (r.clone(), i))
-                        .unwrap_or((CloseReason::Unspecified, Initiator::Local));
-                    return Err(ClientError::Closed(r, i));
+                    return Err(ClientError::Closed(self.conn.closed().unwrap_or(Closed {
+                        reason: CloseReason::Unspecified,
+                        initiator: Initiator::Local,
+                    })));
                 }
                 Err(e) => return Err(ClientError::Send(e)),
             }
@@ -444,8 +412,8 @@ impl<C: Codec + Clone> Client<C> {
             if let Some(e) = self.queue.pop_front() {
                 return Ok(e);
             }
-            if let Some((r, i)) = &self.closed {
-                return Err(ClientError::Closed(r.clone(), *i));
+            if let Some(c) = &self.closed {
+                return Err(ClientError::Closed(c.clone()));
             }
             self.pump(deadline, true)?;
         }
@@ -489,11 +457,8 @@ impl<C: Codec + Clone> Client<C> {
     }
 
     /// Waits until the connection closed (by the server or the transport)
-    /// and returns the reason.
-    pub fn wait_closed(
-        &mut self,
-        timeout: Duration,
-    ) -> Result<(CloseReason, Initiator), ClientError> {
+    /// and returns why and by whom.
+    pub fn wait_closed(&mut self, timeout: Duration) -> Result<Closed, ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(c) = &self.closed {
@@ -552,8 +517,8 @@ impl<C: Codec + Clone> Client<C> {
             return Ok(());
         }
         if self.closed.is_some() && self.conn.is_finished() {
-            let (r, i) = self.closed.clone().expect("checked above");
-            return Err(ClientError::Closed(r, i));
+            let c = self.closed.clone().expect("checked above");
+            return Err(ClientError::Closed(c));
         }
         let now = Instant::now();
         let core_now = self.clock.now();
@@ -642,7 +607,6 @@ impl<C: Codec + Clone> Client<C> {
 
     fn drain_events(&mut self) {
         let now = self.clock.now();
-        let codec = self.conn.codec().clone();
         loop {
             let Some(event) = self.conn.poll(now) else {
                 break;
@@ -660,28 +624,22 @@ impl<C: Codec + Clone> Client<C> {
                         }
                         continue;
                     }
-                    ClientEvent::Packet(Received {
-                        packet_id: p.packet_id,
-                        name: p.name,
-                        body: p.body.to_vec(),
-                        codec: codec.clone(),
-                    })
+                    let body = p.body.to_vec();
+                    ClientEvent::Packet(p.with_body(body))
                 }
-                Event::ConnTypePacket(p) => ClientEvent::Packet(Received {
-                    packet_id: p.packet_id,
-                    name: p.name,
-                    body: p.body.to_vec(),
-                    codec: codec.clone(),
-                }),
+                Event::ConnTypePacket(p) => {
+                    let body = p.body.to_vec();
+                    ClientEvent::Packet(p.with_body(body))
+                }
                 Event::Pong { delay, body } => ClientEvent::Pong {
                     delay: Duration::from_micros(delay.as_micros()),
                     body: body.to_vec(),
                 },
                 Event::PingAnswered => continue,
                 Event::Ignored { packet_id, .. } => ClientEvent::Ignored { packet_id },
-                Event::Closed { reason, initiator } => {
-                    self.closed = Some((reason.clone(), initiator));
-                    ClientEvent::Closed { reason, initiator }
+                Event::Closed(closed) => {
+                    self.closed = Some(closed.clone());
+                    ClientEvent::Closed(closed)
                 }
             };
             self.queue.push_back(out);
@@ -704,7 +662,7 @@ impl<C: Codec + Clone> Iterator for EventIter<'_, C> {
             return None;
         }
         let item = self.client.recv(self.timeout);
-        if matches!(item, Err(_) | Ok(ClientEvent::Closed { .. })) {
+        if matches!(item, Err(_) | Ok(ClientEvent::Closed(_))) {
             self.done = true;
         }
         Some(item)

@@ -47,8 +47,8 @@
 //! }
 //! alice.close(CloseReason::UserRequest)?;
 //! running.handle().shutdown();
-//! let (reason, _) = bob.wait_closed(t)?;
-//! assert_eq!(reason, CloseReason::ServerShutdown);
+//! let closed = bob.wait_closed(t)?;
+//! assert_eq!(closed.reason, CloseReason::ServerShutdown);
 //! running.join()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

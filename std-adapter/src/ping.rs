@@ -91,9 +91,7 @@ pub fn ping_with_options<C: Codec + Clone>(
                     data: reply.data,
                 });
             }
-            ClientEvent::Closed { reason, initiator } => {
-                return Err(ClientError::Closed(reason, initiator))
-            }
+            ClientEvent::Closed(closed) => return Err(ClientError::Closed(closed)),
             _ => {}
         }
     }

@@ -59,7 +59,7 @@ use peng3dnet_core::registry::Packet;
 use peng3dnet_core::server::{
     Refused, ServerConnection, ServerOptions as CoreOptions, ServerSlot, Storage,
 };
-use peng3dnet_core::{CloseReason, Event, Initiator, Mode, SecurityLevel, State};
+use peng3dnet_core::{CloseReason, Closed, Event, Mode, SecurityLevel, State};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -269,7 +269,7 @@ impl<C: Codec + Clone> Ctx<'_, '_, C> {
 type Handler<C> =
     Box<dyn for<'c, 'a> FnMut(&mut Ctx<'c, 'a, C>, &[u8]) -> Result<(), CloseReason> + Send>;
 type Hook<C> = Box<dyn for<'c, 'a> FnMut(&mut Ctx<'c, 'a, C>) + Send>;
-type CloseHook = Box<dyn FnMut(ClientId, &CloseReason, Initiator) + Send>;
+type CloseHook = Box<dyn FnMut(ClientId, &Closed) + Send>;
 
 /// Builds a [`Server`].
 pub struct ServerBuilder<C: Codec = Postcard> {
@@ -383,11 +383,9 @@ impl<C: Codec + Clone + Send + 'static> ServerBuilder<C> {
         self
     }
 
-    /// Called once per client when its connection closed, with the reason.
-    pub fn on_close(
-        mut self,
-        hook: impl FnMut(ClientId, &CloseReason, Initiator) + Send + 'static,
-    ) -> Self {
+    /// Called once per client when its connection closed: why, and who
+    /// closed it.
+    pub fn on_close(mut self, hook: impl FnMut(ClientId, &Closed) + Send + 'static) -> Self {
         self.on_close = Some(Box::new(hook));
         self
     }
@@ -1034,9 +1032,9 @@ impl<'a, C: Codec + Clone> Loop<'a, C> {
                         hook(&mut ctx);
                     }
                 }
-                Event::Closed { reason, initiator } => {
+                Event::Closed(closed) => {
                     if let Some(hook) = self.on_close.as_mut() {
-                        hook(id, &reason, initiator);
+                        hook(id, &closed);
                     }
                 }
                 Event::ConnTypePacket(_)

@@ -12,9 +12,10 @@
 mod common;
 
 use common::{FrameProxy, Proc, LIMIT};
+use peng3dnet_core::connection::Incoming;
 use peng3dnet_core::registry::Packet;
 use peng3dnet_core::rules::{InvalidAction, Rules};
-use peng3dnet_core::{CloseReason, Initiator, Side};
+use peng3dnet_core::{CloseReason, Closed, Initiator, Side};
 use peng3dnet_std::client::{Client, ClientError, ClientEvent, ClientOptions};
 use peng3dnet_std::codec::AnyCodec;
 use peng3dnet_std::echo::{self, Echo, EchoPing, EchoPingMsg};
@@ -60,8 +61,8 @@ impl RustServer {
             .on_handshake(move |c| {
                 let _ = htx.send(c.client_id());
             })
-            .on_close(move |id, reason, initiator| {
-                let _ = ctx.send((id, reason.clone(), initiator));
+            .on_close(move |id, closed| {
+                let _ = ctx.send((id, closed.reason.clone(), closed.initiator));
             });
         let server = customize(builder)
             .bind("127.0.0.1:0")
@@ -153,7 +154,7 @@ fn rust_client(port: u16, registry: StdRegistry) -> Client<AnyCodec> {
 
 /// The next application packet (skipping `Connected`), decoded as `P` by the
 /// caller; panics on a close or a timeout.
-fn next_packet(client: &mut Client<AnyCodec>) -> peng3dnet_std::client::Received<AnyCodec> {
+fn next_packet(client: &mut Client<AnyCodec>) -> Incoming<Vec<u8>, AnyCodec> {
     loop {
         match client.recv(LIMIT) {
             Ok(ClientEvent::Packet(p)) => return p,
@@ -418,7 +419,13 @@ fn python_server_close_reason_is_reported_by_rust_client() {
     client.wait_connected(LIMIT).expect("handshake");
     client.send::<Echo>(&"bye").unwrap();
     match client.wait_closed(LIMIT) {
-        Ok(closed) => assert_eq!(closed, (CloseReason::Command, Initiator::Peer)),
+        Ok(closed) => assert_eq!(
+            closed,
+            Closed {
+                reason: CloseReason::Command,
+                initiator: Initiator::Peer
+            }
+        ),
         Err(e) => panic!("{e}\n{}", server.transcript()),
     }
     server.expect_line("CLOSING command");
@@ -803,7 +810,7 @@ fn registry_mismatch_rust_client_python_server() {
         let (mut server, port) = Proc::python_server(extra);
         let mut client = rust_client(port, registry);
         match client.wait_connected(LIMIT) {
-            Err(ClientError::Closed(reason, initiator)) => {
+            Err(ClientError::Closed(Closed { reason, initiator })) => {
                 assert_eq!(
                     (reason, initiator),
                     (CloseReason::PacketRegMismatch, Initiator::Local)
@@ -916,7 +923,7 @@ fn python_server_breaking_a_close_rule_is_closed_smartpacketinvalid() {
     loop {
         match client.recv(LIMIT) {
             Ok(ev) => {
-                let end = matches!(ev, ClientEvent::Closed { .. });
+                let end = matches!(ev, ClientEvent::Closed(_));
                 events.push(ev);
                 if end {
                     break;
@@ -929,10 +936,10 @@ fn python_server_breaking_a_close_rule_is_closed_smartpacketinvalid() {
         events,
         [
             ClientEvent::Connected,
-            ClientEvent::Closed {
+            ClientEvent::Closed(Closed {
                 reason: CloseReason::SmartPacketInvalid,
                 initiator: Initiator::Local
-            }
+            })
         ]
     );
     server.expect_line("SENT rules:serveronly.close");

@@ -33,7 +33,7 @@ use peng3dnet_core::connection::{Config, Connection, Event};
 use peng3dnet_core::registry::{Packet, Registry, RegistryAccess};
 use peng3dnet_core::rules::{InvalidAction, Rules};
 use peng3dnet_core::time::Instant;
-use peng3dnet_core::{CloseReason, Initiator, Mode, SecurityLevel, Side, State};
+use peng3dnet_core::{CloseReason, Closed, Initiator, Mode, SecurityLevel, Side, State};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
@@ -190,7 +190,7 @@ pub fn record<C>(event: Event<'_, C>) -> Rec {
         Event::Pong { .. } => Rec::Pong,
         Event::PingAnswered => Rec::PingAnswered,
         Event::Ignored { packet_id, .. } => Rec::Ignored(packet_id),
-        Event::Closed { reason, initiator } => Rec::Closed(reason, initiator),
+        Event::Closed(Closed { reason, initiator }) => Rec::Closed(reason, initiator),
     }
 }
 

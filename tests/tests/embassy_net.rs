@@ -24,15 +24,13 @@ use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::signal::Signal;
 use embassy_time::{with_timeout, Duration, Instant, Timer};
 use peng3dnet_core::codec::Postcard;
-use peng3dnet_core::connection::SendError;
+use peng3dnet_core::connection::{Incoming, SendError};
 use peng3dnet_core::registry::{Packet, Registry};
 use peng3dnet_core::rules::{InvalidAction, Rules};
 use peng3dnet_core::time::Duration as CoreDuration;
-use peng3dnet_core::{CloseReason, Config, Initiator, Side};
+use peng3dnet_core::{CloseReason, Closed, Config, Initiator, Side};
 use peng3dnet_embassy::server::{ClientId, Flow, ServerOutbox, ServerStats};
-use peng3dnet_embassy::{
-    Closed, Ctx, Handler, Received, Resources, Server, ServerResources, Session,
-};
+use peng3dnet_embassy::{Ctx, Handler, Resources, Server, ServerResources, Session};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::future::Future;
@@ -296,7 +294,7 @@ async fn read_to_end(socket: &mut TcpSocket<'_>) -> Vec<u8> {
 }
 
 /// The next packet the client receives, within [`STEP`].
-async fn next<'b>(session: &ClientSession<'_>, buf: &'b mut [u8]) -> Received<'b, Postcard> {
+async fn next<'b>(session: &ClientSession<'_>, buf: &'b mut [u8]) -> Incoming<&'b [u8], Postcard> {
     with_timeout(STEP, session.receive(buf))
         .await
         .expect("receive: timeout")
@@ -384,7 +382,7 @@ impl Handler<M, Postcard, NR> for Recorder {
         ctx.send::<Notice>(&"welcome").await.unwrap();
     }
 
-    async fn on_packet(&self, ctx: &Ctx<'_, '_, M, Postcard, NR>, p: Received<'_, Postcard>) {
+    async fn on_packet(&self, ctx: &Ctx<'_, '_, M, Postcard, NR>, p: Incoming<&[u8], Postcard>) {
         if let Ok(text) = p.decode::<Echo>() {
             if text == "broadcast" {
                 let report = ctx
@@ -413,8 +411,8 @@ impl Handler<M, Postcard, NR> for Recorder {
         }
     }
 
-    fn on_close(&self, client: ClientId, reason: &CloseReason, initiator: Initiator) {
-        self.push(Seen::Close(client, reason.clone(), initiator));
+    fn on_close(&self, client: ClientId, closed: &Closed) {
+        self.push(Seen::Close(client, closed.reason.clone(), closed.initiator));
     }
 }
 
@@ -810,7 +808,7 @@ impl Handler<M, Postcard, NR> for InPlace {
         &self,
         _client: ClientId,
         outbox: &mut ServerOutbox<'_, '_, Postcard, NR>,
-        packet: Received<'_, Postcard>,
+        packet: Incoming<&[u8], Postcard>,
     ) -> Flow {
         let Ok(text) = packet.decode::<Echo>() else {
             return Flow::Defer;
@@ -831,7 +829,7 @@ impl Handler<M, Postcard, NR> for InPlace {
     async fn on_packet(
         &self,
         _ctx: &Ctx<'_, '_, M, Postcard, NR>,
-        _packet: Received<'_, Postcard>,
+        _packet: Incoming<&[u8], Postcard>,
     ) {
         self.deferred.set(self.deferred.get() + 1);
     }
@@ -908,13 +906,15 @@ impl Handler<M, Postcard, NR> for Stuck {
     async fn on_packet(
         &self,
         _ctx: &Ctx<'_, '_, M, Postcard, NR>,
-        _packet: Received<'_, Postcard>,
+        _packet: Incoming<&[u8], Postcard>,
     ) {
         std::future::pending::<()>().await;
     }
 
-    fn on_close(&self, _client: ClientId, reason: &CloseReason, initiator: Initiator) {
-        self.closes.borrow_mut().push((reason.clone(), initiator));
+    fn on_close(&self, _client: ClientId, closed: &Closed) {
+        self.closes
+            .borrow_mut()
+            .push((closed.reason.clone(), closed.initiator));
     }
 }
 

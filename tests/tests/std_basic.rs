@@ -31,8 +31,8 @@ fn echo_and_close_over_loopback() {
         .on::<Echo>(|ctx, msg| {
             ctx.send::<Echo>(&msg).unwrap();
         })
-        .on_close(move |_, reason, initiator| {
-            let _ = closed_tx.send((reason.clone(), initiator));
+        .on_close(move |_, closed| {
+            let _ = closed_tx.send((closed.reason.clone(), closed.initiator));
         })
         .bind("127.0.0.1:0")
         .unwrap();
@@ -83,8 +83,8 @@ fn a_client_that_never_reads_is_dropped_with_writequeuefull() {
             o.write_stall_timeout = Duration::from_millis(300);
             o.compression = None;
         })
-        .on_close(move |_, reason, initiator| {
-            let _ = closed_tx.send((reason.clone(), initiator));
+        .on_close(move |_, closed| {
+            let _ = closed_tx.send((closed.reason.clone(), closed.initiator));
         })
         .bind("127.0.0.1:0")
         .unwrap();

@@ -3,7 +3,7 @@
 //! reading while answers pile up. A client call that never returns would
 //! hang the test, so each runs on its own thread under a watchdog.
 
-use peng3dnet_core::{CloseReason, Initiator};
+use peng3dnet_core::{CloseReason, Closed, Initiator};
 use peng3dnet_std::client::{Client, ClientError, ClientEvent, ClientOptions};
 use peng3dnet_std::echo::{self, Echo};
 use peng3dnet_std::server::{ClientId, RunningServer, ServerOptions};
@@ -113,7 +113,13 @@ fn wait_closed_returns_while_events_are_queued() {
         handle.close(id, CloseReason::Command).unwrap();
         (c.wait_closed(T), start.elapsed())
     });
-    assert_eq!(res.0.unwrap(), (CloseReason::Command, Initiator::Peer));
+    assert_eq!(
+        res.0.unwrap(),
+        Closed {
+            reason: CloseReason::Command,
+            initiator: Initiator::Peer
+        }
+    );
     assert!(res.1 < T);
 }
 

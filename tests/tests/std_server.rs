@@ -13,7 +13,7 @@ use peng3dnet_core::connection::SendError;
 use peng3dnet_core::messages::{CloseConn, HandshakeAccept, HandshakeOut, Hello};
 use peng3dnet_core::registry::{internal, Packet, SyncPolicy};
 use peng3dnet_core::rules::{InvalidAction, Rules, Violation};
-use peng3dnet_core::{CloseReason, Initiator, Mode, SecurityLevel, Side, State};
+use peng3dnet_core::{CloseReason, Closed, Initiator, Mode, SecurityLevel, Side, State};
 use peng3dnet_std::client::{Client, ClientError, ClientEvent, ClientOptions};
 use peng3dnet_std::server::{
     ClientId, Ctx, HandleError, PingData, RunningServer, Server, ServerBuilder, ServerOptions,
@@ -149,7 +149,7 @@ fn run_cmd(ctx: &mut Ctx<'_, '_, Postcard>, op: u32) -> u32 {
 }
 
 type Record = (ClientId, &'static str, u32);
-type Closed = (ClientId, CloseReason, Initiator);
+type ClientClosed = (ClientId, CloseReason, Initiator);
 type Shook = (ClientId, State, SecurityLevel, String);
 
 fn recorder(
@@ -167,13 +167,13 @@ struct Harness {
     addr: SocketAddr,
     running: Option<RunningServer>,
     got: Receiver<Record>,
-    closed: Receiver<Closed>,
+    closed: Receiver<ClientClosed>,
     shook: Receiver<Shook>,
 }
 
 fn harness(opts: impl FnOnce(&mut ServerOptions)) -> Harness {
     let (got_tx, got) = mpsc::channel();
-    let (closed_tx, closed) = mpsc::channel::<Closed>();
+    let (closed_tx, closed) = mpsc::channel::<ClientClosed>();
     let (shook_tx, shook) = mpsc::channel::<Shook>();
     let b = Server::builder(registry()).with_options(|o| {
         o.shutdown_grace = Duration::from_secs(2);
@@ -203,8 +203,8 @@ fn harness(opts: impl FnOnce(&mut ServerOptions)) -> Harness {
                 ctx.conntype().to_string(),
             ));
         })
-        .on_close(move |id, reason, initiator| {
-            let _ = closed_tx.send((id, reason.clone(), initiator));
+        .on_close(move |id, closed| {
+            let _ = closed_tx.send((id, closed.reason.clone(), closed.initiator));
         })
         .bind("127.0.0.1:0")
         .unwrap();
@@ -238,7 +238,7 @@ impl Harness {
     }
 
     #[track_caller]
-    fn next_close(&self) -> Closed {
+    fn next_close(&self) -> ClientClosed {
         self.closed.recv_timeout(T).expect("on_close")
     }
 
@@ -339,7 +339,9 @@ fn ev(c: &mut Client) -> Ev {
                 let name = c.registry().by_id(packet_id).map_or("?", |e| e.name);
                 return Ev::Ignored(name);
             }
-            ClientEvent::Closed { reason, initiator } => return Ev::Closed(reason, initiator),
+            ClientEvent::Closed(Closed { reason, initiator }) => {
+                return Ev::Closed(reason, initiator)
+            }
             other => panic!("unexpected event {other:?}"),
         }
     }
@@ -353,9 +355,9 @@ fn ev(c: &mut Client) -> Ev {
 fn until_closed(c: &mut Client) -> (CloseReason, Initiator) {
     for _ in 0..100_000 {
         match c.recv(T) {
-            Ok(ClientEvent::Closed { reason, initiator }) => return (reason, initiator),
+            Ok(ClientEvent::Closed(Closed { reason, initiator })) => return (reason, initiator),
             Ok(_) => {}
-            Err(ClientError::Closed(r, i)) => return (r, i),
+            Err(ClientError::Closed(Closed { reason, initiator })) => return (reason, initiator),
             Err(e) => panic!("waiting for the close: {e:?}"),
         }
     }
@@ -365,7 +367,7 @@ fn until_closed(c: &mut Client) -> (CloseReason, Initiator) {
 #[track_caller]
 fn closed_err(e: ClientError) -> (CloseReason, Initiator) {
     match e {
-        ClientError::Closed(r, i) => (r, i),
+        ClientError::Closed(Closed { reason, initiator }) => (reason, initiator),
         other => panic!("expected a close, got {other:?}"),
     }
 }
@@ -1203,7 +1205,7 @@ fn recv_returns_every_event_before_the_close_error() {
     for _ in 0..4 {
         match c.recv(T) {
             Ok(ClientEvent::Packet(p)) => got.push(format!("echo {}", p.decode::<Echo>().unwrap())),
-            Ok(ClientEvent::Closed { reason, .. }) => got.push(format!("closed {reason}")),
+            Ok(ClientEvent::Closed(Closed { reason, .. })) => got.push(format!("closed {reason}")),
             Ok(other) => got.push(format!("{other:?}")),
             Err(e) => got.push(format!("error {e}")),
         }
@@ -1294,7 +1296,7 @@ fn ping_returns_the_delay_and_the_servers_data() {
 fn ping_fails_with_unknownconntype_when_the_server_has_no_ping_data() {
     let h = harness(|o| o.ping = None);
     match peng3dnet_std::ping::ping(h.addr, T) {
-        Err(ClientError::Closed(reason, initiator)) => {
+        Err(ClientError::Closed(Closed { reason, initiator })) => {
             assert_eq!(
                 (reason, initiator),
                 (CloseReason::UnknownConnType, Initiator::Peer)
@@ -1370,7 +1372,10 @@ fn shutdown_tells_every_client_and_join_returns() {
     for (c, _) in clients.iter_mut() {
         assert_eq!(
             c.wait_closed(T).unwrap(),
-            (CloseReason::ServerShutdown, Initiator::Peer)
+            Closed {
+                reason: CloseReason::ServerShutdown,
+                initiator: Initiator::Peer
+            }
         );
     }
     assert_eq!(r.close_reason().as_deref(), Some("servershutdown"));
@@ -1380,7 +1385,7 @@ fn shutdown_tells_every_client_and_join_returns() {
         "join returned after the clients left, not after the grace"
     );
     assert_eq!((stats.accepted, stats.handshakes), (4, 3));
-    let mut closes: Vec<Closed> = (0..4).map(|_| h.next_close()).collect();
+    let mut closes: Vec<ClientClosed> = (0..4).map(|_| h.next_close()).collect();
     closes.sort_by_key(|c| c.0);
     for (id, reason, initiator) in &closes {
         assert_eq!(

@@ -6,7 +6,7 @@ use crate::codec::{Codec, CodecError};
 use crate::registry::Packet;
 use crate::rules::Violation;
 use crate::time::Duration;
-use crate::types::{CloseReason, Initiator};
+use crate::types::Closed;
 use core::fmt;
 use serde::Deserialize;
 
@@ -31,48 +31,103 @@ impl fmt::Display for DecodeError {
 
 impl core::error::Error for DecodeError {}
 
-/// A received application packet, borrowed from the receive buffer.
-pub struct Incoming<'a, C> {
+/// A received application packet: its id, its registry name, its body and
+/// the codec that decodes it. Every adapter hands out this one type; `B` says
+/// where the body lies:
+/// - `&[u8]` lent from the connection's receive buffer, as
+///   [`Connection::poll`](super::Connection::poll) reports it, or copied into
+///   a caller's buffer (the embassy `Session::receive`);
+/// - an owned buffer such as `Vec<u8>` on a host (the std client's events),
+///   made with [`with_body`](Self::with_body).
+///
+/// ```
+/// use peng3dnet_core::codec::Postcard;
+/// use peng3dnet_core::connection::Incoming;
+/// use peng3dnet_core::registry::Packet;
+///
+/// struct Chat;
+/// impl Packet for Chat {
+///     const NAME: &'static str = "app:chat";
+///     type Message<'de> = &'de str;
+/// }
+///
+/// let body = [5, b'h', b'e', b'l', b'l', b'o'];
+/// let packet = Incoming::new(64, Some("app:chat"), &body[..], Postcard);
+/// assert!(packet.is::<Chat>());
+/// assert_eq!(packet.decode::<Chat>(), Ok("hello"));
+/// // The same packet with a body of its own, which outlives `body`.
+/// let kept: Incoming<[u8; 6], Postcard> = packet.with_body(body);
+/// assert_eq!(kept.decode::<Chat>(), Ok("hello"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Incoming<B, C> {
     /// Its id on the wire.
     pub packet_id: u32,
     /// Its registry name, if the id is registered.
     pub name: Option<&'static str>,
     /// The encoded body.
-    pub body: &'a [u8],
-    pub(super) codec: &'a C,
+    pub body: B,
+    codec: C,
 }
 
-impl<'a, C: Codec> Incoming<'a, C> {
+impl<B, C> Incoming<B, C> {
+    /// A packet of id `packet_id` (named `name` in the registry) whose
+    /// `body` `codec` decodes.
+    pub fn new(packet_id: u32, name: Option<&'static str>, body: B, codec: C) -> Self {
+        Incoming {
+            packet_id,
+            name,
+            body,
+            codec,
+        }
+    }
+
     /// Whether it is a `P`.
     pub fn is<P: Packet>(&self) -> bool {
         self.name == Some(P::NAME)
     }
 
-    /// Decodes it as a `P`; fails if it is another packet type.
-    pub fn decode<P: Packet>(&self) -> Result<P::Message<'a>, DecodeError> {
-        if !self.is::<P>() {
-            return Err(DecodeError::WrongPacket);
+    /// The codec that decodes it.
+    pub fn codec(&self) -> &C {
+        &self.codec
+    }
+
+    /// The same packet with `body` in place of its body: a copy of it, say,
+    /// that outlives the buffer it was received in.
+    pub fn with_body<B2>(self, body: B2) -> Incoming<B2, C> {
+        Incoming {
+            packet_id: self.packet_id,
+            name: self.name,
+            body,
+            codec: self.codec,
         }
-        self.codec.decode(self.body).map_err(DecodeError::Codec)
-    }
-
-    /// Decodes the body as any `M`, whatever the packet type.
-    pub fn decode_as<M: Deserialize<'a>>(&self) -> Result<M, CodecError> {
-        self.codec.decode(self.body)
-    }
-
-    /// The connection's codec.
-    pub fn codec(&self) -> &'a C {
-        self.codec
     }
 }
 
-impl<C> fmt::Debug for Incoming<'_, C> {
+impl<B: AsRef<[u8]>, C: Codec> Incoming<B, C> {
+    /// Decodes it as a `P`; fails if it is another packet type. The message
+    /// may borrow from the body (`&str`, `&[u8]` fields).
+    pub fn decode<P: Packet>(&self) -> Result<P::Message<'_>, DecodeError> {
+        if !self.is::<P>() {
+            return Err(DecodeError::WrongPacket);
+        }
+        self.codec
+            .decode(self.body.as_ref())
+            .map_err(DecodeError::Codec)
+    }
+
+    /// Decodes the body as any `M`, whatever the packet type.
+    pub fn decode_as<'s, M: Deserialize<'s>>(&'s self) -> Result<M, CodecError> {
+        self.codec.decode(self.body.as_ref())
+    }
+}
+
+impl<B: AsRef<[u8]>, C> fmt::Debug for Incoming<B, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Incoming")
             .field("packet_id", &self.packet_id)
             .field("name", &self.name)
-            .field("body_len", &self.body.len())
+            .field("body_len", &self.body.as_ref().len())
             .finish()
     }
 }
@@ -95,9 +150,9 @@ pub enum Event<'a, C> {
     /// custom connection type entered an active state.
     Connected,
     /// An application packet that passed its rules.
-    Packet(Incoming<'a, C>),
+    Packet(Incoming<&'a [u8], C>),
     /// A packet a custom connection type consumed ([`Dispatch::Consume`](super::Dispatch::Consume)).
-    ConnTypePacket(Incoming<'a, C>),
+    ConnTypePacket(Incoming<&'a [u8], C>),
     /// (Ping client) the server's answer arrived; the connection is now
     /// closing with `pingcomplete`.
     Pong {
@@ -117,10 +172,5 @@ pub enum Event<'a, C> {
     },
     /// The connection closed. Reported once; nothing but the remaining
     /// transmit bytes (the `closeconn`) follows.
-    Closed {
-        /// Why.
-        reason: CloseReason,
-        /// Who closed it.
-        initiator: Initiator,
-    },
+    Closed(Closed),
 }

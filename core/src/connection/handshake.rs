@@ -189,6 +189,7 @@ mod tests {
     use crate::registry::{Registry, RegistryAccess, SyncPolicy};
     use crate::rules::Rules;
     use crate::time::Instant;
+    use crate::types::Closed;
     use crate::types::{CloseReason, Initiator};
 
     /// The handshake of a server over `server` and a client over `client`:
@@ -213,7 +214,9 @@ mod tests {
             while let Some(event) = c.poll(now) {
                 match event {
                     Event::Connected => connected[1] = true,
-                    Event::Closed { reason, initiator } => ended[1] = Some((reason, initiator)),
+                    Event::Closed(Closed { reason, initiator }) => {
+                        ended[1] = Some((reason, initiator))
+                    }
                     _ => {}
                 }
             }
@@ -222,7 +225,9 @@ mod tests {
             while let Some(event) = s.poll(now) {
                 match event {
                     Event::Connected => connected[0] = true,
-                    Event::Closed { reason, initiator } => ended[0] = Some((reason, initiator)),
+                    Event::Closed(Closed { reason, initiator }) => {
+                        ended[0] = Some((reason, initiator))
+                    }
                     _ => {}
                 }
             }

@@ -86,7 +86,7 @@ use crate::buffer::Buffer;
 use crate::codec::Codec;
 use crate::registry::{Packet, Registry, RegistryAccess};
 use crate::time::{Instant, MaybeInstant};
-use crate::types::{CloseReason, Initiator, Mode, SecurityLevel, Side, State};
+use crate::types::{CloseReason, Closed, Initiator, Mode, SecurityLevel, Side, State};
 use crate::wire::FrameDecoder;
 use conntype::ConnType;
 use core::fmt;
@@ -247,14 +247,9 @@ where
         self.inner.is_closed()
     }
 
-    /// Why and by whom the connection closed, once it has.
-    pub fn close_reason(&self) -> Option<(&CloseReason, Initiator)> {
-        match &self.inner.progress {
-            Progress::Closed {
-                reason, initiator, ..
-            } => Some((reason, *initiator)),
-            _ => None,
-        }
+    /// How the connection ended (why, and who closed it), once it has.
+    pub fn closed(&self) -> Option<Closed> {
+        self.inner.progress.closed()
     }
 
     /// Whether the connection is closed and everything queued was written:
@@ -482,14 +477,11 @@ where
         C: Clone,
     {
         let found = self.next_found(now, false)?;
-        // The event borrows a copy of the codec so that the outbox may
-        // borrow the state machine mutably.
-        let codec = self.inner.codec.clone();
         let frame_start = match &found {
             Found::Frame { range, .. } => Some(range.start),
             Found::Pending(_) => None,
         };
-        let event = found.into_event(&self.rx, &codec);
+        let event = found.into_event(&self.rx, &self.inner.codec);
         let is_packet = matches!(event, Event::Packet(_) | Event::ConnTypePacket(_));
         let mut outbox = Outbox {
             inner: &mut self.inner,

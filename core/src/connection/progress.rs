@@ -9,7 +9,7 @@ use crate::codec::Codec;
 use crate::messages::CloseConn;
 use crate::registry::{internal, RegistryAccess};
 use crate::time::{Instant, MaybeInstant};
-use crate::types::{CloseReason, Initiator, State};
+use crate::types::{CloseReason, Closed, Initiator, State};
 use core::fmt;
 
 /// How far a connection has come, named for what it waits for
@@ -148,6 +148,19 @@ impl Progress {
     #[inline]
     pub(super) fn is_closed(&self) -> bool {
         matches!(self, Progress::Closed { .. })
+    }
+
+    /// How the connection ended, once it has.
+    pub(super) fn closed(&self) -> Option<Closed> {
+        match self {
+            Progress::Closed {
+                reason, initiator, ..
+            } => Some(Closed {
+                reason: reason.clone(),
+                initiator: *initiator,
+            }),
+            _ => None,
+        }
     }
 
     /// Whether it is a `ping` connection that has not closed.
@@ -291,15 +304,7 @@ impl<'a, C: Codec, T: crate::buffer::Buffer, const N: usize, G: RegistryAccess<N
         match pending {
             Pending::Connected => Some(Event::Connected),
             Pending::PingAnswered => Some(Event::PingAnswered),
-            Pending::Closed => match &self.progress {
-                Progress::Closed {
-                    reason, initiator, ..
-                } => Some(Event::Closed {
-                    reason: reason.clone(),
-                    initiator: *initiator,
-                }),
-                _ => None,
-            },
+            Pending::Closed => self.progress.closed().map(Event::Closed),
         }
     }
 }

@@ -28,13 +28,13 @@ pub(super) enum Found<'e, C> {
     },
 }
 
-impl<'e, C> Found<'e, C> {
+impl<'e, C: Clone> Found<'e, C> {
     /// The event, borrowing the frame's body from the receive buffer.
     #[inline(always)]
     pub(super) fn into_event<'b, B: Buffer>(
         self,
         rx: &'b FrameDecoder<B>,
-        codec: &'b C,
+        codec: &C,
     ) -> Event<'b, C>
     where
         'e: 'b,
@@ -50,18 +50,12 @@ impl<'e, C> Found<'e, C> {
         };
         match outcome {
             Outcome::Ignored(packet_id, cause) => Event::Ignored { packet_id, cause },
-            Outcome::Packet(name) => Event::Packet(Incoming {
-                packet_id,
-                name,
-                body,
-                codec,
-            }),
-            Outcome::ConnTypePacket(name) => Event::ConnTypePacket(Incoming {
-                packet_id,
-                name,
-                body,
-                codec,
-            }),
+            Outcome::Packet(name) => {
+                Event::Packet(Incoming::new(packet_id, name, body, codec.clone()))
+            }
+            Outcome::ConnTypePacket(name) => {
+                Event::ConnTypePacket(Incoming::new(packet_id, name, body, codec.clone()))
+            }
             Outcome::Pong(delay) => Event::Pong { delay, body },
             // `next_found` reports frames that yield an event only.
             Outcome::Nothing => Event::Ignored {

@@ -28,7 +28,7 @@
 //!    was taken with [`Server::transmitted`]; every client a send or
 //!    broadcast reached may have bytes to write.
 //! 5. **Finish.** Once [`Server::take_finished`] returns the client's
-//!    [`Finished`] report, close the transport (an adapter whose transport
+//!    [`Closed`] report, close the transport (an adapter whose transport
 //!    has bytes of its own to flush, such as a TLS `close_notify`, may do
 //!    that first unless [`Server::is_abandoned`]).
 //! 6. **Timers.** Sleep until input arrives or until
@@ -151,7 +151,7 @@ use crate::connection::{Config, Connection, Event, Outbox, SendError, Take};
 use crate::messages::CloseConn;
 use crate::registry::{internal, Packet, Registry};
 use crate::time::{Duration, Instant, MaybeInstant};
-use crate::types::{CloseReason, Initiator, Mode, SecurityLevel, State};
+use crate::types::{CloseReason, Closed, Initiator, Mode, SecurityLevel, State};
 use crate::wire::{encode_frame, BufferTooSmall, Flags, FRAME_OVERHEAD};
 use core::fmt;
 use core::marker::PhantomData;
@@ -263,19 +263,6 @@ impl fmt::Display for Refused {
 }
 
 impl core::error::Error for Refused {}
-
-/// A client whose connection is over, as [`Server::take_finished`] reports
-/// it (once per client).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Finished {
-    /// Who it was.
-    pub client: ClientId,
-    /// Why its connection closed.
-    pub reason: CloseReason,
-    /// Who closed it.
-    pub initiator: Initiator,
-}
 
 /// What a broadcast did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -625,7 +612,7 @@ where
         let x = c.conn.poll_with(now, |event, outbox| {
             match &event {
                 Event::Connected => connected = true,
-                Event::Closed { .. } => closed = true,
+                Event::Closed(_) => closed = true,
                 _ => {}
             }
             f(event, outbox)
@@ -662,7 +649,7 @@ where
         };
         match &event {
             Event::Connected => stats.handshakes += 1,
-            Event::Closed { .. } => c.reported = true,
+            Event::Closed(_) => c.reported = true,
             _ => {}
         }
         Some(event)
@@ -854,23 +841,19 @@ where
     /// id is dead afterwards: close its transport. An adapter that reports
     /// closes from [`Event::Closed`] has seen it by then, if it polled until
     /// `None` first; one that reports from here needs not poll at all.
-    pub fn take_finished(&mut self, id: ClientId) -> Option<(Finished, (R, T))> {
+    pub fn take_finished(&mut self, id: ClientId) -> Option<(Closed, (R, T))> {
         let c = self.table.get(id)?;
         if !(c.abandoned || c.conn.is_finished()) {
             return None;
         }
         let c = self.table.remove(id)?;
-        let (reason, initiator) = match c.conn.close_reason() {
-            Some((reason, initiator)) => (reason.clone(), initiator),
-            // Given up with frames still buffered and not handed out.
-            None => (CloseReason::SocketClose, Initiator::Transport),
-        };
-        let finished = Finished {
-            client: id,
-            reason,
-            initiator,
-        };
-        Some((finished, c.conn.into_buffers()))
+        // Given up with frames still buffered and not handed out: the
+        // transport ended it.
+        let closed = c.conn.closed().unwrap_or(Closed {
+            reason: CloseReason::SocketClose,
+            initiator: Initiator::Transport,
+        });
+        Some((closed, c.conn.into_buffers()))
     }
 
     // ---- timers ----

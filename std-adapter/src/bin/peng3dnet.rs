@@ -329,10 +329,8 @@ fn demo() -> Res {
                 ctx.state()
             ));
         })
-        .on_close(move |id, reason, initiator| {
-            let _ = l3.send(format!(
-                "server: client {id} closed ({reason}, by {initiator:?})"
-            ));
+        .on_close(move |id, closed| {
+            let _ = l3.send(format!("server: client {id} {closed}"));
         });
     let server = server.bind("127.0.0.1:0")?;
     let addr = server.local_addr();

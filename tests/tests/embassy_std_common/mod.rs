@@ -77,11 +77,11 @@ impl TestServer {
                     .unwrap()
                     .push(ServerEvent::Handshake(level));
             })
-            .on_close(move |_, reason, initiator| {
+            .on_close(move |_, closed| {
                 on_close
                     .lock()
                     .unwrap()
-                    .push(ServerEvent::Closed(reason.clone(), initiator));
+                    .push(ServerEvent::Closed(closed.reason.clone(), closed.initiator));
             })
             .bind("127.0.0.1:0")
             .unwrap();

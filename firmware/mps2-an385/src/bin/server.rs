@@ -21,12 +21,11 @@ use embassy_time::{with_timeout, Duration, Instant};
 use mps2_an385::echo::{self, Echo, EchoPing};
 use mps2_an385::{exit, net, println};
 use peng3dnet_core::codec::Postcard;
-use peng3dnet_core::connection::SendError;
-use peng3dnet_core::{CloseReason, Config, Initiator};
+use peng3dnet_core::connection::{Incoming, SendError};
+use peng3dnet_core::{CloseReason, Closed, Config, Initiator};
 use peng3dnet_embassy::server::{
     ClientId, Ctx, Flow, Handler, Server, ServerOutbox, ServerResources,
 };
-use peng3dnet_embassy::Received;
 use static_cell::{ConstStaticCell, StaticCell};
 
 const PORT: u16 = 4242;
@@ -76,7 +75,7 @@ impl Handler<NoopRawMutex, Postcard, { echo::REGISTRY }> for EchoHandler<'_> {
         &self,
         client: ClientId,
         outbox: &mut Outbox4<'_, '_>,
-        packet: Received<'_, Postcard>,
+        packet: Incoming<&[u8], Postcard>,
     ) -> Flow {
         let sent = if let Ok(text) = packet.decode::<Echo>() {
             let sent = outbox.send::<Echo>(&text);
@@ -104,13 +103,13 @@ impl Handler<NoopRawMutex, Postcard, { echo::REGISTRY }> for EchoHandler<'_> {
         }
     }
 
-    fn on_close(&self, client: ClientId, reason: &CloseReason, initiator: Initiator) {
+    fn on_close(&self, client: ClientId, closed: &Closed) {
         println!(
             "server: client {:?} closed ({}, by {:?})",
-            client, reason, initiator
+            client, closed.reason, closed.initiator
         );
         self.closes.set(self.closes.get() + 1);
-        if *reason == CloseReason::PingComplete {
+        if closed.reason == CloseReason::PingComplete {
             self.pings.set(self.pings.get() + 1);
         }
     }
