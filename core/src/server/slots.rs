@@ -97,9 +97,21 @@ pub trait Storage<T> {
     fn push(&mut self, slot: T) -> Result<(), T> {
         Err(slot)
     }
+
+    /// Whether the server files its clients' deadlines in a timer heap
+    /// threaded through the slots (the default: a large or growable
+    /// storage), or finds the earliest by a scan over the slots (a small
+    /// fixed array: far less code, and no slower for a handful of slots).
+    const TIMER_HEAP: bool = true;
 }
 
+/// The most slots a fixed array may have for the server to scan it for the
+/// earliest deadline instead of keeping a timer heap.
+const SCAN_SLOTS: usize = 16;
+
 impl<T, const K: usize> Storage<T> for [T; K] {
+    const TIMER_HEAP: bool = K > SCAN_SLOTS;
+
     fn slots(&self) -> &[T] {
         self
     }
@@ -220,10 +232,23 @@ impl<X, S: Storage<Slot<X>>> Table<X, S> {
         self.storage.slots().len()
     }
 
-    // ---- the timer heap: a binary min-heap of slot indices by `due` ----
+    // ---- the timer heap: a binary min-heap of slot indices by `due` (a
+    // storage without one: `due` alone, scanned) ----
 
     /// The slot whose deadline comes first, with it.
     pub(crate) fn earliest(&self) -> Option<(usize, Instant)> {
+        if !S::TIMER_HEAP {
+            // The first of the earliest (free slots have no deadline).
+            let mut best: Option<(usize, Instant)> = None;
+            for (i, s) in self.storage.slots().iter().enumerate() {
+                match (s.due.get(), best) {
+                    (Some(at), Some((_, b))) if at >= b => {}
+                    (Some(at), _) => best = Some((i, at)),
+                    (None, _) => {}
+                }
+            }
+            return best;
+        }
         if self.heap_len == 0 {
             return None;
         }
@@ -240,6 +265,9 @@ impl<X, S: Storage<Slot<X>>> Table<X, S> {
             return;
         }
         slots[i].due = due;
+        if !S::TIMER_HEAP {
+            return;
+        }
         let pos = slots[i].link;
         match (pos == NIL, due.get().is_some()) {
             (true, false) => {}
@@ -375,21 +403,37 @@ mod tests {
 
     #[test]
     fn the_heap_hands_out_the_earliest_deadline_after_any_change() {
-        let mut t = Table::new(Grow(Vec::new(), 64));
-        let ids: Vec<ClientId> = (0..64).map(|i| t.insert(i, 64).unwrap()).collect();
+        assert!(<Grow as Storage<Slot<u32>>>::TIMER_HEAP);
+        earliest_after_any_change::<64, _>(Table::new(Grow(Vec::new(), 64)));
+    }
+
+    #[test]
+    fn the_scan_of_a_small_array_hands_out_the_earliest_deadline_after_any_change() {
+        type Small = [Slot<u32>; SCAN_SLOTS];
+        assert!(!<Small as Storage<Slot<u32>>>::TIMER_HEAP);
+        earliest_after_any_change::<SCAN_SLOTS, _>(Table::new([const { Slot::EMPTY }; SCAN_SLOTS]));
+        let big = [const { Slot::EMPTY }; SCAN_SLOTS + 1];
+        assert!(<[Slot<u32>; SCAN_SLOTS + 1] as Storage<Slot<u32>>>::TIMER_HEAP);
+        earliest_after_any_change::<{ SCAN_SLOTS + 1 }, _>(Table::new(big));
+    }
+
+    /// Fills all `K` slots of `t`, files, changes and removes deadlines, and
+    /// checks that `earliest` hands them out in order.
+    fn earliest_after_any_change<const K: usize, S: Storage<Slot<u32>>>(mut t: Table<u32, S>) {
+        let ids: Vec<ClientId> = (0..K as u32).map(|i| t.insert(i, K).unwrap()).collect();
         // Deadlines in a scrambled order, some changed, some removed.
-        let mut due = [None; 64];
+        let mut due = [None; K];
         for (k, id) in ids.iter().enumerate() {
             let at = (k as u64 * 37) % 64 + 1;
             due[k] = Some(at);
             t.refile(id.slot(), MaybeInstant::new(Instant::from_micros(at)));
         }
-        for k in (0..64).step_by(3) {
+        for k in (0..K).step_by(3) {
             let at = (k as u64 * 11) % 50 + 100;
             due[k] = Some(at);
             t.refile(ids[k].slot(), MaybeInstant::new(Instant::from_micros(at)));
         }
-        for k in (0..64).step_by(5) {
+        for k in (0..K).step_by(5) {
             due[k] = None;
             t.refile(ids[k].slot(), MaybeInstant::NONE);
         }
@@ -400,7 +444,7 @@ mod tests {
             assert_eq!(Some(at.as_micros()), due[i], "slot {i}");
             popped.push(at.as_micros());
             t.refile(i, MaybeInstant::NONE);
-            assert!(popped.len() <= 64);
+            assert!(popped.len() <= K);
         }
         let mut want: Vec<u64> = due.iter().flatten().copied().collect();
         want.sort_unstable();
