@@ -14,7 +14,7 @@ use core::fmt;
 /// The id of a client on a [`Server`](super::Server): a slot and the
 /// generation of its use. An id is never reused while the server lives
 /// (until 2^32 reuses of one slot), so a stale id reaches nobody.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ClientId {
     slot: u32,
@@ -34,6 +34,15 @@ impl ClientId {
     /// The slot index in the server's storage.
     pub const fn slot(self) -> usize {
         self.slot as usize
+    }
+}
+
+/// `ClientId(slot/generation)`: written out rather than derived (a derived
+/// `Debug` builds a struct in the formatter, measured larger on the
+/// firmware, which logs ids).
+impl fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientId({}/{})", self.slot, self.generation)
     }
 }
 
