@@ -412,17 +412,17 @@ mod tests {
 
     #[test]
     fn the_heap_hands_out_the_earliest_deadline_after_any_change() {
-        assert!(<Grow as Storage<Slot<u32>>>::TIMER_HEAP);
+        const { assert!(<Grow as Storage<Slot<u32>>>::TIMER_HEAP) };
         earliest_after_any_change::<64, _>(Table::new(Grow(Vec::new(), 64)));
     }
 
     #[test]
     fn the_scan_of_a_small_array_hands_out_the_earliest_deadline_after_any_change() {
         type Small = [Slot<u32>; SCAN_SLOTS];
-        assert!(!<Small as Storage<Slot<u32>>>::TIMER_HEAP);
+        const { assert!(!<Small as Storage<Slot<u32>>>::TIMER_HEAP) };
         earliest_after_any_change::<SCAN_SLOTS, _>(Table::new([const { Slot::EMPTY }; SCAN_SLOTS]));
         let big = [const { Slot::EMPTY }; SCAN_SLOTS + 1];
-        assert!(<[Slot<u32>; SCAN_SLOTS + 1] as Storage<Slot<u32>>>::TIMER_HEAP);
+        const { assert!(<[Slot<u32>; SCAN_SLOTS + 1] as Storage<Slot<u32>>>::TIMER_HEAP) };
         earliest_after_any_change::<{ SCAN_SLOTS + 1 }, _>(Table::new(big));
     }
 
