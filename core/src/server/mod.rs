@@ -143,7 +143,7 @@
 
 mod slots;
 
-pub use slots::{ClientId, Slot, Storage};
+pub use slots::{ClientId, Slot, Storage, MAX_SLOTS};
 
 use crate::buffer::Buffer;
 use crate::codec::{Codec, CodecError};
@@ -171,7 +171,7 @@ pub type ServerSlot<'a, C, R, T, const N: usize> = Slot<ClientState<'a, C, R, T,
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ServerOptions {
     /// The most clients at once; the next is refused with `serverfull`. The
-    /// storage's size is a bound too.
+    /// storage's size is a bound too, and so is [`MAX_SLOTS`].
     pub max_clients: usize,
     /// How long a client may leave queued bytes untaken (no write progress
     /// at all) before it is dropped with `writequeuefull`.

@@ -1,6 +1,12 @@
 //! The server's client storage: caller-owned slots with generational ids, a
 //! free list and one timer heap threaded through the slots themselves, so
 //! that the server needs no storage beyond what the caller gives it.
+//!
+//! Slot indices inside the table are `u16` (a storage holds at most
+//! [`MAX_SLOTS`] slots: the std adapter's 10,000 clients fit), and one link
+//! field serves both the free list (while a slot is free) and the heap (while
+//! its client is filed): a free slot is never in the heap. That keeps a
+//! slot's bookkeeping at 8 bytes beside its deadline.
 
 use crate::time::{Instant, MaybeInstant};
 use core::fmt;
@@ -8,7 +14,7 @@ use core::fmt;
 /// The id of a client on a [`Server`](super::Server): a slot and the
 /// generation of its use. An id is never reused while the server lives
 /// (until 2^32 reuses of one slot), so a stale id reaches nobody.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ClientId {
     slot: u32,
@@ -31,6 +37,15 @@ impl ClientId {
     }
 }
 
+/// `ClientId(slot/generation)`: written out rather than derived (a derived
+/// `Debug` builds a struct in the formatter, measured larger on the
+/// firmware, which logs ids).
+impl fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientId({}/{})", self.slot, self.generation)
+    }
+}
+
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.as_u64())
@@ -38,19 +53,21 @@ impl fmt::Display for ClientId {
 }
 
 /// No slot (the end of the free list, not in the timer heap).
-const NIL: u32 = u32::MAX;
+const NIL: u16 = u16::MAX;
+
+/// The most slots a [`Storage`] may hold: a growable one stops growing there.
+pub const MAX_SLOTS: usize = NIL as usize;
 
 /// One place for a client in a server's [`Storage`]. Make empty ones with
 /// [`Slot::EMPTY`] (a fixed array: `[const { Slot::EMPTY }; 8]`) or
 /// [`Slot::default`]; the server fills and empties them.
 pub struct Slot<X> {
     generation: u32,
-    /// Next free slot while this one is free.
-    next_free: u32,
-    /// Where this slot's client sits in the timer heap ([`NIL`]: not there).
-    heap_pos: u32,
+    /// While this slot is free: the next free slot. While it holds a
+    /// client: where the client sits in the timer heap. [`NIL`]: none.
+    link: u16,
     /// The slot index stored at heap position `this slot's index`.
-    heap_item: u32,
+    heap_item: u16,
     /// The earliest deadline of this slot's client, as filed in the heap.
     due: MaybeInstant,
     pub(crate) client: Option<X>,
@@ -60,8 +77,7 @@ impl<X> Slot<X> {
     /// An empty slot.
     pub const EMPTY: Self = Slot {
         generation: 0,
-        next_free: NIL,
-        heap_pos: NIL,
+        link: NIL,
         heap_item: NIL,
         due: MaybeInstant::NONE,
         client: None,
@@ -85,13 +101,26 @@ pub trait Storage<T> {
     fn slots_mut(&mut self) -> &mut [T];
 
     /// Adds one slot at the end if the storage can grow, or hands it back.
-    /// A fixed array cannot grow (the default).
+    /// A fixed array cannot grow (the default). The server stops asking at
+    /// [`MAX_SLOTS`].
     fn push(&mut self, slot: T) -> Result<(), T> {
         Err(slot)
     }
+
+    /// Whether the server files its clients' deadlines in a timer heap
+    /// threaded through the slots (the default: a large or growable
+    /// storage), or finds the earliest by a scan over the slots (a small
+    /// fixed array: far less code, and no slower for a handful of slots).
+    const TIMER_HEAP: bool = true;
 }
 
+/// The most slots a fixed array may have for the server to scan it for the
+/// earliest deadline instead of keeping a timer heap.
+const SCAN_SLOTS: usize = 16;
+
 impl<T, const K: usize> Storage<T> for [T; K] {
+    const TIMER_HEAP: bool = K > SCAN_SLOTS;
+
     fn slots(&self) -> &[T] {
         self
     }
@@ -115,24 +144,24 @@ impl<T> Storage<T> for &mut [T] {
 pub(crate) struct Table<X, S> {
     pub(crate) storage: S,
     _client: core::marker::PhantomData<fn(X) -> X>,
-    free_head: u32,
+    free_head: u16,
     len: usize,
-    heap_len: u32,
+    heap_len: u16,
 }
 
 impl<X, S: Storage<Slot<X>>> Table<X, S> {
     /// Takes over `storage`; whatever its slots held is dropped.
     pub(crate) fn new(mut storage: S) -> Self {
         let slots = storage.slots_mut();
-        // Chain the slots so that slot 0 is taken first.
+        // Chain the slots so that slot 0 is taken first (slots past
+        // MAX_SLOTS stay out of the chain: they are never used).
         let mut free_head = NIL;
-        for i in (0..slots.len()).rev() {
+        for i in (0..slots.len().min(MAX_SLOTS)).rev() {
             let s = &mut slots[i];
             s.client = None;
-            s.next_free = free_head;
-            s.heap_pos = NIL;
+            s.link = free_head;
             s.due = MaybeInstant::NONE;
-            free_head = i as u32;
+            free_head = i as u16;
         }
         Table {
             storage,
@@ -155,18 +184,19 @@ impl<X, S: Storage<Slot<X>>> Table<X, S> {
         }
         if self.free_head == NIL {
             let n = self.storage.slots().len();
-            if n >= NIL as usize || self.storage.push(Slot::EMPTY).is_err() {
+            if n >= MAX_SLOTS || self.storage.push(Slot::EMPTY).is_err() {
                 return Err(client);
             }
-            self.free_head = n as u32;
+            self.free_head = n as u16;
         }
         let index = self.free_head;
         let s = &mut self.storage.slots_mut()[index as usize];
-        self.free_head = s.next_free;
-        s.next_free = NIL;
+        self.free_head = s.link;
+        // Taken: the link is the heap position now, and it is in no heap.
+        s.link = NIL;
         s.client = Some(client);
         self.len += 1;
-        Ok(ClientId::new(index, s.generation))
+        Ok(ClientId::new(index as u32, s.generation))
     }
 
     /// The slot index of a live id.
@@ -200,8 +230,9 @@ impl<X, S: Storage<Slot<X>>> Table<X, S> {
         let s = &mut self.storage.slots_mut()[i];
         let client = s.client.take()?;
         s.generation = s.generation.wrapping_add(1);
-        s.next_free = self.free_head;
-        self.free_head = i as u32;
+        // Out of the heap (refiled as none above): the link is free again.
+        s.link = self.free_head;
+        self.free_head = i as u16;
         self.len -= 1;
         Some(client)
     }
@@ -210,10 +241,23 @@ impl<X, S: Storage<Slot<X>>> Table<X, S> {
         self.storage.slots().len()
     }
 
-    // ---- the timer heap: a binary min-heap of slot indices by `due` ----
+    // ---- the timer heap: a binary min-heap of slot indices by `due` (a
+    // storage without one: `due` alone, scanned) ----
 
     /// The slot whose deadline comes first, with it.
     pub(crate) fn earliest(&self) -> Option<(usize, Instant)> {
+        if !S::TIMER_HEAP {
+            // The first of the earliest (free slots have no deadline).
+            let mut best: Option<(usize, Instant)> = None;
+            for (i, s) in self.storage.slots().iter().enumerate() {
+                match (s.due.get(), best) {
+                    (Some(at), Some((_, b))) if at >= b => {}
+                    (Some(at), _) => best = Some((i, at)),
+                    (None, _) => {}
+                }
+            }
+            return best;
+        }
         if self.heap_len == 0 {
             return None;
         }
@@ -230,19 +274,22 @@ impl<X, S: Storage<Slot<X>>> Table<X, S> {
             return;
         }
         slots[i].due = due;
-        let pos = slots[i].heap_pos;
+        if !S::TIMER_HEAP {
+            return;
+        }
+        let pos = slots[i].link;
         match (pos == NIL, due.get().is_some()) {
             (true, false) => {}
             (true, true) => {
                 let at = self.heap_len;
                 self.heap_len += 1;
-                self.place(at, i as u32);
+                self.place(at, i as u16);
                 self.sift_up(at);
             }
             (false, false) => {
                 self.heap_len -= 1;
                 let last = self.heap_len;
-                self.storage.slots_mut()[i].heap_pos = NIL;
+                self.storage.slots_mut()[i].link = NIL;
                 if pos != last {
                     let moved = self.storage.slots()[last as usize].heap_item;
                     self.place(pos, moved);
@@ -260,7 +307,7 @@ impl<X, S: Storage<Slot<X>>> Table<X, S> {
         }
     }
 
-    fn key(&self, pos: u32) -> u64 {
+    fn key(&self, pos: u16) -> u64 {
         let slots = self.storage.slots();
         slots[slots[pos as usize].heap_item as usize]
             .due
@@ -268,20 +315,20 @@ impl<X, S: Storage<Slot<X>>> Table<X, S> {
             .map_or(u64::MAX, Instant::as_micros)
     }
 
-    fn place(&mut self, pos: u32, item: u32) {
+    fn place(&mut self, pos: u16, item: u16) {
         let slots = self.storage.slots_mut();
         slots[pos as usize].heap_item = item;
-        slots[item as usize].heap_pos = pos;
+        slots[item as usize].link = pos;
     }
 
-    fn swap(&mut self, a: u32, b: u32) {
+    fn swap(&mut self, a: u16, b: u16) {
         let slots = self.storage.slots();
         let (ia, ib) = (slots[a as usize].heap_item, slots[b as usize].heap_item);
         self.place(a, ib);
         self.place(b, ia);
     }
 
-    fn sift_up(&mut self, mut pos: u32) {
+    fn sift_up(&mut self, mut pos: u16) {
         while pos > 0 {
             let parent = (pos - 1) / 2;
             if self.key(parent) <= self.key(pos) {
@@ -292,15 +339,17 @@ impl<X, S: Storage<Slot<X>>> Table<X, S> {
         }
     }
 
-    fn sift_down(&mut self, mut pos: u32) {
+    fn sift_down(&mut self, mut pos: u16) {
         loop {
-            let (l, r) = (2 * pos + 1, 2 * pos + 2);
+            // In u32: the children of a position near MAX_SLOTS overflow u16.
+            let (l, r) = (2 * pos as u32 + 1, 2 * pos as u32 + 2);
+            let heap_len = u32::from(self.heap_len);
             let mut least = pos;
-            if l < self.heap_len && self.key(l) < self.key(least) {
-                least = l;
+            if l < heap_len && self.key(l as u16) < self.key(least) {
+                least = l as u16;
             }
-            if r < self.heap_len && self.key(r) < self.key(least) {
-                least = r;
+            if r < heap_len && self.key(r as u16) < self.key(least) {
+                least = r as u16;
             }
             if least == pos {
                 return;
@@ -363,21 +412,37 @@ mod tests {
 
     #[test]
     fn the_heap_hands_out_the_earliest_deadline_after_any_change() {
-        let mut t = Table::new(Grow(Vec::new(), 64));
-        let ids: Vec<ClientId> = (0..64).map(|i| t.insert(i, 64).unwrap()).collect();
+        const { assert!(<Grow as Storage<Slot<u32>>>::TIMER_HEAP) };
+        earliest_after_any_change::<64, _>(Table::new(Grow(Vec::new(), 64)));
+    }
+
+    #[test]
+    fn the_scan_of_a_small_array_hands_out_the_earliest_deadline_after_any_change() {
+        type Small = [Slot<u32>; SCAN_SLOTS];
+        const { assert!(!<Small as Storage<Slot<u32>>>::TIMER_HEAP) };
+        earliest_after_any_change::<SCAN_SLOTS, _>(Table::new([const { Slot::EMPTY }; SCAN_SLOTS]));
+        let big = [const { Slot::EMPTY }; SCAN_SLOTS + 1];
+        const { assert!(<[Slot<u32>; SCAN_SLOTS + 1] as Storage<Slot<u32>>>::TIMER_HEAP) };
+        earliest_after_any_change::<{ SCAN_SLOTS + 1 }, _>(Table::new(big));
+    }
+
+    /// Fills all `K` slots of `t`, files, changes and removes deadlines, and
+    /// checks that `earliest` hands them out in order.
+    fn earliest_after_any_change<const K: usize, S: Storage<Slot<u32>>>(mut t: Table<u32, S>) {
+        let ids: Vec<ClientId> = (0..K as u32).map(|i| t.insert(i, K).unwrap()).collect();
         // Deadlines in a scrambled order, some changed, some removed.
-        let mut due = [None; 64];
+        let mut due = [None; K];
         for (k, id) in ids.iter().enumerate() {
             let at = (k as u64 * 37) % 64 + 1;
             due[k] = Some(at);
             t.refile(id.slot(), MaybeInstant::new(Instant::from_micros(at)));
         }
-        for k in (0..64).step_by(3) {
+        for k in (0..K).step_by(3) {
             let at = (k as u64 * 11) % 50 + 100;
             due[k] = Some(at);
             t.refile(ids[k].slot(), MaybeInstant::new(Instant::from_micros(at)));
         }
-        for k in (0..64).step_by(5) {
+        for k in (0..K).step_by(5) {
             due[k] = None;
             t.refile(ids[k].slot(), MaybeInstant::NONE);
         }
@@ -388,7 +453,7 @@ mod tests {
             assert_eq!(Some(at.as_micros()), due[i], "slot {i}");
             popped.push(at.as_micros());
             t.refile(i, MaybeInstant::NONE);
-            assert!(popped.len() <= 64);
+            assert!(popped.len() <= K);
         }
         let mut want: Vec<u64> = due.iter().flatten().copied().collect();
         want.sort_unstable();
