@@ -935,8 +935,9 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
             match step {
                 Step::Handled => {}
                 Step::Retry => self.wait_sent(ctx.id).await,
-                Step::Deferred(packet, len) => {
-                    handler.on_packet(ctx, packet.with_body(&body[..len])).await;
+                Step::Deferred(packet_id, name, len) => {
+                    let packet = Incoming::new(packet_id, name, &body[..len], self.codec.clone());
+                    handler.on_packet(ctx, packet).await;
                 }
                 Step::Dropped => {
                     debug!("server: deferred packet larger than the copy buffer");
@@ -1159,11 +1160,14 @@ impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B
 }
 
 /// What became of a packet offered to a handler in place.
-enum Step<C> {
+///
+/// Every field is `Copy`: a step that owned the packet's codec would be kept
+/// in the slot's future across the handler's await (16 bytes a slot).
+enum Step {
     Handled,
     Retry,
-    /// Copied into the slot's copy buffer: the packet and its length.
-    Deferred(Incoming<(), C>, usize),
+    /// Copied into the slot's copy buffer: id, name, length.
+    Deferred(u32, Option<&'static str>, usize),
     Dropped,
 }
 
@@ -1175,15 +1179,15 @@ fn offer<M: RawMutex, C: Codec, const NR: usize, H: Handler<M, C, NR>>(
     outbox: &mut ServerOutbox<'_, '_, C, NR>,
     packet: Incoming<&[u8], C>,
     body: &mut [u8],
-) -> (Take, Step<C>) {
-    let (bytes, deferred) = (packet.body, packet.clone().with_body(()));
+) -> (Take, Step) {
+    let (packet_id, name, bytes) = (packet.packet_id, packet.name, packet.body);
     match handler.on_packet_in_place(id, outbox, packet) {
         Flow::Handled => (Take::Consume, Step::Handled),
         Flow::Retry => (Take::Keep, Step::Retry),
         Flow::Defer => match body.get_mut(..bytes.len()) {
             Some(dst) => {
                 dst.copy_from_slice(bytes);
-                (Take::Consume, Step::Deferred(deferred, bytes.len()))
+                (Take::Consume, Step::Deferred(packet_id, name, bytes.len()))
             }
             None => (Take::Consume, Step::Dropped),
         },
