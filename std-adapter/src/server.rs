@@ -86,6 +86,9 @@ pub struct PingData {
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
     /// The most clients at once; the next is told `serverfull` and closed.
+    /// The core's server holds at most
+    /// [`MAX_SLOTS`](peng3dnet_core::server::MAX_SLOTS) (65,535) clients,
+    /// whatever this says.
     pub max_clients: usize,
     /// Time from accept to a completed handshake before `handshaketimeout`.
     pub handshake_timeout: Duration,
