@@ -367,7 +367,7 @@ pub struct Ctx<'c, 'a, M: RawMutex, C, const NR: usize> {
     _mutex: core::marker::PhantomData<M>,
 }
 
-impl<'a, M: RawMutex, C: Codec + Clone, const NR: usize> Ctx<'_, 'a, M, C, NR> {
+impl<'a, M: RawMutex, C: Codec, const NR: usize> Ctx<'_, 'a, M, C, NR> {
     /// The client's id (its slot is [`ClientId::slot`]).
     pub fn client_id(&self) -> ClientId {
         self.id
@@ -502,7 +502,7 @@ struct Shared<'a, C, const NR: usize, const N: usize, const B: usize> {
     scratch: [u8; B],
 }
 
-impl<C: Codec + Clone, const NR: usize, const N: usize, const B: usize> Shared<'_, C, NR, N, B> {
+impl<C: Codec, const NR: usize, const N: usize, const B: usize> Shared<'_, C, NR, N, B> {
     /// After a change: wakes the client's futures, and the timer future if
     /// a deadline came before the one it sleeps until.
     fn changed(&mut self, id: ClientId) {
@@ -539,7 +539,7 @@ pub struct Server<'d, M: RawMutex, C, const NR: usize, const N: usize, const B: 
     shared: Mutex<M, RefCell<Shared<'d, C, NR, N, B>>>,
 }
 
-impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B: usize>
+impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
     Server<'d, M, C, NR, N, B>
 {
     /// A server of the packets in `registry` speaking `codec`, with default
@@ -1036,7 +1036,7 @@ struct ClientLink<'s, 'd, M: RawMutex, C, const NR: usize, const N: usize, const
     id: ClientId,
 }
 
-impl<M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B: usize> Link
+impl<M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize> Link
     for ClientLink<'_, '_, M, C, NR, N, B>
 {
     fn look(&self, cx: &mut Context<'_>) -> Look {
@@ -1093,8 +1093,8 @@ impl<M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B: us
     fn fire_timer(&self) {}
 }
 
-impl<'d, M: RawMutex, C: Codec + Clone, const NR: usize, const N: usize, const B: usize>
-    Backend<'d, C, NR> for Server<'d, M, C, NR, N, B>
+impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize> Backend<'d, C, NR>
+    for Server<'d, M, C, NR, N, B>
 {
     fn registry(&self) -> &Registry<NR> {
         self.registry

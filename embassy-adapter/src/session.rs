@@ -163,14 +163,8 @@ pub(crate) fn to_embassy(at: Instant) -> embassy_time::Instant {
     embassy_time::Instant::from_micros(at.as_micros())
 }
 
-impl<
-        'a,
-        M: RawMutex,
-        C: Codec + Clone,
-        const N: usize,
-        G: RegistryAccess<N>,
-        const WAIT: usize,
-    > Session<'a, M, C, N, G, WAIT>
+impl<'a, M: RawMutex, C: Codec, const N: usize, G: RegistryAccess<N>, const WAIT: usize>
+    Session<'a, M, C, N, G, WAIT>
 {
     fn from_connection(conn: SessionConnection<'a, C, N, G>) -> Self {
         Session {
@@ -752,7 +746,7 @@ pub(crate) fn poll_io<L: Link, I: Input, O: Output>(
     Poll::Pending
 }
 
-impl<C: Codec + Clone, const N: usize, G: RegistryAccess<N>, M: RawMutex, const WAIT: usize> Link
+impl<C: Codec, const N: usize, G: RegistryAccess<N>, M: RawMutex, const WAIT: usize> Link
     for Session<'_, M, C, N, G, WAIT>
 {
     fn look(&self, cx: &mut Context<'_>) -> Look {

@@ -684,7 +684,7 @@ impl<'a, S: Read + Write + 'a, CS: TlsCipherSuite + 'static> TlsClient<'a, S, CS
 
     /// Sets `session`'s security level from this handshake's facts and runs
     /// it over this connection until it closed (see [`Session::run`]).
-    pub async fn run<M: RawMutex, C: Codec + Clone, const N: usize, G: RegistryAccess<N>>(
+    pub async fn run<M: RawMutex, C: Codec, const N: usize, G: RegistryAccess<N>>(
         &mut self,
         session: &Session<'_, M, C, N, G>,
     ) -> Result<Closed, RunError<TlsError, TlsError>>

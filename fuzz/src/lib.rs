@@ -546,7 +546,7 @@ impl Driver {
     /// With `end_early`, the transport ends right after the last fragment
     /// arrived, before it is polled: the frames it completed must still be
     /// handed out, then the close.
-    pub fn run<C: Codec + Clone, G: RegistryAccess<REG_N>>(
+    pub fn run<C: Codec, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
         script: &Script<'_>,
@@ -575,7 +575,7 @@ impl Driver {
 
     /// One step: time passes, a command, the fragment in, events out, some
     /// bytes written.
-    pub fn step<C: Codec + Clone, G: RegistryAccess<REG_N>>(
+    pub fn step<C: Codec, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
         fragment: &[u8],
@@ -609,7 +609,7 @@ impl Driver {
         self.check(conn);
     }
 
-    fn command<C: Codec + Clone, G: RegistryAccess<REG_N>>(
+    fn command<C: Codec, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
         command: u8,
@@ -670,7 +670,7 @@ impl Driver {
         self.check_send(conn, result, before, was_closed, rules);
     }
 
-    fn check_send<C: Codec + Clone, G: RegistryAccess<REG_N>>(
+    fn check_send<C: Codec, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
         result: Result<(), SendError>,
@@ -732,7 +732,7 @@ impl Driver {
 
     /// Puts `bytes` in, polling whenever the buffer is full; asserts that
     /// a full poll always makes room.
-    pub fn feed<C: Codec + Clone, G: RegistryAccess<REG_N>>(
+    pub fn feed<C: Codec, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
         bytes: &[u8],
@@ -775,7 +775,7 @@ impl Driver {
     }
 
     /// Polls until `None`, checking every event.
-    pub fn poll_all<C: Codec + Clone, G: RegistryAccess<REG_N>>(
+    pub fn poll_all<C: Codec, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
         protocol_only: bool,
@@ -881,7 +881,7 @@ impl Driver {
     /// The next event through `poll_with`. Every other application packet is
     /// left buffered (`Take::Keep`); `poll` must then hand the very same
     /// packet out again, and that is the event returned.
-    fn poll_in_place<C: Codec + Clone, G: RegistryAccess<REG_N>>(
+    fn poll_in_place<C: Codec, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
         rx_cap: usize,
@@ -914,7 +914,7 @@ impl Driver {
     }
 
     /// Writes up to `n` bytes of the transmit queue out.
-    pub fn drain<C: Codec + Clone, G: RegistryAccess<REG_N>>(
+    pub fn drain<C: Codec, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
         n: usize,
@@ -926,7 +926,7 @@ impl Driver {
     }
 
     /// The invariants that hold between any two calls.
-    pub fn check<C: Codec + Clone, G: RegistryAccess<REG_N>>(&self, conn: &Conn<'_, '_, C, G>) {
+    pub fn check<C: Codec, G: RegistryAccess<REG_N>>(&self, conn: &Conn<'_, '_, C, G>) {
         let (rx, tx) = conn.buffers();
         let tx_cap = tx.max_capacity();
         let pending = conn.poll_transmit().len();
@@ -966,7 +966,7 @@ impl Driver {
 
     /// The end: write everything, check the closeconn, end the transport,
     /// and check that the connection finishes.
-    pub fn finish<C: Codec + Clone, G: RegistryAccess<REG_N>>(
+    pub fn finish<C: Codec, G: RegistryAccess<REG_N>>(
         &mut self,
         conn: &mut Conn<'_, '_, C, G>,
     ) {
@@ -1006,7 +1006,7 @@ impl Driver {
 
     /// Everything written parses as frames of known ids; a local close
     /// ends with a `closeconn` that carries its reason.
-    fn check_tx<C: Codec + Clone, G: RegistryAccess<REG_N>>(&self, conn: &Conn<'_, '_, C, G>) {
+    fn check_tx<C: Codec, G: RegistryAccess<REG_N>>(&self, conn: &Conn<'_, '_, C, G>) {
         let (frames, end) = parse_stream(&self.tx_record, u32::MAX as usize);
         let peer_closed = matches!(self.closed, Some((_, Initiator::Peer)));
         match end {

@@ -213,7 +213,7 @@ impl Client<Postcard> {
     }
 }
 
-impl<C: Codec + Clone> Client<C> {
+impl<C: Codec> Client<C> {
     /// Connects with the given codec.
     pub fn connect_with(
         addr: impl ToSocketAddrs,
@@ -654,7 +654,7 @@ pub struct EventIter<'c, C: Codec> {
     done: bool,
 }
 
-impl<C: Codec + Clone> Iterator for EventIter<'_, C> {
+impl<C: Codec> Iterator for EventIter<'_, C> {
     type Item = Result<ClientEvent<C>, ClientError>;
 
     fn next(&mut self) -> Option<Self::Item> {

@@ -45,7 +45,7 @@ pub fn server(registry: StdRegistry, options: ServerOptions) -> ServerBuilder {
 ///
 /// # Panics
 /// If `registry` lacks `echo:echo` or `echo:ping`.
-pub fn server_with_codec<C: Codec + Clone + Send + 'static>(
+pub fn server_with_codec<C: Codec + Send + 'static>(
     codec: C,
     registry: StdRegistry,
     options: ServerOptions,

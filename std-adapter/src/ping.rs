@@ -44,7 +44,7 @@ pub fn ping(addr: impl ToSocketAddrs, timeout: Duration) -> Result<PingReply, Cl
 }
 
 /// Pings with the given codec.
-pub fn ping_with<C: Codec + Clone>(
+pub fn ping_with<C: Codec>(
     addr: impl ToSocketAddrs,
     codec: C,
     timeout: Duration,
@@ -53,7 +53,7 @@ pub fn ping_with<C: Codec + Clone>(
 }
 
 /// Pings with the given codec, over TLS when `tls` is given.
-pub fn ping_with_options<C: Codec + Clone>(
+pub fn ping_with_options<C: Codec>(
     addr: impl ToSocketAddrs,
     codec: C,
     timeout: Duration,

@@ -178,7 +178,7 @@ pub struct Ctx<'c, 'a, C: Codec> {
     broadcast: &'c mut bool,
 }
 
-impl<C: Codec + Clone> Ctx<'_, '_, C> {
+impl<C: Codec> Ctx<'_, '_, C> {
     fn conn(&self) -> &ServerConn<'_, C> {
         self.server
             .connection(self.id)
@@ -285,9 +285,9 @@ pub struct ServerBuilder<C: Codec = Postcard> {
     on_close: Option<CloseHook>,
 }
 
-impl<C: Codec + Clone + Send + 'static> ServerBuilder<C> {
+impl<C: Codec + Send + 'static> ServerBuilder<C> {
     /// With another codec.
-    pub fn codec<D: Codec + Clone + Send + 'static>(self, codec: D) -> ServerBuilder<D> {
+    pub fn codec<D: Codec + Send + 'static>(self, codec: D) -> ServerBuilder<D> {
         assert!(
             self.handlers.is_empty() && self.on_connect.is_none() && self.on_handshake.is_none(),
             "choose the codec before registering handlers"
@@ -588,7 +588,7 @@ impl<C: Codec> RunningServer<C> {
     }
 }
 
-impl<C: Codec + Clone + Send + 'static> Server<C> {
+impl<C: Codec + Send + 'static> Server<C> {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -717,7 +717,7 @@ struct Loop<'a, C: Codec> {
     ready: VecDeque<usize>,
 }
 
-impl<'a, C: Codec + Clone> Loop<'a, C> {
+impl<'a, C: Codec> Loop<'a, C> {
     fn now(&self) -> peng3dnet_core::time::Instant {
         self.clock.now()
     }
@@ -1111,7 +1111,7 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Tells a refused client why, best effort, without a connection.
-fn refuse<C: Codec + Clone>(
+fn refuse<C: Codec>(
     stream: &mut mio::net::TcpStream,
     server: &CoreServer<'_, C>,
     refused: Refused,

@@ -472,10 +472,7 @@ where
         &mut self,
         now: Instant,
         f: impl FnOnce(Event<'_, C>, &mut Outbox<'_, 'a, C, T, N, G>) -> (Take, X),
-    ) -> Option<X>
-    where
-        C: Clone,
-    {
+    ) -> Option<X> {
         let found = self.next_found(now, false)?;
         let frame_start = match &found {
             Found::Frame { range, .. } => Some(range.start),

@@ -342,7 +342,7 @@ pub struct Server<'a, C, R, T, const N: usize, S> {
 
 impl<'a, C, R, T, const N: usize, S> Server<'a, C, R, T, N, S>
 where
-    C: Codec + Clone,
+    C: Codec,
     R: Buffer,
     T: Buffer,
     S: Storage<ServerSlot<'a, C, R, T, N>>,
