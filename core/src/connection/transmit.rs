@@ -107,7 +107,14 @@ impl<B: Buffer> TxBuf<B> {
     }
 
     /// Writes one frame whose body `body` encodes into the free space, keeping
-    /// `reserve` bytes free. All or nothing.
+    /// `reserve` bytes free. All or nothing. Only the size of a frame that
+    /// does not fit is computed (`body_len`), to tell `WouldBlock` from
+    /// `TooLarge`.
+    ///
+    /// A thin generic shell over [`push_encoded`](Self::push_encoded), which
+    /// is compiled once per buffer type: every message type and every
+    /// protocol message shares it (on a board, each copy of the frame logic
+    /// cost about 250 bytes of flash).
     #[inline]
     pub(super) fn push_frame(
         &mut self,
@@ -117,6 +124,29 @@ impl<B: Buffer> TxBuf<B> {
         body: impl Fn(&mut [u8]) -> Result<usize, CodecError>,
         body_len: impl FnOnce() -> Result<usize, CodecError>,
     ) -> Result<(), SendError> {
+        match self.push_encoded(packet_id, reserve, compressor, &body) {
+            Ok(()) => Ok(()),
+            Err(NoRoom::Encode(e)) => Err(SendError::Encode(e)),
+            Err(NoRoom::Full { capacity }) => {
+                let required = FRAME_OVERHEAD + body_len().map_err(SendError::Encode)?;
+                if required > capacity {
+                    Err(SendError::TooLarge { required, capacity })
+                } else {
+                    Err(SendError::WouldBlock { required })
+                }
+            }
+        }
+    }
+
+    /// [`push_frame`](Self::push_frame)'s work, through a trait object.
+    #[inline(never)]
+    fn push_encoded(
+        &mut self,
+        packet_id: u32,
+        reserve: usize,
+        compressor: Option<&(dyn Compressor + Sync)>,
+        body: &dyn Fn(&mut [u8]) -> Result<usize, CodecError>,
+    ) -> Result<(), NoRoom> {
         let capacity = self.capacity().saturating_sub(reserve);
         let mut compacted = false;
         loop {
@@ -143,9 +173,9 @@ impl<B: Buffer> TxBuf<B> {
                         self.end += FRAME_OVERHEAD + n;
                         return Ok(());
                     }
-                    Ok(_) => return Err(SendError::Encode(CodecError::Unsupported)),
+                    Ok(_) => return Err(NoRoom::Encode(CodecError::Unsupported)),
                     Err(CodecError::BufferTooSmall) => {}
-                    Err(e) => return Err(SendError::Encode(e)),
+                    Err(e) => return Err(NoRoom::Encode(e)),
                 }
             }
             if len < capacity {
@@ -167,13 +197,16 @@ impl<B: Buffer> TxBuf<B> {
             self.end = end - start;
             compacted = true;
         }
-        let required = FRAME_OVERHEAD + body_len().map_err(SendError::Encode)?;
-        if required > capacity {
-            Err(SendError::TooLarge { required, capacity })
-        } else {
-            Err(SendError::WouldBlock { required })
-        }
+        Err(NoRoom::Full { capacity })
     }
+}
+
+/// Why [`TxBuf::push_encoded`] queued nothing.
+enum NoRoom {
+    /// The body did not encode.
+    Encode(CodecError),
+    /// It did not fit the `capacity` bytes the queue may use.
+    Full { capacity: usize },
 }
 
 impl<C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'_, C, T, N, G> {
