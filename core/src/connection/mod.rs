@@ -432,7 +432,8 @@ where
     /// still handled in order. [`has_buffered_frame`](Self::has_buffered_frame)
     /// then says whether a packet waits.
     pub fn poll_protocol(&mut self, now: Instant) -> Option<Event<'_, C>> {
-        self.poll_events(now, true)
+        let found = self.next_found_shared(now, true)?;
+        Some(found.into_event(&self.rx, &self.inner.codec))
     }
 
     /// Whether a whole frame waits in the receive buffer.
@@ -473,7 +474,7 @@ where
         now: Instant,
         f: impl FnOnce(Event<'_, C>, &mut Outbox<'_, 'a, C, T, N, G>) -> (Take, X),
     ) -> Option<X> {
-        let found = self.next_found(now, false)?;
+        let found = self.next_found_shared(now, false)?;
         let frame_start = match &found {
             Found::Frame { range, .. } => Some(range.start),
             Found::Pending(_) => None,
@@ -490,6 +491,23 @@ where
             }
         }
         Some(x)
+    }
+
+    /// The state machine run out of line, once for [`poll_protocol`] and
+    /// every [`poll_with`] (their callers differ in what they do with an
+    /// event, not in how it is found): on a board, each inlined copy cost
+    /// several hundred bytes of flash. [`poll`] keeps its own inlined copy,
+    /// the host's receive path.
+    ///
+    /// [`poll`]: Self::poll
+    /// [`poll_protocol`]: Self::poll_protocol
+    /// [`poll_with`]: Self::poll_with
+    #[inline(never)]
+    fn next_found_shared<'e>(&mut self, now: Instant, protocol_only: bool) -> Option<Found<'e, C>>
+    where
+        C: 'e,
+    {
+        self.next_found(now, protocol_only)
     }
 
     fn poll_events(&mut self, now: Instant, protocol_only: bool) -> Option<Event<'_, C>> {

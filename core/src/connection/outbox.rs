@@ -154,8 +154,10 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         self.send_entry(&entry, msg)
     }
 
-    /// Sends an encoded body as the packet registered with this id.
-    #[inline]
+    /// Sends an encoded body as the packet registered with this id. Out of
+    /// line: a server's broadcast, its handle's sends and its handlers'
+    /// echoes share one copy.
+    #[inline(never)]
     pub(super) fn send_encoded(&mut self, packet_id: u32, body: &[u8]) -> Result<(), SendError> {
         let entry = *self
             .registry
