@@ -381,10 +381,11 @@ impl<'a, M: RawMutex, C: Codec, const NR: usize> Ctx<'_, 'a, M, C, NR> {
     ) -> Option<R> {
         let mut f = Some(f);
         let mut out = None;
-        self.server.look(self.id, &mut |conn| {
-            if let Some(f) = f.take() {
+        self.server.look(self.id, None, &mut |conn| {
+            if let (Some(f), Some(conn)) = (f.take(), conn) {
                 out = Some(f(conn));
             }
+            true
         });
         out
     }
@@ -400,7 +401,18 @@ impl<'a, M: RawMutex, C: Codec, const NR: usize> Ctx<'_, 'a, M, C, NR> {
             .codec()
             .encoded_len(msg)
             .map_err(SendError::Encode)?;
-        poll_fn(|cx| self.server.poll_room(cx, self.id, FRAME_OVERHEAD + len)).await;
+        let bytes = FRAME_OVERHEAD + len;
+        poll_fn(|cx| {
+            let ready = self.server.look(self.id, Some(cx), &mut |conn| {
+                conn.is_none_or(|c| c.is_closed() || bytes <= c.transmit_room())
+            });
+            if ready {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
         self.try_send::<P>(msg)
     }
 
@@ -443,7 +455,15 @@ impl<'a, M: RawMutex, C: Codec, const NR: usize> Ctx<'_, 'a, M, C, NR> {
     /// Closes this client with `reason` (the `closeconn` is sent, then the
     /// socket closed).
     pub fn close(&self, reason: CloseReason) {
-        self.server.close(self.id, reason);
+        // Through `send_with`, under the core's rules, like every other
+        // change a handler makes to its client.
+        let mut reason = Some(reason);
+        let _ = self.server.send_with(self.id, &mut |c| {
+            if let Some(reason) = reason.take() {
+                c.close(reason);
+            }
+            Ok(())
+        });
     }
 }
 
@@ -466,23 +486,27 @@ fn encode_into<C: Codec, P: Packet>(
 trait Backend<'a, C, const NR: usize> {
     fn registry(&self) -> &Registry<NR>;
     fn codec(&self) -> &C;
-    /// Runs `f` on the client's connection, if it is there.
-    fn look(&self, id: ClientId, f: &mut dyn FnMut(&ClientConnection<'a, C, NR>));
+    /// Runs `f` on the client's connection (`None` once it is gone) and
+    /// returns what it said; when that is `false` (not yet) and `cx` is
+    /// given, the client's next change wakes `cx`.
+    fn look(
+        &self,
+        id: ClientId,
+        cx: Option<&mut Context<'_>>,
+        f: &mut dyn FnMut(Option<&ClientConnection<'a, C, NR>>) -> bool,
+    ) -> bool;
     /// A send on one client, under the core's send rule.
     fn send_with(
         &self,
         id: ClientId,
         send: &mut dyn FnMut(&mut ClientConnection<'a, C, NR>) -> Result<(), SendError>,
     ) -> Result<(), SendError>;
-    /// `Ready` once `bytes` fit the client's queue or it is closed.
-    fn poll_room(&self, cx: &mut Context<'_>, id: ClientId, bytes: usize) -> Poll<()>;
     fn broadcast(
         &self,
         packet_id: u32,
         encode: &mut dyn FnMut(&mut [u8]) -> Result<usize, SendError>,
         except: &[ClientId],
     ) -> Result<BroadcastReport, SendError>;
-    fn close(&self, id: ClientId, reason: CloseReason) -> bool;
 }
 
 /// The state every future of a server shares.
@@ -635,7 +659,11 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
 
     /// Closes one client with `reason`; whether it was there and open.
     pub async fn close(&self, client: ClientId, reason: CloseReason) -> bool {
-        Backend::close(self, client, reason)
+        self.with(|s| {
+            let open = s.core.close(client, reason);
+            s.changed(client);
+            open
+        })
     }
 
     /// Stops accepting, closes every client with `servershutdown`; [`run`]
@@ -1062,7 +1090,7 @@ impl<M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize> Lin
             let taken = s.core.handle_input(id, bytes);
             // The handshake, pings and closes; packets wait for the handler.
             let now = now();
-            while s.core.poll_protocol(id, now).is_some() {}
+            s.core.drive_protocol(id, now);
             s.changed(id);
             taken
         })
@@ -1085,7 +1113,7 @@ impl<M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize> Lin
         self.server.with(|s| {
             s.core.handle_transport_closed(id);
             let now = now();
-            while s.core.poll_protocol(id, now).is_some() {}
+            s.core.drive_protocol(id, now);
             s.changed(id);
         });
     }
@@ -1104,11 +1132,18 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
         &self.codec
     }
 
-    fn look(&self, id: ClientId, f: &mut dyn FnMut(&ClientConnection<'d, C, NR>)) {
+    fn look(
+        &self,
+        id: ClientId,
+        cx: Option<&mut Context<'_>>,
+        f: &mut dyn FnMut(Option<&ClientConnection<'d, C, NR>>) -> bool,
+    ) -> bool {
         self.with(|s| {
-            if let Some(c) = s.core.connection(id) {
-                f(c);
+            let ready = f(s.core.connection(id));
+            if let (false, Some(cx), Some(w)) = (ready, cx, s.wakers.get_mut(id.slot())) {
+                w.register(cx.waker());
             }
+            ready
         })
     }
 
@@ -1124,18 +1159,6 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
         })
     }
 
-    fn poll_room(&self, cx: &mut Context<'_>, id: ClientId, bytes: usize) -> Poll<()> {
-        self.with(|s| {
-            let closed = s.core.connection(id).is_none_or(|c| c.is_closed());
-            if closed || s.core.has_room(id, bytes) {
-                Poll::Ready(())
-            } else {
-                s.wakers[id.slot()].register(cx.waker());
-                Poll::Pending
-            }
-        })
-    }
-
     fn broadcast(
         &self,
         packet_id: u32,
@@ -1147,14 +1170,6 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
             let report = s.core.broadcast_encoded(packet_id, &s.scratch[..n], except);
             s.wake_all();
             Ok(report)
-        })
-    }
-
-    fn close(&self, id: ClientId, reason: CloseReason) -> bool {
-        self.with(|s| {
-            let open = s.core.close(id, reason);
-            s.changed(id);
-            open
         })
     }
 }

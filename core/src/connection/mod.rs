@@ -493,6 +493,17 @@ where
         Some(x)
     }
 
+    /// One step of [`poll_protocol`](Self::poll_protocol) for a driver that
+    /// hands no event out (the core's server counts what it needs): no
+    /// event is built.
+    pub(crate) fn step_protocol(&mut self, now: Instant) -> Option<ProtocolStep> {
+        Some(match self.next_found_shared(now, true)? {
+            Found::Pending(Event::Connected) => ProtocolStep::Connected,
+            Found::Pending(Event::Closed(_)) => ProtocolStep::Closed,
+            _ => ProtocolStep::Other,
+        })
+    }
+
     /// The state machine run out of line, once for [`poll_protocol`] and
     /// every [`poll_with`] (their callers differ in what they do with an
     /// event, not in how it is found): on a board, each inlined copy cost
@@ -520,6 +531,18 @@ where
         self.inner.tx.pending()
     }
 
+    /// How many more bytes of frames (headers included) the transmit queue
+    /// takes now: its capacity, less what waits and the [`CLOSE_RESERVE`].
+    /// A send of a frame that size or smaller does not block.
+    pub fn transmit_room(&self) -> usize {
+        self.inner
+            .tx
+            .buffer()
+            .max_capacity()
+            .saturating_sub(CLOSE_RESERVE)
+            .saturating_sub(self.inner.tx.pending().len())
+    }
+
     /// Marks the first `n` bytes of [`poll_transmit`](Self::poll_transmit) as
     /// written.
     pub fn transmitted(&mut self, n: usize) {
@@ -531,6 +554,16 @@ where
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.inner.progress.deadline().get()
     }
+}
+
+/// What [`Connection::step_protocol`] did.
+pub(crate) enum ProtocolStep {
+    /// The handshake completed.
+    Connected,
+    /// The connection closed.
+    Closed,
+    /// Anything else.
+    Other,
 }
 
 impl<C, R, T, const N: usize, G> fmt::Debug for Connection<'_, C, R, T, N, G> {

@@ -147,7 +147,7 @@ pub use slots::{ClientId, Slot, Storage, MAX_SLOTS};
 
 use crate::buffer::Buffer;
 use crate::codec::{Codec, CodecError};
-use crate::connection::{Config, Connection, Event, Outbox, SendError, Take};
+use crate::connection::{Config, Connection, Event, Outbox, ProtocolStep, SendError, Take};
 use crate::messages::CloseConn;
 use crate::registry::{internal, Packet, Registry};
 use crate::time::{Duration, Instant, MaybeInstant};
@@ -594,6 +594,23 @@ where
         self.poll_by(id, now, true)
     }
 
+    /// Runs the client's handshake, pings and closes as calling
+    /// [`poll_protocol`](Self::poll_protocol) until `None` does, handing
+    /// nothing out: for an adapter whose handlers take the packets through
+    /// [`poll_with`](Self::poll_with) and that reports closes from
+    /// [`take_finished`](Self::take_finished). Handshakes are counted and
+    /// the close noted as `poll_protocol` does.
+    pub fn drive_protocol(&mut self, id: ClientId, now: Instant) {
+        while let Some((c, stats)) = self.pollable(id, now) {
+            match c.conn.step_protocol(now) {
+                None => return,
+                Some(ProtocolStep::Connected) => stats.handshakes += 1,
+                Some(ProtocolStep::Closed) => c.reported = true,
+                Some(ProtocolStep::Other) => {}
+            }
+        }
+    }
+
     /// Like [`poll`](Self::poll), but hands the event to `f` with the
     /// client's [`Outbox`], to answer a packet while it lies in the receive
     /// buffer (see [`Connection::poll_with`]; [`Take::Keep`] leaves it
@@ -688,14 +705,9 @@ where
     /// Whether `bytes` more would fit the client's transmit queue now (for
     /// an adapter that waits for room before it sends).
     pub fn has_room(&self, id: ClientId, bytes: usize) -> bool {
-        self.table.get(id).is_some_and(|c| {
-            let (_, tx) = c.conn.buffers();
-            let room = tx
-                .max_capacity()
-                .saturating_sub(crate::connection::CLOSE_RESERVE)
-                .saturating_sub(c.conn.poll_transmit().len());
-            bytes <= room
-        })
+        self.table
+            .get(id)
+            .is_some_and(|c| bytes <= c.conn.transmit_room())
     }
 
     /// Sends a typed packet to one client, checked against its rules; a
