@@ -54,7 +54,8 @@ impl Instant {
 /// An optional [`Instant`] in one word (a connection keeps two): the far
 /// future (`u64::MAX` microseconds, where `Instant + Duration` saturates and
 /// which no timer reaches) stands for none.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Ordered as instants with none last, so that `min` is the earliest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct MaybeInstant(u64);
 
 impl MaybeInstant {
@@ -64,6 +65,11 @@ impl MaybeInstant {
     /// `at`, or none if `at` is the far future.
     pub(crate) const fn new(at: Instant) -> Self {
         MaybeInstant(at.micros)
+    }
+
+    /// `at`, or none.
+    pub(crate) fn from_option(at: Option<Instant>) -> Self {
+        at.map_or(Self::NONE, Self::new)
     }
 
     /// The instant, if any.

@@ -386,6 +386,16 @@ pub struct Closed {
     pub initiator: Initiator,
 }
 
+impl Closed {
+    /// The transport ended the connection (`socketclose`, by the
+    /// transport): also how a connection that was given up before its
+    /// close was recorded ended.
+    pub const SOCKET_CLOSED: Closed = Closed {
+        reason: CloseReason::SocketClose,
+        initiator: Initiator::Transport,
+    };
+}
+
 /// As in `closed (writequeuefull, by Local)`.
 impl fmt::Display for Closed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

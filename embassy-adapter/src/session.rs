@@ -35,7 +35,7 @@ use peng3dnet_core::codec::Codec;
 use peng3dnet_core::connection::{Config, Incoming, NewConnectionError, Outbox, SendError, Take};
 use peng3dnet_core::registry::{Packet, Registry, RegistryAccess};
 use peng3dnet_core::time::{Duration, Instant};
-use peng3dnet_core::{CloseReason, Closed, Connection, Event, Initiator, SecurityLevel, State};
+use peng3dnet_core::{CloseReason, Closed, Connection, Event, SecurityLevel, State};
 
 /// Bytes moved per socket read or write.
 pub const CHUNK: usize = 256;
@@ -423,10 +423,7 @@ impl<'a, M: RawMutex, C: Codec, const N: usize, G: RegistryAccess<N>, const WAIT
     /// Why the connection ended, once `run` or `run_io` is done (also when
     /// it ended by a transport error).
     pub(crate) fn end(&self) -> Closed {
-        self.closed().unwrap_or(Closed {
-            reason: CloseReason::SocketClose,
-            initiator: Initiator::Transport,
-        })
+        self.closed().unwrap_or(Closed::SOCKET_CLOSED)
     }
 
     fn transport_closed(&self) {

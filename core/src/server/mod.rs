@@ -151,7 +151,7 @@ use crate::connection::{Config, Connection, Event, Outbox, ProtocolStep, SendErr
 use crate::messages::CloseConn;
 use crate::registry::{internal, Packet, Registry};
 use crate::time::{Duration, Instant, MaybeInstant};
-use crate::types::{CloseReason, Closed, Initiator, Mode, SecurityLevel, State};
+use crate::types::{CloseReason, Closed, Mode, SecurityLevel, State};
 use crate::wire::{encode_frame, BufferTooSmall, Flags, FRAME_OVERHEAD};
 use core::fmt;
 use core::marker::PhantomData;
@@ -311,10 +311,13 @@ impl Timer {
 
 impl<C: Codec, R: Buffer, T: Buffer, const N: usize> ClientState<'_, C, R, T, N> {
     /// When `timer` fires for this client, if it runs.
-    fn deadline(&self, timer: Timer, write_stall: Duration) -> Option<Instant> {
+    fn deadline(&self, timer: Timer, write_stall: Duration) -> MaybeInstant {
         match timer {
-            Timer::Handshake => self.conn.poll_timeout(),
-            Timer::WriteStall => self.stall_since.get().map(|since| since + write_stall),
+            Timer::Handshake => MaybeInstant::from_option(self.conn.poll_timeout()),
+            Timer::WriteStall => match self.stall_since.get() {
+                Some(since) => MaybeInstant::new(since + write_stall),
+                None => MaybeInstant::NONE,
+            },
         }
     }
 }
@@ -765,14 +768,18 @@ where
             let Some(id) = self.table.id_at(i) else {
                 continue;
             };
-            if !self.is_connected(id) {
+            if !self.table.storage.slots()[i]
+                .client
+                .as_ref()
+                .is_some_and(|c| c.conn.is_connected())
+            {
                 continue;
             }
             if except.contains(&id) {
                 report.excepted += 1;
                 continue;
             }
-            match self.send_encoded(id, packet_id, body) {
+            match self.send_at(i, |conn| conn.send_encoded(packet_id, body)) {
                 Ok(()) => report.sent += 1,
                 Err(e) => {
                     report.failed += 1;
@@ -861,10 +868,7 @@ where
         let c = self.table.remove(id)?;
         // Given up with frames still buffered and not handed out: the
         // transport ended it.
-        let closed = c.conn.closed().unwrap_or(Closed {
-            reason: CloseReason::SocketClose,
-            initiator: Initiator::Transport,
-        });
+        let closed = c.conn.closed().unwrap_or(Closed::SOCKET_CLOSED);
         Some((closed, c.conn.into_buffers()))
     }
 
@@ -874,16 +878,13 @@ where
     /// if any timer runs: the earliest of every client's handshake and
     /// write-stall timers and the shutdown grace.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let client = self.table.earliest().map(|(_, at)| at);
+        let client = MaybeInstant::from_option(self.table.earliest().map(|(_, at)| at));
         let grace = if self.grace_cursor < self.table.slot_count() {
-            self.grace.get()
+            self.grace
         } else {
-            None
+            MaybeInstant::NONE
         };
-        match (client, grace) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        client.min(grace).get()
     }
 
     /// Fires what is due at `now`, one client at a time: returns the client
@@ -915,7 +916,7 @@ where
             let c = self.table.storage.slots_mut()[i].client.as_mut()?;
             let mut fired = false;
             for timer in Timer::ALL {
-                if c.deadline(timer, stall).is_none_or(|at| now < at) {
+                if c.deadline(timer, stall).get().is_none_or(|at| now < at) {
                     continue;
                 }
                 fired = true;
@@ -951,6 +952,15 @@ where
         send: impl FnOnce(&mut ServerConnection<'a, C, R, T, N>) -> Result<(), SendError>,
     ) -> Result<(), SendError> {
         let i = self.table.index(id).ok_or(SendError::Closed)?;
+        self.send_at(i, send)
+    }
+
+    /// [`send_with`](Self::send_with) on the client in slot `i`.
+    fn send_at(
+        &mut self,
+        i: usize,
+        send: impl FnOnce(&mut ServerConnection<'a, C, R, T, N>) -> Result<(), SendError>,
+    ) -> Result<(), SendError> {
         let c = self.table.storage.slots_mut()[i]
             .client
             .as_mut()
@@ -998,21 +1008,17 @@ where
                 c.stall_unstarted = true;
             }
         }
-        // The earliest of the client's timers (written out, not as an
-        // iterator: this runs on every poll and write).
-        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        // The earliest of the client's timers; a stall not started yet is
+        // due at once.
+        let unstarted = match c.stall_unstarted {
+            true => MaybeInstant::new(now),
+            false => MaybeInstant::NONE,
         };
-        let due = earliest(
-            earliest(
-                c.deadline(Timer::Handshake, stall),
-                c.deadline(Timer::WriteStall, stall),
-            ),
-            c.stall_unstarted.then_some(now),
-        );
-        self.table
-            .refile(i, due.map_or(MaybeInstant::NONE, MaybeInstant::new));
+        let due = c
+            .deadline(Timer::Handshake, stall)
+            .min(c.deadline(Timer::WriteStall, stall))
+            .min(unstarted);
+        self.table.refile(i, due);
     }
 }
 
