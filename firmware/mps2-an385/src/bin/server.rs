@@ -70,7 +70,10 @@ impl Handler<NoopRawMutex, Postcard, { echo::REGISTRY }> for EchoHandler<'_> {
 
     // Answers in place: the packet is read where it lies in the client's
     // receive buffer and the answer queued at once, so a slot needs no copy
-    // buffer (BODY = 0 below).
+    // buffer (BODY = 0 below). Out of line: the image is 172 bytes smaller
+    // so, and the footprint report charges this application code to the
+    // application rather than to the peng3dnet function it was inlined into.
+    #[inline(never)]
     fn on_packet_in_place(
         &self,
         client: ClientId,
