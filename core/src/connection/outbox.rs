@@ -155,9 +155,11 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
     }
 
     /// Sends an encoded body as the packet registered with this id. Out of
-    /// line: a server's broadcast, its handle's sends and its handlers'
-    /// echoes share one copy.
-    #[inline(never)]
+    /// line on bare metal, where a server's broadcast, its handle's sends
+    /// and its handlers' echoes share one copy (flash); inlined on a host,
+    /// where it is a relay's hot path.
+    #[cfg_attr(target_os = "none", inline(never))]
+    #[cfg_attr(not(target_os = "none"), inline)]
     pub(super) fn send_encoded(&mut self, packet_id: u32, body: &[u8]) -> Result<(), SendError> {
         let entry = *self
             .registry

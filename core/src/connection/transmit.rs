@@ -139,7 +139,11 @@ impl<B: Buffer> TxBuf<B> {
     }
 
     /// [`push_frame`](Self::push_frame)'s work, through a trait object.
-    #[inline(never)]
+    /// Out of line on bare metal (one copy for every message type: flash);
+    /// inlined on a host, where the encoder is then called directly
+    /// (measured with callgrind: a fifth fewer instructions a send).
+    #[cfg_attr(target_os = "none", inline(never))]
+    #[cfg_attr(not(target_os = "none"), inline)]
     fn push_encoded(
         &mut self,
         packet_id: u32,
