@@ -83,8 +83,15 @@ impl<B, C> Incoming<B, C> {
     }
 
     /// Whether it is a `P`.
+    #[inline]
     pub fn is<P: Packet>(&self) -> bool {
-        self.name == Some(P::NAME)
+        // The registry keeps the `&'static str` it was given, usually the
+        // very `P::NAME` asked about: the same address and length say yes
+        // without reading the bytes.
+        self.name.is_some_and(|name| {
+            name.len() == P::NAME.len()
+                && (core::ptr::eq(name.as_ptr(), P::NAME.as_ptr()) || name == P::NAME)
+        })
     }
 
     /// The codec that decodes it.

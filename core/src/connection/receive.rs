@@ -4,6 +4,7 @@
 
 use super::conntype::{ConnType, Dispatch};
 use super::event::{Event, IgnoreCause, Incoming};
+use super::progress::Progress;
 use super::{Connection, Inner};
 use crate::buffer::Buffer;
 use crate::codec::Codec;
@@ -88,6 +89,45 @@ where
     T: Buffer,
     G: RegistryAccess<N>,
 {
+    /// [`poll`](Connection::poll)'s common case, tried before
+    /// [`next_found`](Self::next_found): an open `classic` connection with no
+    /// event pending, and a whole uncompressed frame of a registered
+    /// application id whose rules pass. Takes the frame and returns its id,
+    /// its registry name and its body's range; `None` (nothing taken) for
+    /// anything else, which `next_found` then handles, this frame included,
+    /// with the same outcome. Rules that name a connection type are left to
+    /// `next_found` (they compare names).
+    #[inline(always)]
+    pub(super) fn next_fast(&mut self) -> Option<(u32, &'static str, Range<usize>)> {
+        let inner = &self.inner;
+        let Progress::Open {
+            state,
+            conntype: ConnType::Classic,
+        } = inner.progress
+        else {
+            return None;
+        };
+        if inner.pending.is_some() {
+            return None;
+        }
+        let (packet_id, body) = self.rx.peek_plain()?;
+        if packet_id < FIRST_AUTO_ID {
+            return None;
+        }
+        let entry = inner.registry.registry().by_id(packet_id)?;
+        let rules = &entry.rules;
+        // `Rules::check_receive` without the connection type's name.
+        if rules.conntype.is_some()
+            || rules.side.is_some_and(|side| side != inner.side)
+            || rules.state.is_some_and(|s| s != state.state())
+            || rules.mode.is_some_and(|mode| mode != inner.mode)
+        {
+            return None;
+        }
+        self.rx.consume_to(body.end);
+        Some((packet_id, entry.name, body))
+    }
+
     /// Runs the state machine up to the next event; what it found refers to
     /// the receive buffer by range, so the caller decides what to borrow.
     #[inline(always)]
