@@ -212,6 +212,7 @@ fn bare_write(buf: &mut [u8], id: u32, body: &[u8], frames: usize) {
 
 /// The baseline splitter: copy, read the length, slice header and body,
 /// compact the leftover. Returns the frame count.
+#[inline(never)]
 fn bare_split(buf: &mut [u8], stream: &[u8]) -> usize {
     let mut end = 0;
     let mut count = 0;
@@ -228,6 +229,36 @@ fn bare_split(buf: &mut [u8], stream: &[u8]) -> usize {
             let header = &buf[start + LENGTH_PREFIX_LEN..start + FRAME_OVERHEAD];
             let body = &buf[start + FRAME_OVERHEAD..start + total];
             black_box((header, body));
+            count += 1;
+            start += total;
+        }
+        buf.copy_within(start..end, 0);
+        end -= start;
+    }
+    count
+}
+
+/// The baseline splitter plus postcard's decoding of every body, without
+/// the connection: what decoding costs by itself (no target; for reading
+/// `core_postcard_decode` against). Returns the frame count.
+#[inline(never)]
+fn bare_split_decode<P: Packet>(buf: &mut [u8], stream: &[u8]) -> usize {
+    let mut end = 0;
+    let mut count = 0;
+    for chunk in stream.chunks(CHUNK) {
+        buf[end..end + chunk.len()].copy_from_slice(chunk);
+        end += chunk.len();
+        let mut start = 0;
+        while end - start >= LENGTH_PREFIX_LEN {
+            let prefix = [buf[start], buf[start + 1], buf[start + 2], buf[start + 3]];
+            let total = LENGTH_PREFIX_LEN + u32::from_be_bytes(prefix) as usize;
+            if end - start < total {
+                break;
+            }
+            let header = &buf[start + LENGTH_PREFIX_LEN..start + FRAME_OVERHEAD];
+            let body = &buf[start + FRAME_OVERHEAD..start + total];
+            black_box(header);
+            black_box(Postcard.decode::<P::Message<'_>>(body).unwrap());
             count += 1;
             start += total;
         }
@@ -266,6 +297,23 @@ fn core_recv(
         }
     }
     count
+}
+
+/// `core_no_decode`: out of line, as every variant is, so that each is
+/// compiled alone and a change to one does not move the code of another.
+#[inline(never)]
+fn recv_no_decode(conn: &mut Client, stream: &[u8]) -> usize {
+    core_recv(conn, stream, |incoming| {
+        black_box(incoming.body.len());
+    })
+}
+
+/// `core_postcard_decode`.
+#[inline(never)]
+fn recv_decode<P: Packet>(conn: &mut Client, stream: &[u8]) -> usize {
+    core_recv(conn, stream, |incoming| {
+        black_box(incoming.decode::<P>().unwrap());
+    })
 }
 
 /// What a server connection sends for `frames` copies of `msg`, as one stream.
@@ -421,7 +469,7 @@ fn report(results: &[GroupResult], opts: &Opts) -> usize {
             let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = ratios.iter().copied().fold(0.0, f64::max);
             let verdict = match target(&g.name, v) {
-                _ if v.starts_with("bare_") => "(baseline)".to_owned(),
+                _ if *v == g.variants[0].0 => "(baseline)".to_owned(),
                 Some(max) => {
                     let ok = r <= max;
                     missed += !ok as usize;
@@ -518,25 +566,35 @@ fn bench_size<P: Packet>(
         });
         assert_eq!(decoded, frames);
         eprintln!(
-            "{group}: rx buffer at {:#x}, split buffer at {:#x}, stream at {:#x}",
+            "{group}: rx buffer at {:#x}, split buffer at {:#x}, stream at {:#x}; \
+             registry name is P::NAME's address: {}",
             client.receive_buffer().as_ptr() as usize,
             split_buf.as_ptr() as usize,
-            stream.as_ptr() as usize
+            stream.as_ptr() as usize,
+            client
+                .registry()
+                .by_name(P::NAME)
+                .is_some_and(|e| e.name.as_ptr() == P::NAME.as_ptr())
         );
-        let variants = ["bare_split", "core_no_decode", "core_postcard_decode"];
+        assert_eq!(bare_split_decode::<P>(&mut split_buf, &stream), frames);
+        let variants = [
+            "bare_split",
+            "core_no_decode",
+            "core_postcard_decode",
+            "bare_split_postcard_decode",
+        ];
         results.push(interleave(opts, group, frames, &variants, |v| match v {
             0 => {
                 black_box(bare_split(&mut split_buf, black_box(&stream)));
             }
             1 => {
-                black_box(core_recv(&mut client, black_box(&stream), |incoming| {
-                    black_box(incoming.body.len());
-                }));
+                black_box(recv_no_decode(&mut client, black_box(&stream)));
+            }
+            2 => {
+                black_box(recv_decode::<P>(&mut client, black_box(&stream)));
             }
             _ => {
-                black_box(core_recv(&mut client, black_box(&stream), |incoming| {
-                    black_box(incoming.decode::<P>().unwrap());
-                }));
+                black_box(bare_split_decode::<P>(&mut split_buf, black_box(&stream)));
             }
         }));
         assert!(client.is_connected());

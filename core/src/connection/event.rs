@@ -83,15 +83,8 @@ impl<B, C> Incoming<B, C> {
     }
 
     /// Whether it is a `P`.
-    #[inline]
     pub fn is<P: Packet>(&self) -> bool {
-        // The registry keeps the `&'static str` it was given, usually the
-        // very `P::NAME` asked about: the same address and length say yes
-        // without reading the bytes.
-        self.name.is_some_and(|name| {
-            name.len() == P::NAME.len()
-                && (core::ptr::eq(name.as_ptr(), P::NAME.as_ptr()) || name == P::NAME)
-        })
+        self.name == Some(P::NAME)
     }
 
     /// The codec that decodes it.
@@ -114,6 +107,7 @@ impl<B, C> Incoming<B, C> {
 impl<B: AsRef<[u8]>, C: Codec> Incoming<B, C> {
     /// Decodes it as a `P`; fails if it is another packet type. The message
     /// may borrow from the body (`&str`, `&[u8]` fields).
+    #[inline]
     pub fn decode<P: Packet>(&self) -> Result<P::Message<'_>, DecodeError> {
         if !self.is::<P>() {
             return Err(DecodeError::WrongPacket);
