@@ -337,8 +337,8 @@ struct Opts {
 fn parse_opts() -> Opts {
     let mut o = Opts {
         filter: None,
-        blocks: 9,
-        block_ms: 40,
+        blocks: 11,
+        block_ms: 50,
         json: None,
     };
     let mut args = std::env::args().skip(1);
@@ -353,7 +353,7 @@ fn parse_opts() -> Opts {
             }
             "--quick" => {
                 o.blocks = 5;
-                o.block_ms = 15;
+                o.block_ms = 20;
             }
             "--json" => o.json = args.next().map(Into::into),
             // `cargo bench` passes `--bench`; other flags are criterion's habits.
@@ -383,10 +383,14 @@ struct GroupResult {
     variants: Vec<(&'static str, Vec<f64>, Vec<f64>)>,
 }
 
-/// Runs `run(v)` (variant `v`, 0 being the baseline) in alternating blocks:
-/// each block times every variant for about `block_ms` of iterations, in an
-/// order that rotates from block to block, and keeps each variant's median
-/// iteration; a variant's ratio in a block is its median over the baseline's.
+/// Runs `run(v)` (variant `v`, 0 being the baseline) in interleaved blocks.
+/// A block is `ROUNDS` rounds; a round runs every variant for about
+/// `block_ms / ROUNDS` of iterations, in an order that rotates from round to
+/// round, and times each iteration alone. A variant's figure for a block is
+/// the median of its iterations there; its ratio, that over the baseline's
+/// in the same block. Variants thus share whatever the machine does at the
+/// millisecond scale (the other vCPU's load, see `README.md`), and an
+/// iteration interrupted by the scheduler is an outlier the median drops.
 fn interleave(
     opts: &Opts,
     name: String,
@@ -394,31 +398,38 @@ fn interleave(
     variants: &[&'static str],
     mut run: impl FnMut(usize),
 ) -> GroupResult {
+    const ROUNDS: usize = 20;
     let k = variants.len();
-    // Calibrate: iterations per block from a warm-up of each variant.
+    // Calibrate: iterations per round from a warm-up of each variant.
     let mut iters = vec![1usize; k];
     for (v, it) in iters.iter_mut().enumerate() {
         let t0 = Clock::now();
         let mut n = 0u64;
-        while t0.elapsed() < core::time::Duration::from_millis(opts.block_ms * 2) || n < 3 {
+        while t0.elapsed() < core::time::Duration::from_millis(opts.block_ms) || n < 3 {
             run(v);
             n += 1;
         }
         let per = t0.elapsed().as_nanos() as f64 / n as f64;
-        *it = ((opts.block_ms as f64 * 1e6 / per) as usize).max(5);
+        *it = ((opts.block_ms as f64 * 1e6 / ROUNDS as f64 / per) as usize).max(1);
     }
     let mut block_medians = vec![Vec::with_capacity(opts.blocks); k];
-    let mut samples = Vec::new();
-    for b in 0..opts.blocks {
-        for i in 0..k {
-            let v = (i + b) % k;
-            samples.clear();
-            for _ in 0..iters[v] {
-                let t0 = Clock::now();
-                run(v);
-                samples.push(t0.elapsed().as_nanos() as f64);
+    let mut samples = vec![Vec::new(); k];
+    for _ in 0..opts.blocks {
+        for s in &mut samples {
+            s.clear();
+        }
+        for r in 0..ROUNDS {
+            for i in 0..k {
+                let v = (i + r) % k;
+                for _ in 0..iters[v] {
+                    let t0 = Clock::now();
+                    run(v);
+                    samples[v].push(t0.elapsed().as_nanos() as f64);
+                }
             }
-            block_medians[v].push(median(&mut samples));
+        }
+        for (m, s) in block_medians.iter_mut().zip(&mut samples) {
+            m.push(median(s));
         }
     }
     let base = block_medians[0].clone();
@@ -452,9 +463,11 @@ fn target(group: &str, variant: &str) -> Option<f64> {
 
 fn report(results: &[GroupResult], opts: &Opts) -> usize {
     println!(
-        "\n{} blocks of ~{} ms per variant, baseline and variants interleaved; \
+        "\n{} blocks of ~{} ms per variant, in rounds of ~{} ms (variants interleaved); \
          ratio = variant median / baseline median in the same block",
-        opts.blocks, opts.block_ms
+        opts.blocks,
+        opts.block_ms,
+        opts.block_ms as f64 / 20.0
     );
     let header = format!(
         "{:<32} {:>9} {:>9} {:>7} {:>15}  target",

@@ -99,7 +99,7 @@ where
     /// `next_found` (they compare names).
     #[inline(always)]
     pub(super) fn next_fast(&mut self) -> Option<(u32, &'static str, Range<usize>)> {
-        let inner = &self.inner;
+        let Connection { inner, rx } = self;
         let Progress::Open {
             state,
             conntype: ConnType::Classic,
@@ -110,22 +110,23 @@ where
         if inner.pending.is_some() {
             return None;
         }
-        let (packet_id, body) = self.rx.peek_plain()?;
-        if packet_id < FIRST_AUTO_ID {
-            return None;
-        }
-        let entry = inner.registry.registry().by_id(packet_id)?;
-        let rules = &entry.rules;
-        // `Rules::check_receive` without the connection type's name.
-        if rules.conntype.is_some()
-            || rules.side.is_some_and(|side| side != inner.side)
-            || rules.state.is_some_and(|s| s != state.state())
-            || rules.mode.is_some_and(|mode| mode != inner.mode)
-        {
-            return None;
-        }
-        self.rx.consume_to(body.end);
-        Some((packet_id, entry.name, body))
+        let ((packet_id, name), body) = rx.take_plain_if(|packet_id| {
+            if packet_id < FIRST_AUTO_ID {
+                return None;
+            }
+            let entry = inner.registry.registry().by_id(packet_id)?;
+            let rules = &entry.rules;
+            // `Rules::check_receive` without the connection type's name.
+            if rules.conntype.is_some()
+                || rules.side.is_some_and(|side| side != inner.side)
+                || rules.state.is_some_and(|s| s != state.state())
+                || rules.mode.is_some_and(|mode| mode != inner.mode)
+            {
+                return None;
+            }
+            Some((packet_id, entry.name))
+        })?;
+        Some((packet_id, name, body))
     }
 
     /// Runs the state machine up to the next event; what it found refers to
