@@ -3,18 +3,30 @@
 //!
 //! Groups, one per direction and message size (`recv_32B`, `recv_1KiB`,
 //! `send_32B`, `send_1KiB`):
-//! - `recv_*/bare_split`: copy 4 KiB chunks into a buffer, read each length
-//!   prefix, slice out header and body, compact the leftover. Nothing else.
+//! - `recv_*/bare_split` (baseline): copy 4 KiB chunks into a buffer, read
+//!   each length prefix, slice out header and body, compact the leftover.
 //! - `recv_*/core_no_decode`: the same chunks through an ACTIVE client
 //!   [`Connection`] (frame decoder, registry lookup, SmartPacket rules,
 //!   [`Event::Packet`]), the body left encoded.
 //! - `recv_*/core_postcard_decode`: as above plus `Incoming::decode::<P>()`.
-//! - `send_*/bare_write`: write the 10-byte header and copy a pre-encoded body
-//!   into a buffer of the connection's usable transmit size, flushing when full.
+//! - `recv_*/bare_split_postcard_decode`: the baseline plus postcard's decode
+//!   of each body, no connection: what decoding costs by itself.
+//! - `send_*/bare_write` (baseline): write the 10-byte header and copy a
+//!   pre-encoded body into a buffer of the connection's usable transmit size,
+//!   flushing when full.
 //! - `send_*/core_send_encoded`: `Connection::send_encoded` of that body.
 //! - `send_*/core_send_postcard`: `Connection::send::<P>` of the message.
 //!
-//! `core/benches/ratios.py` turns criterion's estimates into the ratio table.
+//! A hand-written harness (`harness = false`, no criterion): per group, the
+//! variants run interleaved in blocks of rounds and each iteration is timed
+//! alone (see [`interleave`]); a variant's ratio in a block is its median
+//! over the baseline's median in that block, and the table gives the median
+//! and the min-max of those ratios over the blocks. Options:
+//! `cargo bench -p peng3dnet-core --bench throughput -- [FILTER] [--blocks B]
+//! [--block-ms MS] [--quick] [--json PATH]` (defaults: 11 blocks, 50 ms per
+//! variant and block). The results go to
+//! `target/peng3dnet-bench/throughput.json`, which `core/benches/ratios.py`
+//! reads.
 
 use core::hint::black_box;
 use peng3dnet_core::codec::{Codec, Postcard};
@@ -99,8 +111,30 @@ fn registry() -> Registry<REG> {
     reg
 }
 
-fn boxed(n: usize) -> Box<[u8]> {
-    vec![0u8; n].into_boxed_slice()
+/// A page: what buffers are placed against (see [`placed`]).
+const PAGE: usize = 4096;
+
+/// `len` zero bytes starting `offset` bytes past a page boundary, leaked (a
+/// few of them per run). The copies into the receive buffers slow down about
+/// 2x when destination and source lie within a few dozen bytes of each other
+/// modulo 4 KiB (4K aliasing); where a heap or stack buffer falls depends on
+/// the allocations before it (the command line's, say) and on ASLR, which
+/// made the baseline and the core bimodal from run to run. Every buffer of
+/// a timed loop is placed with this (or [`Paged`]) instead.
+fn placed(len: usize, offset: usize) -> &'static mut [u8] {
+    let v = vec![0u8; len + 2 * PAGE].leak();
+    let skip = (PAGE - v.as_ptr() as usize % PAGE) % PAGE + offset % PAGE;
+    &mut v[skip..skip + len]
+}
+
+/// A connection on a page boundary of the heap, so that its buffers fall at
+/// the same place in every run (see [`placed`]).
+#[repr(C, align(4096))]
+struct Paged<T>(T);
+
+/// Where `p` lies modulo a page.
+fn page_offset(p: *const u8) -> usize {
+    p as usize % PAGE
 }
 
 /// A server and a client connection, both ACTIVE after the classic handshake.
@@ -356,7 +390,7 @@ fn parse_opts() -> Opts {
                 o.block_ms = 20;
             }
             "--json" => o.json = args.next().map(Into::into),
-            // `cargo bench` passes `--bench`; other flags are criterion's habits.
+            // `cargo bench` passes `--bench`; other flags are ignored.
             s if s.starts_with('-') => {}
             s => o.filter = Some(s.to_owned()),
         }
@@ -560,36 +594,41 @@ fn bench_size<P: Packet>(
     body.truncate(body_len);
     let frame_len = FRAME_OVERHEAD + body_len;
     let frames = STREAM_BYTES / frame_len;
-    let stream = server_stream::<P>(msg, frames);
+    let stream = {
+        let made = server_stream::<P>(msg, frames);
+        let placed = placed(made.len(), 0);
+        placed.copy_from_slice(&made);
+        &*placed
+    };
     assert_eq!(stream.len(), frames * frame_len);
 
     // ---- receive ----
     let group = format!("recv_{label}");
     if wants(&group) {
-        let mut split_buf = boxed(RX_BUF);
-        let (_server, mut client) = connected_pair();
+        let (_server, client) = connected_pair();
+        let mut client = Box::new(Paged(client));
+        let client = &mut client.0;
+        // The splitter's buffer where the connection's lies, modulo a page:
+        // both copy the same chunks to the same offsets.
+        let rx_offset = page_offset(client.receive_buffer().as_ptr());
+        let split_buf = placed(RX_BUF, rx_offset);
         // Check once, untimed, that every variant sees every frame intact.
-        assert_eq!(bare_split(&mut split_buf, &stream), frames);
+        assert_eq!(bare_split(split_buf, stream), frames);
         let mut again = vec![0u8; 4096];
-        let decoded = core_recv(&mut client, &stream, |incoming| {
+        let decoded = core_recv(client, stream, |incoming| {
             let n = Postcard
                 .encode(&incoming.decode::<P>().unwrap(), &mut again)
                 .unwrap();
             assert_eq!(&again[..n], &body[..]);
         });
         assert_eq!(decoded, frames);
+        assert_eq!(page_offset(split_buf.as_ptr()), rx_offset);
         eprintln!(
-            "{group}: rx buffer at {:#x}, split buffer at {:#x}, stream at {:#x}; \
-             registry name is P::NAME's address: {}",
-            client.receive_buffer().as_ptr() as usize,
-            split_buf.as_ptr() as usize,
-            stream.as_ptr() as usize,
-            client
-                .registry()
-                .by_name(P::NAME)
-                .is_some_and(|e| e.name.as_ptr() == P::NAME.as_ptr())
+            "{group}: stream at page offset {:#x}, receive buffers (connection's and \
+             splitter's) at {rx_offset:#x}",
+            page_offset(stream.as_ptr()),
         );
-        assert_eq!(bare_split_decode::<P>(&mut split_buf, &stream), frames);
+        assert_eq!(bare_split_decode::<P>(split_buf, stream), frames);
         let variants = [
             "bare_split",
             "core_no_decode",
@@ -598,16 +637,16 @@ fn bench_size<P: Packet>(
         ];
         results.push(interleave(opts, group, frames, &variants, |v| match v {
             0 => {
-                black_box(bare_split(&mut split_buf, black_box(&stream)));
+                black_box(bare_split(split_buf, black_box(stream)));
             }
             1 => {
-                black_box(recv_no_decode(&mut client, black_box(&stream)));
+                black_box(recv_no_decode(client, black_box(stream)));
             }
             2 => {
-                black_box(recv_decode::<P>(&mut client, black_box(&stream)));
+                black_box(recv_decode::<P>(client, black_box(stream)));
             }
             _ => {
-                black_box(bare_split_decode::<P>(&mut split_buf, black_box(&stream)));
+                black_box(bare_split_decode::<P>(split_buf, black_box(stream)));
             }
         }));
         assert!(client.is_connected());
@@ -616,14 +655,23 @@ fn bench_size<P: Packet>(
     // ---- send ----
     let group = format!("send_{label}");
     if wants(&group) {
-        let (mut server, _client) = connected_pair();
+        let (server, _client) = connected_pair();
+        let mut server = Box::new(Paged(server));
+        let server = &mut server.0;
         let id = server.registry().id_of::<P>().unwrap();
-        let mut write_buf = boxed(TX_BUF - CLOSE_RESERVE);
+        // Nothing is queued: where the transmit buffer starts.
+        let tx_offset = page_offset(server.poll_transmit().as_ptr());
+        let write_buf = placed(TX_BUF - CLOSE_RESERVE, tx_offset);
+        let body: &[u8] = {
+            let placed = placed(body.len(), PAGE / 2);
+            placed.copy_from_slice(&body);
+            placed
+        };
         let variants = ["bare_write", "core_send_encoded", "core_send_postcard"];
         results.push(interleave(opts, group, frames, &variants, |v| match v {
-            0 => bare_write(&mut write_buf, id, black_box(&body), frames),
-            1 => core_send_encoded(&mut server, id, black_box(&body), frames),
-            _ => core_send::<P>(&mut server, black_box(msg), frames, |b| {
+            0 => bare_write(write_buf, id, black_box(body), frames),
+            1 => core_send_encoded(server, id, black_box(body), frames),
+            _ => core_send::<P>(server, black_box(msg), frames, |b| {
                 black_box(b);
             }),
         }));
