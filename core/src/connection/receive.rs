@@ -9,7 +9,7 @@ use super::{Connection, Inner};
 use crate::buffer::Buffer;
 use crate::codec::Codec;
 use crate::messages::CloseConn;
-use crate::registry::{internal, RegistryAccess, FIRST_AUTO_ID};
+use crate::registry::{internal, RegistryAccess, FIRST_AUTO_ID, INTERNAL_COUNT};
 use crate::rules::{InvalidAction, RuleContext, Rules};
 use crate::time::{Duration, Instant};
 use crate::types::{CloseReason, Initiator, State};
@@ -114,14 +114,23 @@ where
             if packet_id < FIRST_AUTO_ID {
                 return None;
             }
-            let entry = inner.registry.registry().by_id(packet_id)?;
+            // Registration order is usually id order (automatic ids count up
+            // from 64 after the internal packets): the entry at that position
+            // first, one load shorter than the sorted id index.
+            let registry = inner.registry.registry();
+            let guess = (packet_id - FIRST_AUTO_ID) as usize + INTERNAL_COUNT;
+            let entry = match registry.entries().get(guess) {
+                Some(entry) if entry.id == packet_id => entry,
+                _ => registry.by_id(packet_id)?,
+            };
             let rules = &entry.rules;
-            // `Rules::check_receive` without the connection type's name.
-            if rules.conntype.is_some()
-                || rules.side.is_some_and(|side| side != inner.side)
-                || rules.state.is_some_and(|s| s != state.state())
-                || rules.mode.is_some_and(|mode| mode != inner.mode)
-            {
+            // `Rules::check_receive` without the connection type's name, as
+            // one branch.
+            let broken = rules.conntype.is_some()
+                | rules.side.is_some_and(|side| side != inner.side)
+                | rules.state.is_some_and(|s| s != state.state())
+                | rules.mode.is_some_and(|mode| mode != inner.mode);
+            if broken {
                 return None;
             }
             Some((packet_id, entry.name))
