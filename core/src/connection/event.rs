@@ -107,7 +107,6 @@ impl<B, C> Incoming<B, C> {
 impl<B: AsRef<[u8]>, C: Codec> Incoming<B, C> {
     /// Decodes it as a `P`; fails if it is another packet type. The message
     /// may borrow from the body (`&str`, `&[u8]` fields).
-    #[inline]
     pub fn decode<P: Packet>(&self) -> Result<P::Message<'_>, DecodeError> {
         if !self.is::<P>() {
             return Err(DecodeError::WrongPacket);
