@@ -434,7 +434,8 @@ impl<B: Buffer> FrameDecoder<B> {
         // A whole frame fits the buffer, so its length is within
         // `max_frame_len`; one shorter than the header is left to the
         // general path, which refuses it.
-        if f0 | f1 != 0 || total < FRAME_OVERHEAD || avail.len() < total {
+        // Few branches on this path (`|`, not `||`): it runs once a frame.
+        if (f0 | f1 != 0) | (total < FRAME_OVERHEAD) | (avail.len() < total) {
             return None;
         }
         let x = accept(u32::from_be_bytes([i0, i1, i2, i3]))?;

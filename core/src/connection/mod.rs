@@ -113,6 +113,11 @@ struct Inner<'a, C, T, const N: usize, G> {
     /// with `socketclose`. Apart from `progress` because a connection in any
     /// step may still have frames to read.
     transport_ended: bool,
+    /// Where in the registry the packet [`poll`](Connection::poll)'s fast
+    /// path handed out last lies: the next frame is most often of the same
+    /// packet, and trying that entry first keeps the registry lookup off the
+    /// frame's chain of loads. A hint only: the entry's id is compared.
+    fast_hint: u16,
     tx: TxBuf<T>,
 }
 
@@ -157,6 +162,7 @@ where
                 security: SecurityLevel::None,
                 pending: None,
                 transport_ended: false,
+                fast_hint: 0,
                 tx: TxBuf::new(tx),
             },
         }

@@ -100,33 +100,41 @@ where
     #[inline(always)]
     pub(super) fn next_fast(&mut self) -> Option<(u32, &'static str, Range<usize>)> {
         let Connection { inner, rx } = self;
-        let Progress::Open {
-            state,
-            conntype: ConnType::Classic,
-        } = inner.progress
+        let (
+            Progress::Open {
+                state,
+                conntype: ConnType::Classic,
+            },
+            None,
+        ) = (&inner.progress, &inner.pending)
         else {
             return None;
         };
-        if inner.pending.is_some() {
-            return None;
-        }
         let ((packet_id, name), body) = rx.take_plain_if(|packet_id| {
-            if packet_id < FIRST_AUTO_ID {
-                return None;
-            }
-            // Registration order is usually id order (automatic ids count up
-            // from 64 after the internal packets): the entry at that position
-            // first, one load shorter than the sorted id index.
-            let registry = inner.registry.registry();
-            let guess = (packet_id - FIRST_AUTO_ID) as usize + INTERNAL_COUNT;
-            let entry = match registry.entries().get(guess) {
+            let entries = inner.registry.registry().entries();
+            // The entry handed out last, else the one at the id's position in
+            // registration order (automatic ids count up from 64 after the
+            // internal packets), else a search.
+            let entry = match entries.get(usize::from(inner.fast_hint)) {
                 Some(entry) if entry.id == packet_id => entry,
-                _ => registry.by_id(packet_id)?,
+                _ => {
+                    let guess = (packet_id.wrapping_sub(FIRST_AUTO_ID) as usize)
+                        .wrapping_add(INTERNAL_COUNT);
+                    let index = match entries.get(guess) {
+                        Some(entry) if entry.id == packet_id => guess,
+                        _ => entries.iter().position(|e| e.id == packet_id)?,
+                    };
+                    // The registry holds at most `u16::MAX` entries.
+                    inner.fast_hint = index as u16;
+                    &entries[index]
+                }
             };
             let rules = &entry.rules;
-            // `Rules::check_receive` without the connection type's name, as
-            // one branch.
-            let broken = rules.conntype.is_some()
+            // The protocol's own packets are left to `next_found`, and so
+            // is `Rules::check_receive`'s breach; the connection type's name
+            // is not compared here. One branch.
+            let broken = (packet_id < FIRST_AUTO_ID)
+                | rules.conntype.is_some()
                 | rules.side.is_some_and(|side| side != inner.side)
                 | rules.state.is_some_and(|s| s != state.state())
                 | rules.mode.is_some_and(|mode| mode != inner.mode);
