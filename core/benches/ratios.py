@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Ratio table for the `throughput` bench of peng3dnet-core.
 
-Reads criterion's estimates (target/criterion/<group>/<bench>/new/) written by
-`cargo bench -p peng3dnet-core --bench throughput` and prints, per benchmark,
-the median time per frame, frames per second, and the ratio of its median to
-the `bare_*` baseline of the same group, with the issue's targets.
+Reads the JSON the bench writes (target/peng3dnet-bench/throughput.json, or
+$CARGO_TARGET_DIR/peng3dnet-bench/throughput.json) after
+`cargo bench -p peng3dnet-core --bench throughput`, and prints, per variant,
+the median time per iteration and per frame, frames per second, and the
+median and spread (min-max) over the blocks of its ratio to the group's
+baseline (the first variant, `bare_*`) in the same block, with the issue's
+targets. Given several files (one per run), it prints each run's table and
+then one line per run with the targeted ratios.
 
-Usage: python3 core/benches/ratios.py [CRITERION_DIR]
-CRITERION_DIR defaults to $CARGO_TARGET_DIR/criterion or <workspace>/target/criterion.
-Exit status 1 if a target is missed, 2 if no estimates were found.
+Usage: python3 core/benches/ratios.py [RUN.json ...]
+Exit status 1 if a target is missed in any run, 2 if no results were found.
 """
 
 import json
@@ -17,71 +20,83 @@ import signal
 import sys
 from pathlib import Path
 
-# (group, bench) -> the most the median may be of the baseline's median.
+# (group, variant) -> the most its median ratio may be.
 TARGETS = {
     ("recv_32B", "core_no_decode"): 2.0,
     ("recv_1KiB", "core_no_decode"): 2.0,
     ("recv_32B", "core_postcard_decode"): 4.0,
 }
-GROUP_ORDER = ["recv_32B", "recv_1KiB", "send_32B", "send_1KiB"]
 
 
-def default_dir():
+def default_file():
     target = os.environ.get("CARGO_TARGET_DIR")
-    if target:
-        return Path(target) / "criterion"
-    return Path(__file__).resolve().parents[2] / "target" / "criterion"
+    root = Path(target) if target else Path(__file__).resolve().parents[2] / "target"
+    return root / "peng3dnet-bench" / "throughput.json"
 
 
-def load(root):
-    """{group: {bench: (median_ns_per_iter, frames_per_iter)}}"""
-    groups = {}
-    for est in sorted(root.glob("*/*/new/estimates.json")):
-        new = est.parent
-        meta = json.loads((new / "benchmark.json").read_text())
-        median = json.loads(est.read_text())["median"]["point_estimate"]
-        frames = (meta.get("throughput") or {}).get("Elements") or 1
-        group = meta.get("group_id") or new.parent.parent.name
-        bench = meta.get("function_id") or new.parent.name
-        groups.setdefault(group, {})[bench] = (median, frames)
-    return groups
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def table(path, run):
+    """Prints one run's table; returns {(group, variant): (median, lo, hi)} of the targets and the miss count."""
+    header = (f"{'benchmark':<36} {'us/iter':>9} {'ns/frame':>9} {'Mframes/s':>10} "
+              f"{'ratio':>7} {'min-max':>11}  target")
+    print(f"{path}:")
+    print(header)
+    print("-" * len(header))
+    missed = 0
+    found = {}
+    for group in run["groups"]:
+        frames = group["frames"]
+        base = group["variants"][0]["name"]
+        for v in group["variants"]:
+            t = median(v["block_ns"])
+            r = median(v["ratios"])
+            lo, hi = min(v["ratios"]), max(v["ratios"])
+            target = TARGETS.get((group["group"], v["name"]))
+            verdict = ""
+            if v["name"] == base:
+                verdict = "(baseline)"
+            elif target is not None:
+                ok = r <= target
+                missed += not ok
+                verdict = f"<= {target:g}x {'PASS' if ok else 'MISS'}"
+                found[(group["group"], v["name"])] = (r, lo, hi)
+            print(f"{group['group'] + '/' + v['name']:<36} {t / 1e3:>9.2f} {t / frames:>9.2f} "
+                  f"{frames / t * 1e3:>10.2f} {r:>6.2f}x {lo:>5.2f}-{hi:<5.2f}  {verdict}")
+    print()
+    return found, missed
 
 
 def main():
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet under `| head`
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else default_dir()
-    groups = load(root)
-    if not groups:
-        print(f"no criterion estimates under {root}; run "
-              "`cargo bench -p peng3dnet-core --bench throughput` first")
-        return 2
-    order = [g for g in GROUP_ORDER if g in groups] + sorted(set(groups) - set(GROUP_ORDER))
-    header = f"{'benchmark':<32} {'median/iter':>12} {'ns/frame':>9} {'Mframes/s':>10} {'ratio':>6}  target"
-    print(header)
-    print("-" * len(header))
-    missed = 0
-    for group in order:
-        benches = groups[group]
-        base = next((b for b in sorted(benches) if b.startswith("bare_")), None)
-        base_median = benches[base][0] if base else None
-        for bench in sorted(benches, key=lambda b: (b != base, b)):
-            median, frames = benches[bench]
-            per_frame = median / frames
-            mfps = frames / median * 1e3  # frames per ns * 1e9 / 1e6
-            ratio = median / base_median if base_median else float("nan")
-            target = TARGETS.get((group, bench))
-            verdict = ""
-            if target is not None:
-                ok = ratio <= target
-                missed += not ok
-                verdict = f"<= {target:g}x {'PASS' if ok else 'MISS'}"
-            elif bench == base:
-                verdict = "(baseline)"
-            print(f"{group + '/' + bench:<32} {median / 1e3:>9.2f} us {per_frame:>9.2f} "
-                  f"{mfps:>10.2f} {ratio:>5.2f}x  {verdict}")
-    print(f"\n{root}: {'all targets met' if not missed else f'{missed} target(s) missed'}")
-    return 1 if missed else 0
+    paths = [Path(p) for p in sys.argv[1:]] or [default_file()]
+    runs = []
+    for p in paths:
+        if not p.exists():
+            print(f"no results at {p}; run `cargo bench -p peng3dnet-core --bench throughput` first")
+            return 2
+        runs.append((p, json.loads(p.read_text())))
+    total_missed = 0
+    summary = []
+    for p, run in runs:
+        found, missed = table(p, run)
+        total_missed += missed
+        summary.append((p, found))
+    if len(runs) > 1:
+        keys = sorted(TARGETS)
+        print("per run: median ratio (min-max over blocks)")
+        for p, found in summary:
+            cells = [f"{g}/{v} {found[(g, v)][0]:.2f}x ({found[(g, v)][1]:.2f}-{found[(g, v)][2]:.2f})"
+                     for g, v in keys if (g, v) in found]
+            print(f"  {p.name}: " + "; ".join(cells))
+        print()
+    print("all targets met" if not total_missed else f"{total_missed} target(s) missed")
+    return 1 if total_missed else 0
 
 
 if __name__ == "__main__":

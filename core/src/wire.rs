@@ -410,6 +410,39 @@ impl<B: Buffer> FrameDecoder<B> {
         }
     }
 
+    /// The receive fast path's look at the next frame: if it is whole and
+    /// has no flag set, `accept` is asked with its packet id; when it
+    /// returns `Some`, the frame is taken and its body's range (for
+    /// [`stored`](Self::stored)) returned beside `accept`'s value. `None` (nothing taken) for anything else (a partial
+    /// frame, a flag, a length the decoder refuses, a failed decoder, a
+    /// refusal by `accept`), which [`next_frame_range`](Self::next_frame_range)
+    /// then handles. A frame taken here is one `next_frame_range` would have
+    /// returned the same way.
+    #[inline(always)]
+    pub(crate) fn take_plain_if<X>(
+        &mut self,
+        accept: impl FnOnce(u32) -> Option<X>,
+    ) -> Option<(X, core::ops::Range<usize>)> {
+        if self.failed.is_some() {
+            return None;
+        }
+        let start = self.start;
+        let avail = self.buf.bytes().get(start..self.end)?;
+        let head: &[u8; FRAME_OVERHEAD] = avail.get(..FRAME_OVERHEAD)?.try_into().ok()?;
+        let [l0, l1, l2, l3, i0, i1, i2, i3, f0, f1] = *head;
+        let total = LENGTH_PREFIX_LEN + u32::from_be_bytes([l0, l1, l2, l3]) as usize;
+        // A whole frame fits the buffer, so its length is within
+        // `max_frame_len`; one shorter than the header is left to the
+        // general path, which refuses it.
+        // Few branches on this path (`|`, not `||`): it runs once a frame.
+        if (f0 | f1 != 0) | (total < FRAME_OVERHEAD) | (avail.len() < total) {
+            return None;
+        }
+        let x = accept(u32::from_be_bytes([i0, i1, i2, i3]))?;
+        self.start = start + total;
+        Some((x, start + FRAME_OVERHEAD..start + total))
+    }
+
     /// Like [`next_frame`](Self::next_frame), with the body as a range of the
     /// buffer, so the caller can borrow it later.
     pub(crate) fn next_frame_range(

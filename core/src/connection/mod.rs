@@ -113,6 +113,11 @@ struct Inner<'a, C, T, const N: usize, G> {
     /// with `socketclose`. Apart from `progress` because a connection in any
     /// step may still have frames to read.
     transport_ended: bool,
+    /// Where in the registry the packet [`poll`](Connection::poll)'s fast
+    /// path handed out last lies: the next frame is most often of the same
+    /// packet, and trying that entry first keeps the registry lookup off the
+    /// frame's chain of loads. A hint only: the entry's id is compared.
+    fast_hint: u16,
     tx: TxBuf<T>,
 }
 
@@ -157,6 +162,7 @@ where
                 security: SecurityLevel::None,
                 pending: None,
                 transport_ended: false,
+                fast_hint: 0,
                 tx: TxBuf::new(tx),
             },
         }
@@ -420,7 +426,28 @@ where
 
     /// The next event, or `None` when every received frame is processed.
     /// Frees receive buffer space as frames are consumed.
+    #[inline(always)]
     pub fn poll(&mut self, now: Instant) -> Option<Event<'_, C>> {
+        // The common case (an application packet on an open connection) is
+        // a few loads and compares; everything else takes the general path.
+        if let Some((packet_id, name, body)) = self.next_fast() {
+            let body = self.rx.stored(body);
+            let codec = self.inner.codec.clone();
+            return Some(Event::Packet(Incoming::new(
+                packet_id,
+                Some(name),
+                body,
+                codec,
+            )));
+        }
+        self.poll_general(now)
+    }
+
+    /// [`poll`](Self::poll) past its fast path: out of line, so that the
+    /// fast path inlines into the caller's loop without the general path's
+    /// stack frame.
+    #[inline(never)]
+    fn poll_general(&mut self, now: Instant) -> Option<Event<'_, C>> {
         self.poll_events(now, false)
     }
 

@@ -4,11 +4,12 @@
 
 use super::conntype::{ConnType, Dispatch};
 use super::event::{Event, IgnoreCause, Incoming};
+use super::progress::Progress;
 use super::{Connection, Inner};
 use crate::buffer::Buffer;
 use crate::codec::Codec;
 use crate::messages::CloseConn;
-use crate::registry::{internal, RegistryAccess, FIRST_AUTO_ID};
+use crate::registry::{internal, RegistryAccess, FIRST_AUTO_ID, INTERNAL_COUNT};
 use crate::rules::{InvalidAction, RuleContext, Rules};
 use crate::time::{Duration, Instant};
 use crate::types::{CloseReason, Initiator, State};
@@ -88,6 +89,63 @@ where
     T: Buffer,
     G: RegistryAccess<N>,
 {
+    /// [`poll`](Connection::poll)'s common case, tried before
+    /// [`next_found`](Self::next_found): an open `classic` connection with no
+    /// event pending, and a whole uncompressed frame of a registered
+    /// application id whose rules pass. Takes the frame and returns its id,
+    /// its registry name and its body's range; `None` (nothing taken) for
+    /// anything else, which `next_found` then handles, this frame included,
+    /// with the same outcome. Rules that name a connection type are left to
+    /// `next_found` (they compare names).
+    #[inline(always)]
+    pub(super) fn next_fast(&mut self) -> Option<(u32, &'static str, Range<usize>)> {
+        let Connection { inner, rx } = self;
+        let (
+            Progress::Open {
+                state,
+                conntype: ConnType::Classic,
+            },
+            None,
+        ) = (&inner.progress, &inner.pending)
+        else {
+            return None;
+        };
+        let ((packet_id, name), body) = rx.take_plain_if(|packet_id| {
+            let entries = inner.registry.registry().entries();
+            // The entry handed out last, else the one at the id's position in
+            // registration order (automatic ids count up from 64 after the
+            // internal packets), else a search.
+            let entry = match entries.get(usize::from(inner.fast_hint)) {
+                Some(entry) if entry.id == packet_id => entry,
+                _ => {
+                    let guess = (packet_id.wrapping_sub(FIRST_AUTO_ID) as usize)
+                        .wrapping_add(INTERNAL_COUNT);
+                    let index = match entries.get(guess) {
+                        Some(entry) if entry.id == packet_id => guess,
+                        _ => entries.iter().position(|e| e.id == packet_id)?,
+                    };
+                    // The registry holds at most `u16::MAX` entries.
+                    inner.fast_hint = index as u16;
+                    &entries[index]
+                }
+            };
+            let rules = &entry.rules;
+            // The protocol's own packets are left to `next_found`, and so
+            // is `Rules::check_receive`'s breach; the connection type's name
+            // is not compared here. One branch.
+            let broken = (packet_id < FIRST_AUTO_ID)
+                | rules.conntype.is_some()
+                | rules.side.is_some_and(|side| side != inner.side)
+                | rules.state.is_some_and(|s| s != state.state())
+                | rules.mode.is_some_and(|mode| mode != inner.mode);
+            if broken {
+                return None;
+            }
+            Some((packet_id, entry.name))
+        })?;
+        Some((packet_id, name, body))
+    }
+
     /// Runs the state machine up to the next event; what it found refers to
     /// the receive buffer by range, so the caller decides what to borrow.
     #[inline(always)]
