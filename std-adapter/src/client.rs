@@ -182,6 +182,57 @@ type ClientHandler = Box<dyn FnMut(&[u8]) -> Result<(), CodecError> + Send>;
 pub type ClientConn<C> =
     Connection<'static, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY, StdRegistry>;
 
+/// A client's connection as `options` describe it, its handshake timer
+/// started now.
+pub(crate) fn new_connection<C: Codec>(
+    options: &ClientOptions,
+    registry: StdRegistry,
+    codec: C,
+    clock: &Clock,
+) -> Result<ClientConn<C>, ClientError> {
+    let config = Config {
+        handshake_timeout: peng3dnet_core::time::Duration::from_micros(
+            options.handshake_timeout.as_micros() as u64,
+        ),
+        sync_policy: options.sync_policy,
+        ping: None,
+        compressor: options
+            .compression
+            .then_some(&ZLIB_DEFAULT as &(dyn peng3dnet_core::connection::Compressor + Sync)),
+        ..Config::new()
+    };
+    Connection::client(
+        &config,
+        registry,
+        codec,
+        HeapBuffer::new(options.max_frame, 1024),
+        HeapBuffer::new(options.max_write_queue, 1024),
+        options.conntype,
+        clock.now(),
+    )
+    .map_err(ClientError::Setup)
+}
+
+/// What a client reports of `event` (`None`: nothing; a ping answered by
+/// the server side is not a client's). Packets are copied out of the
+/// receive buffer.
+pub(crate) fn client_event<C: Codec>(event: Event<'_, C>) -> Option<ClientEvent<C>> {
+    Some(match event {
+        Event::Connected => ClientEvent::Connected,
+        Event::Packet(p) | Event::ConnTypePacket(p) => {
+            let body = p.body.to_vec();
+            ClientEvent::Packet(p.with_body(body))
+        }
+        Event::Pong { delay, body } => ClientEvent::Pong {
+            delay: Duration::from_micros(delay.as_micros()),
+            body: body.to_vec(),
+        },
+        Event::PingAnswered => return None,
+        Event::Ignored { packet_id, .. } => ClientEvent::Ignored { packet_id },
+        Event::Closed(closed) => ClientEvent::Closed(closed),
+    })
+}
+
 /// A blocking client over TCP.
 pub struct Client<C: Codec = Postcard> {
     transport: Transport,
@@ -244,28 +295,8 @@ impl<C: Codec> Client<C> {
             Some(tls) => Transport::tls_client(socket, tls).map_err(io::Error::from)?,
             None => Transport::plain(socket),
         };
-        let config = Config {
-            handshake_timeout: peng3dnet_core::time::Duration::from_micros(
-                options.handshake_timeout.as_micros() as u64,
-            ),
-            sync_policy: options.sync_policy,
-            ping: None,
-            compressor: options
-                .compression
-                .then_some(&ZLIB_DEFAULT as &(dyn peng3dnet_core::connection::Compressor + Sync)),
-            ..Config::new()
-        };
         let clock = Clock::new();
-        let conn = Connection::client(
-            &config,
-            registry,
-            codec,
-            HeapBuffer::new(options.max_frame, 1024),
-            HeapBuffer::new(options.max_write_queue, 1024),
-            options.conntype,
-            clock.now(),
-        )
-        .map_err(ClientError::Setup)?;
+        let conn = new_connection(&options, registry, codec, &clock)?;
         Ok(Client {
             transport,
             poll,
@@ -611,37 +642,26 @@ impl<C: Codec> Client<C> {
             let Some(event) = self.conn.poll(now) else {
                 break;
             };
-            let out = match event {
-                Event::Connected => {
-                    self.queue.push_back(ClientEvent::Connected);
+            if let Event::Packet(p) = &event {
+                if let Some(h) = self.handlers.get_mut(&p.packet_id) {
+                    if h(p.body).is_err() {
+                        self.conn.close(CloseReason::MalformedPacket);
+                    }
+                    continue;
+                }
+            }
+            let Some(out) = client_event(event) else {
+                continue;
+            };
+            match &out {
+                ClientEvent::Connected => {
+                    self.queue.push_back(out);
                     self.resolve_handlers();
                     continue;
                 }
-                Event::Packet(p) => {
-                    if let Some(h) = self.handlers.get_mut(&p.packet_id) {
-                        if h(p.body).is_err() {
-                            self.conn.close(CloseReason::MalformedPacket);
-                        }
-                        continue;
-                    }
-                    let body = p.body.to_vec();
-                    ClientEvent::Packet(p.with_body(body))
-                }
-                Event::ConnTypePacket(p) => {
-                    let body = p.body.to_vec();
-                    ClientEvent::Packet(p.with_body(body))
-                }
-                Event::Pong { delay, body } => ClientEvent::Pong {
-                    delay: Duration::from_micros(delay.as_micros()),
-                    body: body.to_vec(),
-                },
-                Event::PingAnswered => continue,
-                Event::Ignored { packet_id, .. } => ClientEvent::Ignored { packet_id },
-                Event::Closed(closed) => {
-                    self.closed = Some(closed.clone());
-                    ClientEvent::Closed(closed)
-                }
-            };
+                ClientEvent::Closed(closed) => self.closed = Some(closed.clone()),
+                _ => {}
+            }
             self.queue.push_back(out);
         }
     }

@@ -64,6 +64,7 @@
 //! - `cli` (default): the `peng3dnet` program, with its argument parser
 //!   (`clap`) and JSON output (`serde_json`). The library needs neither:
 //!   `default-features = false` leaves them out.
+//! - `tokio` (default): [`tokio_client`], an async client on tokio.
 use peng3dnet_core::registry::Registry;
 
 pub mod buffer;
@@ -73,6 +74,8 @@ pub mod echo;
 pub mod ping;
 pub mod server;
 pub mod tls;
+#[cfg(feature = "tokio")]
+pub mod tokio_client;
 mod transport;
 
 /// Registry capacity of the std adapter (internal packets included).

@@ -1,0 +1,558 @@
+//! An async client on tokio (feature `tokio`, on by default): an owned,
+//! `Send + 'static` handle over a `tokio::net::TcpStream`, whose connection
+//! a task of its own drives.
+//!
+//! ```
+//! use peng3dnet_core::registry::Packet;
+//! use peng3dnet_core::rules::Rules;
+//! use peng3dnet_core::CloseReason;
+//! use peng3dnet_std::client::{ClientEvent, ClientOptions};
+//! use peng3dnet_std::server::Server;
+//! use peng3dnet_std::tokio_client::Client;
+//! use peng3dnet_std::StdRegistry;
+//!
+//! struct Echo;
+//! impl Packet for Echo {
+//!     const NAME: &'static str = "echo:echo";
+//!     const RULES: Rules = Rules::SMART;
+//!     type Message<'a> = &'a str;
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut registry = StdRegistry::new();
+//! registry.register::<Echo>()?;
+//! // A server that echoes (the mio one, on a thread of its own).
+//! let server = Server::builder(registry.clone())
+//!     .on::<Echo>(|ctx, text| {
+//!         let _ = ctx.send::<Echo>(&text);
+//!     })
+//!     .bind("127.0.0.1:0")?;
+//! let addr = server.local_addr();
+//! let running = server.spawn()?;
+//!
+//! tokio::runtime::Runtime::new()?.block_on(async {
+//!     let client = Client::connect(addr, registry, ClientOptions::default()).await?;
+//!     client.wait_connected().await?;
+//!     client.send::<Echo>(&"hello").await?;
+//!     loop {
+//!         if let ClientEvent::Packet(p) = client.recv().await? {
+//!             assert_eq!(p.decode::<Echo>()?, "hello");
+//!             break;
+//!         }
+//!     }
+//!     let closed = client.close(CloseReason::UserRequest).await?;
+//!     assert_eq!(closed.reason, CloseReason::UserRequest);
+//!     Ok::<(), Box<dyn std::error::Error>>(())
+//! })?;
+//! running.handle().shutdown();
+//! running.join()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How it works
+//! [`Client::connect`] spawns a task (on the current tokio runtime) that owns
+//! the socket and moves bytes between it and the core's connection: it
+//! reads what arrived, hands the connection's events to a queue, writes what
+//! is queued, and fires the handshake timer. The connection itself sits
+//! behind a mutex shared with the handles, which is held only for
+//! non-blocking work (never across an `.await`), so a send encodes and
+//! queues its frame in the caller's task, checked by the connection's rules
+//! there and then.
+//!
+//! # Back-pressure and cancellation
+//! - [`Client::send`] queues a frame only if it fits the transmit queue
+//!   ([`ClientOptions::max_write_queue`]); otherwise it waits until the task
+//!   wrote some out. Nothing is queued without bound, and a `send` future
+//!   dropped before it returned queued nothing.
+//! - [`Client::recv`] takes an event off the queue in one step: a `recv`
+//!   future dropped while it waits (in a `select!` or a timeout, say) loses
+//!   nothing; the event is there for the next call. At most
+//!   [`EVENT_QUEUE`] events wait to be taken: then the task stops reading,
+//!   so a server that sends faster than the application takes fills the
+//!   connection's receive buffer ([`ClientOptions::max_frame`]) and then
+//!   the TCP window, and memory stays bounded.
+//! - [`Client::split`] gives a cloneable [`ClientSender`] and a
+//!   [`ClientReceiver`], so that one task sends while another receives.
+//! - Dropping every handle closes the connection with `userrequest` (what
+//!   is queued is still written, then the socket is shut down).
+//!
+//! TLS is not offered by this client yet: [`Client::connect`] refuses
+//! `ClientOptions::tls`; the blocking [`crate::client::Client`] speaks it.
+
+use crate::client::{
+    client_event, new_connection, ClientConn, ClientError, ClientEvent, ClientOptions,
+};
+use crate::{Clock, StdRegistry};
+use peng3dnet_core::codec::{Codec, Postcard};
+use peng3dnet_core::connection::SendError;
+use peng3dnet_core::registry::Packet;
+use peng3dnet_core::{CloseReason, Closed, Mode, SecurityLevel, State};
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::Notify;
+
+/// The most events that wait in a client's queue; the task reads no more
+/// until the application took some.
+pub const EVENT_QUEUE: usize = 256;
+
+/// Reads per turn of the driver before it writes and yields (fairness
+/// towards the other tasks of the runtime).
+const READS_PER_TURN: usize = 16;
+
+/// What the driver task and the handles share.
+struct Shared<C> {
+    state: Mutex<Inner<C>>,
+    /// The driver changed something: handles waiting for an event, room or
+    /// the close look again.
+    changed: Notify,
+    /// A handle queued something or closed: the driver writes.
+    wake_driver: Notify,
+}
+
+struct Inner<C> {
+    conn: ClientConn<C>,
+    events: VecDeque<ClientEvent<C>>,
+    /// How the connection ended, once it did.
+    closed: Option<Closed>,
+    /// The driver task ended (the socket is gone).
+    done: bool,
+}
+
+impl<C> Shared<C> {
+    fn lock(&self) -> MutexGuard<'_, Inner<C>> {
+        // A panic while the lock was held leaves the state as it was: no
+        // invariant spans more than one call into the core.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Closes the connection when the last handle is dropped.
+struct Owner<C: Codec> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C: Codec> Drop for Owner<C> {
+    fn drop(&mut self) {
+        {
+            let mut inner = self.shared.lock();
+            inner.conn.close(CloseReason::UserRequest);
+        }
+        self.shared.wake_driver.notify_one();
+    }
+}
+
+/// An async peng3dnet client on tokio; see the [module docs](self).
+pub struct Client<C: Codec = Postcard> {
+    sender: ClientSender<C>,
+    receiver: ClientReceiver<C>,
+}
+
+/// The sending half of a [`Client`] ([`Client::split`]): cloneable.
+pub struct ClientSender<C: Codec = Postcard> {
+    owner: Arc<Owner<C>>,
+}
+
+impl<C: Codec> Clone for ClientSender<C> {
+    fn clone(&self) -> Self {
+        ClientSender {
+            owner: Arc::clone(&self.owner),
+        }
+    }
+}
+
+/// The receiving half of a [`Client`] ([`Client::split`]).
+pub struct ClientReceiver<C: Codec = Postcard> {
+    owner: Arc<Owner<C>>,
+}
+
+impl Client<Postcard> {
+    /// Connects to `addr` over TCP with the native codec
+    /// (`TCP_NODELAY` on) and starts the task that drives the connection,
+    /// on the current tokio runtime. The handshake runs in that task;
+    /// [`wait_connected`](Self::wait_connected) waits for it.
+    ///
+    /// # Errors
+    /// [`ClientError::Io`] when no address connects within
+    /// [`ClientOptions::connect_timeout`] (then [`ClientError::Timeout`]);
+    /// [`ClientError::Setup`] for options the connection refuses;
+    /// [`ClientError::Io`] of kind `Unsupported` for `options.tls`, which
+    /// this client does not speak yet.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub async fn connect(
+        addr: impl ToSocketAddrs,
+        registry: StdRegistry,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        Self::connect_with(addr, registry, Postcard, options).await
+    }
+}
+
+impl<C: Codec + Send + 'static> Client<C> {
+    /// Connects with the given codec; see [`connect`](Client::connect).
+    pub async fn connect_with(
+        addr: impl ToSocketAddrs,
+        registry: StdRegistry,
+        codec: C,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        if options.tls.is_some() {
+            return Err(ClientError::Io(io::Error::new(
+                ErrorKind::Unsupported,
+                "the tokio client does not speak TLS yet: use peng3dnet_std::client::Client",
+            )));
+        }
+        let stream = tokio::time::timeout(options.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        stream.set_nodelay(true)?;
+        let clock = Clock::new();
+        let conn = new_connection(&options, registry, codec, &clock)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(Inner {
+                conn,
+                events: VecDeque::new(),
+                closed: None,
+                done: false,
+            }),
+            changed: Notify::new(),
+            wake_driver: Notify::new(),
+        });
+        tokio::spawn(drive(stream, Arc::clone(&shared), clock));
+        let owner = Arc::new(Owner { shared });
+        Ok(Client {
+            sender: ClientSender {
+                owner: Arc::clone(&owner),
+            },
+            receiver: ClientReceiver { owner },
+        })
+    }
+}
+
+impl<C: Codec> Client<C> {
+    /// Splits into a cloneable sender and a receiver. The connection closes
+    /// once both (and every clone of the sender) are dropped.
+    pub fn split(self) -> (ClientSender<C>, ClientReceiver<C>) {
+        (self.sender, self.receiver)
+    }
+
+    /// Waits until the handshake completed; fails with
+    /// [`ClientError::Closed`] if the connection closed first.
+    pub async fn wait_connected(&self) -> Result<(), ClientError> {
+        self.sender.wait_connected().await
+    }
+
+    /// Sends a typed packet; see [`ClientSender::send`].
+    pub async fn send<P: Packet>(&self, msg: &P::Message<'_>) -> Result<(), ClientError> {
+        self.sender.send::<P>(msg).await
+    }
+
+    /// The next event; see [`ClientReceiver::recv`].
+    pub async fn recv(&self) -> Result<ClientEvent<C>, ClientError> {
+        self.receiver.recv().await
+    }
+
+    /// Closes with `reason` and waits until the `closeconn` is written and
+    /// the socket shut down; returns how the connection ended (`reason`, by
+    /// us, unless it had ended before).
+    pub async fn close(&self, reason: CloseReason) -> Result<Closed, ClientError> {
+        self.sender.close(reason).await
+    }
+
+    /// Waits until the connection ended (by the server, the transport or a
+    /// [`close`](Self::close)) and returns how.
+    pub async fn wait_closed(&self) -> Closed {
+        self.sender.wait_closed().await
+    }
+
+    /// The connection's protocol state.
+    pub fn state(&self) -> State {
+        self.sender.with(|c| c.state())
+    }
+
+    /// Whether the handshake completed and the connection is open.
+    pub fn is_connected(&self) -> bool {
+        self.sender.with(|c| c.is_connected())
+    }
+
+    /// The transport's security level.
+    pub fn security_level(&self) -> SecurityLevel {
+        self.sender.with(|c| c.security_level())
+    }
+
+    /// Sets the connection's mode (SmartPacket rules may require one).
+    pub fn set_mode(&self, mode: Mode) {
+        self.sender.with(|c| c.set_mode(mode))
+    }
+
+    /// Sets an application state once connected (for example `LOGGEDIN`).
+    pub fn set_state(&self, state: State) {
+        self.sender.with(|c| c.set_state(state))
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    pub fn queued_bytes(&self) -> usize {
+        self.sender.queued_bytes()
+    }
+}
+
+/// Waits on `notify` until `check` (run under the lock) says done. No
+/// wake-up is lost: the waiter is registered before the state is looked at.
+async fn wait_until<C, R>(
+    shared: &Shared<C>,
+    notify: &Notify,
+    mut check: impl FnMut(&mut Inner<C>) -> Option<R>,
+) -> R {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(r) = check(&mut shared.lock()) {
+            return r;
+        }
+        notified.await;
+    }
+}
+
+/// How the connection ended, as an error (what ended it, or a transport end
+/// when the driver stopped without a recorded close).
+fn closed_error<C>(inner: &Inner<C>) -> ClientError {
+    ClientError::Closed(inner.closed.clone().unwrap_or(Closed::SOCKET_CLOSED))
+}
+
+impl<C: Codec> ClientSender<C> {
+    fn shared(&self) -> &Shared<C> {
+        &self.owner.shared
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut ClientConn<C>) -> R) -> R {
+        f(&mut self.shared().lock().conn)
+    }
+
+    /// Sends a typed packet, checked against its SmartPacket rules. Waits
+    /// while the transmit queue has no room for it (the driver task writes
+    /// it out); fails at once on a rule, an unregistered packet, a message
+    /// larger than the whole queue, or a closed connection. Cancel-safe: a
+    /// future dropped before it returned queued nothing.
+    pub async fn send<P: Packet>(&self, msg: &P::Message<'_>) -> Result<(), ClientError> {
+        let shared = self.shared();
+        wait_until(shared, &shared.changed, |inner| {
+            match inner.conn.send::<P>(msg) {
+                Ok(()) => {
+                    shared.wake_driver.notify_one();
+                    Some(Ok(()))
+                }
+                // The driver wakes us once it wrote some.
+                Err(SendError::WouldBlock { .. }) if !inner.done => None,
+                Err(SendError::WouldBlock { .. } | SendError::Closed) => {
+                    Some(Err(closed_error(inner)))
+                }
+                Err(e) => Some(Err(ClientError::Send(e))),
+            }
+        })
+        .await
+    }
+
+    /// Waits until the handshake completed; fails with
+    /// [`ClientError::Closed`] if the connection closed first.
+    pub async fn wait_connected(&self) -> Result<(), ClientError> {
+        let shared = self.shared();
+        wait_until(shared, &shared.changed, |inner| {
+            if inner.conn.is_connected() {
+                Some(Ok(()))
+            } else if inner.conn.is_closed() || inner.done {
+                Some(Err(closed_error(inner)))
+            } else {
+                None
+            }
+        })
+        .await
+    }
+
+    /// Closes with `reason` and waits until the `closeconn` is written and
+    /// the socket shut down; returns how the connection ended.
+    pub async fn close(&self, reason: CloseReason) -> Result<Closed, ClientError> {
+        self.with(|c| c.close(reason));
+        self.shared().wake_driver.notify_one();
+        Ok(self.wait_closed().await)
+    }
+
+    /// Waits until the connection ended and its task stopped, and returns
+    /// how it ended.
+    pub async fn wait_closed(&self) -> Closed {
+        let shared = self.shared();
+        wait_until(shared, &shared.changed, |inner| {
+            inner
+                .done
+                .then(|| inner.closed.clone().unwrap_or(Closed::SOCKET_CLOSED))
+        })
+        .await
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    pub fn queued_bytes(&self) -> usize {
+        self.with(|c| c.poll_transmit().len())
+    }
+}
+
+impl<C: Codec> ClientReceiver<C> {
+    /// The next event: the handshake's completion, a packet, a ping answer,
+    /// an ignored packet, and last the close. After the close event every
+    /// call fails with [`ClientError::Closed`]. Cancel-safe: a future
+    /// dropped while it waits took no event.
+    pub async fn recv(&self) -> Result<ClientEvent<C>, ClientError> {
+        let shared = &*self.owner.shared;
+        wait_until(shared, &shared.changed, |inner| {
+            if let Some(event) = inner.events.pop_front() {
+                // Room in the queue: the task may read again.
+                shared.wake_driver.notify_one();
+                return Some(Ok(event));
+            }
+            (inner.closed.is_some() || inner.done).then(|| Err(closed_error(inner)))
+        })
+        .await
+    }
+
+    /// How many events wait to be taken (at most [`EVENT_QUEUE`]).
+    pub fn queued_events(&self) -> usize {
+        self.owner.shared.lock().events.len()
+    }
+
+    /// The next event if one is queued, without waiting.
+    pub fn try_recv(&self) -> Option<ClientEvent<C>> {
+        let event = self.owner.shared.lock().events.pop_front();
+        if event.is_some() {
+            self.owner.shared.wake_driver.notify_one();
+        }
+        event
+    }
+}
+
+/// The task that owns the socket.
+async fn drive<C: Codec>(stream: TcpStream, shared: Arc<Shared<C>>, clock: Clock) {
+    let mut eof = false;
+    loop {
+        let (want_read, want_write, deadline, finished) = {
+            let mut inner = shared.lock();
+            turn(&mut inner, &stream, &clock, &mut eof);
+            let read = !eof && inner.events.len() < EVENT_QUEUE;
+            let write = !inner.conn.poll_transmit().is_empty();
+            let deadline = inner.conn.poll_timeout();
+            let finished = inner.conn.is_finished() || eof && inner.conn.is_closed();
+            (read, write, deadline, finished)
+        };
+        shared.changed.notify_waiters();
+        if finished {
+            break;
+        }
+        let sleep = deadline.map(|at| {
+            let now = clock.now();
+            std::time::Duration::from_micros(at.saturating_duration_since(now).as_micros())
+        });
+        tokio::select! {
+            r = stream.readable(), if want_read => {
+                if r.is_err() {
+                    eof = true;
+                    shared.lock().conn.handle_transport_closed();
+                }
+            }
+            r = stream.writable(), if want_write => {
+                if r.is_err() {
+                    eof = true;
+                    shared.lock().conn.handle_transport_closed();
+                }
+            }
+            () = shared.wake_driver.notified() => {}
+            () = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() => {
+                let now = clock.now();
+                shared.lock().conn.handle_timeout(now);
+            }
+        }
+    }
+    // The peer sees our end of stream; the socket closes when dropped.
+    let mut stream = stream;
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+    let mut inner = shared.lock();
+    inner.done = true;
+    inner.closed = inner.conn.closed().or(inner.closed.take());
+    drop(inner);
+    shared.changed.notify_waiters();
+}
+
+/// One round of non-blocking work: read what is there (a bounded number of
+/// times), hand the events out, write what is queued.
+fn turn<C: Codec>(inner: &mut Inner<C>, stream: &TcpStream, clock: &Clock, eof: &mut bool) {
+    for _ in 0..READS_PER_TURN {
+        if *eof || inner.conn.is_closed() || inner.events.len() >= EVENT_QUEUE {
+            break;
+        }
+        if inner.conn.receive_buffer().is_empty() {
+            drain(inner, clock);
+            if inner.conn.receive_buffer().is_empty() {
+                break;
+            }
+        }
+        match stream.try_read(inner.conn.receive_buffer()) {
+            Ok(0) => {
+                *eof = true;
+                inner.conn.handle_transport_closed();
+            }
+            Ok(n) => inner.conn.commit_received(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => {
+                *eof = true;
+                inner.conn.handle_transport_closed();
+            }
+        }
+        drain(inner, clock);
+    }
+    drain(inner, clock);
+    while !*eof {
+        let data = inner.conn.poll_transmit();
+        if data.is_empty() {
+            break;
+        }
+        match stream.try_write(data) {
+            Ok(n) => inner.conn.transmitted(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => {
+                *eof = true;
+                inner.conn.handle_transport_closed();
+                drain(inner, clock);
+            }
+        }
+    }
+}
+
+/// Moves the connection's events to the queue.
+fn drain<C: Codec>(inner: &mut Inner<C>, clock: &Clock) {
+    let now = clock.now();
+    while inner.events.len() < EVENT_QUEUE {
+        let Some(event) = inner.conn.poll(now) else {
+            break;
+        };
+        if let Some(event) = client_event(event) {
+            if let ClientEvent::Closed(closed) = &event {
+                inner.closed = Some(closed.clone());
+            }
+            inner.events.push_back(event);
+        }
+    }
+}
+
+impl<C: Codec> std::fmt::Debug for Client<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.sender.owner.shared.lock();
+        f.debug_struct("Client")
+            .field("state", &inner.conn.state())
+            .field("queued_events", &inner.events.len())
+            .field("closed", &inner.closed)
+            .finish()
+    }
+}

@@ -1,0 +1,331 @@
+//! The tokio client against the mio echo server on 127.0.0.1: echoes,
+//! split halves in two tasks, cancel-safety of `recv` and `send`, bounded
+//! queues, closes and refusals. Every wait is bounded by a timeout.
+#![cfg(feature = "tokio")]
+
+use peng3dnet_core::registry::Packet;
+use peng3dnet_core::rules::Rules;
+use peng3dnet_core::{CloseReason, Initiator};
+use peng3dnet_std::client::{ClientError, ClientEvent, ClientOptions};
+use peng3dnet_std::echo::{self, Echo};
+use peng3dnet_std::server::{RunningServer, ServerOptions};
+use peng3dnet_std::tokio_client::{Client, EVENT_QUEUE};
+use peng3dnet_std::StdRegistry;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::time::timeout;
+
+const T: Duration = Duration::from_secs(10);
+
+fn echo_server() -> (SocketAddr, RunningServer) {
+    let server = echo::server(echo::registry(), ServerOptions::default())
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    (addr, server.spawn().unwrap())
+}
+
+fn stop(running: RunningServer) {
+    running.handle().shutdown();
+    running.join().unwrap();
+}
+
+/// The next packet's text, skipping other events.
+async fn next_echo(client: &Client) -> String {
+    loop {
+        match timeout(T, client.recv()).await.expect("an event in time") {
+            Ok(ClientEvent::Packet(p)) => return p.decode::<Echo>().unwrap().to_owned(),
+            Ok(ClientEvent::Connected) => {}
+            other => panic!("expected an echo, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoes_in_order_and_closes_with_the_reason() {
+    let (addr, running) = echo_server();
+    let client = Client::connect(addr, echo::registry(), ClientOptions::default())
+        .await
+        .unwrap();
+    timeout(T, client.wait_connected()).await.unwrap().unwrap();
+    assert!(client.is_connected());
+    for i in 0..200 {
+        client
+            .send::<Echo>(&format!("m{i}").as_str())
+            .await
+            .unwrap();
+    }
+    for i in 0..200 {
+        assert_eq!(next_echo(&client).await, format!("m{i}"));
+    }
+    let closed = timeout(T, client.close(CloseReason::UserRequest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed.reason, CloseReason::UserRequest);
+    assert_eq!(closed.initiator, Initiator::Local);
+    // After the close every call fails with it.
+    match client.send::<Echo>(&"late").await {
+        Err(ClientError::Closed(c)) => assert_eq!(c.reason, CloseReason::UserRequest),
+        other => panic!("{other:?}"),
+    }
+    stop(running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_halves_send_and_receive_from_two_tasks() {
+    let (addr, running) = echo_server();
+    let client = Client::connect(addr, echo::registry(), ClientOptions::default())
+        .await
+        .unwrap();
+    timeout(T, client.wait_connected()).await.unwrap().unwrap();
+    let (sender, receiver) = client.split();
+    let second = sender.clone();
+    let a = tokio::spawn(async move {
+        for i in 0..300 {
+            sender
+                .send::<Echo>(&format!("a{i}").as_str())
+                .await
+                .unwrap();
+        }
+    });
+    let b = tokio::spawn(async move {
+        for i in 0..300 {
+            second
+                .send::<Echo>(&format!("b{i}").as_str())
+                .await
+                .unwrap();
+        }
+        second
+    });
+    let (mut next_a, mut next_b) = (0, 0);
+    while next_a + next_b < 600 {
+        match timeout(T, receiver.recv()).await.expect("in time").unwrap() {
+            ClientEvent::Packet(p) => {
+                let text = p.decode::<Echo>().unwrap();
+                // Each sender's echoes come back in its order.
+                if let Some(n) = text.strip_prefix('a') {
+                    assert_eq!(n, next_a.to_string());
+                    next_a += 1;
+                } else {
+                    assert_eq!(text.strip_prefix('b').unwrap(), next_b.to_string());
+                    next_b += 1;
+                }
+            }
+            ClientEvent::Connected => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    a.await.unwrap();
+    let sender = b.await.unwrap();
+    let closed = sender.close(CloseReason::UserRequest).await.unwrap();
+    assert_eq!(closed.reason, CloseReason::UserRequest);
+    stop(running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_recv_loses_no_event() {
+    let (addr, running) = echo_server();
+    let client = Client::connect(addr, echo::registry(), ClientOptions::default())
+        .await
+        .unwrap();
+    timeout(T, client.wait_connected()).await.unwrap().unwrap();
+    const N: usize = 500;
+    let mut got = Vec::new();
+    let mut cancelled = 0;
+    let mut sent = 0;
+    // Interleave sends with recv futures that are mostly dropped before an
+    // event arrives; every echo must still come exactly once, in order.
+    for _ in 0..20 * N {
+        if sent < N {
+            client
+                .send::<Echo>(&format!("{sent}").as_str())
+                .await
+                .unwrap();
+            sent += 1;
+        }
+        match timeout(Duration::from_micros(50), client.recv()).await {
+            Ok(Ok(ClientEvent::Packet(p))) => got.push(p.decode::<Echo>().unwrap().to_owned()),
+            Ok(Ok(ClientEvent::Connected)) => {}
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => cancelled += 1,
+        }
+        if got.len() == N {
+            break;
+        }
+    }
+    while got.len() < N {
+        got.push(next_echo(&client).await);
+    }
+    let want: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    assert_eq!(got, want);
+    assert!(
+        cancelled > 0,
+        "no recv was cancelled: the test did not test"
+    );
+    // Nothing more: no event was duplicated either.
+    assert!(timeout(Duration::from_millis(100), client.recv())
+        .await
+        .is_err());
+    stop(running);
+}
+
+/// Accepts one connection and never reads from it nor writes to it.
+fn silent_listener() -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        // Hold the connection until the client side goes away.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        drop(stream);
+    });
+    (addr, handle)
+}
+
+/// Sent before any handshake (no rules): fills the queue of a client whose
+/// server never reads.
+struct Raw;
+impl Packet for Raw {
+    const NAME: &'static str = "test:raw";
+    const RULES: Rules = Rules::NONE;
+    type Message<'a> = &'a [u8];
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_blocks_send_and_a_dropped_send_queues_nothing() {
+    let (addr, listener) = silent_listener();
+    let mut registry = StdRegistry::new();
+    registry.register::<Raw>().unwrap();
+    let options = ClientOptions {
+        max_write_queue: 64 * 1024,
+        compression: false,
+        ..ClientOptions::default()
+    };
+    let client = Client::connect(addr, registry, options).await.unwrap();
+    let body = vec![7u8; 16 * 1024];
+    // The socket's buffers take a few MB; then the queue fills and a send
+    // waits. Bounded: at most 4,000 sends of 16 KiB.
+    let mut blocked = false;
+    for _ in 0..4000 {
+        match timeout(
+            Duration::from_millis(200),
+            client.send::<Raw>(&body.as_slice()),
+        )
+        .await
+        {
+            Ok(r) => r.unwrap(),
+            Err(_) => {
+                blocked = true;
+                break;
+            }
+        }
+    }
+    assert!(blocked, "a send never waited for room");
+    let queued = client.queued_bytes();
+    assert!(queued <= 64 * 1024, "queue over its bound: {queued}");
+    // A second send dropped while waiting queues nothing either.
+    assert!(timeout(
+        Duration::from_millis(100),
+        client.send::<Raw>(&body.as_slice())
+    )
+    .await
+    .is_err());
+    assert_eq!(client.queued_bytes(), queued);
+    drop(client);
+    listener.join().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_errors_that_name_them() {
+    let (addr, running) = echo_server();
+    let client = Client::connect(addr, echo::registry(), ClientOptions::default())
+        .await
+        .unwrap();
+    timeout(T, client.wait_connected()).await.unwrap().unwrap();
+    // Not in the registry.
+    match client.send::<Raw>(&[1u8, 2].as_slice()).await {
+        Err(ClientError::Send(e)) => assert!(e.to_string().contains("registered"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // TLS is refused by name, not silently ignored.
+    let tls = ClientOptions {
+        tls: Some(peng3dnet_std::tls::TlsClientConfig::no_verification().unwrap()),
+        ..ClientOptions::default()
+    };
+    match Client::connect(addr, echo::registry(), tls).await {
+        Err(ClientError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::Unsupported),
+        other => panic!("{other:?}"),
+    }
+    drop(client);
+    stop(running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_closing_reaches_recv_and_wait_closed() {
+    let (addr, running) = echo_server();
+    let client = Client::connect(addr, echo::registry(), ClientOptions::default())
+        .await
+        .unwrap();
+    timeout(T, client.wait_connected()).await.unwrap().unwrap();
+    running.handle().shutdown();
+    let closed = timeout(T, client.wait_closed()).await.unwrap();
+    assert_eq!(closed.reason, CloseReason::ServerShutdown);
+    assert_eq!(closed.initiator, Initiator::Peer);
+    // The events end with the close, then errors.
+    let mut saw_close = false;
+    for _ in 0..4 {
+        match client.recv().await {
+            Ok(ClientEvent::Closed(c)) => {
+                assert_eq!(c.reason, CloseReason::ServerShutdown);
+                saw_close = true;
+            }
+            Ok(ClientEvent::Connected) => {}
+            Ok(other) => panic!("{other:?}"),
+            Err(ClientError::Closed(c)) => {
+                assert_eq!(c.reason, CloseReason::ServerShutdown);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(saw_close);
+    running.join().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_wait_in_a_bounded_queue() {
+    let (addr, running) = echo_server();
+    let client = Client::connect(addr, echo::registry(), ClientOptions::default())
+        .await
+        .unwrap();
+    timeout(T, client.wait_connected()).await.unwrap().unwrap();
+    let n = 3 * EVENT_QUEUE;
+    for i in 0..n {
+        client.send::<Echo>(&format!("{i}").as_str()).await.unwrap();
+    }
+    // Without a recv, the echoes pile up only to the queue's bound (the
+    // rest waits in the buffers and the TCP window).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (sender, receiver) = client.split();
+    // Full (3x as many were echoed), and not over.
+    assert_eq!(receiver.queued_events(), EVENT_QUEUE);
+    let mut waiting = 0;
+    while waiting < EVENT_QUEUE && receiver.try_recv().is_some() {
+        waiting += 1;
+    }
+    assert_eq!(waiting, EVENT_QUEUE);
+    // Taking events lets the rest in: every echo arrives.
+    let mut got = waiting;
+    while got < n + 1 {
+        match timeout(T, receiver.recv()).await.unwrap().unwrap() {
+            ClientEvent::Packet(_) => got += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    drop((sender, receiver));
+    stop(running);
+}
