@@ -1,0 +1,70 @@
+//! The two roles of the peng3dnet firmware, shared by every board (QEMU's
+//! `mps2-an385`, the NUCLEO-F767ZI, the Raspberry Pi Pico W):
+//!
+//! * [`client`]: the echo client scenario against the host's
+//!   `peng3dnet serve` (handshake, 1,000 checked echoes, a ping on a second
+//!   connection, a packet refused by its rules, a close with a reason);
+//! * [`server`]: `peng3dnet-embassy`'s N-slot server with the echo
+//!   service, until a client sends `!shutdown` (or a time limit);
+//! * [`echo`]: the packets of `peng3dnet serve`'s echo service.
+//!
+//! A board brings up its network (any `embassy-net` [`Stack`](embassy_net::Stack)
+//! with a configured IPv4 address) and its output (a [`Log`]), then calls
+//! [`client::run`] or [`server::run`] and reports the summary they return.
+#![no_std]
+
+pub mod client;
+pub mod echo;
+pub mod server;
+
+use core::fmt;
+
+/// Where a role writes its progress lines: semihosting on QEMU, defmt over
+/// RTT on the boards. One call is one line, without its newline.
+pub trait Log {
+    /// Writes one line.
+    fn line(&self, args: fmt::Arguments<'_>);
+}
+
+/// Writes one line to a [`Log`]: `say!(log, "format {}", args)`.
+#[macro_export]
+macro_rules! say {
+    ($log:expr, $($arg:tt)*) => {
+        $crate::Log::line($log, format_args!($($arg)*))
+    };
+}
+
+/// Why a role failed, in words (the first failure ends the scenario).
+pub type Fail = heapless::String<160>;
+
+/// Formats a [`Fail`] (cut at its capacity).
+macro_rules! fail {
+    ($($arg:tt)*) => {{
+        use core::fmt::Write as _;
+        let mut s = $crate::Fail::new();
+        let _ = write!(s, $($arg)*);
+        s
+    }};
+}
+pub(crate) use fail;
+
+/// The roles' [`Log`] on a board with defmt: each line is formatted into
+/// a 192-byte buffer (a longer line is cut, ending in `...`) and logged at
+/// level info.
+#[cfg(feature = "defmt")]
+pub struct Defmt;
+
+#[cfg(feature = "defmt")]
+impl Log for Defmt {
+    fn line(&self, args: fmt::Arguments<'_>) {
+        use core::fmt::Write as _;
+        let mut s = heapless::String::<192>::new();
+        if s.write_fmt(args).is_err() {
+            while s.len() > 189 {
+                s.pop();
+            }
+            let _ = s.push_str("...");
+        }
+        defmt::info!("{=str}", s.as_str());
+    }
+}
