@@ -108,7 +108,10 @@ pub async fn init<const SOCKETS: usize>(
     let seed = rng.next_u64();
 
     let mac = mac_address();
-    defmt::info!("nucleo-f767zi: MAC {=[u8]:02x}, waiting for the PHY's link and a DHCP lease", mac);
+    defmt::info!(
+        "nucleo-f767zi: MAC {=[u8]:02x}, waiting for the PHY's link and a DHCP lease",
+        mac
+    );
     static PACKETS: StaticCell<PacketQueue<4, 4>> = StaticCell::new();
     // RMII on the Nucleo-144's pins: REF_CLK PA1, CRS_DV PA7, RXD0 PC4,
     // RXD1 PC5, TXD0 PG13, TXD1 PB13, TX_EN PG11; SMI: MDIO PA2, MDC PC1.

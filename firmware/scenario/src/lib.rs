@@ -68,3 +68,52 @@ impl Log for Defmt {
         defmt::info!("{=str}", s.as_str());
     }
 }
+
+/// The client role on a board that logs with defmt: the scenario against
+/// `server` (the build-time `PENG3DNET_SERVER`, see
+/// [`client::server_from_build_env`]), its outcome logged as
+/// `SUMMARY client: ...` or `FAIL: ...`; true when it passed.
+#[cfg(feature = "defmt")]
+pub async fn client_role(
+    stack: embassy_net::Stack<'_>,
+    server: Option<&str>,
+    bufs: &mut client::ClientBufs,
+) -> bool {
+    // black_box: an image built without the variable still holds the whole
+    // scenario (its footprint is the real one).
+    let outcome = match client::server_from_build_env(core::hint::black_box(server)) {
+        Ok(server) => client::run(stack, server, bufs, &Defmt).await,
+        Err(e) => Err(e),
+    };
+    match &outcome {
+        Ok(summary) => defmt::info!("SUMMARY client: {}", defmt::Display2Format(summary)),
+        Err(e) => defmt::error!("FAIL: {=str}", e.as_str()),
+    }
+    outcome.is_ok()
+}
+
+/// The server role on a board that logs with defmt: serves until a client
+/// sends [`server::SHUTDOWN`], then logs `SUMMARY server: ...` (or
+/// `FAIL: ...`); true when it stopped without an error.
+#[cfg(feature = "defmt")]
+pub async fn server_role<
+    const SLOTS: usize,
+    const RX: usize,
+    const TX: usize,
+    const SRX: usize,
+    const STX: usize,
+>(
+    stack: embassy_net::Stack<'_>,
+    resources: &mut server::EchoResources<SLOTS, RX, TX, SRX, STX>,
+) -> bool {
+    match server::run(stack, resources, None, &Defmt).await {
+        Ok(summary) => {
+            defmt::info!("SUMMARY server: {}", defmt::Display2Format(&summary));
+            true
+        }
+        Err(e) => {
+            defmt::error!("FAIL: {=str}", e.as_str());
+            false
+        }
+    }
+}

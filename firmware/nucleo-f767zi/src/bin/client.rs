@@ -8,8 +8,7 @@
 
 use embassy_executor::Spawner;
 use embassy_net::StackResources;
-use nucleo_f767zi::Defmt;
-use scenario::client::{self, ClientBufs};
+use scenario::client::ClientBufs;
 use static_cell::{ConstStaticCell, StaticCell};
 
 #[embassy_executor::main]
@@ -18,13 +17,6 @@ async fn main(spawner: Spawner) {
     static STACK: StaticCell<StackResources<3>> = StaticCell::new();
     let mut board = nucleo_f767zi::init(spawner, nucleo_f767zi::resources(&STACK)).await;
     static BUFS: ConstStaticCell<ClientBufs> = ConstStaticCell::new(ClientBufs::new());
-    let outcome = match client::server_from_build_env(option_env!("PENG3DNET_SERVER")) {
-        Ok(server) => client::run(board.stack, server, BUFS.take(), &Defmt).await,
-        Err(e) => Err(e),
-    };
-    match &outcome {
-        Ok(summary) => defmt::info!("SUMMARY client: {}", defmt::Display2Format(summary)),
-        Err(e) => defmt::error!("FAIL: {=str}", e.as_str()),
-    }
-    board.show(outcome.is_ok());
+    let ok = scenario::client_role(board.stack, option_env!("PENG3DNET_SERVER"), BUFS.take()).await;
+    board.show(ok);
 }

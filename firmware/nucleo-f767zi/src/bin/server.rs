@@ -8,8 +8,7 @@
 
 use embassy_executor::Spawner;
 use embassy_net::StackResources;
-use nucleo_f767zi::Defmt;
-use scenario::server::{self, EchoResources};
+use scenario::server::EchoResources;
 use static_cell::{ConstStaticCell, StaticCell};
 
 const SLOTS: usize = 4;
@@ -27,14 +26,6 @@ async fn main(spawner: Spawner) {
     let mut board = nucleo_f767zi::init(spawner, nucleo_f767zi::resources(&STACK)).await;
     static RESOURCES: ConstStaticCell<EchoResources<SLOTS, RX, TX, SOCK_RX, SOCK_TX>> =
         ConstStaticCell::new(EchoResources::new());
-    match server::run(board.stack, RESOURCES.take(), None, &Defmt).await {
-        Ok(summary) => {
-            defmt::info!("SUMMARY server: {}", defmt::Display2Format(&summary));
-            board.show(true);
-        }
-        Err(e) => {
-            defmt::error!("FAIL: {=str}", e.as_str());
-            board.show(false);
-        }
-    }
+    let ok = scenario::server_role(board.stack, RESOURCES.take()).await;
+    board.show(ok);
 }
