@@ -45,7 +45,7 @@ pub struct Board {
 
 impl Board {
     /// Shows a role's outcome on the LEDs (green: passed, red: failed).
-    pub fn show(&mut self, ok: bool) {
+    pub async fn show(&mut self, ok: bool) {
         self.blue.set_low();
         if ok {
             self.green.set_high();
@@ -147,13 +147,6 @@ pub async fn init<const SOCKETS: usize>(
         blue,
         red,
     }
-}
-
-/// A static home for the stack's resources.
-pub fn resources<const SOCKETS: usize>(
-    cell: &'static StaticCell<StackResources<SOCKETS>>,
-) -> &'static mut StackResources<SOCKETS> {
-    cell.init(StackResources::new())
 }
 
 #[embassy_executor::task]

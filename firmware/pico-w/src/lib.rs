@@ -136,13 +136,6 @@ pub async fn init<const SOCKETS: usize>(
     Board { stack, control }
 }
 
-/// A static home for the stack's resources.
-pub fn resources<const SOCKETS: usize>(
-    cell: &'static StaticCell<StackResources<SOCKETS>>,
-) -> &'static mut StackResources<SOCKETS> {
-    cell.init(StackResources::new())
-}
-
 #[embassy_executor::task]
 async fn wifi_task(runner: cyw43::Runner<'static, Spi>) -> ! {
     runner.run().await

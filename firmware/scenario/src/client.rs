@@ -81,22 +81,35 @@ impl fmt::Display for ClientSummary {
     }
 }
 
+/// Why the build-time server address is unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadServer {
+    /// The image was built without `PENG3DNET_SERVER`.
+    Missing,
+    /// It is not `ADDR:PORT` with an IPv4 address.
+    Malformed,
+}
+
+impl fmt::Display for BadServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BadServer::Missing => {
+                "built without PENG3DNET_SERVER=ADDR:PORT (the host's peng3dnet serve)"
+            }
+            BadServer::Malformed => "PENG3DNET_SERVER is not ADDR:PORT with an IPv4 address",
+        })
+    }
+}
+
 /// The server's address as given at build time
 /// (`option_env!("PENG3DNET_SERVER")`, `ADDR:PORT` with an IPv4 address):
 /// an image built without it, or with a malformed one, says so when run.
-pub fn server_from_build_env(value: Option<&str>) -> Result<IpEndpoint, Fail> {
-    let Some(value) = value else {
-        return Err(fail!(
-            "built without PENG3DNET_SERVER=ADDR:PORT (the host's peng3dnet serve)"
-        ));
-    };
-    match value.parse::<core::net::SocketAddrV4>() {
-        Ok(a) => Ok(IpEndpoint::new(IpAddress::Ipv4(*a.ip()), a.port())),
-        Err(_) => Err(fail!(
-            "PENG3DNET_SERVER={:?} is not ADDR:PORT with an IPv4 address",
-            value
-        )),
-    }
+pub fn server_from_build_env(value: Option<&str>) -> Result<IpEndpoint, BadServer> {
+    let a = value
+        .ok_or(BadServer::Missing)?
+        .parse::<core::net::SocketAddrV4>()
+        .map_err(|_| BadServer::Malformed)?;
+    Ok(IpEndpoint::new(IpAddress::Ipv4(*a.ip()), a.port()))
 }
 
 async fn connect<'a>(

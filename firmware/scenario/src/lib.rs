@@ -83,7 +83,7 @@ pub async fn client_role(
     // scenario (its footprint is the real one).
     let outcome = match client::server_from_build_env(core::hint::black_box(server)) {
         Ok(server) => client::run(stack, server, bufs, &Defmt).await,
-        Err(e) => Err(e),
+        Err(e) => Err(fail!("{}", e)),
     };
     match &outcome {
         Ok(summary) => defmt::info!("SUMMARY client: {}", defmt::Display2Format(summary)),
@@ -116,4 +116,53 @@ pub async fn server_role<
             false
         }
     }
+}
+
+/// The `main` of a board's image, written once for every board with
+/// defmt: `scenario::board_main!(client, my_board);` or
+/// `scenario::board_main!(server, my_board);` in `src/bin/<role>.rs`.
+///
+/// The board crate (`my_board`) provides `init::<N>(spawner, resources) ->
+/// Board`, which brings the network up on a stack of `N` sockets and returns
+/// once its IPv4 configuration is up, a `stack` field on `Board`, and
+/// `Board::show(&mut self, ok: bool)` (async) for the outcome. The image
+/// crate depends on `embassy-executor` (with its `main` macro),
+/// `embassy-net` and `static_cell`.
+///
+/// * `client`: a stack of 3 sockets (the echo connection, the ping, DHCP),
+///   [`client_role`] against the build-time `PENG3DNET_SERVER`.
+/// * `server`: 4 slots with the QEMU image's buffers (512 + 512 connection,
+///   1,024 + 1,024 socket), a stack of 6 sockets (the slots, the refuser,
+///   DHCP), [`server_role`] until `!shutdown`.
+#[cfg(feature = "defmt")]
+#[macro_export]
+macro_rules! board_main {
+    (client, $board:ident) => {
+        #[embassy_executor::main]
+        async fn main(spawner: embassy_executor::Spawner) {
+            static STACK: static_cell::StaticCell<embassy_net::StackResources<3>> =
+                static_cell::StaticCell::new();
+            let mut board =
+                $board::init(spawner, STACK.init(embassy_net::StackResources::new())).await;
+            static BUFS: static_cell::ConstStaticCell<$crate::client::ClientBufs> =
+                static_cell::ConstStaticCell::new($crate::client::ClientBufs::new());
+            let server = option_env!("PENG3DNET_SERVER");
+            let ok = $crate::client_role(board.stack, server, BUFS.take()).await;
+            board.show(ok).await;
+        }
+    };
+    (server, $board:ident) => {
+        #[embassy_executor::main]
+        async fn main(spawner: embassy_executor::Spawner) {
+            static STACK: static_cell::StaticCell<embassy_net::StackResources<6>> =
+                static_cell::StaticCell::new();
+            let mut board =
+                $board::init(spawner, STACK.init(embassy_net::StackResources::new())).await;
+            static RESOURCES: static_cell::ConstStaticCell<
+                $crate::server::EchoResources<4, 512, 512, 1024, 1024>,
+            > = static_cell::ConstStaticCell::new($crate::server::EchoResources::new());
+            let ok = $crate::server_role(board.stack, RESOURCES.take()).await;
+            board.show(ok).await;
+        }
+    };
 }

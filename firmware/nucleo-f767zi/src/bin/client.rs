@@ -3,20 +3,8 @@
 //! time) and runs the shared client scenario ([`scenario::client`]); the
 //! outcome goes to defmt (`SUMMARY client: ...` or `FAIL: ...`) and to the
 //! LEDs (green: passed, red: failed).
+//! The `main` is [`scenario::board_main!`]'s.
 #![no_std]
 #![no_main]
 
-use embassy_executor::Spawner;
-use embassy_net::StackResources;
-use scenario::client::ClientBufs;
-use static_cell::{ConstStaticCell, StaticCell};
-
-#[embassy_executor::main]
-async fn main(spawner: Spawner) {
-    // The echo connection, the ping connection, DHCP.
-    static STACK: StaticCell<StackResources<3>> = StaticCell::new();
-    let mut board = nucleo_f767zi::init(spawner, nucleo_f767zi::resources(&STACK)).await;
-    static BUFS: ConstStaticCell<ClientBufs> = ConstStaticCell::new(ClientBufs::new());
-    let ok = scenario::client_role(board.stack, option_env!("PENG3DNET_SERVER"), BUFS.take()).await;
-    board.show(ok);
-}
+scenario::board_main!(client, nucleo_f767zi);
