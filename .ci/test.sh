@@ -29,7 +29,7 @@ step "bare-metal builds of peng3dnet-core, peng3dnet-echo and peng3dnet-embassy 
 bash .ci/baremetal.sh -p peng3dnet-core -p peng3dnet-echo -p peng3dnet-embassy
 bash .ci/baremetal.sh -p peng3dnet-embassy --features "tls zlib"
 
-step "firmware on QEMU mps2-an385: LAN9118 driver tests, client and server scenarios, footprint"
+step "firmware: LAN9118 driver tests, QEMU mps2-an385 client and server scenarios, NUCLEO-F767ZI and Pico W builds, footprint"
 FIRMWARE_LOCKED=1 bash firmware/run.sh
 
 step "cargo test (unit, integration, doc tests)"

@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# Build the mps2-an385 firmware and run it on QEMU against the host's peng3dnet,
-# end to end, with timeouts. Exit status 0 only when every step passed.
+# Build the firmware images (QEMU's mps2-an385, and the real boards NUCLEO-F767ZI
+# and Raspberry Pi Pico W), run the QEMU ones against the host's peng3dnet, end to
+# end, with timeouts, and report their footprint. Exit status 0 only when every
+# step passed.
 #
-# Usage: bash firmware/run.sh [build|client|server|footprint|test|all]...   (default: all)
-#   build      build the two firmware images (client, server) and the host's
+# Usage: bash firmware/run.sh [build|boards|client|server|footprint|test|all]...
+#        (default: all = test build boards client server footprint)
+#   build      build the two QEMU firmware images (client, server) and the host's
 #              `peng3dnet` program
-#   test       `cargo test` of the LAN9118 driver on the host (simulated registers)
+#   boards     build the real boards' images, both roles each: nucleo-f767zi
+#              (thumbv7em-none-eabihf) and pico-w (thumbv6m-none-eabi); they are
+#              built and linked here, never run (see firmware/<board>/README.md)
+#   test       `cargo test` of the LAN9118 driver on the host (simulated registers),
+#              rustfmt of the firmware workspace, clippy of the host-buildable crates
 #   client     firmware as client: `peng3dnet serve` on a free 127.0.0.1 port, QEMU's
 #              guestfwd maps 10.0.2.100:4242 to it; handshake, 1,000 echoes, ping,
 #              a packet refused by its rules, close `userrequest`; QEMU exits 0/1
 #   server     firmware as 4-slot server on a free 127.0.0.1 port (QEMU hostfwd):
 #              `peng3dnet echo`/`ping` reach it, a fifth client is refused (serverfull)
-#   footprint  flash and static RAM of both images, peng3dnet-core's and
-#              peng3dnet-embassy's share, static RAM of one more server slot
+#   footprint  flash and static RAM of every image built (QEMU and boards),
+#              peng3dnet-core's and peng3dnet-embassy's share, static RAM of one
+#              more server slot (QEMU image)
 #
-# Toolchain: the rustup target thumbv7m-none-eabi when installed; otherwise the
-# Debian route of /work/shared/EMBEDDED.md and .ci/baremetal.sh (rustc-web, cargo-web,
+# Toolchain, per target: its rustup target when installed; otherwise the Debian
+# route of /work/shared/EMBEDDED.md and .ci/baremetal.sh (rustc-web, cargo-web,
 # rust-web-src 1.96, `-Zbuild-std=core`, rustup's rust-lld as linker). Missing
 # Debian packages (those three and qemu-system-arm) are installed with apt-get
 # (root or sudo needed) unless FIRMWARE_NO_APT=1.
@@ -27,6 +35,11 @@
 #   FIRMWARE_BUDGET    flash budget of core + adapter in bytes (default 24576)
 #   FIRMWARE_SLOT_STATE  static RAM a server slot may take beyond its buffers and
 #                      embassy-net's socket, in bytes (default 512)
+#   CARGO_TARGET_DIR   honoured for the host's peng3dnet (found through `cargo
+#                      metadata`); the firmware always builds under firmware/target
+#   PENG3DNET_SERVER, WIFI_SSID, WIFI_PASSWORD  build-time settings of the boards'
+#                      images (see their READMEs); images built without them say
+#                      so when run
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,7 +54,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 steps=("$@")
 [[ ${#steps[@]} -gt 0 ]] || steps=(all)
-if [[ " ${steps[*]} " == *" all "* ]]; then steps=(test build client server footprint); fi
+if [[ " ${steps[*]} " == *" all "* ]]; then steps=(test build boards client server footprint); fi
 
 results=()
 status=0
@@ -69,44 +82,61 @@ apt_install() {
 }
 
 # ---- build -----------------------------------------------------------------------
-route=""
+# The boards: package, target (the QEMU image is mps2-an385 on $target).
+boards=("nucleo-f767zi thumbv7em-none-eabihf" "pico-w thumbv6m-none-eabi")
 fw_cmd=()
 fw_env=()
 fw_out=""
-setup_toolchain() {
-    [[ -n "$route" ]] && return 0
-    local locked=()
+route=""
+lld=""
+setup_debian() {
+    [[ -n "$lld" ]] && return 0
+    apt_install rustc-web cargo-web rust-web-src
+    [[ -d /usr/lib/rustlib/src/rust/library ]] || die "rust-web-src library source missing"
+    local sysroot host
+    sysroot="$(rustc --print sysroot 2>/dev/null || true)"
+    [[ -n "$sysroot" && "$sysroot" != /usr ]] || die "no rustup toolchain: its rust-lld is the linker of the Debian route"
+    host="$(rustc -vV | sed -n 's/^host: //p')"
+    lld="$sysroot/lib/rustlib/$host/bin/rust-lld"
+    [[ -x "$lld" ]] || die "$lld not found"
+}
+# Sets route, fw_cmd, fw_env and fw_out for building package $2 for target $1.
+setup_toolchain() { # [target package]
+    local t="${1:-$target}" pkg="${2:-mps2-an385}" locked=()
     [[ "${FIRMWARE_LOCKED:-0}" == 1 ]] && locked=(--locked)
-    if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+    if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx "$t"; then
         route=rustup
-        fw_cmd=(cargo build --release "${locked[@]}" --target "$target" -p mps2-an385 --bins)
+        fw_cmd=(cargo build --release "${locked[@]}" --target "$t" -p "$pkg" --bins)
         fw_env=(CARGO_TARGET_DIR="$here/target")
-        fw_out="$here/target/$target/release"
+        fw_out="$here/target/$t/release"
     else
         route=debian
-        apt_install rustc-web cargo-web rust-web-src
-        [[ -d /usr/lib/rustlib/src/rust/library ]] || die "rust-web-src library source missing"
-        local sysroot host lld
-        sysroot="$(rustc --print sysroot 2>/dev/null || true)"
-        [[ -n "$sysroot" && "$sysroot" != /usr ]] || die "no rustup toolchain: its rust-lld is the linker of the Debian route"
-        host="$(rustc -vV | sed -n 's/^host: //p')"
-        lld="$sysroot/lib/rustlib/$host/bin/rust-lld"
-        [[ -x "$lld" ]] || die "$lld not found"
+        setup_debian
         fw_cmd=(/usr/bin/cargo build --release "${locked[@]}" -Zbuild-std=core
-                -Zbuild-std-features=compiler-builtins-mem --target "$target" -p mps2-an385 --bins)
+                -Zbuild-std-features=compiler-builtins-mem --target "$t" -p "$pkg" --bins)
         fw_env=(RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
                 CARGO_TARGET_DIR="$here/target/baremetal"
-                "CARGO_TARGET_$(tr 'a-z.-' 'A-Z__' <<<"$target")_LINKER=$lld")
-        fw_out="$here/target/baremetal/$target/release"
+                "CARGO_TARGET_$(tr 'a-z.-' 'A-Z__' <<<"$t")_LINKER=$lld")
+        fw_out="$here/target/baremetal/$t/release"
     fi
 }
 
-build_firmware() { # extra cargo args...
-    setup_toolchain
+build_firmware() { # extra cargo args... (the toolchain as last set up)
     (cd "$here" && env "${fw_env[@]}" "${fw_cmd[@]}" "$@")
 }
 
-peng3dnet="$root/target/release/peng3dnet"
+# The host's peng3dnet: under the root workspace's target directory, which
+# CARGO_TARGET_DIR (or a .cargo/config) may put anywhere.
+peng3dnet=""
+host_peng3dnet() {
+    [[ -n "$peng3dnet" ]] && return 0
+    local dir
+    dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')" ||
+        die "cargo metadata failed in $root"
+    peng3dnet="$dir/release/peng3dnet"
+}
+
 do_build() {
     local t0 ok=ok
     t0=$(now)
@@ -117,9 +147,24 @@ do_build() {
     [[ $ok == ok ]] || return 0
     t0=$(now)
     ok=ok
+    host_peng3dnet
     log "building the host's peng3dnet"
     (cd "$root" && cargo build --release -p peng3dnet-std --bin peng3dnet) || ok=FAIL
+    [[ $ok == FAIL || -x "$peng3dnet" ]] || { log "built, but $peng3dnet is missing"; ok=FAIL; }
     record "peng3dnet" "$ok" "$(since "$t0")" "$peng3dnet"
+}
+
+do_boards() {
+    local b pkg t t0 ok
+    for b in "${boards[@]}"; do
+        read -r pkg t <<<"$b"
+        t0=$(now)
+        ok=ok
+        setup_toolchain "$t" "$pkg"
+        log "building $pkg ($route route): ${fw_cmd[*]}"
+        build_firmware || ok=FAIL
+        record "$pkg" "$ok" "$(since "$t0")" "$route route -> $fw_out/{client,server} (built, not run)"
+    done
 }
 
 do_test() {
@@ -128,10 +173,12 @@ do_test() {
     out="$(cd "$here/lan9118" && cargo test 2>&1)" || ok=FAIL
     [[ $ok == ok ]] || printf '%s\n' "$out" >&2
     # Style of the whole firmware workspace; lints of the host-buildable driver.
-    (cd "$here" && cargo fmt -p lan9118 -p mps2-an385 -- --check) || ok=FAIL
+    (cd "$here" && cargo fmt -p lan9118 -p mps2-an385 -p scenario -p nucleo-f767zi -p pico-w -- --check) || ok=FAIL
     if cargo clippy --version >/dev/null 2>&1; then
         lint="fmt, clippy"
         (cd "$here/lan9118" && cargo clippy --all-targets -q -- -D warnings) || ok=FAIL
+        # The shared roles build on the host too (checked, never linked).
+        (cd "$here" && cargo clippy -p scenario --features defmt -q -- -D warnings) || ok=FAIL
     fi
     record "lan9118" "$ok" "$(since "$t0")" \
         "$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' <<<"$out" | head -1); $lint"
@@ -153,6 +200,7 @@ qemu() { # kernel nic-options
 need_run_prereqs() {
     apt_install qemu-system-arm
     setup_toolchain
+    host_peng3dnet
     [[ -x "$fw_out/client" && -x "$fw_out/server" ]] || die "firmware not built (run: $0 build)"
     [[ -x "$peng3dnet" ]] || die "$peng3dnet not built (run: $0 build)"
 }
@@ -223,7 +271,23 @@ do_footprint() {
     local t0 ok=ok
     t0=$(now)
     [[ -x "$fw_out/client" ]] || die "firmware not built (run: $0 build)"
-    python3 "$here/scripts/footprint.py" --budget-core-adapter "$budget" "$fw_out/client" "$fw_out/server" || ok=FAIL
+    local images=("$fw_out/client" "$fw_out/server") names=(mps2-an385) b pkg t
+    local labelled=("mps2-an385 (QEMU) client=$fw_out/client" "mps2-an385 (QEMU) server=$fw_out/server")
+    for b in "${boards[@]}"; do
+        read -r pkg t <<<"$b"
+        setup_toolchain "$t" "$pkg"
+        if [[ -x "$fw_out/client" && -x "$fw_out/server" ]]; then
+            images+=("$fw_out/client" "$fw_out/server")
+            labelled+=("$pkg client=$fw_out/client" "$pkg server=$fw_out/server")
+            names+=("$pkg")
+        else
+            log "footprint: $pkg not built (run: $0 boards), left out"
+        fi
+    done
+    setup_toolchain
+    python3 "$here/scripts/footprint.py" --budget-core-adapter "$budget" "${images[@]}" || ok=FAIL
+    echo "footprint of every image (core + adapter by symbol; flash includes .data's initial values):"
+    python3 "$here/scripts/footprint.py" --table "${labelled[@]}" || ok=FAIL
     # One more server slot: what a connection costs in static RAM.
     local four five
     four="$(python3 "$here/scripts/footprint.py" --json "$fw_out/server" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ram"])')"
@@ -253,17 +317,18 @@ do_footprint() {
         ok=FAIL
         log "the five-slot build failed"
     fi
-    record footprint "$ok" "$(since "$t0")" "budget for core + adapter: $budget bytes of flash; per slot: ${state:-?} bytes of state (target ${FIRMWARE_SLOT_STATE:-512})"
+    record footprint "$ok" "$(since "$t0")" "${names[*]}; budget for core + adapter: $budget bytes of flash; per slot: ${state:-?} bytes of state (target ${FIRMWARE_SLOT_STATE:-512})"
 }
 
 for s in "${steps[@]}"; do
     case "$s" in
         build) do_build ;;
+        boards) do_boards ;;
         test) do_test ;;
         client) do_client ;;
         server) do_server ;;
         footprint) do_footprint ;;
-        *) die "unknown step $s (build, test, client, server, footprint, all)" ;;
+        *) die "unknown step $s (build, boards, test, client, server, footprint, all)" ;;
     esac
 done
 

@@ -3,6 +3,7 @@
 
 Usage: footprint.py [--budget-core-adapter BYTES] [--json] ELF...
        footprint.py --ram-diff ELF_A ELF_B   (static RAM symbols that differ)
+       footprint.py --table [LABEL=]ELF...   (one line an image, side by side)
 
 No tools needed beyond Python 3: the ELF32 section headers give the totals
 (flash = every allocated section placed in flash, plus the initial values
@@ -577,9 +578,26 @@ def ram_diff(a, b):
     return 0
 
 
+def table(args):
+    """One line an image: flash, static RAM, core + adapter by symbol."""
+    rows = []
+    for a in args:
+        label, _, path = a.rpartition("=")
+        r = analyse(path)
+        ours = sum(r["crates"].get(c, {"flash": 0})["flash"] for c in OURS)
+        rows.append((label or path, r["flash"], r["ram"], ours))
+    w = max(len(r[0]) for r in rows)
+    print(f"  {'image':{w}} {'flash':>9} {'static RAM':>11} {'core+adapter':>13}")
+    for label, flash, ram, ours in rows:
+        print(f"  {label:{w}} {flash:9,} {ram:11,} {ours:13,}")
+    return 0
+
+
 def main(argv):
     if argv[:1] == ["--ram-diff"] and len(argv) == 3:
         return ram_diff(argv[1], argv[2])
+    if argv[:1] == ["--table"] and len(argv) > 1:
+        return table(argv[1:])
     budget = 0
     as_json = False
     files = []

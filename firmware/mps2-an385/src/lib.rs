@@ -7,18 +7,29 @@
 //! * [`net`]: the LAN9118 driver, its interrupt, and an `embassy-net`
 //!   stack with the static address 10.0.2.15/24 (gateway 10.0.2.2, QEMU's
 //!   user network);
-//! * [`echo`]: the packets of `peng3dnet serve`'s echo service;
-//! * semihosting output ([`println!`]), [`exit`], and panic/fault handlers
-//!   that exit QEMU with status 1.
+//! * semihosting output ([`println!`], and [`Semihosting`] as the roles'
+//!   [`scenario::Log`]), [`exit`], and panic/fault handlers that exit QEMU
+//!   with status 1.
+//!
+//! The roles themselves (client scenario, echo server) are the shared
+//! `scenario` crate's.
 #![no_std]
 
-pub mod echo;
 pub mod net;
 pub mod time;
 
 use cortex_m_rt::{exception, ExceptionFrame};
 use cortex_m_semihosting::debug;
 pub use cortex_m_semihosting::hprintln as println;
+
+/// The roles' [`scenario::Log`] on QEMU: one semihosting line each.
+pub struct Semihosting;
+
+impl scenario::Log for Semihosting {
+    fn line(&self, args: core::fmt::Arguments<'_>) {
+        println!("{}", args);
+    }
+}
 
 /// Ends the emulator: status 0 when `ok`, 1 otherwise (semihosting
 /// `SYS_EXIT`, honoured by `qemu-system-arm -semihosting-config

@@ -1,0 +1,10 @@
+//! NUCLEO-F767ZI as client: gets a DHCP lease, connects to the host's
+//! `peng3dnet serve` at `PENG3DNET_SERVER` (ADDR:PORT, given at build
+//! time) and runs the shared client scenario ([`scenario::client`]); the
+//! outcome goes to defmt (`SUMMARY client: ...` or `FAIL: ...`) and to the
+//! LEDs (green: passed, red: failed).
+//! The `main` is [`scenario::board_main!`]'s.
+#![no_std]
+#![no_main]
+
+scenario::board_main!(client, nucleo_f767zi);
