@@ -23,7 +23,10 @@
 //!    which answers through [`Server::send`], [`Server::broadcast`],
 //!    [`Server::close`]. `poll` returns `None` early while the client's
 //!    transmit queue is fuller than [`ServerOptions::read_pause_percent`]
-//!    (see [`Server::wants_input`]): write first.
+//!    (see [`Server::wants_input`]): write first. An adapter that hands
+//!    packets to handlers elsewhere (the embassy server's handler futures)
+//!    runs the handshake, pings and closes with [`Server::drive_protocol`]
+//!    after each input and takes the packets with [`Server::poll_with`].
 //! 4. **Write** [`Server::poll_transmit`] to the transport and report what
 //!    was taken with [`Server::transmitted`]; every client a send or
 //!    broadcast reached may have bytes to write.
