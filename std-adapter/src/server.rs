@@ -54,7 +54,9 @@ use crate::{Clock, StdRegistry, REGISTRY_CAPACITY};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use peng3dnet_core::codec::{Codec, Postcard};
-use peng3dnet_core::connection::{Compressor, Config, PingServerConfig, SendError, MIN_TX_BUFFER};
+use peng3dnet_core::connection::{
+    Compressor, Config, IgnoreCause, PingServerConfig, SendError, MIN_TX_BUFFER,
+};
 use peng3dnet_core::registry::Packet;
 use peng3dnet_core::server::{
     Refused, ServerConnection, ServerOptions as CoreOptions, ServerSlot, Storage,
@@ -273,6 +275,7 @@ type Handler<C> =
     Box<dyn for<'c, 'a> FnMut(&mut Ctx<'c, 'a, C>, &[u8]) -> Result<(), CloseReason> + Send>;
 type Hook<C> = Box<dyn for<'c, 'a> FnMut(&mut Ctx<'c, 'a, C>) + Send>;
 type CloseHook = Box<dyn FnMut(ClientId, &Closed) + Send>;
+type IgnoredHook = Box<dyn FnMut(ClientId, u32, IgnoreCause) + Send>;
 
 /// Builds a [`Server`].
 pub struct ServerBuilder<C: Codec = Postcard> {
@@ -283,6 +286,7 @@ pub struct ServerBuilder<C: Codec = Postcard> {
     on_connect: Option<Hook<C>>,
     on_handshake: Option<Hook<C>>,
     on_close: Option<CloseHook>,
+    on_ignored: Option<IgnoredHook>,
 }
 
 impl<C: Codec + Send + 'static> ServerBuilder<C> {
@@ -300,6 +304,7 @@ impl<C: Codec + Send + 'static> ServerBuilder<C> {
             on_connect: None,
             on_handshake: None,
             on_close: self.on_close,
+            on_ignored: self.on_ignored,
         }
     }
 
@@ -393,6 +398,18 @@ impl<C: Codec + Send + 'static> ServerBuilder<C> {
         self
     }
 
+    /// Called for every packet a client sent that was dropped without
+    /// closing the connection: its id and why (no packet of that id is
+    /// registered, or it broke its SmartPacket rules and their invalid
+    /// action is `ignore`). Without this hook such packets leave no trace.
+    pub fn on_ignored(
+        mut self,
+        hook: impl FnMut(ClientId, u32, IgnoreCause) + Send + 'static,
+    ) -> Self {
+        self.on_ignored = Some(Box::new(hook));
+        self
+    }
+
     /// Binds the listening socket.
     pub fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server<C>> {
         let addr = addr
@@ -443,6 +460,7 @@ impl Server<Postcard> {
             on_connect: None,
             on_handshake: None,
             on_close: None,
+            on_ignored: None,
         }
     }
 }
@@ -568,10 +586,14 @@ impl<C: Codec> ServerHandle<C> {
     }
 }
 
-/// A server running on its own thread.
+/// A server running on its own thread. Dropping it shuts the server down
+/// and waits for its thread (at most about [`ServerOptions::shutdown_grace`]);
+/// [`join`](Self::join) waits without shutting down.
 pub struct RunningServer<C: Codec = Postcard> {
     handle: ServerHandle<C>,
-    thread: thread::JoinHandle<io::Result<ServerStats>>,
+    local_addr: SocketAddr,
+    /// `None` once joined.
+    thread: Option<thread::JoinHandle<io::Result<ServerStats>>>,
 }
 
 impl<C: Codec> RunningServer<C> {
@@ -580,11 +602,30 @@ impl<C: Codec> RunningServer<C> {
         &self.handle
     }
 
+    /// The address it listens on (with the port the system chose for a
+    /// bind to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
     /// Waits for the server to stop (after [`ServerHandle::shutdown`]).
-    pub fn join(self) -> io::Result<ServerStats> {
-        self.thread
-            .join()
-            .map_err(|_| io::Error::other("server thread panicked"))?
+    pub fn join(mut self) -> io::Result<ServerStats> {
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| io::Error::other("server thread panicked"))?,
+            None => Err(io::Error::other("server thread already joined")),
+        }
+    }
+}
+
+impl<C: Codec> Drop for RunningServer<C> {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.handle.shutdown();
+            // Its result (or panic) has no one to go to.
+            let _ = thread.join();
+        }
     }
 }
 
@@ -602,10 +643,15 @@ impl<C: Codec + Send + 'static> Server<C> {
     /// Runs the server on a new thread.
     pub fn spawn(self) -> io::Result<RunningServer<C>> {
         let handle = self.handle();
+        let local_addr = self.local_addr;
         let thread = thread::Builder::new()
             .name("peng3dnet-server".into())
             .spawn(move || self.run())?;
-        Ok(RunningServer { handle, thread })
+        Ok(RunningServer {
+            handle,
+            local_addr,
+            thread: Some(thread),
+        })
     }
 
     /// Runs the event loop on this thread until shut down.
@@ -625,6 +671,7 @@ impl<C: Codec + Send + 'static> Server<C> {
             on_connect,
             on_handshake,
             on_close,
+            on_ignored,
         } = parts;
         let ping_entries: Vec<(&str, &str)> = options
             .ping
@@ -673,6 +720,7 @@ impl<C: Codec + Send + 'static> Server<C> {
             on_connect,
             on_handshake,
             on_close,
+            on_ignored,
             clock: Clock::new(),
             scratch: Vec::new(),
             ready: VecDeque::new(),
@@ -711,6 +759,7 @@ struct Loop<'a, C: Codec> {
     on_connect: Option<Hook<C>>,
     on_handshake: Option<Hook<C>>,
     on_close: Option<CloseHook>,
+    on_ignored: Option<IgnoredHook>,
     clock: Clock,
     scratch: Vec<u8>,
     /// Clients that may have bytes left to read (see `service`).
@@ -1040,10 +1089,12 @@ impl<'a, C: Codec> Loop<'a, C> {
                         hook(id, &closed);
                     }
                 }
-                Event::ConnTypePacket(_)
-                | Event::Pong { .. }
-                | Event::PingAnswered
-                | Event::Ignored { .. } => {}
+                Event::Ignored { packet_id, cause } => {
+                    if let Some(hook) = self.on_ignored.as_mut() {
+                        hook(id, packet_id, cause);
+                    }
+                }
+                Event::ConnTypePacket(_) | Event::Pong { .. } | Event::PingAnswered => {}
             }
             if broadcast {
                 self.after_broadcast();
