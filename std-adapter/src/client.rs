@@ -214,11 +214,17 @@ pub(crate) fn new_connection<C: Codec>(
 }
 
 /// What a client reports of `event` (`None`: nothing; a ping answered by
-/// the server side is not a client's). Packets are copied out of the
-/// receive buffer.
-pub(crate) fn client_event<C: Codec>(event: Event<'_, C>) -> Option<ClientEvent<C>> {
+/// the server side is not a client's), and logs it in the client's `span`.
+/// Packets are copied out of the receive buffer.
+pub(crate) fn client_event<C: Codec>(
+    event: Event<'_, C>,
+    span: &tracing::Span,
+) -> Option<ClientEvent<C>> {
     Some(match event {
-        Event::Connected => ClientEvent::Connected,
+        Event::Connected => {
+            tracing::debug!(parent: span, "handshake complete");
+            ClientEvent::Connected
+        }
         Event::Packet(p) | Event::ConnTypePacket(p) => {
             let body = p.body.to_vec();
             ClientEvent::Packet(p.with_body(body))
@@ -228,8 +234,19 @@ pub(crate) fn client_event<C: Codec>(event: Event<'_, C>) -> Option<ClientEvent<
             body: body.to_vec(),
         },
         Event::PingAnswered => return None,
-        Event::Ignored { packet_id, .. } => ClientEvent::Ignored { packet_id },
-        Event::Closed(closed) => ClientEvent::Closed(closed),
+        Event::Ignored { packet_id, cause } => {
+            tracing::debug!(parent: span, packet_id, ?cause, "packet ignored");
+            ClientEvent::Ignored { packet_id }
+        }
+        Event::Closed(closed) => {
+            tracing::info!(
+                parent: span,
+                reason = %closed.reason,
+                initiator = ?closed.initiator,
+                "connection closed"
+            );
+            ClientEvent::Closed(closed)
+        }
     })
 }
 
@@ -245,6 +262,8 @@ pub struct Client<C: Codec = Postcard> {
     named_handlers: Vec<(&'static str, ClientHandler)>,
     closed: Option<Closed>,
     peer: SocketAddr,
+    /// The connection's `tracing` span (the server's address).
+    span: tracing::Span,
     eof: bool,
     /// The socket may have bytes: cleared when a read found none, set by a
     /// readiness event.
@@ -297,6 +316,8 @@ impl<C: Codec> Client<C> {
         };
         let clock = Clock::new();
         let conn = new_connection(&options, registry, codec, &clock)?;
+        let span = tracing::info_span!("peng3dnet_client", server = %peer);
+        tracing::debug!(parent: &span, "connected (TCP)");
         Ok(Client {
             transport,
             poll,
@@ -308,6 +329,7 @@ impl<C: Codec> Client<C> {
             named_handlers: Vec::new(),
             closed: None,
             peer,
+            span,
             eof: false,
             readable: true,
         })
@@ -650,7 +672,7 @@ impl<C: Codec> Client<C> {
                     continue;
                 }
             }
-            let Some(out) = client_event(event) else {
+            let Some(out) = client_event(event, &self.span) else {
                 continue;
             };
             match &out {

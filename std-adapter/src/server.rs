@@ -738,6 +738,8 @@ fn core_duration(d: Duration) -> peng3dnet_core::time::Duration {
 /// transport and readiness.
 struct Peer {
     id: ClientId,
+    /// The client's `tracing` span (its id and address).
+    span: tracing::Span,
     transport: Transport,
     /// A read is owed: reading stopped while the transmit queue drained.
     paused: bool,
@@ -816,7 +818,7 @@ impl<'a, C: Codec> Loop<'a, C> {
 
     fn accept(&mut self) -> io::Result<()> {
         loop {
-            let (mut stream, _) = match self.listener.accept() {
+            let (mut stream, addr) = match self.listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if is_transient_accept_error(&e) => continue,
@@ -826,13 +828,17 @@ impl<'a, C: Codec> Loop<'a, C> {
             };
             let _ = stream.set_nodelay(true);
             if let Err(refused) = self.server.admit() {
+                tracing::info!(peer = %addr, reason = %refused.reason(), "client refused");
                 refuse(&mut stream, &self.server, refused);
                 continue;
             }
             let mut transport = match &self.options.tls {
                 Some(tls) => match Transport::tls_server(stream, tls) {
                     Ok(t) => t,
-                    Err(_) => continue,
+                    Err(e) => {
+                        tracing::info!(peer = %addr, error = %e, "TLS setup failed");
+                        continue;
+                    }
                 },
                 None => Transport::plain(stream),
             };
@@ -851,10 +857,13 @@ impl<'a, C: Codec> Loop<'a, C> {
             ) {
                 Ok(id) => id,
                 Err(refused) => {
+                    tracing::info!(peer = %addr, reason = %refused.reason(), "client refused");
                     refuse(transport.socket_mut(), &self.server, refused);
                     continue;
                 }
             };
+            let span = tracing::info_span!("peng3dnet_client", client = ?id, peer = %addr);
+            tracing::debug!(parent: &span, "client accepted");
             let key = id.slot();
             if let Some(level) = transport.security_level() {
                 self.server.set_security_level(id, level);
@@ -880,6 +889,7 @@ impl<'a, C: Codec> Loop<'a, C> {
             }
             self.peers[key] = Some(Peer {
                 id,
+                span,
                 transport,
                 paused: false,
                 writable: true,
@@ -1044,6 +1054,14 @@ impl<'a, C: Codec> Loop<'a, C> {
         }
     }
 
+    /// The client's span (none for a client without a peer entry).
+    fn span_of(&self, id: ClientId) -> Option<tracing::Id> {
+        self.peers
+            .get(id.slot())
+            .and_then(Option::as_ref)
+            .and_then(|p| p.span.id())
+    }
+
     fn handle_events(&mut self, id: ClientId, now: peng3dnet_core::time::Instant) {
         loop {
             let Some(event) = self.server.poll(id, now) else {
@@ -1075,6 +1093,7 @@ impl<'a, C: Codec> Loop<'a, C> {
                     }
                 }
                 Event::Connected => {
+                    tracing::debug!(parent: self.span_of(id), "handshake complete");
                     if let Some(hook) = self.on_handshake.as_mut() {
                         let mut ctx = Ctx {
                             id,
@@ -1085,11 +1104,18 @@ impl<'a, C: Codec> Loop<'a, C> {
                     }
                 }
                 Event::Closed(closed) => {
+                    tracing::info!(
+                        parent: self.span_of(id),
+                        reason = %closed.reason,
+                        initiator = ?closed.initiator,
+                        "connection closed"
+                    );
                     if let Some(hook) = self.on_close.as_mut() {
                         hook(id, &closed);
                     }
                 }
                 Event::Ignored { packet_id, cause } => {
+                    tracing::debug!(parent: self.span_of(id), packet_id, ?cause, "packet ignored");
                     if let Some(hook) = self.on_ignored.as_mut() {
                         hook(id, packet_id, cause);
                     }

@@ -114,6 +114,8 @@ struct Shared<C> {
 
 struct Inner<C> {
     conn: ClientConn<C>,
+    /// The connection's `tracing` span (the server's address).
+    span: tracing::Span,
     events: VecDeque<ClientEvent<C>>,
     /// How the connection ended, once it did.
     closed: Option<Closed>,
@@ -210,11 +212,14 @@ impl<C: Codec + Send + 'static> Client<C> {
             .await
             .map_err(|_| ClientError::Timeout)??;
         stream.set_nodelay(true)?;
+        let span = tracing::info_span!("peng3dnet_client", server = ?stream.peer_addr().ok());
+        tracing::debug!(parent: &span, "connected (TCP)");
         let clock = Clock::new();
         let conn = new_connection(&options, registry, codec, &clock)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(Inner {
                 conn,
+                span,
                 events: VecDeque::new(),
                 closed: None,
                 done: false,
@@ -537,7 +542,7 @@ fn drain<C: Codec>(inner: &mut Inner<C>, clock: &Clock) {
         let Some(event) = inner.conn.poll(now) else {
             break;
         };
-        if let Some(event) = client_event(event) {
+        if let Some(event) = client_event(event, &inner.span) {
             if let ClientEvent::Closed(closed) = &event {
                 inner.closed = Some(closed.clone());
             }

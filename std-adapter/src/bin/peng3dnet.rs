@@ -22,8 +22,29 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(name = "peng3dnet", version, about, long_about = None)]
 struct Cli {
+    /// Print the connections' lifecycle, refusals, ignored packets and
+    /// closes on stderr (`RUST_LOG`, when set, chooses instead, as in
+    /// `RUST_LOG=peng3dnet_std=debug`).
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Logs the library's `tracing` events to stderr: what `RUST_LOG` asks
+/// for, else debug and up with `--verbose`, else warnings only.
+fn init_logging(verbose: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.is_empty() => EnvFilter::new(spec),
+        _ if verbose => EnvFilter::new("peng3dnet_std=debug"),
+        _ => EnvFilter::new("warn"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 #[derive(Subcommand)]
@@ -149,6 +170,7 @@ fn seconds(s: f64) -> Duration {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.verbose);
     let result = match cli.command {
         Command::Serve {
             addr,
