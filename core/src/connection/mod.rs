@@ -448,7 +448,8 @@ where
     /// stack frame.
     #[inline(never)]
     fn poll_general(&mut self, now: Instant) -> Option<Event<'_, C>> {
-        self.poll_events(now, false)
+        let found = self.next_found(now, false)?;
+        Some(found.into_event(&self.rx, &self.inner.codec))
     }
 
     /// Like [`poll`](Self::poll), but stops before an application packet
@@ -546,11 +547,6 @@ where
         C: 'e,
     {
         self.next_found(now, protocol_only)
-    }
-
-    fn poll_events(&mut self, now: Instant, protocol_only: bool) -> Option<Event<'_, C>> {
-        let found = self.next_found(now, protocol_only)?;
-        Some(found.into_event(&self.rx, &self.inner.codec))
     }
 
     /// Bytes waiting to be written to the transport.
