@@ -254,6 +254,14 @@ pub enum CloseReason {
     UserRequest,
     /// `handshaketimeout`: the handshake did not finish in time (this project).
     HandshakeTimeout,
+    /// `frametimeout`: a frame started did not complete within
+    /// [`Config::frame_timeout`](crate::connection::Config::frame_timeout)
+    /// (this project).
+    FrameTimeout,
+    /// `idletimeout`: the peer sent nothing for
+    /// [`Config::idle_timeout`](crate::connection::Config::idle_timeout)
+    /// (this project).
+    IdleTimeout,
     /// `packettoolarge`: a frame exceeded the receiver's maximum (this project).
     FrameTooLarge,
     /// `malformedframe`: a length prefix shorter than the header (this project).
@@ -285,7 +293,7 @@ pub enum CloseReason {
     Other(heapless::String<MAX_REASON_LEN>),
 }
 
-const NAMED: [(CloseReason, &str); 22] = [
+const NAMED: [(CloseReason, &str); 24] = [
     (CloseReason::SmartPacketInvalid, "smartpacketinvalid"),
     (CloseReason::ProtoVersionMismatch, "protoversionmismatch"),
     (CloseReason::UnknownConnType, "unknownconntype"),
@@ -298,6 +306,8 @@ const NAMED: [(CloseReason, &str); 22] = [
     (CloseReason::Command, "command"),
     (CloseReason::UserRequest, "userrequest"),
     (CloseReason::HandshakeTimeout, "handshaketimeout"),
+    (CloseReason::FrameTimeout, "frametimeout"),
+    (CloseReason::IdleTimeout, "idletimeout"),
     (CloseReason::FrameTooLarge, "packettoolarge"),
     (CloseReason::MalformedFrame, "malformedframe"),
     (CloseReason::UnknownFlags, "unknownflags"),
