@@ -437,3 +437,49 @@ fn growable_storage_grows_to_max_clients_and_reuses_freed_slots() {
     assert_eq!(server.len(), 50);
     assert_eq!(server.stats().accepted, 60);
 }
+
+#[test]
+fn the_idle_timeout_frees_the_slot_of_a_silent_client_and_a_frame_timeout_counts_too() {
+    let cfg = peng3dnet_core::Config {
+        idle_timeout: Duration::from_secs(5),
+        frame_timeout: Duration::from_secs(2),
+        ..config()
+    };
+    let sreg = registry();
+    let mut creg = registry();
+    let mut c = client(&cfg, &mut creg);
+    let mut server = Server::new(&cfg, &sreg, Postcard, options(1), slots::<1>());
+    let t = |ms| Instant::from_millis(ms);
+    let silent = server.accept([0; BUF], [0; BUF], T0).unwrap();
+    exchange(&mut server, silent, &mut c, T0);
+    assert!(server.is_connected(silent));
+    assert_eq!(
+        server.accept([0; BUF], [0; BUF], t(1)).err(),
+        Some(Refused::Full)
+    );
+    assert_eq!(server.poll_timeout(), Some(t(5_000)));
+    assert_eq!(server.handle_timeout(t(5_000)), Some(silent));
+    assert_eq!(
+        server.poll(silent, t(5_000)).map(record),
+        Some(Rec::Closed(CloseReason::IdleTimeout, Initiator::Local))
+    );
+    let out = server.poll_transmit(silent).to_vec();
+    server.transmitted(silent, out.len(), t(5_000));
+    assert!(server.take_finished(silent).is_some());
+    // The slot is free again: the next client gets in, and a frame it
+    // starts and never ends closes it after the frame timeout.
+    let next = server.accept([0; BUF], [0; BUF], t(5_001)).unwrap();
+    let out = server.poll_transmit(next).to_vec();
+    server.transmitted(next, out.len(), t(5_001));
+    assert_eq!(server.handle_input(next, &[0, 0, 0, 50, 0]), 5);
+    assert!(server.poll(next, t(5_001)).is_none());
+    // The write attempt after the events files the timers they moved.
+    server.transmitted(next, 0, t(5_001));
+    assert_eq!(server.poll_timeout(), Some(t(7_001)));
+    assert_eq!(server.handle_timeout(t(7_001)), Some(next));
+    assert_eq!(
+        server.poll(next, t(7_001)).map(record),
+        Some(Rec::Closed(CloseReason::FrameTimeout, Initiator::Local))
+    );
+    assert_eq!(server.stats().timed_out, 2);
+}

@@ -8,8 +8,8 @@ use peng3dnet_core::registry::RegistryAccess;
 use peng3dnet_core::time::{Duration, Instant};
 use peng3dnet_core::{CloseReason, Initiator};
 use peng3dnet_test_support::{
-    config, deliver, drain, encode, frame, frames_of, registry, take_tx, Chat, Conn, Numbered,
-    Rec, BUF, T0,
+    config, deliver, drain, encode, frame, frames_of, registry, take_tx, Chat, Conn, Numbered, Rec,
+    BUF, T0,
 };
 
 fn secs(s: u64) -> Instant {
@@ -51,16 +51,23 @@ macro_rules! connected {
     ($cfg:expr, $sreg:ident, $creg:ident, $s:ident, $c:ident) => {
         let $sreg = registry();
         let mut $creg = registry();
-        let mut $s: Conn<'_> = Conn::server(&$cfg, &$sreg, Postcard, [0; BUF], [0; BUF], T0).unwrap();
-        let mut $c: Conn<'_, _> =
-            Conn::client(&$cfg, &mut $creg, Postcard, [0; BUF], [0; BUF], "classic", T0).unwrap();
+        let mut $s: Conn<'_> =
+            Conn::server(&$cfg, &$sreg, Postcard, [0; BUF], [0; BUF], T0).unwrap();
+        let mut $c: Conn<'_, _> = Conn::client(
+            &$cfg, &mut $creg, Postcard, [0; BUF], [0; BUF], "classic", T0,
+        )
+        .unwrap();
         let (se, ce) = shuttle(&mut $s, &mut $c, T0);
         assert_eq!((se, ce), (vec![Rec::Connected], vec![Rec::Connected]));
     };
 }
 
 fn chat_frame(seq: u32, sreg_id: u32) -> Vec<u8> {
-    frame(sreg_id, 0, &encode(&Postcard, &Numbered { seq, text: "hi" }))
+    frame(
+        sreg_id,
+        0,
+        &encode(&Postcard, &Numbered { seq, text: "hi" }),
+    )
 }
 
 #[test]
@@ -141,7 +148,10 @@ fn a_silent_peer_closes_with_idletimeout_and_input_holds_it_off() {
     // The client heard nothing since the handshake at 0 s.
     let (se, ce) = tick(&mut s, &mut c, secs(6));
     assert!(se.is_empty());
-    assert_eq!(ce, [Rec::Closed(CloseReason::IdleTimeout, Initiator::Local)]);
+    assert_eq!(
+        ce,
+        [Rec::Closed(CloseReason::IdleTimeout, Initiator::Local)]
+    );
     let (se, _) = shuttle(&mut s, &mut c, secs(6));
     assert_eq!(se, [Rec::Closed(CloseReason::IdleTimeout, Initiator::Peer)]);
 }
@@ -195,7 +205,11 @@ fn a_half_open_connection_is_found_on_both_sides_by_the_idle_timeout() {
     // sending keepalives into the void, and both give up after 40 s.
     let mut closed = (None, None);
     for _ in 0..100 {
-        let Some(now) = [s.poll_timeout(), c.poll_timeout()].into_iter().flatten().min() else {
+        let Some(now) = [s.poll_timeout(), c.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
             break;
         };
         let (se, ce) = tick(&mut s, &mut c, now);
@@ -221,11 +235,18 @@ fn traffic_makes_keepalives_unneeded() {
     let mut from_client = 0;
     for k in 1..=10u64 {
         let now = secs(10 * k);
-        s.send::<Chat>(&Numbered { seq: k as u32, text: "t" }).unwrap();
+        s.send::<Chat>(&Numbered {
+            seq: k as u32,
+            text: "t",
+        })
+        .unwrap();
         s.handle_timeout(now);
         c.handle_timeout(now);
         let to_c = frames_of(&take_tx(&mut s));
-        assert!(to_c.iter().all(|f| f.0 == chat), "only chat from the server");
+        assert!(
+            to_c.iter().all(|f| f.0 == chat),
+            "only chat from the server"
+        );
         from_client += frames_of(&take_tx(&mut c)).len();
         for f in to_c {
             c.handle_input(&frame(f.0, f.1, &f.2));

@@ -50,7 +50,7 @@ use crate::buffer::HeapBuffer;
 use crate::codec::Zlib;
 use crate::tls::TlsServerConfig;
 use crate::transport::Transport;
-use crate::{Clock, StdRegistry, REGISTRY_CAPACITY};
+use crate::{core_duration, core_timeout, Clock, StdRegistry, REGISTRY_CAPACITY};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use peng3dnet_core::codec::{Codec, Postcard};
@@ -94,6 +94,18 @@ pub struct ServerOptions {
     pub max_clients: usize,
     /// Time from accept to a completed handshake before `handshaketimeout`.
     pub handshake_timeout: Duration,
+    /// Time from a frame's first byte to its last before `frametimeout`
+    /// (30 s).
+    pub frame_timeout: Duration,
+    /// Time a client may send nothing before it is closed with
+    /// `idletimeout`, freeing its slot; `None` (the default) never. Clients of
+    /// this crate send keepalives (every 15 s by default), so an idle
+    /// timeout above that drops only silent or half-open clients.
+    pub idle_timeout: Option<Duration>,
+    /// Send a keepalive when nothing was sent to a client for this long
+    /// (15 s; `None`: never), so that a client with an idle timeout of its
+    /// own stays connected.
+    pub keepalive_interval: Option<Duration>,
     /// The largest frame a client may send (length prefix included).
     pub max_frame: usize,
     /// The most bytes queued for one client before it is closed with
@@ -123,6 +135,9 @@ impl Default for ServerOptions {
         ServerOptions {
             max_clients: 10_000,
             handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(15)),
             max_frame: 1 << 20,
             max_write_queue: 1 << 20,
             idle_buffer: 1024,
@@ -681,6 +696,9 @@ impl<C: Codec + Send + 'static> Server<C> {
         let config = Config {
             version: &options.version,
             handshake_timeout: core_duration(options.handshake_timeout),
+            frame_timeout: core_duration(options.frame_timeout),
+            idle_timeout: core_timeout(options.idle_timeout),
+            keepalive_interval: core_timeout(options.keepalive_interval),
             ping: options.ping.as_ref().map(|p| PingServerConfig {
                 release: &p.release,
                 data: &ping_entries,
@@ -727,11 +745,6 @@ impl<C: Codec + Send + 'static> Server<C> {
         };
         lp.run()
     }
-}
-
-/// A std duration in the core's units.
-fn core_duration(d: Duration) -> peng3dnet_core::time::Duration {
-    peng3dnet_core::time::Duration::from_micros(d.as_micros().min(u64::MAX as u128) as u64)
 }
 
 /// What the event loop keeps beside a client of the core server: its

@@ -15,7 +15,8 @@
 //! 3. Write [`Connection::poll_transmit`] to the transport and report what was
 //!    written with [`Connection::transmitted`].
 //! 4. Sleep until input arrives or until [`Connection::poll_timeout`], and
-//!    then call [`Connection::handle_timeout`].
+//!    then call [`Connection::handle_timeout`] (the handshake, frame and idle
+//!    timers close; the keepalive queues a frame: write it as in step 3).
 //! 5. Once [`Connection::is_finished`] is true, close the transport.
 //!
 //! Commands ([`Connection::send`], [`Connection::close`], ...) may be issued at
@@ -368,10 +369,12 @@ where
         }
         let open = matches!(inner.progress, Progress::Open { .. });
         let tx = &mut inner.tx;
-        match inner
-            .timers
-            .fire(now, || tx.take_queued(), open, inner.config.keepalive_interval)
-        {
+        match inner.timers.fire(
+            now,
+            || tx.take_queued(),
+            open,
+            inner.config.keepalive_interval,
+        ) {
             Due::Nothing => {}
             Due::Frame => inner.close(CloseReason::FrameTimeout),
             Due::Idle => inner.close(CloseReason::IdleTimeout),

@@ -199,7 +199,10 @@ mod tests {
         assert_eq!(timers.fire(t(1), || false, true, Duration::MAX), Due::Idle);
         timers.received();
         timers.update(t(1), None, S, S);
-        assert_eq!(timers.fire(t(1), || false, true, Duration::MAX), Due::Nothing);
+        assert_eq!(
+            timers.fire(t(1), || false, true, Duration::MAX),
+            Due::Nothing
+        );
         assert_eq!(timers.earliest().get(), Some(t(2)));
     }
 

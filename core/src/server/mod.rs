@@ -61,9 +61,14 @@
 //! - **Write stall:** a client with bytes queued that takes none of them for
 //!   [`ServerOptions::write_stall_timeout`] is dropped (closed with
 //!   `writequeuefull` and abandoned: it does not read, so it is not told).
-//! - **Handshake timeout:** the connection's own
-//!   ([`Config::handshake_timeout`](crate::connection::Config::handshake_timeout)),
-//!   fired through the same timer table.
+//! - **The connection's timers**, fired through the same timer table:
+//!   handshake ([`Config::handshake_timeout`](crate::connection::Config::handshake_timeout),
+//!   `handshaketimeout`), frame ([`Config::frame_timeout`](crate::connection::Config::frame_timeout),
+//!   `frametimeout`: a frame started must complete), idle
+//!   ([`Config::idle_timeout`](crate::connection::Config::idle_timeout),
+//!   `idletimeout`: it frees the slot of a client that sends nothing, off by
+//!   default) and keepalive ([`Config::keepalive_interval`](crate::connection::Config::keepalive_interval)).
+//!   The clients they close are counted in [`ServerStats::timed_out`].
 //!
 //! # Example
 //! A server with room for two clients (a fixed array, as on a
@@ -223,6 +228,9 @@ pub struct ServerStats {
     pub handshakes: u64,
     /// Clients dropped because they took no byte for the write-stall timeout.
     pub write_stalls: u64,
+    /// Clients closed by a timer of their connection: handshake, frame or
+    /// idle timeout.
+    pub timed_out: u64,
     /// Packets an adapter had to drop without closing their client (see
     /// [`Server::count_dropped`]).
     pub dropped: u64,
@@ -298,25 +306,24 @@ pub struct ClientState<'a, C, R, T, const N: usize> {
     reported: bool,
 }
 
-/// The timers of one client, in the server's one table (the idle and
-/// frame timers of a hardened server are two more).
+/// The timers of one client, in the server's one table.
 #[derive(Clone, Copy)]
 enum Timer {
-    /// The connection's own: from accept to a completed handshake.
-    Handshake,
+    /// The connection's own: handshake, frame, idle and keepalive.
+    Connection,
     /// Queued bytes that none of is taken.
     WriteStall,
 }
 
 impl Timer {
-    const ALL: [Timer; 2] = [Timer::Handshake, Timer::WriteStall];
+    const ALL: [Timer; 2] = [Timer::Connection, Timer::WriteStall];
 }
 
 impl<C: Codec, R: Buffer, T: Buffer, const N: usize> ClientState<'_, C, R, T, N> {
     /// When `timer` fires for this client, if it runs.
     fn deadline(&self, timer: Timer, write_stall: Duration) -> MaybeInstant {
         match timer {
-            Timer::Handshake => MaybeInstant::from_option(self.conn.poll_timeout()),
+            Timer::Connection => MaybeInstant::from_option(self.conn.poll_timeout()),
             Timer::WriteStall => match self.stall_since.get() {
                 Some(since) => MaybeInstant::new(since + write_stall),
                 None => MaybeInstant::NONE,
@@ -878,8 +885,9 @@ where
     // ---- timers ----
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next,
-    /// if any timer runs: the earliest of every client's handshake and
-    /// write-stall timers and the shutdown grace.
+    /// if any timer runs: the earliest of every client's connection timers
+    /// (handshake, frame, idle, keepalive) and write-stall timer and the
+    /// shutdown grace.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let client = MaybeInstant::from_option(self.table.earliest().map(|(_, at)| at));
         let grace = if self.grace_cursor < self.table.slot_count() {
@@ -924,7 +932,13 @@ where
                 }
                 fired = true;
                 match timer {
-                    Timer::Handshake => c.conn.handle_timeout(now),
+                    Timer::Connection => {
+                        let open = !c.conn.is_closed();
+                        c.conn.handle_timeout(now);
+                        if open && c.conn.is_closed() {
+                            self.stats.timed_out += 1;
+                        }
+                    }
                     Timer::WriteStall => {
                         // It takes nothing: it is not told, it is dropped.
                         c.conn.close(CloseReason::WriteQueueFull);
@@ -1018,7 +1032,7 @@ where
             false => MaybeInstant::NONE,
         };
         let due = c
-            .deadline(Timer::Handshake, stall)
+            .deadline(Timer::Connection, stall)
             .min(c.deadline(Timer::WriteStall, stall))
             .min(unstarted);
         self.table.refile(i, due);

@@ -1,7 +1,7 @@
 //! The `peng3dnet` program: an echo server, a ping and an echo client, and a
 //! self-contained demo. Run `peng3dnet --help` for the commands.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use peng3dnet_core::codec::Codec;
 use peng3dnet_core::registry::Packet;
 use peng3dnet_core::rules::Rules;
@@ -63,6 +63,8 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         max_clients: usize,
         #[command(flatten)]
+        timers: ServeTimers,
+        #[command(flatten)]
         tls: ServerTls,
     },
     /// Ping a server: print the round-trip delay and the server's ping data.
@@ -95,6 +97,36 @@ enum Command {
     /// A server and a client on an ephemeral 127.0.0.1 port: the handshake,
     /// echoes, a ping, a rule refusing a packet, and a clean close.
     Demo,
+}
+
+/// Timer options of `serve` (the connection's timers; see the README's
+/// close reasons).
+#[derive(Args)]
+struct ServeTimers {
+    /// Close a client that sent nothing for SECS seconds (`idletimeout`),
+    /// freeing its slot. Off unless given.
+    #[arg(long, value_name = "SECS")]
+    idle_timeout: Option<f64>,
+    /// Close a client whose frame, once started, is not complete within SECS
+    /// seconds (`frametimeout`).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    frame_timeout: f64,
+    /// Send a keepalive to a client that was sent nothing for SECS seconds;
+    /// 0 sends none.
+    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+    keepalive: f64,
+}
+
+impl ServeTimers {
+    /// These timers in `options`.
+    fn apply(&self, options: ServerOptions) -> ServerOptions {
+        ServerOptions {
+            idle_timeout: self.idle_timeout.map(seconds),
+            frame_timeout: seconds(self.frame_timeout),
+            keepalive_interval: (self.keepalive > 0.0).then(|| seconds(self.keepalive)),
+            ..options
+        }
+    }
 }
 
 /// TLS options of `serve`.
@@ -176,10 +208,11 @@ fn main() -> ExitCode {
             addr,
             codec,
             max_clients,
+            timers,
             tls,
         } => tls
             .config()
-            .and_then(|tls| serve(addr, &codec, max_clients, tls)),
+            .and_then(|tls| serve(addr, &codec, max_clients, &timers, tls)),
         Command::Ping {
             addr,
             timeout,
@@ -209,18 +242,24 @@ fn main() -> ExitCode {
 
 type Res = Result<(), Box<dyn std::error::Error>>;
 
-fn serve(addr: SocketAddr, codec: &str, max_clients: usize, tls: Option<TlsServerConfig>) -> Res {
+fn serve(
+    addr: SocketAddr,
+    codec: &str,
+    max_clients: usize,
+    timers: &ServeTimers,
+    tls: Option<TlsServerConfig>,
+) -> Res {
     let codec = AnyCodec::from_name(codec).ok_or("unknown codec")?;
     let transport = match &tls {
         Some(t) if t.requires_client_cert() => "TLS, client certificates required",
         Some(_) => "TLS",
         None => "plain TCP",
     };
-    let options = ServerOptions {
+    let options = timers.apply(ServerOptions {
         max_clients,
         tls,
         ..ServerOptions::default()
-    };
+    });
     let server = echo::server_with_codec(codec, echo::registry(), options).bind(addr)?;
     println!(
         "peng3dnet: listening on {} (codec {}, {transport}, at most {max_clients} clients)",
