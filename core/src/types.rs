@@ -284,6 +284,12 @@ pub enum CloseReason {
     HandshakeFailed,
     /// `serverfull`: the server has no free client slot (this project).
     ServerFull,
+    /// `toomanyconnections`: the server holds as many clients from this
+    /// address as it takes (this project).
+    TooManyConnections,
+    /// `serverbusy`: more clients arrived than the server accepts a second;
+    /// try again later (this project).
+    ServerBusy,
     /// `writequeuefull`: the peer did not read and its write queue filled
     /// (this project).
     WriteQueueFull,
@@ -293,7 +299,7 @@ pub enum CloseReason {
     Other(heapless::String<MAX_REASON_LEN>),
 }
 
-const NAMED: [(CloseReason, &str); 24] = [
+const NAMED: [(CloseReason, &str); 26] = [
     (CloseReason::SmartPacketInvalid, "smartpacketinvalid"),
     (CloseReason::ProtoVersionMismatch, "protoversionmismatch"),
     (CloseReason::UnknownConnType, "unknownconntype"),
@@ -318,6 +324,8 @@ const NAMED: [(CloseReason, &str); 24] = [
     (CloseReason::HandshakeFailed, "handshakefailed"),
     (CloseReason::ServerFull, "serverfull"),
     (CloseReason::WriteQueueFull, "writequeuefull"),
+    (CloseReason::TooManyConnections, "toomanyconnections"),
+    (CloseReason::ServerBusy, "serverbusy"),
 ];
 
 impl CloseReason {

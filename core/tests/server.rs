@@ -326,7 +326,7 @@ fn shutdown_refuses_newcomers_and_drops_the_rest_after_the_grace() {
     let t = Instant::from_millis(500);
     server.shutdown(t);
     assert!(server.is_shutting_down() && !server.is_done());
-    assert_eq!(server.admit(), Err(Refused::ShuttingDown));
+    assert_eq!(server.admit(T0, 0), Err(Refused::ShuttingDown));
     let mut out = [0u8; 128];
     let n = server.refusal(Refused::ShuttingDown, &mut out).unwrap();
     assert!(n > 0);
@@ -482,4 +482,39 @@ fn the_idle_timeout_frees_the_slot_of_a_silent_client_and_a_frame_timeout_counts
         Some(Rec::Closed(CloseReason::FrameTimeout, Initiator::Local))
     );
     assert_eq!(server.stats().timed_out, 2);
+}
+
+#[test]
+fn admission_bounds_clients_per_address_and_accepts_per_second() {
+    let cfg = config();
+    let sreg = registry();
+    let opts = ServerOptions {
+        max_per_address: 2,
+        accept_rate: 2,
+        accept_burst: 2,
+        ..options(8)
+    };
+    let mut server = Server::new(&cfg, &sreg, Postcard, opts, slots::<8>());
+    let t = |ms| Instant::from_millis(ms);
+    // The adapter holds two clients from this address: a third is refused.
+    assert_eq!(server.admit(t(0), 2), Err(Refused::TooManyFromAddress));
+    assert_eq!(
+        Refused::TooManyFromAddress.reason().as_wire(),
+        Some("toomanyconnections")
+    );
+    assert_eq!(server.admit(t(0), 1), Ok(()));
+    // Two at once (the burst), then one every 500 ms.
+    server.accept([0; BUF], [0; BUF], t(0)).unwrap();
+    server.accept([0; BUF], [0; BUF], t(0)).unwrap();
+    assert_eq!(
+        server.accept([0; BUF], [0; BUF], t(10)).err(),
+        Some(Refused::Busy)
+    );
+    assert_eq!(Refused::Busy.reason().as_wire(), Some("serverbusy"));
+    assert_eq!(server.admit(t(499), 0), Err(Refused::Busy));
+    assert_eq!(server.admit(t(500), 0), Ok(()), "admit takes no token");
+    server.accept([0; BUF], [0; BUF], t(500)).unwrap();
+    assert_eq!(server.admit(t(500), 0), Err(Refused::Busy));
+    let stats = server.stats();
+    assert_eq!((stats.accepted, stats.refused), (3, 4));
 }

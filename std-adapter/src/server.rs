@@ -128,6 +128,14 @@ pub struct ServerOptions {
     pub write_stall_timeout: Duration,
     /// How long a shutdown waits for clients to take their `servershutdown`.
     pub shutdown_grace: Duration,
+    /// The most clients from one IP address at once; the next is refused
+    /// with `toomanyconnections`. `None` (the default): no bound.
+    pub max_per_address: Option<usize>,
+    /// The most new clients accepted a second, on average, with bursts of
+    /// up to as many at once; more are refused with `serverbusy`. It bounds
+    /// the handshakes (plain and TLS) started a second. `None` (the
+    /// default): no bound.
+    pub max_accepts_per_second: Option<u32>,
 }
 
 impl Default for ServerOptions {
@@ -150,6 +158,8 @@ impl Default for ServerOptions {
             compression: Some(Zlib::default()),
             write_stall_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            max_per_address: None,
+            max_accepts_per_second: None,
         }
     }
 }
@@ -722,6 +732,9 @@ impl<C: Codec + Send + 'static> Server<C> {
             CoreOptions {
                 max_clients: options.max_clients,
                 write_stall_timeout: core_duration(options.write_stall_timeout),
+                max_per_address: options.max_per_address.unwrap_or(usize::MAX),
+                accept_rate: options.max_accepts_per_second.unwrap_or(0),
+                accept_burst: options.max_accepts_per_second.unwrap_or(0),
                 shutdown_grace: core_duration(options.shutdown_grace),
                 ..CoreOptions::new()
             },
@@ -742,6 +755,7 @@ impl<C: Codec + Send + 'static> Server<C> {
             clock: Clock::new(),
             scratch: Vec::new(),
             ready: VecDeque::new(),
+            per_address: HashMap::new(),
         };
         lp.run()
     }
@@ -751,6 +765,9 @@ impl<C: Codec + Send + 'static> Server<C> {
 /// transport and readiness.
 struct Peer {
     id: ClientId,
+    /// Its address, counted in `Loop::per_address` while it is here (when
+    /// [`ServerOptions::max_per_address`] bounds them).
+    ip: std::net::IpAddr,
     /// The client's `tracing` span (its id and address).
     span: tracing::Span,
     transport: Transport,
@@ -779,6 +796,9 @@ struct Loop<'a, C: Codec> {
     scratch: Vec<u8>,
     /// Clients that may have bytes left to read (see `service`).
     ready: VecDeque<usize>,
+    /// Clients by address, kept only when [`ServerOptions::max_per_address`]
+    /// bounds them (the core decides; this counts).
+    per_address: HashMap<std::net::IpAddr, usize>,
 }
 
 impl<'a, C: Codec> Loop<'a, C> {
@@ -840,7 +860,9 @@ impl<'a, C: Codec> Loop<'a, C> {
                 Err(_) => return Ok(()),
             };
             let _ = stream.set_nodelay(true);
-            if let Err(refused) = self.server.admit() {
+            let now = self.now();
+            let from_address = self.per_address.get(&addr.ip()).copied().unwrap_or(0);
+            if let Err(refused) = self.server.admit(now, from_address) {
                 tracing::info!(peer = %addr, reason = %refused.reason(), "client refused");
                 refuse(&mut stream, &self.server, refused);
                 continue;
@@ -900,8 +922,12 @@ impl<'a, C: Codec> Loop<'a, C> {
             if self.peers.len() <= key {
                 self.peers.resize_with(key + 1, || None);
             }
+            if self.options.max_per_address.is_some() {
+                *self.per_address.entry(addr.ip()).or_insert(0) += 1;
+            }
             self.peers[key] = Some(Peer {
                 id,
+                ip: addr.ip(),
                 span,
                 transport,
                 paused: false,
@@ -1179,6 +1205,12 @@ impl<'a, C: Codec> Loop<'a, C> {
 
     fn remove(&mut self, key: usize) {
         if let Some(mut p) = self.peers.get_mut(key).and_then(Option::take) {
+            if let Some(n) = self.per_address.get_mut(&p.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_address.remove(&p.ip);
+                }
+            }
             let _ = self.poll.registry().deregister(p.transport.socket_mut());
             p.transport.shutdown();
         }

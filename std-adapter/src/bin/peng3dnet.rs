@@ -63,7 +63,7 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         max_clients: usize,
         #[command(flatten)]
-        timers: ServeTimers,
+        limits: ServeLimits,
         #[command(flatten)]
         tls: ServerTls,
     },
@@ -99,10 +99,19 @@ enum Command {
     Demo,
 }
 
-/// Timer options of `serve` (the connection's timers; see the README's
-/// close reasons).
+/// Timer and admission options of `serve` (see the README's close
+/// reasons).
 #[derive(Args)]
-struct ServeTimers {
+struct ServeLimits {
+    /// Refuse a client from an IP address that already holds N clients
+    /// (`toomanyconnections`).
+    #[arg(long, value_name = "N")]
+    max_per_ip: Option<usize>,
+    /// Accept at most N new clients a second, on average, in bursts of up to
+    /// N (more are refused with `serverbusy`): a bound on the handshakes,
+    /// plain and TLS, started a second.
+    #[arg(long, value_name = "N")]
+    max_accepts_per_sec: Option<u32>,
     /// Close a client that sent nothing for SECS seconds (`idletimeout`),
     /// freeing its slot. Off unless given.
     #[arg(long, value_name = "SECS")]
@@ -117,13 +126,15 @@ struct ServeTimers {
     keepalive: f64,
 }
 
-impl ServeTimers {
-    /// These timers in `options`.
+impl ServeLimits {
+    /// These limits in `options`.
     fn apply(&self, options: ServerOptions) -> ServerOptions {
         ServerOptions {
             idle_timeout: self.idle_timeout.map(seconds),
             frame_timeout: seconds(self.frame_timeout),
             keepalive_interval: (self.keepalive > 0.0).then(|| seconds(self.keepalive)),
+            max_per_address: self.max_per_ip,
+            max_accepts_per_second: self.max_accepts_per_sec,
             ..options
         }
     }
@@ -208,11 +219,11 @@ fn main() -> ExitCode {
             addr,
             codec,
             max_clients,
-            timers,
+            limits,
             tls,
         } => tls
             .config()
-            .and_then(|tls| serve(addr, &codec, max_clients, &timers, tls)),
+            .and_then(|tls| serve(addr, &codec, max_clients, &limits, tls)),
         Command::Ping {
             addr,
             timeout,
@@ -246,7 +257,7 @@ fn serve(
     addr: SocketAddr,
     codec: &str,
     max_clients: usize,
-    timers: &ServeTimers,
+    limits: &ServeLimits,
     tls: Option<TlsServerConfig>,
 ) -> Res {
     let codec = AnyCodec::from_name(codec).ok_or("unknown codec")?;
@@ -255,7 +266,7 @@ fn serve(
         Some(_) => "TLS",
         None => "plain TCP",
     };
-    let options = timers.apply(ServerOptions {
+    let options = limits.apply(ServerOptions {
         max_clients,
         tls,
         ..ServerOptions::default()
