@@ -344,8 +344,11 @@ fn run_echo(
         client.send::<Echo>(&m.as_str())?;
     }
     let mut answered = 0;
+    // Each answer within `timeout` of the last (or of the sends): other
+    // frames in between do not restart it.
+    let mut deadline = std::time::Instant::now() + timeout;
     while answered < messages.len() {
-        match client.recv(timeout) {
+        match client.recv_until(deadline) {
             Ok(ClientEvent::Packet(p)) if p.is::<Echo>() => {
                 let text = p.decode::<Echo>()?;
                 println!("{text}");
@@ -353,6 +356,7 @@ fn run_echo(
                     return Err(format!("answer {answered} differs: {text:?}").into());
                 }
                 answered += 1;
+                deadline = std::time::Instant::now() + timeout;
             }
             Ok(_) => {}
             Err(ClientError::Timeout) => {
