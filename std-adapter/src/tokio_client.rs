@@ -77,12 +77,18 @@
 //! - Dropping every handle closes the connection with `userrequest` (what
 //!   is queued is still written, then the socket is shut down).
 //!
-//! TLS is not offered by this client yet: [`Client::connect`] refuses
-//! `ClientOptions::tls`; the blocking [`crate::client::Client`] speaks it.
+//! # TLS
+//! With [`ClientOptions::tls`] the task speaks TLS (rustls) over the socket,
+//! through the same TLS session as the blocking client and the mio server
+//! ([`crate::tls`]): the security level follows from what was verified
+//! (`serverauth` with a verified server, `bothauth` with a client
+//! certificate too, `encrypted` without verification), so SmartPacket rules
+//! with `min_sslsec_level` hold the same way.
 
 use crate::client::{
     client_event, new_connection, ClientConn, ClientError, ClientEvent, ClientOptions,
 };
+use crate::transport::Transport;
 use crate::{Clock, StdRegistry};
 use peng3dnet_core::codec::{Codec, Postcard};
 use peng3dnet_core::connection::SendError;
@@ -114,6 +120,9 @@ struct Shared<C> {
 
 struct Inner<C> {
     conn: ClientConn<C>,
+    /// The socket, plain or inside TLS (tokio's, read and written without
+    /// blocking).
+    transport: Transport<Socket>,
     /// The connection's `tracing` span (the server's address).
     span: tracing::Span,
     events: VecDeque<ClientEvent<C>>,
@@ -179,9 +188,10 @@ impl Client<Postcard> {
     /// # Errors
     /// [`ClientError::Io`] when no address connects within
     /// [`ClientOptions::connect_timeout`] (then [`ClientError::Timeout`]);
-    /// [`ClientError::Setup`] for options the connection refuses;
-    /// [`ClientError::Io`] of kind `Unsupported` for `options.tls`, which
-    /// this client does not speak yet.
+    /// [`ClientError::Setup`] for options the connection refuses; a TLS
+    /// configuration rustls refuses as [`ClientError::Io`]. (A failed TLS
+    /// handshake ends the connection: [`wait_connected`](Self::wait_connected)
+    /// reports it.)
     ///
     /// # Panics
     /// Outside a tokio runtime.
@@ -202,23 +212,24 @@ impl<C: Codec + Send + 'static> Client<C> {
         codec: C,
         options: ClientOptions,
     ) -> Result<Self, ClientError> {
-        if options.tls.is_some() {
-            return Err(ClientError::Io(io::Error::new(
-                ErrorKind::Unsupported,
-                "the tokio client does not speak TLS yet: use peng3dnet_std::client::Client",
-            )));
-        }
         let stream = tokio::time::timeout(options.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Timeout)??;
         stream.set_nodelay(true)?;
         let span = tracing::info_span!("peng3dnet_client", server = ?stream.peer_addr().ok());
         tracing::debug!(parent: &span, "connected (TCP)");
+        let stream = Arc::new(stream);
+        let socket = Socket(Arc::clone(&stream));
+        let transport = match &options.tls {
+            Some(tls) => Transport::tls_client(socket, tls).map_err(io::Error::from)?,
+            None => Transport::plain(socket),
+        };
         let clock = Clock::new();
         let conn = new_connection(&options, registry, codec, &clock)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(Inner {
                 conn,
+                transport,
                 span,
                 events: VecDeque::new(),
                 closed: None,
@@ -438,14 +449,15 @@ impl<C: Codec> ClientReceiver<C> {
 }
 
 /// The task that owns the socket.
-async fn drive<C: Codec>(stream: TcpStream, shared: Arc<Shared<C>>, clock: Clock) {
+async fn drive<C: Codec>(stream: Arc<TcpStream>, shared: Arc<Shared<C>>, clock: Clock) {
     let mut eof = false;
     loop {
         let (want_read, want_write, deadline, finished) = {
             let mut inner = shared.lock();
-            turn(&mut inner, &stream, &clock, &mut eof);
+            turn(&mut inner, &clock, &mut eof);
             let read = !eof && inner.events.len() < EVENT_QUEUE;
-            let write = !inner.conn.poll_transmit().is_empty();
+            let write =
+                !eof && (!inner.conn.poll_transmit().is_empty() || inner.transport.wants_write());
             let deadline = inner.conn.poll_timeout();
             let finished = inner.conn.is_finished() || eof && inner.conn.is_closed();
             (read, write, deadline, finished)
@@ -478,9 +490,10 @@ async fn drive<C: Codec>(stream: TcpStream, shared: Arc<Shared<C>>, clock: Clock
             }
         }
     }
-    // The peer sees our end of stream; the socket closes when dropped.
-    let mut stream = stream;
-    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+    // The peer sees TLS's close_notify (what the socket takes) and our end
+    // of stream; the socket closes when the last reference is dropped.
+    shared.lock().transport.close_notify();
+    let _ = socket2::SockRef::from(&*stream).shutdown(std::net::Shutdown::Write);
     let mut inner = shared.lock();
     inner.done = true;
     inner.closed = inner.conn.closed().or(inner.closed.take());
@@ -490,7 +503,7 @@ async fn drive<C: Codec>(stream: TcpStream, shared: Arc<Shared<C>>, clock: Clock
 
 /// One round of non-blocking work: read what is there (a bounded number of
 /// times), hand the events out, write what is queued.
-fn turn<C: Codec>(inner: &mut Inner<C>, stream: &TcpStream, clock: &Clock, eof: &mut bool) {
+fn turn<C: Codec>(inner: &mut Inner<C>, clock: &Clock, eof: &mut bool) {
     for _ in 0..READS_PER_TURN {
         if *eof || inner.conn.is_closed() || inner.events.len() >= EVENT_QUEUE {
             break;
@@ -501,7 +514,13 @@ fn turn<C: Codec>(inner: &mut Inner<C>, stream: &TcpStream, clock: &Clock, eof: 
                 break;
             }
         }
-        match stream.try_read(inner.conn.receive_buffer()) {
+        let res = inner.transport.read(inner.conn.receive_buffer());
+        if let Some(level) = inner.transport.security_level() {
+            if level != inner.conn.security_level() {
+                inner.conn.set_security_level(level);
+            }
+        }
+        match res {
             Ok(0) => {
                 *eof = true;
                 inner.conn.handle_transport_closed();
@@ -509,7 +528,8 @@ fn turn<C: Codec>(inner: &mut Inner<C>, stream: &TcpStream, clock: &Clock, eof: 
             Ok(n) => inner.conn.commit_received(n),
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => {
+            Err(e) => {
+                tracing::info!(parent: &inner.span, error = %e, "transport failed");
                 *eof = true;
                 inner.conn.handle_transport_closed();
             }
@@ -520,18 +540,44 @@ fn turn<C: Codec>(inner: &mut Inner<C>, stream: &TcpStream, clock: &Clock, eof: 
     while !*eof {
         let data = inner.conn.poll_transmit();
         if data.is_empty() {
+            if inner.transport.wants_write() {
+                let _ = inner.transport.flush();
+            }
             break;
         }
-        match stream.try_write(data) {
+        match inner.transport.write(data) {
+            Ok(0) => break,
             Ok(n) => inner.conn.transmitted(n),
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => {
+            Err(e) => {
+                tracing::info!(parent: &inner.span, error = %e, "transport failed");
                 *eof = true;
                 inner.conn.handle_transport_closed();
                 drain(inner, clock);
             }
         }
+    }
+}
+
+/// tokio's socket as the non-blocking `Read + Write` that [`Transport`] (and
+/// TLS inside it) reads and writes: `WouldBlock` when it is not ready, and
+/// the driver task waits for readiness.
+struct Socket(Arc<TcpStream>);
+
+impl io::Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl io::Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -1,35 +1,31 @@
 //! The byte stream under a connection: plain TCP or TLS over it. The server
-//! drives it non-blocking; the client too (with its own poller).
+//! drives it non-blocking; the blocking client too (with its own poller),
+//! and the tokio client over tokio's socket (`S`, any non-blocking
+//! `Read + Write`).
 
 use crate::tls::{TlsClientConfig, TlsError, TlsServerConfig, TlsStream};
 use mio::net::TcpStream;
 use peng3dnet_core::SecurityLevel;
 use std::io::{self, Read, Write};
 
-/// A connection's socket.
-pub(crate) enum Transport {
+/// A connection's socket: `S` is mio's `TcpStream` but for the tokio client.
+pub(crate) enum Transport<S = TcpStream> {
     /// Plain TCP.
-    Plain(TcpStream),
+    Plain(S),
     /// TLS over TCP.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<S>>),
 }
 
-impl Transport {
-    pub(crate) fn plain(stream: TcpStream) -> Self {
+impl<S: Read + Write> Transport<S> {
+    pub(crate) fn plain(stream: S) -> Self {
         Transport::Plain(stream)
     }
 
-    pub(crate) fn tls_server(
-        stream: TcpStream,
-        config: &TlsServerConfig,
-    ) -> Result<Self, TlsError> {
+    pub(crate) fn tls_server(stream: S, config: &TlsServerConfig) -> Result<Self, TlsError> {
         Ok(Transport::Tls(Box::new(TlsStream::server(stream, config)?)))
     }
 
-    pub(crate) fn tls_client(
-        stream: TcpStream,
-        config: &TlsClientConfig,
-    ) -> Result<Self, TlsError> {
+    pub(crate) fn tls_client(stream: S, config: &TlsClientConfig) -> Result<Self, TlsError> {
         Ok(Transport::Tls(Box::new(TlsStream::client(stream, config)?)))
     }
 
@@ -79,6 +75,16 @@ impl Transport {
         }
     }
 
+    /// Queues TLS's `close_notify` and writes what the socket takes.
+    pub(crate) fn close_notify(&mut self) {
+        if let Transport::Tls(t) = self {
+            t.send_close_notify();
+            let _ = t.flush_tls();
+        }
+    }
+}
+
+impl Transport<TcpStream> {
     pub(crate) fn socket_mut(&mut self) -> &mut TcpStream {
         match self {
             Transport::Plain(s) => s,
@@ -87,10 +93,7 @@ impl Transport {
     }
 
     pub(crate) fn shutdown(&mut self) {
-        if let Transport::Tls(t) = self {
-            t.send_close_notify();
-            let _ = t.flush_tls();
-        }
+        self.close_notify();
         let _ = self.socket_mut().shutdown(std::net::Shutdown::Both);
     }
 }
