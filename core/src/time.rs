@@ -56,6 +56,25 @@ impl Instant {
     }
 }
 
+/// `secs` as an `f64`, built from its bits (exact below 2^53; every `u64`
+/// of seconds from microseconds, at most 2^45, is): no conversion routine on
+/// a board without a double-precision FPU.
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+pub(crate) const fn whole_secs_f64(secs: u64) -> f64 {
+    if secs == 0 {
+        return 0.0;
+    }
+    let zeros = secs.leading_zeros() as u64;
+    let exponent = 63 - zeros;
+    // The top bit moves to bit 52 and is dropped (it is implicit).
+    let significand = if exponent > 52 {
+        secs >> (exponent - 52)
+    } else {
+        secs << (52 - exponent)
+    };
+    f64::from_bits(((exponent + 1023) << 52) | (significand & ((1 << 52) - 1)))
+}
+
 /// The bits of the `f64` nearest to `micros / 1e6`, rounded to nearest, ties
 /// to even: a long division by 10^6 to 55 significant bits (the 53 of the
 /// significand, a round bit and a sticky bit), the remainder kept as sticky.
@@ -213,6 +232,29 @@ mod tests {
 
     fn by_float(micros: u64) -> f64 {
         micros as f64 / 1e6
+    }
+
+    #[test]
+    fn whole_secs_are_exact() {
+        let mut x: u64 = 0x0123_4567_89ab_cdef;
+        for s in [0, 1, 2, 3, 1 << 52, (1 << 53) - 1, u64::MAX / 1_000_000] {
+            assert_eq!(
+                super::whole_secs_f64(s).to_bits(),
+                (s as f64).to_bits(),
+                "{s}"
+            );
+        }
+        for i in 0..100_000u32 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let s = (x >> 11) >> (i % 53);
+            assert_eq!(
+                super::whole_secs_f64(s).to_bits(),
+                (s as f64).to_bits(),
+                "{s}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,22 @@ use crate::registry::{internal, RegistryAccess};
 use crate::time::{Instant, MaybeInstant};
 use crate::types::{CloseReason, Mode, Side};
 
+/// The `time` of a ping request: the instant in seconds, as the reference
+/// sends it. The server only echoes it back (this client measures the round
+/// trip with its own clock), so on bare metal (`target_os = "none"`) it is
+/// whole seconds: no float arithmetic in a board's image, where every
+/// connection's code carries the ping client.
+#[cfg(not(target_os = "none"))]
+fn request_time(now: Instant) -> f64 {
+    now.as_secs_f64()
+}
+
+/// See the host's `request_time`.
+#[cfg(target_os = "none")]
+fn request_time(now: Instant) -> f64 {
+    crate::time::whole_secs_f64(now.as_micros() / 1_000_000)
+}
+
 impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C, T, N, G> {
     /// Enters `ping`: a client sends its request now; a server waits for it.
     pub(super) fn enter_ping(&mut self, deadline: MaybeInstant, now: Instant) {
@@ -23,7 +39,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
                 };
                 self.mode = Mode::PING;
                 let req = PingRequest {
-                    time: now.as_secs_f64(),
+                    time: request_time(now),
                 };
                 self.queue_internal(internal::PING_REQUEST, &req);
             }
