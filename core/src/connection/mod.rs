@@ -79,6 +79,7 @@ pub use config::{Compressor, Config, PingServerConfig};
 pub use conntype::{CloseKind, ConnTypeHooks, CustomConnType, Dispatch};
 pub use error::{NewConnectionError, SendError};
 pub use event::{DecodeError, Event, IgnoreCause, Incoming};
+pub use handshake::Role;
 pub use outbox::{Outbox, Take};
 pub use transmit::{CLOSE_RESERVE, MIN_TX_BUFFER};
 
@@ -448,7 +449,7 @@ where
     /// stack frame.
     #[inline(never)]
     fn poll_general(&mut self, now: Instant) -> Option<Event<'_, C>> {
-        let found = self.next_found(now, false)?;
+        let found = self.next_found(now, false, handshake::Role::any())?;
         Some(found.into_event(&self.rx, &self.inner.codec))
     }
 
@@ -546,7 +547,7 @@ where
     where
         C: 'e,
     {
-        self.next_found(now, protocol_only)
+        self.next_found(now, protocol_only, handshake::Role::any())
     }
 
     /// Bytes waiting to be written to the transport.
