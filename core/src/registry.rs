@@ -403,12 +403,14 @@ impl<const N: usize> Registry<N> {
         let mut by_id: heapless::Vec<(u32, u16), N> = heapless::Vec::new();
         for (i, e) in self.entries.iter().enumerate() {
             let id = sync.remote_ids[i].unwrap_or(e.id);
-            // Cannot fail: by_id has as many slots as entries.
-            let _ = by_id.push((id, i as u16));
-        }
-        by_id.sort_unstable_by_key(|&(id, _)| id);
-        if by_id.windows(2).any(|w| w[0].0 == w[1].0) {
-            return Err(SyncError::DuplicateId);
+            // A sorted insert rather than a sort afterwards: at most N
+            // entries, and no sort routine (5 KB on a Cortex-M) in the image.
+            let pos = match by_id.binary_search_by_key(&id, |&(other, _)| other) {
+                Ok(_) => return Err(SyncError::DuplicateId),
+                Err(pos) => pos,
+            };
+            // Cannot fail: by_id has as many slots as entries, and pos <= len.
+            let _ = by_id.insert(pos, (id, i as u16));
         }
         for &(id, i) in by_id.iter() {
             self.entries[i as usize].id = id;

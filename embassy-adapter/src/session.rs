@@ -9,7 +9,10 @@
 //! [`send`](Session::send), [`receive`](Session::receive) (or
 //! [`receive_with`](Session::receive_with), in place),
 //! [`wait_connected`](Session::wait_connected) and [`close`](Session::close)
-//! at the same time. No lock is held across an `.await`.
+//! at the same time. No lock is held across an `.await`. A session polls its
+//! connection with its side's protocol code only
+//! ([`Role`]), so a firmware that only
+//! makes client sessions links none of the server's.
 //!
 //! Every future of a session is cancel-safe: dropping `send` before it
 //! returns queues nothing, dropping `receive` or `receive_with` before it
@@ -32,7 +35,9 @@ use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::waitqueue::MultiWakerRegistration;
 use embedded_io_async::{Read, Write};
 use peng3dnet_core::codec::Codec;
-use peng3dnet_core::connection::{Config, Incoming, NewConnectionError, Outbox, SendError, Take};
+use peng3dnet_core::connection::{
+    Config, Incoming, NewConnectionError, Outbox, Role, SendError, Take,
+};
 use peng3dnet_core::registry::{Packet, Registry, RegistryAccess};
 use peng3dnet_core::time::{Duration, Instant};
 use peng3dnet_core::{CloseReason, Closed, Connection, Event, SecurityLevel, State};
@@ -93,6 +98,9 @@ pub type SessionOutbox<'c, 'a, C, const N: usize, G> = Outbox<'c, 'a, C, &'a mut
 
 struct Inner<'a, C, const N: usize, G, const WAIT: usize> {
     conn: SessionConnection<'a, C, N, G>,
+    /// The connection's side's protocol code only (a client image links
+    /// none of the server's; see [`Role`]).
+    role: Role<'a, C, &'a mut [u8], N, G>,
     /// The ping's round trip in microseconds, `u64::MAX` until it came.
     pong: u64,
     generation: u32,
@@ -102,8 +110,10 @@ struct Inner<'a, C, const N: usize, G, const WAIT: usize> {
 impl<C: Codec, const N: usize, G: RegistryAccess<N>, const WAIT: usize> Inner<'_, C, N, G, WAIT> {
     /// Runs the protocol on what was received and records what happened.
     fn absorb(&mut self, now: Instant) {
-        let Inner { conn, pong, .. } = self;
-        while let Some(event) = conn.poll_protocol(now) {
+        let Inner {
+            conn, pong, role, ..
+        } = self;
+        while let Some(event) = conn.poll_protocol_role(now, *role) {
             match event {
                 Event::Closed(_) => debug!("session closed"),
                 Event::Pong { delay, .. } => *pong = delay.as_micros(),
@@ -166,10 +176,14 @@ pub(crate) fn to_embassy(at: Instant) -> embassy_time::Instant {
 impl<'a, M: RawMutex, C: Codec, const N: usize, G: RegistryAccess<N>, const WAIT: usize>
     Session<'a, M, C, N, G, WAIT>
 {
-    fn from_connection(conn: SessionConnection<'a, C, N, G>) -> Self {
+    fn from_connection(
+        conn: SessionConnection<'a, C, N, G>,
+        role: Role<'a, C, &'a mut [u8], N, G>,
+    ) -> Self {
         Session {
             state: Mutex::new(RefCell::new(Inner {
                 conn,
+                role,
                 pong: u64::MAX,
                 generation: 0,
                 wakers: MultiWakerRegistration::new(),
@@ -197,7 +211,7 @@ impl<'a, M: RawMutex, C: Codec, const N: usize, G: RegistryAccess<N>, const WAIT
             conntype,
             now(),
         )?;
-        Ok(Self::from_connection(conn))
+        Ok(Self::from_connection(conn, Role::client()))
     }
 
     /// The server's session with a client that just connected (queues
@@ -210,7 +224,7 @@ impl<'a, M: RawMutex, C: Codec, const N: usize, G: RegistryAccess<N>, const WAIT
     ) -> Result<Self, NewConnectionError> {
         let Resources { rx, tx } = resources;
         let conn = Connection::server(config, registry, codec, &mut rx[..], &mut tx[..], now())?;
-        Ok(Self::from_connection(conn))
+        Ok(Self::from_connection(conn, Role::server()))
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Inner<'a, C, N, G, WAIT>) -> R) -> R {
@@ -535,10 +549,12 @@ impl<'a, M: RawMutex, C: Codec, const N: usize, G: RegistryAccess<N>, const WAIT
     {
         self.wait_for(move |s| {
             let now = now();
-            let Inner { conn, pong, .. } = &mut *s;
+            let Inner {
+                conn, pong, role, ..
+            } = &mut *s;
             let mut polled = false;
             let got = loop {
-                let step = conn.poll_with(now, |event, outbox| match event {
+                let step = conn.poll_with_role(now, *role, |event, outbox| match event {
                     Event::Packet(p) | Event::ConnTypePacket(p) => {
                         let (take, x) = f(p, outbox);
                         (take, Some(x))

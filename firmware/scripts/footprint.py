@@ -4,6 +4,9 @@
 Usage: footprint.py [--budget-core-adapter BYTES] [--json] ELF...
        footprint.py --ram-diff ELF_A ELF_B   (static RAM symbols that differ)
        footprint.py --table [LABEL=]ELF...   (one line an image, side by side)
+       footprint.py --delta BASELINE ELF [--budget BYTES] [--top N]
+                                             (what ELF adds to BASELINE: flash,
+                                             static RAM, the symbols that grew)
 
 No tools needed beyond Python 3: the ELF32 section headers give the totals
 (flash = every allocated section placed in flash, plus the initial values
@@ -593,7 +596,93 @@ def table(args):
     return 0
 
 
+def demangled(names):
+    """Readable names (llvm-nm's demangler when installed; crate hashes and
+    anonymous constants' numbering removed, so two builds compare)."""
+    import shutil
+    import subprocess
+    out = list(names)
+    tool = shutil.which("llvm-nm")
+    if tool:
+        # llvm-nm --demangle on a symbol list is not offered; llvm-cxxfilt is
+        # not always installed: feed the names through llvm-nm's sibling.
+        filt = shutil.which("llvm-cxxfilt") or shutil.which(tool.replace("llvm-nm", "llvm-cxxfilt"))
+        if filt:
+            try:
+                r = subprocess.run([filt], input="\n".join(out), capture_output=True, text=True, check=True)
+                got = r.stdout.split("\n")
+                if len(got) >= len(out):
+                    out = got[:len(out)]
+            except (OSError, subprocess.CalledProcessError):
+                pass
+    clean = []
+    for raw, n in zip(names, out):
+        if raw.startswith(".L") or raw.startswith("$"):
+            clean.append("(anonymous constants)")
+            continue
+        n = n if n != raw else short(raw)
+        clean.append(re.sub(r"\[[0-9a-f]{8,16}\]", "", n))
+    return clean
+
+
+def by_name(path):
+    """Flash and RAM bytes of each symbol name of an image (the image's own
+    crate, named after its file, is called `<bin>`, so that two images'
+    application tasks compare)."""
+    import os
+    own = re.compile(r"\b" + re.escape(os.path.basename(path).replace("-", "_")) + r"::")
+    _d, _s, syms = read_elf(path)
+    seen = set()
+    keep = []
+    for sym in syms:
+        key = (sym["addr"], sym["size"])
+        if key not in seen:
+            seen.add(key)
+            keep.append(sym)
+    names = demangled([s["name"] for s in keep])
+    flash, ram = defaultdict(int), defaultdict(int)
+    for sym, n in zip(keep, names):
+        n = own.sub("<bin>::", n)
+        (ram if sym["addr"] >= RAM_BASE else flash)[n] += sym["size"]
+    return flash, ram
+
+
+def delta(base, image, budget, top):
+    """What `image` adds to `base`; returns 1 when the flash added is over
+    `budget` (0: no budget)."""
+    a, b = analyse(base), analyse(image)
+    df, dr = b["flash"] - a["flash"], b["ram"] - a["ram"]
+    print(f"baseline {base}: flash {a['flash']:,} B, static RAM {a['ram']:,} B")
+    print(f"image    {image}: flash {b['flash']:,} B, static RAM {b['ram']:,} B")
+    verdict = ""
+    if budget:
+        verdict = f" -> {'within' if df <= budget else 'OVER'} the {budget:,}-byte target"
+    print(f"over the baseline: flash {df:+,} B (text + rodata + data){verdict}; static RAM {dr:+,} B (data + bss)")
+    fa, ra = by_name(base)
+    fb, rb = by_name(image)
+    for title, x, y in (("flash", fa, fb), ("static RAM", ra, rb)):
+        rows = sorted(((y.get(k, 0) - x.get(k, 0), k) for k in set(x) | set(y)), key=lambda r: -abs(r[0]))
+        rows = [r for r in rows if r[0]]
+        print(f"  {title} by symbol, largest changes first ({len(rows)} changed):")
+        for d, k in rows[:top]:
+            print(f"    {d:+7}  {k[:150]}")
+    return 1 if budget and df > budget else 0
+
+
 def main(argv):
+    if argv[:1] == ["--delta"] and len(argv) >= 3:
+        budget, top = 0, 30
+        rest = argv[3:]
+        while rest:
+            if rest[0] == "--budget":
+                budget = int(rest[1])
+            elif rest[0] == "--top":
+                top = int(rest[1])
+            else:
+                print(__doc__)
+                return 2
+            rest = rest[2:]
+        return delta(argv[1], argv[2], budget, top)
     if argv[:1] == ["--ram-diff"] and len(argv) == 3:
         return ram_diff(argv[1], argv[2])
     if argv[:1] == ["--table"] and len(argv) > 1:

@@ -5,14 +5,97 @@
 use super::conntype::ConnType;
 use super::error::NewConnectionError;
 use super::progress::{OpenState, Progress};
+use super::receive::Outcome;
 use super::transmit::CLOSE_RESERVE;
 use super::Inner;
 use crate::buffer::Buffer;
 use crate::codec::Codec;
 use crate::messages::{HandshakeAccept, HandshakeOut, HandshakeSeed, Hello, SetType, PROTOVERSION};
-use crate::registry::{internal, RegistryAccess};
+use crate::registry::{internal, RegistryAccess, FIRST_AUTO_ID};
 use crate::time::Instant;
 use crate::types::{CloseReason, Side, State};
+
+/// Which side's protocol code a poll runs: what a protocol packet that
+/// passed its rules (`hello`, `settype`, `handshake`, `handshake.accept`) and
+/// a packet of a `ping` connection do.
+///
+/// [`Connection::poll`](super::Connection::poll) and the other polls run
+/// [`Role::any`], which picks the connection's side when a packet comes. A
+/// driver that knows its side when it makes the connection passes
+/// [`Role::client`] or [`Role::server`] to
+/// [`poll_with_role`](super::Connection::poll_with_role) and
+/// [`poll_protocol_role`](super::Connection::poll_protocol_role) instead:
+/// the role is a function pointer, so a firmware image that only makes
+/// clients links none of the server's handling (its `handshake` with the
+/// whole registry, its ping answer; about 2 KB of flash on a Cortex-M4F),
+/// and one that only serves none of the client's (the registry sync). The
+/// role MUST be the connection's side (checked in debug builds); the other
+/// side's role ignores every protocol packet.
+pub struct Role<'a, C, T, const N: usize, G> {
+    side: Option<Side>,
+    handle: RoleFn<'a, C, T, N, G>,
+}
+
+type RoleFn<'a, C, T, const N: usize, G> =
+    fn(&mut Inner<'a, C, T, N, G>, u32, &[u8], Instant) -> Outcome;
+
+impl<C, T, const N: usize, G> Clone for Role<'_, C, T, N, G> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<C, T, const N: usize, G> Copy for Role<'_, C, T, N, G> {}
+
+impl<C, T, const N: usize, G> core::fmt::Debug for Role<'_, C, T, N, G> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("Role").field(&self.side).finish()
+    }
+}
+
+impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Role<'a, C, T, N, G> {
+    /// The client's code only.
+    pub fn client() -> Self {
+        Role {
+            side: Some(Side::Client),
+            handle: Inner::client_role,
+        }
+    }
+
+    /// The server's code only.
+    pub fn server() -> Self {
+        Role {
+            side: Some(Side::Server),
+            handle: Inner::server_role,
+        }
+    }
+
+    /// Both sides' code, chosen by the connection's side.
+    pub fn any() -> Self {
+        Role {
+            side: None,
+            handle: Inner::any_role,
+        }
+    }
+
+    /// Runs the role on one packet of `inner`.
+    #[inline]
+    pub(super) fn handle(
+        self,
+        inner: &mut Inner<'a, C, T, N, G>,
+        packet_id: u32,
+        body: &[u8],
+        now: Instant,
+    ) -> Outcome {
+        debug_assert!(
+            self.side.is_none_or(|side| side == inner.side),
+            "a {:?} role polled a {:?} connection",
+            self.side,
+            inner.side
+        );
+        (self.handle)(inner, packet_id, body, now)
+    }
+}
 
 impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C, T, N, G> {
     /// (Server) queues `hello`, the first thing a server says.
@@ -36,23 +119,52 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             .map_err(|_| NewConnectionError::HelloTooLarge)
     }
 
-    /// Handles a protocol packet (an id below 64) that passed its rules.
+    /// Either side's protocol code, by the connection's side ([`Role::any`]).
     // Out of line, like the poll path's other rare branches (a ping,
     // `closeconn`, a close): a compact per-packet loop measured faster.
     #[inline(never)]
-    pub(super) fn handle_internal(&mut self, packet_id: u32, body: &[u8], now: Instant) {
+    fn any_role(&mut self, packet_id: u32, body: &[u8], now: Instant) -> Outcome {
+        match self.side {
+            Side::Client => self.client_role(packet_id, body, now),
+            Side::Server => self.server_role(packet_id, body, now),
+        }
+    }
+
+    /// The client's side of the protocol: a protocol packet (an id below
+    /// 64) that passed its rules, or a packet of a `ping` connection
+    /// ([`Role::client`]).
+    fn client_role(&mut self, packet_id: u32, body: &[u8], now: Instant) -> Outcome {
         match packet_id {
             internal::HELLO => self.handle_hello(body, now),
+            internal::HANDSHAKE => self.handle_handshake(body),
+            // `settype` and `handshake.accept` are the server's to receive:
+            // their rules refused them here already. Every id below 64 in a
+            // registry is one of the five.
+            id if id < FIRST_AUTO_ID => {}
+            _ => return self.client_ping(packet_id, now),
+        }
+        Outcome::Nothing
+    }
+
+    /// The server's side of the protocol, as [`client_role`](Self::client_role)
+    /// is the client's ([`Role::server`]).
+    fn server_role(&mut self, packet_id: u32, body: &[u8], now: Instant) -> Outcome {
+        match packet_id {
             internal::SETTYPE => {
                 let Ok(msg) = self.codec.decode::<SetType>(body) else {
-                    return self.close(CloseReason::MalformedPacket);
+                    self.close(CloseReason::MalformedPacket);
+                    return Outcome::Nothing;
                 };
                 match ConnType::find(msg.conntype, self.side, &self.config) {
-                    Some(conntype) => self.enter(conntype, now),
+                    Some(conntype) => {
+                        self.enter(conntype, now);
+                        if conntype == ConnType::Classic {
+                            self.queue_handshake();
+                        }
+                    }
                     None => self.close(CloseReason::UnknownConnType),
                 }
             }
-            internal::HANDSHAKE => self.handle_handshake(body),
             internal::HANDSHAKE_ACCEPT => match self.codec.decode::<HandshakeAccept>(body) {
                 Ok(HandshakeAccept { success: true }) => {
                     self.open(self.progress.conntype(), OpenState::Active);
@@ -60,9 +172,12 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
                 Ok(_) => self.close(CloseReason::HandshakeFailed),
                 Err(_) => self.close(CloseReason::MalformedPacket),
             },
-            // Every id below 64 in a registry is one of the above.
-            _ => {}
+            // `hello` and `handshake` are the client's to receive (see
+            // `client_role`).
+            id if id < FIRST_AUTO_ID => {}
+            _ => return self.server_ping(packet_id, body),
         }
+        Outcome::Nothing
     }
 
     /// (Client) `hello`: checks the protocol version, asks for the target
@@ -93,20 +208,16 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
     }
 
     /// Enters the agreed connection type (`init` of the reference's types):
-    /// a `classic` server sends its registry in `handshake`, a `ping` client
-    /// its request, a custom type runs its [`init`](super::ConnTypeHooks::init).
-    /// The handshake timer keeps running.
+    /// a `ping` client sends its request, a custom type runs its
+    /// [`init`](super::ConnTypeHooks::init); a `classic` server then sends
+    /// its registry in `handshake` (`server_role` does). The handshake timer
+    /// keeps running.
     fn enter(&mut self, conntype: ConnType, now: Instant) {
         let deadline = self.progress.deadline();
         match conntype {
             // Never agreed: `ConnType::find` does not return it.
             ConnType::NotSet => {}
-            ConnType::Classic => {
-                self.progress = Progress::Handshake { deadline };
-                if self.side == Side::Server {
-                    self.queue_handshake();
-                }
-            }
+            ConnType::Classic => self.progress = Progress::Handshake { deadline },
             ConnType::Ping => self.enter_ping(deadline, now),
             ConnType::Custom(index) => {
                 let state = conntype
@@ -234,6 +345,64 @@ mod tests {
         }
         assert_eq!(connected, [ended[0].is_none(), ended[1].is_none()]);
         ended
+    }
+
+    /// A client and a server each polled with its own side's [`Role`]:
+    /// `conntype` completes as with `poll` (events of each side, in order).
+    fn with_roles(conntype: &str) -> [heapless::Vec<&'static str, 8>; 2] {
+        use crate::connection::{Role, Take};
+        let now = Instant::ZERO;
+        let config = Config::new();
+        let server_reg = Registry::<8>::new();
+        let mut client_reg = Registry::<8>::new();
+        let mut s = Connection::server(&config, &server_reg, Postcard, [0u8; 512], [0u8; 512], now)
+            .unwrap();
+        let mut c = Connection::client(
+            &config,
+            &mut client_reg,
+            Postcard,
+            [0u8; 512],
+            [0u8; 512],
+            conntype,
+            now,
+        )
+        .unwrap();
+        let name = |e: &Event<'_, Postcard>| match e {
+            Event::Connected => "connected",
+            Event::Pong { .. } => "pong",
+            Event::PingAnswered => "ping answered",
+            Event::Closed(Closed { reason, .. }) if *reason == CloseReason::PingComplete => {
+                "closed pingcomplete"
+            }
+            Event::Closed(_) => "closed",
+            _ => "other",
+        };
+        let mut seen: [heapless::Vec<&'static str, 8>; 2] = Default::default();
+        for _ in 0..4 {
+            let n = c.handle_input(s.poll_transmit());
+            s.transmitted(n);
+            while let Some(e) =
+                c.poll_with_role(now, Role::client(), |e, _| (Take::Consume, name(&e)))
+            {
+                let _ = seen[1].push(e);
+            }
+            let n = s.handle_input(c.poll_transmit());
+            c.transmitted(n);
+            while let Some(e) = s.poll_protocol_role(now, Role::server()) {
+                let _ = seen[0].push(name(&e));
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn each_sides_role_alone_connects_and_pings() {
+        let [server, client] = with_roles("classic");
+        assert_eq!(server.as_slice(), ["connected"]);
+        assert_eq!(client.as_slice(), ["connected"]);
+        let [server, client] = with_roles("ping");
+        assert_eq!(server.as_slice(), ["ping answered", "closed pingcomplete"]);
+        assert_eq!(client.as_slice(), ["pong", "closed pingcomplete"]);
     }
 
     #[test]

@@ -81,6 +81,7 @@ pub use config::{Compressor, Config, PingServerConfig};
 pub use conntype::{CloseKind, ConnTypeHooks, CustomConnType, Dispatch};
 pub use error::{NewConnectionError, SendError};
 pub use event::{DecodeError, Event, IgnoreCause, Incoming};
+pub use handshake::Role;
 pub use outbox::{Outbox, Take};
 pub use transmit::{CLOSE_RESERVE, MIN_TX_BUFFER};
 
@@ -482,7 +483,7 @@ where
     /// stack frame.
     #[inline(never)]
     fn poll_general(&mut self, now: Instant) -> Option<Event<'_, C>> {
-        let Some(found) = self.next_found(now, false) else {
+        let Some(found) = self.next_found(now, false, handshake::Role::any()) else {
             self.update_timers(now);
             return None;
         };
@@ -593,7 +594,7 @@ where
     where
         C: 'e,
     {
-        let found = self.next_found(now, protocol_only);
+        let found = self.next_found(now, protocol_only, handshake::Role::any());
         if found.is_none() {
             self.update_timers(now);
         }

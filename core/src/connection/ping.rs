@@ -12,6 +12,22 @@ use crate::registry::{internal, RegistryAccess};
 use crate::time::{Instant, MaybeInstant};
 use crate::types::{CloseReason, Mode, Side};
 
+/// The `time` of a ping request: the instant in seconds, as the reference
+/// sends it. The server only echoes it back (this client measures the round
+/// trip with its own clock), so on bare metal (`target_os = "none"`) it is
+/// whole seconds: no float arithmetic in a board's image, where every
+/// connection's code carries the ping client.
+#[cfg(not(target_os = "none"))]
+fn request_time(now: Instant) -> f64 {
+    now.as_secs_f64()
+}
+
+/// See the host's `request_time`.
+#[cfg(target_os = "none")]
+fn request_time(now: Instant) -> f64 {
+    crate::time::whole_secs_f64(now.as_micros() / 1_000_000)
+}
+
 impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C, T, N, G> {
     /// Enters `ping`: a client sends its request now; a server waits for it.
     pub(super) fn enter_ping(&mut self, deadline: MaybeInstant, now: Instant) {
@@ -23,7 +39,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
                 };
                 self.mode = Mode::PING;
                 let req = PingRequest {
-                    time: now.as_secs_f64(),
+                    time: request_time(now),
                 };
                 self.queue_internal(internal::PING_REQUEST, &req);
             }
@@ -31,14 +47,12 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         }
     }
 
-    /// A packet on a `ping` connection: the server answers a request, the
-    /// client takes the answer and closes with `pingcomplete`; anything else
-    /// closes.
-    // Out of the per-packet loop, as `handle_internal` is.
-    #[inline(never)]
-    pub(super) fn handle_ping(&mut self, packet_id: u32, body: &[u8], now: Instant) -> Outcome {
-        match (packet_id, self.side) {
-            (internal::PING_REQUEST, Side::Server) => {
+    /// (Server) a packet on a `ping` connection: the request is answered
+    /// (the connection then closes with `pingcomplete` once it left);
+    /// anything else closes.
+    pub(super) fn server_ping(&mut self, packet_id: u32, body: &[u8]) -> Outcome {
+        match packet_id {
+            internal::PING_REQUEST => {
                 let Ok(req) = self.codec.decode::<PingRequest>(body) else {
                     self.close(CloseReason::InvalidPingPacket);
                     return Outcome::Nothing;
@@ -61,9 +75,18 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
                 if !self.is_closed() {
                     self.pending = Some(Pending::PingAnswered);
                 }
-                Outcome::Nothing
             }
-            (internal::PING_RESPONSE, Side::Client) => {
+            internal::PING_RESPONSE => self.close(CloseReason::PingInvalidSide),
+            _ => self.close(CloseReason::InvalidPingPacket),
+        }
+        Outcome::Nothing
+    }
+
+    /// (Client) a packet on a `ping` connection: the answer closes with
+    /// `pingcomplete` and reports the round trip; anything else closes.
+    pub(super) fn client_ping(&mut self, packet_id: u32, now: Instant) -> Outcome {
+        match packet_id {
+            internal::PING_RESPONSE => {
                 let sent = match self.progress {
                     Progress::AwaitingPong { sent, .. } => sent,
                     _ => now,
@@ -72,7 +95,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
                 self.close(CloseReason::PingComplete);
                 Outcome::Pong(delay)
             }
-            (internal::PING_REQUEST | internal::PING_RESPONSE, _) => {
+            internal::PING_REQUEST => {
                 self.close(CloseReason::PingInvalidSide);
                 Outcome::Nothing
             }

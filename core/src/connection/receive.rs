@@ -4,6 +4,8 @@
 
 use super::conntype::{ConnType, Dispatch};
 use super::event::{Event, IgnoreCause, Incoming};
+use super::handshake::Role;
+use super::outbox::{Outbox, Take};
 use super::progress::Progress;
 use super::{Connection, Inner};
 use crate::buffer::Buffer;
@@ -146,6 +148,65 @@ where
         Some((packet_id, name, body))
     }
 
+    /// [`poll_with`](Connection::poll_with) with this side's protocol code
+    /// only (see [`Role`]: `role` MUST be the connection's side, as
+    /// [`Role::client`] for a connection made by
+    /// [`client`](Connection::client)).
+    pub fn poll_with_role<X>(
+        &mut self,
+        now: Instant,
+        role: Role<'a, C, T, N, G>,
+        f: impl FnOnce(Event<'_, C>, &mut Outbox<'_, 'a, C, T, N, G>) -> (Take, X),
+    ) -> Option<X> {
+        let found = self.next_found_role(now, false, role)?;
+        let frame_start = match &found {
+            Found::Frame { range, .. } => Some(range.start),
+            Found::Pending(_) => None,
+        };
+        let event = found.into_event(&self.rx, &self.inner.codec);
+        let is_packet = matches!(event, Event::Packet(_) | Event::ConnTypePacket(_));
+        let mut outbox = Outbox {
+            inner: &mut self.inner,
+        };
+        let (take, x) = f(event, &mut outbox);
+        if let (Take::Keep, true, Some(start)) = (take, is_packet, frame_start) {
+            if !self.inner.is_closed() {
+                self.rx.unread(start);
+            }
+        }
+        Some(x)
+    }
+
+    /// [`poll_protocol`](Connection::poll_protocol) with this side's
+    /// protocol code only (see [`poll_with_role`](Self::poll_with_role)).
+    pub fn poll_protocol_role(
+        &mut self,
+        now: Instant,
+        role: Role<'a, C, T, N, G>,
+    ) -> Option<Event<'_, C>> {
+        let found = self.next_found_role(now, true, role)?;
+        Some(found.into_event(&self.rx, &self.inner.codec))
+    }
+
+    /// The state machine out of line for the two polls above, as
+    /// `next_found_shared` is for the others.
+    #[inline(never)]
+    fn next_found_role<'e>(
+        &mut self,
+        now: Instant,
+        protocol_only: bool,
+        role: Role<'a, C, T, N, G>,
+    ) -> Option<Found<'e, C>>
+    where
+        C: 'e,
+    {
+        let found = self.next_found(now, protocol_only, role);
+        if found.is_none() {
+            self.update_timers(now);
+        }
+        found
+    }
+
     /// Runs the state machine up to the next event; what it found refers to
     /// the receive buffer by range, so the caller decides what to borrow.
     #[inline(always)]
@@ -153,6 +214,7 @@ where
         &mut self,
         now: Instant,
         protocol_only: bool,
+        role: Role<'a, C, T, N, G>,
     ) -> Option<Found<'e, C>>
     where
         C: 'e,
@@ -191,7 +253,7 @@ where
                 }
             };
             let body = self.rx.stored(body_range.clone());
-            match self.inner.handle_frame(packet_id, flags, body, now) {
+            match self.inner.handle_frame(packet_id, flags, body, now, role) {
                 Outcome::Nothing => {
                     if let Some(event) = self.inner.take_pending() {
                         return Some(Found::Pending(event));
@@ -261,7 +323,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
 
     /// The peer's `closeconn`: accepted in any state; a body that does not
     /// decode still closes.
-    // Out of the per-packet loop, as `handle_internal` is.
+    // Out of the per-packet loop, as the side's `Role` is.
     #[inline(never)]
     fn handle_closeconn(&mut self, body: &[u8]) {
         let reason = match self.codec.decode::<CloseConn>(body) {
@@ -285,7 +347,14 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
     /// Handles one frame: `closeconn` in any state, then what the connection
     /// type does with ids from 64, then the registry's rules, then the
     /// protocol's own packets.
-    fn handle_frame(&mut self, packet_id: u32, flags: Flags, body: &[u8], now: Instant) -> Outcome {
+    fn handle_frame(
+        &mut self,
+        packet_id: u32,
+        flags: Flags,
+        body: &[u8],
+        now: Instant,
+        role: Role<'a, C, T, N, G>,
+    ) -> Outcome {
         if flags.contains(Flags::COMPRESSED) {
             // Inflated by the caller when enabled; here only if it is not.
             self.close(CloseReason::CompressionNotEnabled);
@@ -298,7 +367,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         let (state, conntype) = self.progress.state_and_conntype();
         if packet_id >= FIRST_AUTO_ID {
             match conntype {
-                ConnType::Ping => return self.handle_ping(packet_id, body, now),
+                ConnType::Ping => return role.handle(self, packet_id, body, now),
                 ConnType::Custom(_) => {
                     let dispatch = conntype
                         .hooks(&self.config)
@@ -336,8 +405,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         }
         if packet_id < FIRST_AUTO_ID {
             let id = entry.id;
-            self.handle_internal(id, body, now);
-            return Outcome::Nothing;
+            return role.handle(self, id, body, now);
         }
         Outcome::Packet(Some(entry.name))
     }
