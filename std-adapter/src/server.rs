@@ -58,6 +58,7 @@ use peng3dnet_core::connection::{
     Compressor, Config, IgnoreCause, PingServerConfig, SendError, MIN_TX_BUFFER,
 };
 use peng3dnet_core::registry::Packet;
+pub use peng3dnet_core::server::BroadcastReport;
 use peng3dnet_core::server::{
     Refused, ServerConnection, ServerOptions as CoreOptions, ServerSlot, Storage,
 };
@@ -455,6 +456,7 @@ impl<C: Codec + Send + 'static> ServerBuilder<C> {
                 commands: tx,
                 waker,
                 codec: self.codec.clone(),
+                loop_thread: Arc::new(std::sync::OnceLock::new()),
             },
             commands: rx,
             local_addr,
@@ -508,11 +510,13 @@ enum Command {
         id: ClientId,
         name: &'static str,
         body: Vec<u8>,
+        reply: mpsc::Sender<Result<(), HandleError>>,
     },
     Broadcast {
         name: &'static str,
         body: Vec<u8>,
         except: Vec<ClientId>,
+        reply: mpsc::Sender<Result<BroadcastReport, HandleError>>,
     },
     Close {
         id: ClientId,
@@ -524,11 +528,23 @@ enum Command {
 
 /// Why a [`ServerHandle`] call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HandleError {
     /// The server has stopped.
     Stopped,
     /// The message could not be encoded.
     Encode(peng3dnet_core::codec::CodecError),
+    /// The packet is not in the server's registry.
+    NotRegistered(&'static str),
+    /// The client refused the packet: its rules, its connection type, a
+    /// closed or unknown client, a message larger than its queue (one that
+    /// did not fit now closed it with `writequeuefull`:
+    /// [`SendError::WouldBlock`](peng3dnet_core::connection::SendError::WouldBlock)).
+    Send(SendError),
+    /// Called on the server's own thread (from a handler or hook), where
+    /// waiting for the event loop would wait forever: use the handler's
+    /// [`Ctx`] there.
+    OnServerThread,
 }
 
 impl std::fmt::Display for HandleError {
@@ -536,6 +552,14 @@ impl std::fmt::Display for HandleError {
         match self {
             HandleError::Stopped => f.write_str("the server has stopped"),
             HandleError::Encode(e) => write!(f, "encoding failed: {e}"),
+            HandleError::NotRegistered(name) => {
+                write!(f, "packet {name} is not in the server's registry")
+            }
+            HandleError::Send(e) => write!(f, "the client refused the packet: {e}"),
+            HandleError::OnServerThread => f.write_str(
+                "a ServerHandle call that waits for the server, made on the server's own thread \
+                 (use the handler's Ctx)",
+            ),
         }
     }
 }
@@ -548,12 +572,29 @@ pub struct ServerHandle<C: Codec = Postcard> {
     commands: mpsc::Sender<Command>,
     waker: Arc<Waker>,
     codec: C,
+    /// The event loop's thread, once it runs.
+    loop_thread: Arc<std::sync::OnceLock<thread::ThreadId>>,
 }
 
 impl<C: Codec> ServerHandle<C> {
     fn command(&self, c: Command) -> Result<(), HandleError> {
         self.commands.send(c).map_err(|_| HandleError::Stopped)?;
         self.waker.wake().map_err(|_| HandleError::Stopped)
+    }
+
+    /// Sends `make(reply)` and waits for the event loop's answer (bounded:
+    /// the loop answers every command of a round; a stopped server drops
+    /// the reply channel).
+    fn ask<R>(
+        &self,
+        make: impl FnOnce(mpsc::Sender<Result<R, HandleError>>) -> Command,
+    ) -> Result<R, HandleError> {
+        if self.loop_thread.get() == Some(&thread::current().id()) {
+            return Err(HandleError::OnServerThread);
+        }
+        let (tx, rx) = mpsc::channel();
+        self.command(make(tx))?;
+        rx.recv().map_err(|_| HandleError::Stopped)?
     }
 
     fn encode<M: serde::Serialize + ?Sized>(&self, msg: &M) -> Result<Vec<u8>, HandleError> {
@@ -565,28 +606,36 @@ impl<C: Codec> ServerHandle<C> {
         Ok(body)
     }
 
-    /// Sends a `P` to one client (its rules are checked there; a refused or
-    /// unknown client is skipped).
+    /// Sends a `P` to one client and waits until the event loop queued it
+    /// (a round trip through the loop, so from another thread only:
+    /// [`HandleError::OnServerThread`] otherwise). The client's rules are
+    /// checked there: a refusal is [`HandleError::Send`], as on every path
+    /// of the core's server (a send that does not fit closes the client with
+    /// `writequeuefull`).
     pub fn send<P: Packet>(&self, id: ClientId, msg: &P::Message<'_>) -> Result<(), HandleError> {
         let body = self.encode(msg)?;
-        self.command(Command::Send {
+        self.ask(|reply| Command::Send {
             id,
             name: P::NAME,
             body,
+            reply,
         })
     }
 
-    /// Sends a `P` to every connected client but those in `except`.
+    /// Sends a `P` to every connected client but those in `except` (encoded
+    /// once) and waits for the report: how many it reached, how many refused
+    /// it and the first refusal (see [`send`](Self::send)).
     pub fn broadcast<P: Packet>(
         &self,
         msg: &P::Message<'_>,
         except: &[ClientId],
-    ) -> Result<(), HandleError> {
+    ) -> Result<BroadcastReport, HandleError> {
         let body = self.encode(msg)?;
-        self.command(Command::Broadcast {
+        self.ask(|reply| Command::Broadcast {
             name: P::NAME,
             body,
             except: except.to_vec(),
+            reply,
         })
     }
 
@@ -597,6 +646,9 @@ impl<C: Codec> ServerHandle<C> {
 
     /// The server's clients and counters now.
     pub fn status(&self) -> Result<ServerStatus, HandleError> {
+        if self.loop_thread.get() == Some(&thread::current().id()) {
+            return Err(HandleError::OnServerThread);
+        }
         let (tx, rx) = mpsc::channel();
         self.command(Command::Status(tx))?;
         rx.recv_timeout(Duration::from_secs(10))
@@ -681,6 +733,7 @@ impl<C: Codec + Send + 'static> Server<C> {
 
     /// Runs the event loop on this thread until shut down.
     pub fn run(self) -> io::Result<ServerStats> {
+        let _ = self.handle.loop_thread.set(thread::current().id());
         let Server {
             listener,
             poll,
@@ -953,17 +1006,37 @@ impl<'a, C: Codec> Loop<'a, C> {
     fn commands(&mut self) -> io::Result<()> {
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
-                Command::Send { id, name, body } => {
-                    if let Some(e) = self.server.registry().by_name(name) {
-                        let _ = self.server.send_encoded(id, e.id, &body);
-                        self.service(id.slot(), false);
-                    }
+                Command::Send {
+                    id,
+                    name,
+                    body,
+                    reply,
+                } => {
+                    let res = match self.server.registry().by_name(name) {
+                        Some(e) => {
+                            let res = self.server.send_encoded(id, e.id, &body);
+                            self.service(id.slot(), false);
+                            res.map_err(HandleError::Send)
+                        }
+                        None => Err(HandleError::NotRegistered(name)),
+                    };
+                    let _ = reply.send(res);
                 }
-                Command::Broadcast { name, body, except } => {
-                    if let Some(e) = self.server.registry().by_name(name) {
-                        self.server.broadcast_encoded(e.id, &body, &except);
-                        self.after_broadcast();
-                    }
+                Command::Broadcast {
+                    name,
+                    body,
+                    except,
+                    reply,
+                } => {
+                    let res = match self.server.registry().by_name(name) {
+                        Some(e) => {
+                            let report = self.server.broadcast_encoded(e.id, &body, &except);
+                            self.after_broadcast();
+                            Ok(report)
+                        }
+                        None => Err(HandleError::NotRegistered(name)),
+                    };
+                    let _ = reply.send(res);
                 }
                 Command::Close { id, reason } => {
                     if self.server.close(id, reason) {

@@ -67,3 +67,102 @@ fn dropping_a_running_server_shuts_it_down() {
     assert_eq!(closed.reason, CloseReason::ServerShutdown);
     assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
 }
+
+/// Only the server may send it, and only to a client in LOGGEDIN.
+struct AfterLogin;
+impl peng3dnet_core::registry::Packet for AfterLogin {
+    const NAME: &'static str = "test:afterlogin";
+    const RULES: peng3dnet_core::rules::Rules =
+        peng3dnet_core::rules::Rules::SMART.state(peng3dnet_core::State::LoggedIn);
+    type Message<'a> = &'a str;
+}
+
+/// Never registered with the server.
+struct Unknown;
+impl peng3dnet_core::registry::Packet for Unknown {
+    const NAME: &'static str = "test:unknown";
+    const RULES: peng3dnet_core::rules::Rules = peng3dnet_core::rules::Rules::SMART;
+    type Message<'a> = &'a str;
+}
+
+#[test]
+fn the_handle_reports_what_the_rules_refuse() {
+    use peng3dnet_core::connection::SendError;
+    use peng3dnet_std::server::HandleError;
+    let mut registry = echo::registry();
+    registry.register::<AfterLogin>().unwrap();
+    let (tx, connected) = mpsc::channel();
+    let running = echo::server(registry.clone(), ServerOptions::default())
+        .on_handshake(move |ctx| {
+            let _ = tx.send(ctx.client_id());
+        })
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let handle = running.handle().clone();
+    let mut client =
+        Client::connect(running.local_addr(), registry, ClientOptions::default()).unwrap();
+    client.wait_connected(T).unwrap();
+    let id = connected.recv_timeout(T).unwrap();
+    // Allowed: queued and delivered.
+    handle.send::<Echo>(id, &"from the handle").unwrap();
+    // The rules refuse it (the client is ACTIVE, not LOGGEDIN).
+    match handle.send::<AfterLogin>(id, &"too early") {
+        Err(HandleError::Send(SendError::Rules(v))) => {
+            assert!(v.to_string().contains("LOGGEDIN"), "{v}")
+        }
+        other => panic!("expected a rule refusal, got {other:?}"),
+    }
+    let report = handle.broadcast::<AfterLogin>(&"too early", &[]).unwrap();
+    assert_eq!((report.sent, report.failed), (0, 1));
+    assert!(matches!(report.first_error, Some(SendError::Rules(_))));
+    let report = handle.broadcast::<Echo>(&"to all", &[]).unwrap();
+    assert_eq!((report.sent, report.failed), (1, 0));
+    assert_eq!(
+        handle.send::<Unknown>(id, &"?"),
+        Err(HandleError::NotRegistered("test:unknown"))
+    );
+    let mut texts = Vec::new();
+    while texts.len() < 2 {
+        match client.recv(T).unwrap() {
+            ClientEvent::Packet(p) => texts.push(p.decode::<Echo>().unwrap().to_owned()),
+            ClientEvent::Connected => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(texts, ["from the handle", "to all"]);
+}
+
+#[test]
+fn a_waiting_handle_call_on_the_servers_own_thread_is_an_error() {
+    use peng3dnet_std::server::{HandleError, ServerHandle};
+    use std::sync::{Arc, Mutex};
+    // A hook that got hold of its own server's handle (through a slot
+    // filled after bind) and calls it on the loop's thread.
+    let slot: Arc<Mutex<Option<ServerHandle>>> = Arc::default();
+    let (tx, got) = mpsc::channel();
+    let in_hook = Arc::clone(&slot);
+    let bound = echo::server(echo::registry(), ServerOptions::default())
+        .on_connect(move |ctx| {
+            let handle = in_hook.lock().unwrap().clone();
+            if let Some(h) = handle {
+                let _ = tx.send((h.send::<Echo>(ctx.client_id(), &"x"), h.status().err()));
+            }
+        })
+        .bind("127.0.0.1:0")
+        .unwrap();
+    *slot.lock().unwrap() = Some(bound.handle());
+    let running = bound.spawn().unwrap();
+    let _client = Client::connect(
+        running.local_addr(),
+        echo::registry(),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    let (send, status) = got.recv_timeout(T).expect("the hook ran and did not hang");
+    assert_eq!(send, Err(HandleError::OnServerThread));
+    assert_eq!(status, Some(HandleError::OnServerThread));
+    // From another thread the same handle answers.
+    assert!(running.handle().status().is_ok());
+}
