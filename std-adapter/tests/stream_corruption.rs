@@ -1,0 +1,211 @@
+//! A byte stream that corrupts or drops bytes (a noisy serial line) between
+//! `stream::StreamConnection`s: a relay between a client and the echo
+//! server, over two `UnixStream` pairs, rewrites the first `echo:echo`
+//! frame the server sends back. Each case must end in a named close of the
+//! client, within a bounded time, never a hang (docs/PROTOCOL.md, "Framing
+//! over a lossy byte stream").
+
+use peng3dnet_core::codec::Postcard;
+use peng3dnet_core::{CloseReason, Closed, Initiator};
+use peng3dnet_std::client::{ClientError, ClientEvent};
+use peng3dnet_std::echo::{self, Echo};
+use peng3dnet_std::stream::{StreamConnection, StreamOptions};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What the relay does to the frame: gets its bytes (length prefix
+/// included), returns what goes on.
+type Mangle = fn(Vec<u8>) -> Vec<u8>;
+
+/// Bound of every wait of a case.
+const T: Duration = Duration::from_secs(10);
+
+/// The echo server over `stream`, until its connection closes.
+fn echo_server(stream: UnixStream) -> JoinHandle<Option<Closed>> {
+    std::thread::spawn(move || {
+        let mut conn =
+            StreamConnection::server(stream, echo::registry(), Postcard, StreamOptions::default())
+                .ok()?;
+        for _ in 0..1000 {
+            match conn.recv(T) {
+                Ok(ClientEvent::Packet(p)) if p.is::<Echo>() => {
+                    let _ = conn.send_encoded(p.packet_id, &p.body);
+                }
+                Ok(ClientEvent::Closed(c)) | Err(ClientError::Closed(c)) => return Some(c),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+}
+
+/// Copies `from` to `to` frame by frame, handing the first frame with
+/// packet id `target` to `mangle`; ends at end of stream, or after the
+/// mangled frame with `cut`.
+fn relay(mut from: UnixStream, mut to: UnixStream, target: Option<u32>, mangle: Mangle, cut: bool) {
+    std::thread::spawn(move || {
+        let mut done = false;
+        loop {
+            let mut prefix = [0u8; 4];
+            if from.read_exact(&mut prefix).is_err() {
+                break;
+            }
+            let len = u32::from_be_bytes(prefix) as usize;
+            let mut frame = prefix.to_vec();
+            frame.resize(4 + len, 0);
+            if from.read_exact(&mut frame[4..]).is_err() {
+                break;
+            }
+            let pid = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+            let hit = !done && Some(pid) == target;
+            if hit {
+                done = true;
+                frame = mangle(frame);
+            }
+            if to.write_all(&frame).is_err() || (hit && cut) {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+}
+
+/// Client and echo server with the relay between them; the first echo
+/// answer goes through `mangle`. Returns how the client's connection
+/// ended and what it received before.
+fn run_case(mangle: Mangle) -> (Closed, Vec<String>) {
+    run_case_cut(mangle, false)
+}
+
+/// [`run_case`]; with `cut`, the line to the client ends after the
+/// mangled frame.
+fn run_case_cut(mangle: Mangle, cut: bool) -> (Closed, Vec<String>) {
+    let (client_end, relay_c) = UnixStream::pair().unwrap();
+    let (relay_s, server_end) = UnixStream::pair().unwrap();
+    let server = echo_server(server_end);
+    // Client to server: untouched; server to client: the echo is mangled.
+    relay(
+        relay_c.try_clone().unwrap(),
+        relay_s.try_clone().unwrap(),
+        None,
+        |f| f,
+        false,
+    );
+    let echo_id = echo::registry().id_of::<Echo>();
+    relay(relay_s, relay_c, echo_id, mangle, cut);
+
+    let mut client = StreamConnection::client(
+        client_end,
+        echo::registry(),
+        Postcard,
+        StreamOptions::default(),
+    )
+    .unwrap();
+    client
+        .wait_connected(T)
+        .expect("handshake through the relay");
+    client.send::<Echo>(&"through a noisy line").unwrap();
+    let mut got = Vec::new();
+    let closed = loop {
+        match client.recv(T) {
+            Ok(ClientEvent::Packet(p)) => {
+                got.push(
+                    p.decode::<Echo>()
+                        .map_or_else(|e| format!("<{e}>"), str::to_owned),
+                );
+                // An answer came through: end it here (as an application
+                // would once it has what it asked for).
+                client.close(CloseReason::UserRequest).unwrap();
+            }
+            Ok(ClientEvent::Closed(c)) => break c,
+            Ok(_) => {}
+            Err(ClientError::Closed(c)) => break c,
+            Err(e) => panic!("the client did not end in a named close: {e}"),
+        }
+    };
+    drop(client);
+    let server_closed = server.join().unwrap();
+    assert!(server_closed.is_some(), "the server's connection ended too");
+    (closed, got)
+}
+
+fn assert_local_close(closed: &Closed, reason: CloseReason) {
+    assert_eq!(closed.reason, reason, "{closed}");
+    assert_eq!(closed.initiator, Initiator::Local, "{closed}");
+}
+
+#[test]
+fn untouched_line_echoes_and_closes_by_request() {
+    let (closed, got) = run_case(|f| f);
+    assert_eq!(got, ["through a noisy line"]);
+    assert_local_close(&closed, CloseReason::UserRequest);
+}
+
+#[test]
+fn length_prefix_too_large_closes_packettoolarge() {
+    // The top byte of the prefix flipped: 2^24 and more announced.
+    let (closed, got) = run_case(|mut f| {
+        f[0] ^= 0xff;
+        f
+    });
+    assert!(got.is_empty(), "nothing was delivered: {got:?}");
+    assert_local_close(&closed, CloseReason::FrameTooLarge);
+    assert_eq!(closed.reason.to_string(), "packettoolarge");
+}
+
+#[test]
+fn length_prefix_below_the_header_closes_malformedframe() {
+    let (closed, got) = run_case(|mut f| {
+        f[..4].copy_from_slice(&3u32.to_be_bytes());
+        f
+    });
+    assert!(got.is_empty(), "nothing was delivered: {got:?}");
+    assert_local_close(&closed, CloseReason::MalformedFrame);
+}
+
+#[test]
+fn flipped_flag_bits_close_unknownflags_or_encryptionunsupported() {
+    // Flags are bytes 8 and 9 of the frame (after prefix and id).
+    let (closed, _) = run_case(|mut f| {
+        f[8] ^= 0x80;
+        f
+    });
+    assert_local_close(&closed, CloseReason::UnknownFlags);
+    let (closed, _) = run_case(|mut f| {
+        f[9] ^= 0b10;
+        f
+    });
+    assert_local_close(&closed, CloseReason::EncryptionUnsupported);
+}
+
+#[test]
+fn stream_ending_inside_a_frame_closes_socketclose() {
+    // The line goes dead in the middle of the answer.
+    let (closed, got) = run_case_cut(
+        |mut f| {
+            f.truncate(f.len() - 3);
+            f
+        },
+        true,
+    );
+    assert!(got.is_empty(), "nothing was delivered: {got:?}");
+    assert_eq!(closed.reason, CloseReason::SocketClose, "{closed}");
+    assert_eq!(closed.initiator, Initiator::Transport, "{closed}");
+}
+
+#[test]
+fn flipped_body_byte_is_delivered_changed() {
+    // The protocol has no checksum: a flipped body byte arrives as another
+    // message (here one letter of the text), and only the application can
+    // tell. PROTOCOL.md says so.
+    let (closed, got) = run_case(|mut f| {
+        let last = f.len() - 1;
+        f[last] ^= 0x20;
+        f
+    });
+    assert_eq!(got, ["through a noisy linE"]);
+    assert_local_close(&closed, CloseReason::UserRequest);
+}
