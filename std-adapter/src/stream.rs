@@ -4,7 +4,7 @@
 //! `Box<dyn serialport::SerialPort>`), or a user's own [`Read`] + [`Write`]
 //! with a read timeout ([`ReadTimeout`]).
 //!
-//! [`StreamConnection`] runs a core [`Connection`](peng3dnet_core::Connection)
+//! [`StreamConnection`] runs a core [`Connection`]
 //! in either role: [`client`](StreamConnection::client) (as the TCP
 //! [`Client`](crate::client::Client) does) or
 //! [`server`](StreamConnection::server) for the single peer at the other end
