@@ -77,25 +77,38 @@ fn relay(mut from: UnixStream, mut to: UnixStream, target: Option<u32>, mangle: 
 /// answer goes through `mangle`. Returns how the client's connection
 /// ended and what it received before.
 fn run_case(mangle: Mangle) -> (Closed, Vec<String>) {
-    run_case_cut(mangle, false)
+    let (closed, got, _) = run_case_with(mangle, false, false);
+    (closed, got)
 }
 
 /// [`run_case`]; with `cut`, the line to the client ends after the
 /// mangled frame.
 fn run_case_cut(mangle: Mangle, cut: bool) -> (Closed, Vec<String>) {
+    let (closed, got, _) = run_case_with(mangle, cut, false);
+    (closed, got)
+}
+
+/// [`run_case_cut`]; with `to_server`, the client's echo request is
+/// mangled on its way to the server instead. Returns the server's close
+/// as well.
+fn run_case_with(mangle: Mangle, cut: bool, to_server: bool) -> (Closed, Vec<String>, Closed) {
     let (client_end, relay_c) = UnixStream::pair().unwrap();
     let (relay_s, server_end) = UnixStream::pair().unwrap();
     let server = echo_server(server_end);
-    // Client to server: untouched; server to client: the echo is mangled.
+    let echo_id = echo::registry().id_of::<Echo>();
+    let (up, down): (Mangle, Mangle) = if to_server {
+        (mangle, |f| f)
+    } else {
+        (|f| f, mangle)
+    };
     relay(
         relay_c.try_clone().unwrap(),
         relay_s.try_clone().unwrap(),
-        None,
-        |f| f,
-        false,
+        echo_id,
+        up,
+        cut && to_server,
     );
-    let echo_id = echo::registry().id_of::<Echo>();
-    relay(relay_s, relay_c, echo_id, mangle, cut);
+    relay(relay_s, relay_c, echo_id, down, cut && !to_server);
 
     let mut client = StreamConnection::client(
         client_end,
@@ -128,8 +141,8 @@ fn run_case_cut(mangle: Mangle, cut: bool) -> (Closed, Vec<String>) {
     };
     drop(client);
     let server_closed = server.join().unwrap();
-    assert!(server_closed.is_some(), "the server's connection ended too");
-    (closed, got)
+    let server_closed = server_closed.expect("the server's connection ended too");
+    (closed, got, server_closed)
 }
 
 fn assert_local_close(closed: &Closed, reason: CloseReason) {
@@ -208,4 +221,22 @@ fn flipped_body_byte_is_delivered_changed() {
     });
     assert_eq!(got, ["through a noisy linE"]);
     assert_local_close(&closed, CloseReason::UserRequest);
+}
+
+#[test]
+fn corrupted_prefix_towards_the_server_closes_both_ends_with_its_reason() {
+    // The server role of the driver: it closes with `packettoolarge` and
+    // tells the client, which reports the server's reason.
+    let (closed, got, server_closed) = run_case_with(
+        |mut f| {
+            f[0] ^= 0xff;
+            f
+        },
+        false,
+        true,
+    );
+    assert!(got.is_empty(), "nothing came back: {got:?}");
+    assert_local_close(&server_closed, CloseReason::FrameTooLarge);
+    assert_eq!(closed.reason, CloseReason::FrameTooLarge, "{closed}");
+    assert_eq!(closed.initiator, Initiator::Peer, "{closed}");
 }
