@@ -122,6 +122,9 @@ impl Duration {
     /// No time at all.
     pub const ZERO: Duration = Duration { micros: 0 };
 
+    /// Forever: a timer set this long never fires (it turns a timeout off).
+    pub const MAX: Duration = Duration { micros: u64::MAX };
+
     /// `micros` microseconds.
     pub const fn from_micros(micros: u64) -> Self {
         Duration { micros }

@@ -254,6 +254,14 @@ pub enum CloseReason {
     UserRequest,
     /// `handshaketimeout`: the handshake did not finish in time (this project).
     HandshakeTimeout,
+    /// `frametimeout`: a frame started did not complete within
+    /// [`Config::frame_timeout`](crate::connection::Config::frame_timeout)
+    /// (this project).
+    FrameTimeout,
+    /// `idletimeout`: the peer sent nothing for
+    /// [`Config::idle_timeout`](crate::connection::Config::idle_timeout)
+    /// (this project).
+    IdleTimeout,
     /// `packettoolarge`: a frame exceeded the receiver's maximum (this project).
     FrameTooLarge,
     /// `malformedframe`: a length prefix shorter than the header (this project).
@@ -276,6 +284,12 @@ pub enum CloseReason {
     HandshakeFailed,
     /// `serverfull`: the server has no free client slot (this project).
     ServerFull,
+    /// `toomanyconnections`: the server holds as many clients from this
+    /// address as it takes (this project).
+    TooManyConnections,
+    /// `serverbusy`: more clients arrived than the server accepts a second;
+    /// try again later (this project).
+    ServerBusy,
     /// `writequeuefull`: the peer did not read and its write queue filled
     /// (this project).
     WriteQueueFull,
@@ -285,7 +299,7 @@ pub enum CloseReason {
     Other(heapless::String<MAX_REASON_LEN>),
 }
 
-const NAMED: [(CloseReason, &str); 22] = [
+const NAMED: [(CloseReason, &str); 26] = [
     (CloseReason::SmartPacketInvalid, "smartpacketinvalid"),
     (CloseReason::ProtoVersionMismatch, "protoversionmismatch"),
     (CloseReason::UnknownConnType, "unknownconntype"),
@@ -298,6 +312,8 @@ const NAMED: [(CloseReason, &str); 22] = [
     (CloseReason::Command, "command"),
     (CloseReason::UserRequest, "userrequest"),
     (CloseReason::HandshakeTimeout, "handshaketimeout"),
+    (CloseReason::FrameTimeout, "frametimeout"),
+    (CloseReason::IdleTimeout, "idletimeout"),
     (CloseReason::FrameTooLarge, "packettoolarge"),
     (CloseReason::MalformedFrame, "malformedframe"),
     (CloseReason::UnknownFlags, "unknownflags"),
@@ -308,6 +324,8 @@ const NAMED: [(CloseReason, &str); 22] = [
     (CloseReason::HandshakeFailed, "handshakefailed"),
     (CloseReason::ServerFull, "serverfull"),
     (CloseReason::WriteQueueFull, "writequeuefull"),
+    (CloseReason::TooManyConnections, "toomanyconnections"),
+    (CloseReason::ServerBusy, "serverbusy"),
 ];
 
 impl CloseReason {

@@ -231,6 +231,9 @@ pub struct FrameDecoder<B> {
     start: usize,
     /// End of the bytes received.
     end: usize,
+    /// Bytes handed out before `start` was last moved back to 0, wrapping:
+    /// with `start`, where in the stream the next frame begins.
+    base: u32,
     /// Set after an error: the stream is desynchronised for good.
     failed: Option<FrameError>,
 }
@@ -242,6 +245,7 @@ impl<B: Buffer> FrameDecoder<B> {
             buf,
             start: 0,
             end: 0,
+            base: 0,
             failed: None,
         }
     }
@@ -269,6 +273,18 @@ impl<B: Buffer> FrameDecoder<B> {
     /// Bytes received and not yet handed out as frames.
     pub fn buffered(&self) -> usize {
         self.end - self.start
+    }
+
+    /// Where in the received stream the next frame begins (wrapping): it
+    /// moves when a frame is taken, so a connection tells one partly
+    /// received frame from the next.
+    pub(crate) fn position(&self) -> u32 {
+        self.base.wrapping_add(self.start as u32)
+    }
+
+    /// Whether part of a frame is buffered, and no whole frame.
+    pub(crate) fn has_partial(&self) -> bool {
+        self.end != self.start && !self.has_frame()
     }
 
     /// The error that stopped the decoder, if any.
@@ -324,11 +340,13 @@ impl<B: Buffer> FrameDecoder<B> {
             if self.end != 0 || len != 0 {
                 self.buf.release();
             }
+            self.base = self.base.wrapping_add(self.start as u32);
             self.start = 0;
             self.end = 0;
         } else if self.start > 0 && len - self.end < len / 2 {
             let (start, end) = (self.start, self.end);
             self.buf.bytes_mut().copy_within(start..end, 0);
+            self.base = self.base.wrapping_add(start as u32);
             self.start = 0;
             self.end = end - start;
         }

@@ -326,7 +326,7 @@ fn shutdown_refuses_newcomers_and_drops_the_rest_after_the_grace() {
     let t = Instant::from_millis(500);
     server.shutdown(t);
     assert!(server.is_shutting_down() && !server.is_done());
-    assert_eq!(server.admit(), Err(Refused::ShuttingDown));
+    assert_eq!(server.admit(T0, 0), Err(Refused::ShuttingDown));
     let mut out = [0u8; 128];
     let n = server.refusal(Refused::ShuttingDown, &mut out).unwrap();
     assert!(n > 0);
@@ -436,4 +436,85 @@ fn growable_storage_grows_to_max_clients_and_reuses_freed_slots() {
     }
     assert_eq!(server.len(), 50);
     assert_eq!(server.stats().accepted, 60);
+}
+
+#[test]
+fn the_idle_timeout_frees_the_slot_of_a_silent_client_and_a_frame_timeout_counts_too() {
+    let cfg = peng3dnet_core::Config {
+        idle_timeout: Duration::from_secs(5),
+        frame_timeout: Duration::from_secs(2),
+        ..config()
+    };
+    let sreg = registry();
+    let mut creg = registry();
+    let mut c = client(&cfg, &mut creg);
+    let mut server = Server::new(&cfg, &sreg, Postcard, options(1), slots::<1>());
+    let t = |ms| Instant::from_millis(ms);
+    let silent = server.accept([0; BUF], [0; BUF], T0).unwrap();
+    exchange(&mut server, silent, &mut c, T0);
+    assert!(server.is_connected(silent));
+    assert_eq!(
+        server.accept([0; BUF], [0; BUF], t(1)).err(),
+        Some(Refused::Full)
+    );
+    assert_eq!(server.poll_timeout(), Some(t(5_000)));
+    assert_eq!(server.handle_timeout(t(5_000)), Some(silent));
+    assert_eq!(
+        server.poll(silent, t(5_000)).map(record),
+        Some(Rec::Closed(CloseReason::IdleTimeout, Initiator::Local))
+    );
+    let out = server.poll_transmit(silent).to_vec();
+    server.transmitted(silent, out.len(), t(5_000));
+    assert!(server.take_finished(silent).is_some());
+    // The slot is free again: the next client gets in, and a frame it
+    // starts and never ends closes it after the frame timeout.
+    let next = server.accept([0; BUF], [0; BUF], t(5_001)).unwrap();
+    let out = server.poll_transmit(next).to_vec();
+    server.transmitted(next, out.len(), t(5_001));
+    assert_eq!(server.handle_input(next, &[0, 0, 0, 50, 0]), 5);
+    assert!(server.poll(next, t(5_001)).is_none());
+    // The write attempt after the events files the timers they moved.
+    server.transmitted(next, 0, t(5_001));
+    assert_eq!(server.poll_timeout(), Some(t(7_001)));
+    assert_eq!(server.handle_timeout(t(7_001)), Some(next));
+    assert_eq!(
+        server.poll(next, t(7_001)).map(record),
+        Some(Rec::Closed(CloseReason::FrameTimeout, Initiator::Local))
+    );
+    assert_eq!(server.stats().timed_out, 2);
+}
+
+#[test]
+fn admission_bounds_clients_per_address_and_accepts_per_second() {
+    let cfg = config();
+    let sreg = registry();
+    let opts = ServerOptions {
+        max_per_address: 2,
+        accept_rate: 2,
+        accept_burst: 2,
+        ..options(8)
+    };
+    let mut server = Server::new(&cfg, &sreg, Postcard, opts, slots::<8>());
+    let t = |ms| Instant::from_millis(ms);
+    // The adapter holds two clients from this address: a third is refused.
+    assert_eq!(server.admit(t(0), 2), Err(Refused::TooManyFromAddress));
+    assert_eq!(
+        Refused::TooManyFromAddress.reason().as_wire(),
+        Some("toomanyconnections")
+    );
+    assert_eq!(server.admit(t(0), 1), Ok(()));
+    // Two at once (the burst), then one every 500 ms.
+    server.accept([0; BUF], [0; BUF], t(0)).unwrap();
+    server.accept([0; BUF], [0; BUF], t(0)).unwrap();
+    assert_eq!(
+        server.accept([0; BUF], [0; BUF], t(10)).err(),
+        Some(Refused::Busy)
+    );
+    assert_eq!(Refused::Busy.reason().as_wire(), Some("serverbusy"));
+    assert_eq!(server.admit(t(499), 0), Err(Refused::Busy));
+    assert_eq!(server.admit(t(500), 0), Ok(()), "admit takes no token");
+    server.accept([0; BUF], [0; BUF], t(500)).unwrap();
+    assert_eq!(server.admit(t(500), 0), Err(Refused::Busy));
+    let stats = server.stats();
+    assert_eq!((stats.accepted, stats.refused), (3, 4));
 }

@@ -36,7 +36,7 @@ use crate::buffer::HeapBuffer;
 use crate::codec::ZLIB_DEFAULT;
 use crate::tls::TlsClientConfig;
 use crate::transport::Transport;
-use crate::{Clock, StdRegistry, REGISTRY_CAPACITY};
+use crate::{core_duration, core_timeout, Clock, StdRegistry, REGISTRY_CAPACITY};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use peng3dnet_core::codec::{Codec, CodecError, Postcard};
@@ -63,6 +63,20 @@ pub struct ClientOptions {
     /// The core's handshake timer (the connection closes with
     /// `handshaketimeout` after it).
     pub handshake_timeout: Duration,
+    /// Time from a frame's first byte to its last before `frametimeout`
+    /// (30 s).
+    pub frame_timeout: Duration,
+    /// Time the server may send nothing before the client closes with
+    /// `idletimeout` (a half-open connection is found so); `None` (the
+    /// default) never. Servers of this crate send keepalives every 15 s by
+    /// default.
+    pub idle_timeout: Option<Duration>,
+    /// Send a keepalive when nothing was sent for this long (15 s; `None`:
+    /// never), so that a server's idle timeout does not drop an idle client.
+    /// This blocking client sends it while one of its calls waits (`recv`,
+    /// `events`, `wait_connected`, `wait_closed`); the tokio client's task
+    /// sends it on its own.
+    pub keepalive_interval: Option<Duration>,
     /// What to do when the server's registry holds other names.
     pub sync_policy: SyncPolicy,
     /// The largest frame accepted from the server.
@@ -83,6 +97,9 @@ impl Default for ClientOptions {
             conntype: peng3dnet_core::CONNTYPE_CLASSIC,
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(15)),
             sync_policy: SyncPolicy::CloseConnection,
             max_frame: 1 << 20,
             max_write_queue: 1 << 20,
@@ -190,17 +207,7 @@ pub(crate) fn new_connection<C: Codec>(
     codec: C,
     clock: &Clock,
 ) -> Result<ClientConn<C>, ClientError> {
-    let config = Config {
-        handshake_timeout: peng3dnet_core::time::Duration::from_micros(
-            options.handshake_timeout.as_micros() as u64,
-        ),
-        sync_policy: options.sync_policy,
-        ping: None,
-        compressor: options
-            .compression
-            .then_some(&ZLIB_DEFAULT as &(dyn peng3dnet_core::connection::Compressor + Sync)),
-        ..Config::new()
-    };
+    let config = connection_config(options);
     Connection::client(
         &config,
         registry,
@@ -211,6 +218,23 @@ pub(crate) fn new_connection<C: Codec>(
         clock.now(),
     )
     .map_err(ClientError::Setup)
+}
+
+/// The core's settings of a connection as `options` describe them (timers,
+/// sync policy, compression; pings not answered).
+pub(crate) fn connection_config(options: &ClientOptions) -> Config<'static> {
+    Config {
+        handshake_timeout: core_duration(options.handshake_timeout),
+        frame_timeout: core_duration(options.frame_timeout),
+        idle_timeout: core_timeout(options.idle_timeout),
+        keepalive_interval: core_timeout(options.keepalive_interval),
+        sync_policy: options.sync_policy,
+        ping: None,
+        compressor: options
+            .compression
+            .then_some(&ZLIB_DEFAULT as &(dyn peng3dnet_core::connection::Compressor + Sync)),
+        ..Config::new()
+    }
 }
 
 /// What a client reports of `event` (`None`: nothing; a ping answered by

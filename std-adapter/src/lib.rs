@@ -88,6 +88,17 @@ pub const REGISTRY_CAPACITY: usize = 256;
 /// The registry type of the std adapter.
 pub type StdRegistry = Registry<REGISTRY_CAPACITY>;
 
+/// A std duration in the core's units (saturating).
+pub(crate) fn core_duration(d: std::time::Duration) -> peng3dnet_core::time::Duration {
+    peng3dnet_core::time::Duration::from_micros(d.as_micros().min(u64::MAX as u128) as u64)
+}
+
+/// An optional timeout in the core's units: `None` is off
+/// ([`Duration::MAX`](peng3dnet_core::time::Duration::MAX)).
+pub(crate) fn core_timeout(d: Option<std::time::Duration>) -> peng3dnet_core::time::Duration {
+    d.map_or(peng3dnet_core::time::Duration::MAX, core_duration)
+}
+
 /// The core's clock on std: monotonic, with its origin at the Unix epoch, so
 /// that a ping request carries wall-clock seconds as the reference's do.
 #[derive(Clone, Copy, Debug)]

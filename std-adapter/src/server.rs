@@ -50,7 +50,7 @@ use crate::buffer::HeapBuffer;
 use crate::codec::Zlib;
 use crate::tls::TlsServerConfig;
 use crate::transport::Transport;
-use crate::{Clock, StdRegistry, REGISTRY_CAPACITY};
+use crate::{core_duration, core_timeout, Clock, StdRegistry, REGISTRY_CAPACITY};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use peng3dnet_core::codec::{Codec, Postcard};
@@ -94,6 +94,18 @@ pub struct ServerOptions {
     pub max_clients: usize,
     /// Time from accept to a completed handshake before `handshaketimeout`.
     pub handshake_timeout: Duration,
+    /// Time from a frame's first byte to its last before `frametimeout`
+    /// (30 s).
+    pub frame_timeout: Duration,
+    /// Time a client may send nothing before it is closed with
+    /// `idletimeout`, freeing its slot; `None` (the default) never. Clients of
+    /// this crate send keepalives (every 15 s by default), so an idle
+    /// timeout above that drops only silent or half-open clients.
+    pub idle_timeout: Option<Duration>,
+    /// Send a keepalive when nothing was sent to a client for this long
+    /// (15 s; `None`: never), so that a client with an idle timeout of its
+    /// own stays connected.
+    pub keepalive_interval: Option<Duration>,
     /// The largest frame a client may send (length prefix included).
     pub max_frame: usize,
     /// The most bytes queued for one client before it is closed with
@@ -116,6 +128,14 @@ pub struct ServerOptions {
     pub write_stall_timeout: Duration,
     /// How long a shutdown waits for clients to take their `servershutdown`.
     pub shutdown_grace: Duration,
+    /// The most clients from one IP address at once; the next is refused
+    /// with `toomanyconnections`. `None` (the default): no bound.
+    pub max_per_address: Option<usize>,
+    /// The most new clients accepted a second, on average, with bursts of
+    /// up to as many at once; more are refused with `serverbusy`. It bounds
+    /// the handshakes (plain and TLS) started a second. `None` (the
+    /// default): no bound.
+    pub max_accepts_per_second: Option<u32>,
 }
 
 impl Default for ServerOptions {
@@ -123,6 +143,9 @@ impl Default for ServerOptions {
         ServerOptions {
             max_clients: 10_000,
             handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(15)),
             max_frame: 1 << 20,
             max_write_queue: 1 << 20,
             idle_buffer: 1024,
@@ -135,6 +158,8 @@ impl Default for ServerOptions {
             compression: Some(Zlib::default()),
             write_stall_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            max_per_address: None,
+            max_accepts_per_second: None,
         }
     }
 }
@@ -681,6 +706,9 @@ impl<C: Codec + Send + 'static> Server<C> {
         let config = Config {
             version: &options.version,
             handshake_timeout: core_duration(options.handshake_timeout),
+            frame_timeout: core_duration(options.frame_timeout),
+            idle_timeout: core_timeout(options.idle_timeout),
+            keepalive_interval: core_timeout(options.keepalive_interval),
             ping: options.ping.as_ref().map(|p| PingServerConfig {
                 release: &p.release,
                 data: &ping_entries,
@@ -704,6 +732,9 @@ impl<C: Codec + Send + 'static> Server<C> {
             CoreOptions {
                 max_clients: options.max_clients,
                 write_stall_timeout: core_duration(options.write_stall_timeout),
+                max_per_address: options.max_per_address.unwrap_or(usize::MAX),
+                accept_rate: options.max_accepts_per_second.unwrap_or(0),
+                accept_burst: options.max_accepts_per_second.unwrap_or(0),
                 shutdown_grace: core_duration(options.shutdown_grace),
                 ..CoreOptions::new()
             },
@@ -724,20 +755,19 @@ impl<C: Codec + Send + 'static> Server<C> {
             clock: Clock::new(),
             scratch: Vec::new(),
             ready: VecDeque::new(),
+            per_address: HashMap::new(),
         };
         lp.run()
     }
-}
-
-/// A std duration in the core's units.
-fn core_duration(d: Duration) -> peng3dnet_core::time::Duration {
-    peng3dnet_core::time::Duration::from_micros(d.as_micros().min(u64::MAX as u128) as u64)
 }
 
 /// What the event loop keeps beside a client of the core server: its
 /// transport and readiness.
 struct Peer {
     id: ClientId,
+    /// Its address, counted in `Loop::per_address` while it is here (when
+    /// [`ServerOptions::max_per_address`] bounds them).
+    ip: std::net::IpAddr,
     /// The client's `tracing` span (its id and address).
     span: tracing::Span,
     transport: Transport,
@@ -766,6 +796,9 @@ struct Loop<'a, C: Codec> {
     scratch: Vec<u8>,
     /// Clients that may have bytes left to read (see `service`).
     ready: VecDeque<usize>,
+    /// Clients by address, kept only when [`ServerOptions::max_per_address`]
+    /// bounds them (the core decides; this counts).
+    per_address: HashMap<std::net::IpAddr, usize>,
 }
 
 impl<'a, C: Codec> Loop<'a, C> {
@@ -827,7 +860,9 @@ impl<'a, C: Codec> Loop<'a, C> {
                 Err(_) => return Ok(()),
             };
             let _ = stream.set_nodelay(true);
-            if let Err(refused) = self.server.admit() {
+            let now = self.now();
+            let from_address = self.per_address.get(&addr.ip()).copied().unwrap_or(0);
+            if let Err(refused) = self.server.admit(now, from_address) {
                 tracing::info!(peer = %addr, reason = %refused.reason(), "client refused");
                 refuse(&mut stream, &self.server, refused);
                 continue;
@@ -887,8 +922,12 @@ impl<'a, C: Codec> Loop<'a, C> {
             if self.peers.len() <= key {
                 self.peers.resize_with(key + 1, || None);
             }
+            if self.options.max_per_address.is_some() {
+                *self.per_address.entry(addr.ip()).or_insert(0) += 1;
+            }
             self.peers[key] = Some(Peer {
                 id,
+                ip: addr.ip(),
                 span,
                 transport,
                 paused: false,
@@ -1166,6 +1205,12 @@ impl<'a, C: Codec> Loop<'a, C> {
 
     fn remove(&mut self, key: usize) {
         if let Some(mut p) = self.peers.get_mut(key).and_then(Option::take) {
+            if let Some(n) = self.per_address.get_mut(&p.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_address.remove(&p.ip);
+                }
+            }
             let _ = self.poll.registry().deregister(p.transport.socket_mut());
             p.transport.shutdown();
         }

@@ -63,9 +63,9 @@
 
 use crate::buffer::HeapBuffer;
 use crate::client::{
-    client_event, new_connection, ClientConn, ClientError, ClientEvent, ClientOptions,
+    client_event, connection_config, new_connection, ClientConn, ClientError, ClientEvent,
+    ClientOptions,
 };
-use crate::codec::ZLIB_DEFAULT;
 use crate::{Clock, StdRegistry};
 use peng3dnet_core::codec::{Codec, Postcard};
 use peng3dnet_core::connection::{Config, PingServerConfig, SendError};
@@ -120,6 +120,16 @@ pub struct StreamOptions {
     /// The core's handshake timer (the connection closes with
     /// `handshaketimeout` after it).
     pub handshake_timeout: Duration,
+    /// Time from a frame's first byte to its last before `frametimeout`
+    /// (30 s): a length prefix changed on a noisy line, or bytes lost,
+    /// leave a frame that never completes; this ends the wait.
+    pub frame_timeout: Duration,
+    /// Time the peer may send nothing before `idletimeout`; `None` (the
+    /// default) never.
+    pub idle_timeout: Option<Duration>,
+    /// Send a keepalive when nothing was sent for this long (15 s; `None`:
+    /// never), while one of the driver's calls waits.
+    pub keepalive_interval: Option<Duration>,
     /// What a client does when the server's registry holds other names.
     pub sync_policy: SyncPolicy,
     /// The largest frame accepted from the peer: a longer length prefix
@@ -140,6 +150,9 @@ impl Default for StreamOptions {
         StreamOptions {
             conntype: peng3dnet_core::CONNTYPE_CLASSIC,
             handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(15)),
             sync_policy: SyncPolicy::CloseConnection,
             max_frame: 1 << 20,
             max_write_queue: 1 << 20,
@@ -154,6 +167,9 @@ impl StreamOptions {
         ClientOptions {
             conntype: self.conntype,
             handshake_timeout: self.handshake_timeout,
+            frame_timeout: self.frame_timeout,
+            idle_timeout: self.idle_timeout,
+            keepalive_interval: self.keepalive_interval,
             sync_policy: self.sync_policy,
             max_frame: self.max_frame,
             max_write_queue: self.max_write_queue,
@@ -200,17 +216,12 @@ impl<S: Read + Write + ReadTimeout, C: Codec> StreamConnection<S, C> {
     ) -> Result<Self, ClientError> {
         let clock = Clock::new();
         let release = env!("CARGO_PKG_VERSION");
+        // The client's settings (timers, compression), and pings answered.
         let config = Config {
-            handshake_timeout: peng3dnet_core::time::Duration::from_micros(
-                options.handshake_timeout.as_micros() as u64,
-            ),
             ping: options
                 .answer_pings
                 .then_some(PingServerConfig { release, data: &[] }),
-            compressor: options
-                .compression
-                .then_some(&ZLIB_DEFAULT as &(dyn peng3dnet_core::connection::Compressor + Sync)),
-            ..Config::new()
+            ..connection_config(&options.client_options())
         };
         let conn = Connection::server(
             &config,

@@ -984,3 +984,91 @@ fn python_server_breaking_an_ignore_rule_is_dropped_and_goes_on() {
     client.close(CloseReason::UserRequest).unwrap();
     expect_close_at_python_server(&mut server, "userrequest");
 }
+
+// ---------------------------------------------------------------------------
+// Keepalive: the Rust peer's keepalives (`hello` from a server, `settype`
+// from a client, on an open connection) are ignored by the reference by its
+// rules; it neither crashes nor closes.
+
+const KEEPALIVE: Duration = Duration::from_millis(50);
+
+#[test]
+fn python_client_idle_under_rust_keepalives_stays_connected() {
+    let server = RustServer::start_with(
+        echo::registry(),
+        ServerOptions {
+            keepalive_interval: Some(KEEPALIVE),
+            ..ServerOptions::default()
+        },
+        Box::new(|b| b),
+    );
+    let port = server.port();
+    let mut client = Proc::python(&[
+        "client",
+        "--port",
+        &port,
+        "--count-keepalives",
+        "--idle",
+        "1",
+        "--message",
+        "after the idle time",
+    ]);
+    let lines = client.success();
+    assert_eq!(lines[0], "CONNECTED", "{lines:?}");
+    let keepalives = lines.iter().filter(|l| *l == "KEEPALIVE").count();
+    assert!(keepalives >= 5, "{keepalives} keepalives seen: {lines:?}");
+    assert_eq!(json_lines(&lines), [json!("after the idle time")]);
+    let first_close = lines.iter().position(|l| l.starts_with("CLOS"));
+    assert_eq!(
+        first_close.map(|i| lines[i].as_str()),
+        Some("CLOSING userrequest"),
+        "the client closed first, at its own request: {lines:?}"
+    );
+    server.next_handshake();
+    assert_eq!(
+        server.next_close(),
+        (CloseReason::UserRequest, Initiator::Peer)
+    );
+}
+
+#[test]
+fn rust_client_idle_with_keepalives_against_python_server() {
+    let (mut server, port) = Proc::python_server(&["--count-keepalives"]);
+    let mut client = Client::connect_with(
+        ("127.0.0.1", port),
+        echo::registry(),
+        AnyCodec::default(),
+        ClientOptions {
+            keepalive_interval: Some(KEEPALIVE),
+            ..ClientOptions::default()
+        },
+    )
+    .expect("connect to the Python server");
+    client.wait_connected(LIMIT).expect("handshake");
+    server.expect(|l| l.starts_with("CONNECTED "), "CONNECTED <cid>");
+    // One second of silence but for keepalives (the client's timers run
+    // while it waits for events).
+    let idle_until = std::time::Instant::now() + Duration::from_secs(1);
+    for _ in 0..1_000 {
+        let left = idle_until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match client.recv(left) {
+            Err(ClientError::Timeout) | Ok(ClientEvent::Connected) => {}
+            other => panic!("nothing should arrive while idle: {other:?}"),
+        }
+    }
+    client.send::<Echo>(&"after the idle time").unwrap();
+    let p = next_packet(&mut client);
+    assert_eq!(p.decode::<Echo>().unwrap(), "after the idle time");
+    client.close(CloseReason::UserRequest).unwrap();
+    expect_close_at_python_server(&mut server, "userrequest");
+    let lines = server.lines().to_vec();
+    let keepalives = lines.iter().filter(|l| *l == "KEEPALIVE").count();
+    assert!(keepalives >= 5, "{keepalives} keepalives seen: {lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("CLOSING")),
+        "the Python server closed nothing itself: {lines:?}"
+    );
+}

@@ -1,9 +1,10 @@
 //! A byte stream that corrupts or drops bytes (a noisy serial line) between
 //! `stream::StreamConnection`s: a relay between a client and the echo
 //! server, over two `UnixStream` pairs, rewrites the first `echo:echo`
-//! frame the server sends back. Each case must end in a named close of the
-//! client, within a bounded time, never a hang (docs/PROTOCOL.md, "Framing
-//! over a lossy byte stream").
+//! frame the server sends back (or the client's request). Each case must
+//! end in a named close, within a bounded time, never a hang
+//! (docs/PROTOCOL.md, "Framing over a byte stream that can lose or change
+//! bytes").
 
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::{CloseReason, Closed, Initiator};
@@ -81,6 +82,17 @@ fn run_case(mangle: Mangle) -> (Closed, Vec<String>) {
     (closed, got)
 }
 
+/// [`run_case`] with a client whose frame timer is short (the default is
+/// 30 s): a frame that never completes ends sooner.
+fn run_case_frame_timer(mangle: Mangle) -> (Closed, Vec<String>) {
+    let options = StreamOptions {
+        frame_timeout: Duration::from_millis(300),
+        ..StreamOptions::default()
+    };
+    let (closed, got, _) = run_case_opts(mangle, false, false, options);
+    (closed, got)
+}
+
 /// [`run_case`]; with `cut`, the line to the client ends after the
 /// mangled frame.
 fn run_case_cut(mangle: Mangle, cut: bool) -> (Closed, Vec<String>) {
@@ -92,6 +104,16 @@ fn run_case_cut(mangle: Mangle, cut: bool) -> (Closed, Vec<String>) {
 /// mangled on its way to the server instead. Returns the server's close
 /// as well.
 fn run_case_with(mangle: Mangle, cut: bool, to_server: bool) -> (Closed, Vec<String>, Closed) {
+    run_case_opts(mangle, cut, to_server, StreamOptions::default())
+}
+
+/// [`run_case_with`], the client's connection with `options`.
+fn run_case_opts(
+    mangle: Mangle,
+    cut: bool,
+    to_server: bool,
+    options: StreamOptions,
+) -> (Closed, Vec<String>, Closed) {
     let (client_end, relay_c) = UnixStream::pair().unwrap();
     let (relay_s, server_end) = UnixStream::pair().unwrap();
     let server = echo_server(server_end);
@@ -110,13 +132,8 @@ fn run_case_with(mangle: Mangle, cut: bool, to_server: bool) -> (Closed, Vec<Str
     );
     relay(relay_s, relay_c, echo_id, down, cut && !to_server);
 
-    let mut client = StreamConnection::client(
-        client_end,
-        echo::registry(),
-        Postcard,
-        StreamOptions::default(),
-    )
-    .unwrap();
+    let mut client =
+        StreamConnection::client(client_end, echo::registry(), Postcard, options).unwrap();
     client
         .wait_connected(T)
         .expect("handshake through the relay");
@@ -239,4 +256,42 @@ fn corrupted_prefix_towards_the_server_closes_both_ends_with_its_reason() {
     assert_local_close(&server_closed, CloseReason::FrameTooLarge);
     assert_eq!(closed.reason, CloseReason::FrameTooLarge, "{closed}");
     assert_eq!(closed.initiator, Initiator::Peer, "{closed}");
+}
+
+#[test]
+fn lost_bytes_leave_a_partial_frame_that_ends_in_frametimeout() {
+    // Two body bytes lost, the line still up: the frame never completes.
+    let (closed, got) = run_case_frame_timer(|mut f| {
+        f.drain(12..14);
+        f
+    });
+    assert!(got.is_empty(), "nothing was delivered: {got:?}");
+    assert_local_close(&closed, CloseReason::FrameTimeout);
+    assert_eq!(closed.reason.to_string(), "frametimeout");
+}
+
+#[test]
+fn length_prefix_larger_within_the_maximum_ends_in_frametimeout() {
+    let (closed, got) = run_case_frame_timer(|mut f| {
+        let len = u32::from_be_bytes([f[0], f[1], f[2], f[3]]) + 100;
+        f[..4].copy_from_slice(&len.to_be_bytes());
+        f
+    });
+    assert!(got.is_empty(), "nothing was delivered: {got:?}");
+    assert_local_close(&closed, CloseReason::FrameTimeout);
+}
+
+#[test]
+fn length_prefix_smaller_reads_the_frames_tail_as_the_next_prefix() {
+    // Four bytes short: the frame ends early (its body no longer decodes)
+    // and its last four bytes, "line", are read as the next length
+    // prefix: 0x6c696e65, far above the maximum frame.
+    let (closed, got) = run_case(|mut f| {
+        let len = u32::from_be_bytes([f[0], f[1], f[2], f[3]]) - 4;
+        f[..4].copy_from_slice(&len.to_be_bytes());
+        f
+    });
+    assert_eq!(got.len(), 1, "the shortened frame was delivered: {got:?}");
+    assert!(got[0].starts_with('<'), "and did not decode: {got:?}");
+    assert_local_close(&closed, CloseReason::FrameTooLarge);
 }

@@ -140,10 +140,13 @@ pub fn registry() -> Registry<CAP> {
     reg
 }
 
-/// A config with a fixed version string, so frames are byte-for-byte stable.
+/// A config with a fixed version string, so frames are byte-for-byte stable,
+/// and no keepalive, so that the only timers a test sees are those it is
+/// about (`core/tests/timers.rs` tests the keepalive).
 pub fn config() -> Config<'static> {
     Config {
         version: "t1",
+        keepalive_interval: peng3dnet_core::time::Duration::MAX,
         ..Config::new()
     }
 }

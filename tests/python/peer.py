@@ -85,6 +85,7 @@ pyglet.options["shadow_window"] = False  # must come before importing peng3d
 import peng3dnet  # noqa: E402
 import peng3dnet.net  # noqa: E402
 import peng3dnet.packet  # noqa: E402
+from peng3dnet.constants import STATE_ACTIVE  # noqa: E402
 from peng3dnet.ext import ping as pingext  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -195,6 +196,23 @@ class EchoClientOnServer(peng3dnet.net.ClientOnServer):
         out("CLOSED %s" % reason)
 
 
+# `--count-keepalives`: print KEEPALIVE for every `hello` (pid 1) a
+# connected client receives and every `settype` (pid 2) a server receives
+# from a connected client: what the Rust peer sends as its keepalive.
+COUNT_KEEPALIVES = False
+
+
+def note_keepalive(data, pid_wanted, connected):
+    if not COUNT_KEEPALIVES or not connected:
+        return
+    try:
+        pid, _flags = struct.unpack(">IH", bytes(data[:6]))
+    except Exception:
+        return
+    if pid == pid_wanted:
+        out("KEEPALIVE")
+
+
 def note_closeconn(data):
     """Prints `RECEIVED closeconn <reason>` for a closeconn frame (pid 16).
 
@@ -223,6 +241,8 @@ class _ServerHooks(object):
 
     def receive_packet(self, data, cid):
         note_closeconn(data)
+        client = self.clients.get(cid) if hasattr(self.clients, "get") else None
+        note_keepalive(data, 2, client is not None and client.state == STATE_ACTIVE)
         return super().receive_packet(data, cid)
 
 
@@ -322,6 +342,7 @@ class EchoClient(peng3dnet.net.Client):
 
     def receive_packet(self, data, cid=None):
         note_closeconn(data)
+        note_keepalive(data, 1, self.connected_ev.is_set())
         return super().receive_packet(data, cid)
 
     def close(self, reason=None):
@@ -368,6 +389,12 @@ def cmd_client(args):
     if ev is None:
         die("timed out waiting for the handshake")
     if ev is client.connected_ev and not client.closed_ev.is_set():
+        if args.idle:
+            time.sleep(args.idle)
+            if client.closed_ev.is_set():
+                die("connection closed while idle (reasons %r)" % (client.reasons,))
+            if client._process_thread is not None and not client._process_thread.is_alive():
+                die("processing thread died while idle")
         for name, value in sends:
             client.send_message(name, value)
             out("SENT %s" % name)
@@ -524,6 +551,8 @@ def main(argv=None):
         sp.add_argument("--port", type=int, required=True)
         sp.add_argument("--timeout", type=float, default=10.0, help="bound on every wait (s)")
         sp.add_argument("--cfg", action="append", metavar="KEY=JSON")
+        sp.add_argument("--count-keepalives", action="store_true",
+                        help="print KEEPALIVE for each keepalive received")
 
     s = sub.add_parser("serve")
     common(s)
@@ -542,6 +571,8 @@ def main(argv=None):
     c.add_argument("--expect-close-reason", metavar="R")
     c.add_argument("--close-reason", default="userrequest", metavar="R")
     c.add_argument("--echo-ping", type=int, default=0, metavar="N")
+    c.add_argument("--idle", type=float, default=0.0, metavar="SECONDS",
+                   help="stay idle this long after the handshake, then send")
     c.add_argument("--send", action="append", metavar="NAME=JSON")
 
     b = sub.add_parser("bench")
@@ -559,6 +590,8 @@ def main(argv=None):
     g.add_argument("--data", metavar="JSON", help="extra fields of the ping request")
 
     args = p.parse_args(argv)
+    global COUNT_KEEPALIVES
+    COUNT_KEEPALIVES = args.count_keepalives
     if not 0 <= args.port < 65536:
         die("port out of range", 2)
     signal.signal(signal.SIGTERM, lambda *_: finish(0))

@@ -240,6 +240,16 @@ async fn client<R>(
     conntype: &str,
     app: impl AsyncFnOnce(&ClientSession<'_>) -> R,
 ) -> (R, Closed) {
+    client_with(&Config::new(), stack, conntype, app).await
+}
+
+/// [`client`] with its own config.
+async fn client_with<R>(
+    config: &Config<'_>,
+    stack: Stack<'_>,
+    conntype: &str,
+    app: impl AsyncFnOnce(&ClientSession<'_>) -> R,
+) -> (R, Closed) {
     let mut rx = [0u8; 2048];
     let mut tx = [0u8; 2048];
     let mut socket = TcpSocket::new(stack, &mut rx, &mut tx);
@@ -248,11 +258,10 @@ async fn client<R>(
         .await
         .expect("connect: timeout")
         .expect("connect");
-    let config = Config::new();
     let mut registry = registry();
     let mut res = Resources::<1024, 1024>::new();
     let session =
-        ClientSession::client(&config, &mut registry, Postcard, &mut res, conntype).unwrap();
+        ClientSession::client(config, &mut registry, Postcard, &mut res, conntype).unwrap();
     let (r, run) = {
         let (reader, writer) = socket.split();
         join(
@@ -634,6 +643,69 @@ fn embassy_handshake_timeout() {
                 assert_eq!(
                     handler.close_number(1).await,
                     (CloseReason::HandshakeTimeout, Initiator::Local)
+                );
+            })
+            .await
+        })
+        .await;
+    });
+}
+
+#[test]
+fn embassy_idle_timeout_and_keepalive() {
+    run_test("embassy_idle_timeout_and_keepalive", || async {
+        // The server drops what sends nothing for 400 ms.
+        let config = Config {
+            idle_timeout: CoreDuration::from_millis(400),
+            keepalive_interval: CoreDuration::from_millis(100),
+            ..Config::new()
+        };
+        let handler = Recorder::default();
+        with_net(async |server_stack, client_stack| {
+            with_server(&config, server_stack, &handler, async |_| {
+                // A session without keepalives is closed by the server.
+                let silent = Config {
+                    keepalive_interval: CoreDuration::MAX,
+                    ..Config::new()
+                };
+                let (_, end) = client_with(&silent, client_stack, "classic", async |s| {
+                    connected(s).await;
+                    let mut buf = [0u8; 256];
+                    let p = next(s, &mut buf).await;
+                    assert_eq!(p.decode::<Notice>().unwrap(), "welcome");
+                })
+                .await;
+                assert_eq!(
+                    (end.reason, end.initiator),
+                    (CloseReason::IdleTimeout, Initiator::Peer)
+                );
+                assert_eq!(
+                    handler.close_number(1).await,
+                    (CloseReason::IdleTimeout, Initiator::Local)
+                );
+                // One that sends keepalives (every 100 ms) stays through
+                // more than three idle timeouts, and echoes after them.
+                let kept = Config {
+                    keepalive_interval: CoreDuration::from_millis(100),
+                    ..Config::new()
+                };
+                let (_, end) = client_with(&kept, client_stack, "classic", async |s| {
+                    connected(s).await;
+                    let mut buf = [0u8; 256];
+                    let p = next(s, &mut buf).await;
+                    assert_eq!(p.decode::<Notice>().unwrap(), "welcome");
+                    Timer::after(Duration::from_millis(1_300)).await;
+                    assert!(s.is_connected(), "still connected after the idle time");
+                    s.send::<Echo>(&"after the idle time").await.unwrap();
+                    let p = next(s, &mut buf).await;
+                    assert_eq!(p.decode::<Echo>().unwrap(), "after the idle time");
+                    s.close(CloseReason::UserRequest);
+                })
+                .await;
+                assert_eq!(end.reason, CloseReason::UserRequest);
+                assert_eq!(
+                    handler.close_number(2).await,
+                    (CloseReason::UserRequest, Initiator::Peer)
                 );
             })
             .await

@@ -26,6 +26,25 @@ pub struct Config<'a> {
     /// (or, on a ping connection, to its end) before it closes with
     /// `handshaketimeout`.
     pub handshake_timeout: Duration,
+    /// How long one frame may take from its first received byte to its last
+    /// before the connection closes with `frametimeout` (30 s): a length
+    /// prefix promising more than ever comes (a stalled or corrupted
+    /// stream) does not hold the connection forever. [`Duration::MAX`] turns
+    /// it off.
+    pub frame_timeout: Duration,
+    /// How long the peer may send nothing at all before the connection
+    /// closes with `idletimeout`. Off ([`Duration::MAX`]) by default; a
+    /// server that must free the slots of silent clients sets it, above its
+    /// clients' [`keepalive_interval`](Self::keepalive_interval).
+    pub idle_timeout: Duration,
+    /// On an open connection, when nothing was queued for this long, queue a
+    /// keepalive (15 s by default; [`Duration::MAX`] turns it off), so that a
+    /// healthy idle peer stays under the other side's
+    /// [`idle_timeout`](Self::idle_timeout), and a half-open connection is
+    /// found by the idle timeout on both sides. The keepalive is a protocol
+    /// packet the Python reference ignores (`docs/PROTOCOL.md`,
+    /// "Keepalive").
+    pub keepalive_interval: Duration,
     /// Whether a client adopts the server's registry ids (the reference's
     /// `net.registry.autosync`, on by default).
     pub autosync: bool,
@@ -58,12 +77,16 @@ pub trait Compressor {
 }
 
 impl<'a> Config<'a> {
-    /// The defaults: this crate's version, a 10 s handshake timeout, autosync
+    /// The defaults: this crate's version, a 10 s handshake timeout, a 30 s
+    /// frame timeout, no idle timeout, a keepalive every 15 s, autosync
     /// closing on a mismatch, pings answered, no custom connection type.
     pub const fn new() -> Self {
         Config {
             version: env!("CARGO_PKG_VERSION"),
             handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::MAX,
+            keepalive_interval: Duration::from_secs(15),
             autosync: true,
             sync_policy: SyncPolicy::CloseConnection,
             ping: Some(PingServerConfig {
@@ -88,6 +111,9 @@ impl fmt::Debug for Config<'_> {
         f.debug_struct("Config")
             .field("version", &self.version)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("frame_timeout", &self.frame_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("keepalive_interval", &self.keepalive_interval)
             .field("autosync", &self.autosync)
             .field("sync_policy", &self.sync_policy)
             .field("ping", &self.ping)

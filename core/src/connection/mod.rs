@@ -15,7 +15,8 @@
 //! 3. Write [`Connection::poll_transmit`] to the transport and report what was
 //!    written with [`Connection::transmitted`].
 //! 4. Sleep until input arrives or until [`Connection::poll_timeout`], and
-//!    then call [`Connection::handle_timeout`].
+//!    then call [`Connection::handle_timeout`] (the handshake, frame and idle
+//!    timers close; the keepalive queues a frame: write it as in step 3).
 //! 5. Once [`Connection::is_finished`] is true, close the transport.
 //!
 //! Commands ([`Connection::send`], [`Connection::close`], ...) may be issued at
@@ -79,6 +80,7 @@ mod outbox;
 mod ping;
 mod progress;
 mod receive;
+mod timers;
 mod transmit;
 
 pub use config::{Compressor, Config, PingServerConfig};
@@ -99,6 +101,7 @@ use core::fmt;
 use progress::{OpenState, Pending, Progress};
 use receive::Found;
 use serde::Serialize;
+use timers::{Due, Timers};
 use transmit::TxBuf;
 
 /// Everything of a connection but its receive buffer, so that events can
@@ -124,6 +127,8 @@ struct Inner<'a, C, T, const N: usize, G> {
     /// packet, and trying that entry first keeps the registry lookup off the
     /// frame's chain of loads. A hint only: the entry's id is compared.
     fast_hint: u16,
+    /// The frame, idle and keepalive timers.
+    timers: Timers,
     tx: TxBuf<T>,
 }
 
@@ -147,6 +152,7 @@ where
 {
     /// A connection of `side` at `progress`, its transmit buffer checked by
     /// the caller.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         side: Side,
         progress: Progress,
@@ -155,6 +161,7 @@ where
         codec: C,
         rx: R,
         tx: T,
+        now: Instant,
     ) -> Self {
         Connection {
             rx: FrameDecoder::new(rx),
@@ -169,6 +176,7 @@ where
                 pending: None,
                 transport_ended: false,
                 fast_hint: 0,
+                timers: Timers::new(now, config.idle_timeout, config.keepalive_interval),
                 tx: TxBuf::new(tx),
             },
         }
@@ -187,7 +195,7 @@ where
         TxBuf::check_size(&tx)?;
         let deadline = MaybeInstant::new(now + config.handshake_timeout);
         let progress = Progress::AwaitingType { deadline };
-        let mut conn = Self::new(Side::Server, progress, config, registry, codec, rx, tx);
+        let mut conn = Self::new(Side::Server, progress, config, registry, codec, rx, tx, now);
         conn.inner.queue_hello()?;
         Ok(conn)
     }
@@ -218,6 +226,7 @@ where
             codec,
             rx,
             tx,
+            now,
         ))
     }
 
@@ -313,6 +322,9 @@ where
     /// Marks `n` bytes written into [`receive_buffer`](Self::receive_buffer)
     /// as received.
     pub fn commit_received(&mut self, n: usize) {
+        if n > 0 {
+            self.inner.timers.received();
+        }
         self.rx.commit(n);
     }
 
@@ -322,6 +334,9 @@ where
     pub fn handle_input(&mut self, bytes: &[u8]) -> usize {
         if self.inner.is_closed() {
             return bytes.len();
+        }
+        if !bytes.is_empty() {
+            self.inner.timers.received();
         }
         self.rx.feed(bytes)
     }
@@ -345,12 +360,31 @@ where
         }
     }
 
-    /// Time passed: fires the handshake timer if `now` is past it.
+    /// Time passed: fires what is due at `now`: the handshake timer
+    /// (`handshaketimeout`), the frame timer (`frametimeout`), the idle timer
+    /// (`idletimeout`), or the keepalive (queued; write
+    /// [`poll_transmit`](Self::poll_transmit) after).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(deadline) = self.inner.progress.deadline().get() {
-            if now >= deadline {
-                self.inner.close(CloseReason::HandshakeTimeout);
-            }
+        let inner = &mut self.inner;
+        if inner.is_closed() {
+            return;
+        }
+        if inner.progress.deadline().get().is_some_and(|at| now >= at) {
+            inner.close(CloseReason::HandshakeTimeout);
+            return;
+        }
+        let open = matches!(inner.progress, Progress::Open { .. });
+        let tx = &mut inner.tx;
+        match inner.timers.fire(
+            now,
+            || tx.take_queued(),
+            open,
+            inner.config.keepalive_interval,
+        ) {
+            Due::Nothing => {}
+            Due::Frame => inner.close(CloseReason::FrameTimeout),
+            Due::Idle => inner.close(CloseReason::IdleTimeout),
+            Due::Keepalive => inner.queue_keepalive(),
         }
     }
 
@@ -454,8 +488,21 @@ where
     /// stack frame.
     #[inline(never)]
     fn poll_general(&mut self, now: Instant) -> Option<Event<'_, C>> {
-        let found = self.next_found(now, false)?;
+        let Some(found) = self.next_found(now, false) else {
+            self.update_timers(now);
+            return None;
+        };
         Some(found.into_event(&self.rx, &self.inner.codec))
+    }
+
+    /// Brings the frame and idle timers up to date at the end of a poll
+    /// (inputs carry no time; see `timers`).
+    #[inline(never)]
+    fn update_timers(&mut self, now: Instant) {
+        let partial = self.rx.has_partial().then(|| self.rx.position());
+        let config = &self.inner.config;
+        let (frame, idle) = (config.frame_timeout, config.idle_timeout);
+        self.inner.timers.update(now, partial, frame, idle);
     }
 
     /// Like [`poll`](Self::poll), but stops before an application packet
@@ -552,7 +599,11 @@ where
     where
         C: 'e,
     {
-        self.next_found(now, protocol_only)
+        let found = self.next_found(now, protocol_only);
+        if found.is_none() {
+            self.update_timers(now);
+        }
+        found
     }
 
     /// Bytes waiting to be written to the transport.
@@ -579,9 +630,18 @@ where
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next, if
-    /// a timer runs.
+    /// a timer runs: the handshake, frame, idle or keepalive timer. Up to date
+    /// after a [`poll`](Self::poll) that returned `None` (inputs carry no
+    /// time: a driver polls after every input, then reads this).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.inner.progress.deadline().get()
+        if self.inner.is_closed() {
+            return None;
+        }
+        self.inner
+            .progress
+            .deadline()
+            .min(self.inner.timers.earliest())
+            .get()
     }
 }
 

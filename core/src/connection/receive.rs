@@ -326,6 +326,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             .check_receive(&self.rule_context(&entry.rules, state, conntype))
         {
             return match entry.rules.on_invalid {
+                InvalidAction::Ignore if self.is_keepalive(packet_id) => Outcome::Nothing,
                 InvalidAction::Ignore => Outcome::Ignored(packet_id, IgnoreCause::Rules(v)),
                 InvalidAction::Close => {
                     self.close(CloseReason::SmartPacketInvalid);

@@ -23,6 +23,9 @@ pub(super) struct TxBuf<B> {
     buf: B,
     start: usize,
     end: usize,
+    /// A frame was queued since [`take_queued`](Self::take_queued) last
+    /// looked (the keepalive needs none then).
+    queued: bool,
 }
 
 impl<B> TxBuf<B> {
@@ -32,6 +35,7 @@ impl<B> TxBuf<B> {
             buf,
             start: 0,
             end: 0,
+            queued: false,
         }
     }
 
@@ -43,6 +47,11 @@ impl<B> TxBuf<B> {
     /// Gives the storage back.
     pub(super) fn into_buffer(self) -> B {
         self.buf
+    }
+
+    /// Whether a frame was queued since the last call, or bytes still wait.
+    pub(super) fn take_queued(&mut self) -> bool {
+        core::mem::take(&mut self.queued) || self.end != self.start
     }
 }
 
@@ -175,6 +184,7 @@ impl<B: Buffer> TxBuf<B> {
                         let (n, flags) = compress_in_place(&mut out[FRAME_OVERHEAD..], n, wants);
                         write_header(out, packet_id, flags, n);
                         self.end += FRAME_OVERHEAD + n;
+                        self.queued = true;
                         return Ok(());
                     }
                     Ok(_) => return Err(NoRoom::Encode(CodecError::Unsupported)),

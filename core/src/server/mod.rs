@@ -46,7 +46,11 @@
 //! # The rules the server applies
 //! - **Admission:** at most [`ServerOptions::max_clients`] clients, and no
 //!   more than the storage holds; the next is [`Refused::Full`]
-//!   (`serverfull`, counted in [`ServerStats::refused`]).
+//!   (`serverfull`, counted in [`ServerStats::refused`]). At most
+//!   [`ServerOptions::max_per_address`] from one address
+//!   ([`Refused::TooManyFromAddress`], `toomanyconnections`; the adapter
+//!   counts them) and [`ServerOptions::accept_rate`] new clients a second
+//!   ([`Refused::Busy`], `serverbusy`).
 //! - **A send that does not fit** ([`SendError::WouldBlock`]: the client's
 //!   transmit queue has no room for it now) closes the client with
 //!   `writequeuefull`, on every path: [`Server::send`],
@@ -61,9 +65,14 @@
 //! - **Write stall:** a client with bytes queued that takes none of them for
 //!   [`ServerOptions::write_stall_timeout`] is dropped (closed with
 //!   `writequeuefull` and abandoned: it does not read, so it is not told).
-//! - **Handshake timeout:** the connection's own
-//!   ([`Config::handshake_timeout`](crate::connection::Config::handshake_timeout)),
-//!   fired through the same timer table.
+//! - **The connection's timers**, fired through the same timer table:
+//!   handshake ([`Config::handshake_timeout`](crate::connection::Config::handshake_timeout),
+//!   `handshaketimeout`), frame ([`Config::frame_timeout`](crate::connection::Config::frame_timeout),
+//!   `frametimeout`: a frame started must complete), idle
+//!   ([`Config::idle_timeout`](crate::connection::Config::idle_timeout),
+//!   `idletimeout`: it frees the slot of a client that sends nothing, off by
+//!   default) and keepalive ([`Config::keepalive_interval`](crate::connection::Config::keepalive_interval)).
+//!   The clients they close are counted in [`ServerStats::timed_out`].
 //!
 //! # Example
 //! A server with room for two clients (a fixed array, as on a
@@ -144,6 +153,7 @@
 //! assert_eq!(server.len(), 1);
 //! ```
 
+mod admission;
 mod slots;
 
 pub use slots::{ClientId, Slot, Storage, MAX_SLOTS};
@@ -156,6 +166,7 @@ use crate::registry::{internal, Packet, Registry};
 use crate::time::{Duration, Instant, MaybeInstant};
 use crate::types::{CloseReason, Closed, Mode, SecurityLevel, State};
 use crate::wire::{encode_frame, BufferTooSmall, Flags, FRAME_OVERHEAD};
+use admission::AcceptBucket;
 use core::fmt;
 use core::marker::PhantomData;
 use slots::Table;
@@ -188,18 +199,34 @@ pub struct ServerOptions {
     /// read its answers (back-pressure). 100 never pauses: handlers then
     /// wait for room themselves.
     pub read_pause_percent: u8,
+    /// The most clients from one address at once; the next is refused with
+    /// `toomanyconnections`. The adapter counts them and says how many it
+    /// holds in [`Server::admit`] (an adapter that cannot tell passes 0).
+    pub max_per_address: usize,
+    /// The most clients accepted a second, on average (0: no bound): each
+    /// accept takes a token from a bucket of [`accept_burst`](Self::accept_burst)
+    /// tokens refilled at this rate; with none left the client is refused
+    /// with `serverbusy`. It bounds the handshakes (and TLS handshakes)
+    /// started a second.
+    pub accept_rate: u32,
+    /// The tokens of the accept bucket: how many clients may arrive at once
+    /// above [`accept_rate`](Self::accept_rate).
+    pub accept_burst: u32,
 }
 
 impl ServerOptions {
     /// The defaults: as many clients as the storage holds, a 30 s write
     /// stall, a 5 s shutdown grace, input paused above half a transmit
-    /// queue.
+    /// queue, no bound per address or on the accept rate.
     pub const fn new() -> Self {
         ServerOptions {
             max_clients: usize::MAX,
             write_stall_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             read_pause_percent: 50,
+            max_per_address: usize::MAX,
+            accept_rate: 0,
+            accept_burst: 0,
         }
     }
 }
@@ -223,6 +250,9 @@ pub struct ServerStats {
     pub handshakes: u64,
     /// Clients dropped because they took no byte for the write-stall timeout.
     pub write_stalls: u64,
+    /// Clients closed by a timer of their connection: handshake, frame or
+    /// idle timeout.
+    pub timed_out: u64,
     /// Packets an adapter had to drop without closing their client (see
     /// [`Server::count_dropped`]).
     pub dropped: u64,
@@ -242,6 +272,12 @@ pub enum Refused {
     /// The connection could not be made with these buffers (a transmit
     /// buffer below the minimum, or one too small for `hello`).
     Connection(crate::connection::NewConnectionError),
+    /// The address already holds [`ServerOptions::max_per_address`]
+    /// clients: tell it `toomanyconnections`.
+    TooManyFromAddress,
+    /// More clients arrived than [`ServerOptions::accept_rate`] allows: tell
+    /// it `serverbusy` (it may try again later).
+    Busy,
 }
 
 impl Refused {
@@ -251,6 +287,8 @@ impl Refused {
             Refused::Full => CloseReason::ServerFull,
             Refused::ShuttingDown => CloseReason::ServerShutdown,
             Refused::Connection(_) => CloseReason::WriteQueueFull,
+            Refused::TooManyFromAddress => CloseReason::TooManyConnections,
+            Refused::Busy => CloseReason::ServerBusy,
         }
     }
 }
@@ -261,6 +299,8 @@ impl fmt::Display for Refused {
             Refused::Full => f.write_str("server full"),
             Refused::ShuttingDown => f.write_str("server shutting down"),
             Refused::Connection(e) => write!(f, "connection refused: {e}"),
+            Refused::TooManyFromAddress => f.write_str("too many connections from this address"),
+            Refused::Busy => f.write_str("server busy: too many new connections a second"),
         }
     }
 }
@@ -298,25 +338,24 @@ pub struct ClientState<'a, C, R, T, const N: usize> {
     reported: bool,
 }
 
-/// The timers of one client, in the server's one table (the idle and
-/// frame timers of a hardened server are two more).
+/// The timers of one client, in the server's one table.
 #[derive(Clone, Copy)]
 enum Timer {
-    /// The connection's own: from accept to a completed handshake.
-    Handshake,
+    /// The connection's own: handshake, frame, idle and keepalive.
+    Connection,
     /// Queued bytes that none of is taken.
     WriteStall,
 }
 
 impl Timer {
-    const ALL: [Timer; 2] = [Timer::Handshake, Timer::WriteStall];
+    const ALL: [Timer; 2] = [Timer::Connection, Timer::WriteStall];
 }
 
 impl<C: Codec, R: Buffer, T: Buffer, const N: usize> ClientState<'_, C, R, T, N> {
     /// When `timer` fires for this client, if it runs.
     fn deadline(&self, timer: Timer, write_stall: Duration) -> MaybeInstant {
         match timer {
-            Timer::Handshake => MaybeInstant::from_option(self.conn.poll_timeout()),
+            Timer::Connection => MaybeInstant::from_option(self.conn.poll_timeout()),
             Timer::WriteStall => match self.stall_since.get() {
                 Some(since) => MaybeInstant::new(since + write_stall),
                 None => MaybeInstant::NONE,
@@ -343,6 +382,8 @@ pub struct Server<'a, C, R, T, const N: usize, S> {
     shutting_down: bool,
     /// After the grace: the next slot to drop.
     grace_cursor: usize,
+    /// The accepts left this second ([`ServerOptions::accept_rate`]).
+    bucket: AcceptBucket,
     _buffers: PhantomData<fn(R, T)>,
 }
 
@@ -373,6 +414,7 @@ where
             grace: MaybeInstant::NONE,
             shutting_down: false,
             grace_cursor: 0,
+            bucket: AcceptBucket::full(options.accept_burst),
             _buffers: PhantomData,
         }
     }
@@ -454,14 +496,27 @@ where
 
     // ---- admission ----
 
-    /// Whether a new client would be accepted now, before the adapter sets
-    /// up its transport (a TLS session, say). A refusal is counted; write
+    /// Whether a new client would be accepted at `now`, before the adapter
+    /// sets up its transport (a TLS session, say): not shutting down, not
+    /// full, fewer than [`ServerOptions::max_per_address`] clients from its
+    /// address (`from_address`: how many the adapter holds from it; 0 if it
+    /// cannot tell), and a token left in the accept bucket
+    /// ([`ServerOptions::accept_rate`]). A refusal is counted; write
     /// [`refusal`](Self::refusal) to the client then.
-    pub fn admit(&mut self) -> Result<(), Refused> {
+    pub fn admit(&mut self, now: Instant, from_address: usize) -> Result<(), Refused> {
+        self.now = now;
+        let options = &self.options;
         let refused = if self.shutting_down {
             Refused::ShuttingDown
         } else if self.is_full() {
             Refused::Full
+        } else if from_address >= options.max_per_address {
+            Refused::TooManyFromAddress
+        } else if !self
+            .bucket
+            .allows(now, options.accept_rate, options.accept_burst)
+        {
+            Refused::Busy
         } else {
             return Ok(());
         };
@@ -484,11 +539,11 @@ where
 
     /// Takes a new client with its receive and transmit buffers (the
     /// receive buffer bounds the largest frame it may send); queues its
-    /// `hello`. Refused when full or shutting down; write
+    /// `hello`. Refused as [`admit`](Self::admit) refuses (with no count of
+    /// its address: an adapter that counts calls `admit` first); write
     /// [`refusal`](Self::refusal) to its transport then.
     pub fn accept(&mut self, rx: R, tx: T, now: Instant) -> Result<ClientId, Refused> {
-        self.now = now;
-        self.admit()?;
+        self.admit(now, 0)?;
         let conn = Connection::server(self.config, self.registry, self.codec.clone(), rx, tx, now)
             .map_err(Refused::Connection)?;
         let client = ClientState {
@@ -505,6 +560,7 @@ where
                 return Err(Refused::Full);
             }
         };
+        self.bucket.take(self.options.accept_rate);
         self.stats.accepted += 1;
         self.stats.peak_clients = self.stats.peak_clients.max(self.table.len());
         self.refresh(id.slot(), true);
@@ -878,8 +934,9 @@ where
     // ---- timers ----
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next,
-    /// if any timer runs: the earliest of every client's handshake and
-    /// write-stall timers and the shutdown grace.
+    /// if any timer runs: the earliest of every client's connection timers
+    /// (handshake, frame, idle, keepalive) and write-stall timer and the
+    /// shutdown grace.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let client = MaybeInstant::from_option(self.table.earliest().map(|(_, at)| at));
         let grace = if self.grace_cursor < self.table.slot_count() {
@@ -924,7 +981,13 @@ where
                 }
                 fired = true;
                 match timer {
-                    Timer::Handshake => c.conn.handle_timeout(now),
+                    Timer::Connection => {
+                        let open = !c.conn.is_closed();
+                        c.conn.handle_timeout(now);
+                        if open && c.conn.is_closed() {
+                            self.stats.timed_out += 1;
+                        }
+                    }
                     Timer::WriteStall => {
                         // It takes nothing: it is not told, it is dropped.
                         c.conn.close(CloseReason::WriteQueueFull);
@@ -1018,7 +1081,7 @@ where
             false => MaybeInstant::NONE,
         };
         let due = c
-            .deadline(Timer::Handshake, stall)
+            .deadline(Timer::Connection, stall)
             .min(c.deadline(Timer::WriteStall, stall))
             .min(unstarted);
         self.table.refile(i, due);

@@ -1,7 +1,7 @@
 //! The `peng3dnet` program: an echo server, a ping and an echo client, and a
 //! self-contained demo. Run `peng3dnet --help` for the commands.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use peng3dnet_core::codec::Codec;
 use peng3dnet_core::registry::Packet;
 use peng3dnet_core::rules::Rules;
@@ -72,6 +72,8 @@ enum Command {
         #[command(flatten)]
         link: SerialOptions,
         #[command(flatten)]
+        limits: ServeLimits,
+        #[command(flatten)]
         tls: ServerTls,
     },
     /// Ping a server: print the round-trip delay and the server's ping data.
@@ -127,6 +129,58 @@ struct SerialOptions {
     /// starting).
     #[arg(long, default_value_t = 10.0)]
     open_timeout: f64,
+}
+
+/// Timer and admission options of `serve` (see the README's close
+/// reasons).
+#[derive(Args)]
+struct ServeLimits {
+    /// Refuse a client from an IP address that already holds N clients
+    /// (`toomanyconnections`).
+    #[arg(long, value_name = "N")]
+    max_per_ip: Option<usize>,
+    /// Accept at most N new clients a second, on average, in bursts of up to
+    /// N (more are refused with `serverbusy`): a bound on the handshakes,
+    /// plain and TLS, started a second.
+    #[arg(long, value_name = "N")]
+    max_accepts_per_sec: Option<u32>,
+    /// Close a client that sent nothing for SECS seconds (`idletimeout`),
+    /// freeing its slot. Off unless given.
+    #[arg(long, value_name = "SECS")]
+    idle_timeout: Option<f64>,
+    /// Close a client whose frame, once started, is not complete within SECS
+    /// seconds (`frametimeout`).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    frame_timeout: f64,
+    /// Send a keepalive to a client that was sent nothing for SECS seconds;
+    /// 0 sends none.
+    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+    keepalive: f64,
+}
+
+impl ServeLimits {
+    /// The timers of these limits for a connection over a serial link (the
+    /// admission limits are the TCP server's).
+    fn stream(&self) -> StreamOptions {
+        StreamOptions {
+            idle_timeout: self.idle_timeout.map(seconds),
+            frame_timeout: seconds(self.frame_timeout),
+            keepalive_interval: (self.keepalive > 0.0).then(|| seconds(self.keepalive)),
+            ..StreamOptions::default()
+        }
+    }
+
+    /// These limits in `options`.
+    fn apply(&self, options: ServerOptions) -> ServerOptions {
+        ServerOptions {
+            idle_timeout: self.idle_timeout.map(seconds),
+            frame_timeout: seconds(self.frame_timeout),
+            keepalive_interval: (self.keepalive > 0.0).then(|| seconds(self.keepalive)),
+            max_per_address: self.max_per_ip,
+            max_accepts_per_second: self.max_accepts_per_sec,
+            ..options
+        }
+    }
 }
 
 /// TLS options of `serve`.
@@ -208,17 +262,19 @@ fn main() -> ExitCode {
             serial: Some(target),
             codec,
             link,
+            limits,
             ..
-        } => serve_serial(&target, &codec, &link),
+        } => serve_serial(&target, &codec, &link, &limits),
         Command::Serve {
             addr,
             codec,
             max_clients,
+            limits,
             tls,
             ..
         } => tls
             .config()
-            .and_then(|tls| serve(addr, &codec, max_clients, tls)),
+            .and_then(|tls| serve(addr, &codec, max_clients, &limits, tls)),
         Command::Ping {
             serial: Some(target),
             timeout,
@@ -276,18 +332,24 @@ fn main() -> ExitCode {
 
 type Res = Result<(), Box<dyn std::error::Error>>;
 
-fn serve(addr: SocketAddr, codec: &str, max_clients: usize, tls: Option<TlsServerConfig>) -> Res {
+fn serve(
+    addr: SocketAddr,
+    codec: &str,
+    max_clients: usize,
+    limits: &ServeLimits,
+    tls: Option<TlsServerConfig>,
+) -> Res {
     let codec = AnyCodec::from_name(codec).ok_or("unknown codec")?;
     let transport = match &tls {
         Some(t) if t.requires_client_cert() => "TLS, client certificates required",
         Some(_) => "TLS",
         None => "plain TCP",
     };
-    let options = ServerOptions {
+    let options = limits.apply(ServerOptions {
         max_clients,
         tls,
         ..ServerOptions::default()
-    };
+    });
     let server = echo::server_with_codec(codec, echo::registry(), options).bind(addr)?;
     println!(
         "peng3dnet: listening on {} (codec {}, {transport}, at most {max_clients} clients)",
@@ -496,7 +558,7 @@ impl ReadTimeout for Link {
 
 /// `serve --serial`: the echo service of `serve` for one peer at a time
 /// over the link, one connection after another until the link ends.
-fn serve_serial(target: &str, codec: &str, options: &SerialOptions) -> Res {
+fn serve_serial(target: &str, codec: &str, options: &SerialOptions, limits: &ServeLimits) -> Res {
     let codec = AnyCodec::from_name(codec).ok_or("unknown codec")?;
     let mut link = Link::open(target, options)?;
     println!(
@@ -504,8 +566,7 @@ fn serve_serial(target: &str, codec: &str, options: &SerialOptions) -> Res {
         codec.name()
     );
     for n in 1u64.. {
-        let mut conn =
-            StreamConnection::server(link, echo::registry(), codec, StreamOptions::default())?;
+        let mut conn = StreamConnection::server(link, echo::registry(), codec, limits.stream())?;
         let closed = loop {
             match conn.recv(Duration::from_secs(60)) {
                 Ok(ClientEvent::Packet(p)) if p.is::<Echo>() => {
