@@ -484,7 +484,31 @@ impl<C: Codec> Client<C> {
     /// The next event, waiting up to `timeout`. After the close event, every
     /// call fails with [`ClientError::Closed`].
     pub fn recv(&mut self, timeout: Duration) -> Result<ClientEvent<C>, ClientError> {
-        let deadline = Instant::now() + timeout;
+        self.recv_until(Instant::now() + timeout)
+    }
+
+    /// The next event, waiting until `deadline` at most: the deadline of a
+    /// request, kept across the events that come before its answer (a loop
+    /// of [`recv`](Self::recv) would restart its timeout on each). Fails
+    /// with [`ClientError::Timeout`] once it passed.
+    ///
+    /// ```no_run
+    /// # use peng3dnet_std::client::{Client, ClientEvent, ClientOptions};
+    /// # use peng3dnet_std::echo::{self, Echo};
+    /// # use std::time::{Duration, Instant};
+    /// # let mut client = Client::connect("127.0.0.1:8080", echo::registry(),
+    /// #     ClientOptions::default()).unwrap();
+    /// client.send::<Echo>(&"hello")?;
+    /// let deadline = Instant::now() + Duration::from_secs(5);
+    /// let answer = loop {
+    ///     match client.recv_until(deadline)? {
+    ///         ClientEvent::Packet(p) if p.is::<Echo>() => break p.decode::<Echo>()?,
+    ///         _ => {} // anything else: the deadline still runs
+    ///     }
+    /// };
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_until(&mut self, deadline: Instant) -> Result<ClientEvent<C>, ClientError> {
         loop {
             if let Some(e) = self.queue.pop_front() {
                 return Ok(e);

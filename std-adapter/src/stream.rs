@@ -334,7 +334,13 @@ impl<S: Read + Write + ReadTimeout, C: Codec> StreamConnection<S, C> {
     /// The next event, waiting up to `timeout`. After the close event,
     /// every call fails with [`ClientError::Closed`].
     pub fn recv(&mut self, timeout: Duration) -> Result<ClientEvent<C>, ClientError> {
-        let deadline = Instant::now() + timeout;
+        self.recv_until(Instant::now() + timeout)
+    }
+
+    /// The next event, waiting until `deadline` (a bound over several
+    /// calls, as the TCP client's
+    /// [`recv_until`](crate::client::Client::recv_until)).
+    pub fn recv_until(&mut self, deadline: Instant) -> Result<ClientEvent<C>, ClientError> {
         loop {
             if let Some(e) = self.queue.pop_front() {
                 return Ok(e);

@@ -268,3 +268,47 @@ fn a_half_open_connection_is_found_on_both_sides_tokio_client() {
         (CloseReason::IdleTimeout, Initiator::Local)
     );
 }
+
+#[test]
+fn the_echo_programs_timeout_bounds_each_answer_not_each_event() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut program = Proc::rust(&["echo", "--timeout", "1", &addr, "never answered"]);
+    let until = Instant::now() + LIMIT;
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(_) if Instant::now() < until => thread::sleep(MS(5)),
+            Err(e) => panic!("the program did not connect: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    // A server that completes the handshake and then sends a frame the
+    // client ignores every 200 ms, but never the echo.
+    let chatter = thread::spawn(move || {
+        let mut peer = RawPeer::from_stream(stream, Postcard, LIMIT);
+        peer.server_handshake(&echo::registry());
+        let until = Instant::now() + LIMIT;
+        while Instant::now() < until {
+            if peer
+                .try_write(&peng3dnet_test_support::frame(200, 0, b""))
+                .is_err()
+            {
+                return;
+            }
+            thread::sleep(MS(200));
+        }
+    });
+    let (status, _) = program.wait();
+    assert!(!status.success(), "no answer came: the program fails");
+    assert!(
+        program
+            .stderr()
+            .contains("0 of 1 answers came back before the timeout"),
+        "{}",
+        program.stderr()
+    );
+    drop(program);
+    chatter.join().unwrap();
+}

@@ -118,6 +118,11 @@ impl<C: Codec> RawPeer<C> {
         self.stream.write_all(bytes).expect("raw write");
     }
 
+    /// Writes raw bytes; the error if the other side is gone.
+    pub fn try_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
     /// Writes one frame.
     #[track_caller]
     pub fn frame(&mut self, id: u32, flags: u16, body: &[u8]) {

@@ -436,8 +436,11 @@ fn echo_messages(peer: &mut impl EchoPeer, messages: &[String], timeout: Duratio
         peer.send_echo(m)?;
     }
     let mut answered = 0;
+    // Each answer within `timeout` of the last (or of the sends): other
+    // frames in between do not restart it.
+    let mut deadline = std::time::Instant::now() + timeout;
     while answered < messages.len() {
-        match peer.next_event(timeout) {
+        match peer.next_event(deadline) {
             Ok(ClientEvent::Packet(p)) if p.is::<Echo>() => {
                 let text = p.decode::<Echo>()?;
                 println!("{text}");
@@ -445,6 +448,7 @@ fn echo_messages(peer: &mut impl EchoPeer, messages: &[String], timeout: Duratio
                     return Err(format!("answer {answered} differs: {text:?}").into());
                 }
                 answered += 1;
+                deadline = std::time::Instant::now() + timeout;
             }
             Ok(_) => {}
             Err(ClientError::Timeout) => {
@@ -465,15 +469,21 @@ fn echo_messages(peer: &mut impl EchoPeer, messages: &[String], timeout: Duratio
 /// serial link.
 trait EchoPeer {
     fn send_echo(&mut self, text: &str) -> Result<(), ClientError>;
-    fn next_event(&mut self, timeout: Duration) -> Result<ClientEvent<AnyCodec>, ClientError>;
+    fn next_event(
+        &mut self,
+        deadline: std::time::Instant,
+    ) -> Result<ClientEvent<AnyCodec>, ClientError>;
 }
 
 impl EchoPeer for Client<AnyCodec> {
     fn send_echo(&mut self, text: &str) -> Result<(), ClientError> {
         self.send::<Echo>(&text)
     }
-    fn next_event(&mut self, timeout: Duration) -> Result<ClientEvent<AnyCodec>, ClientError> {
-        self.recv(timeout)
+    fn next_event(
+        &mut self,
+        deadline: std::time::Instant,
+    ) -> Result<ClientEvent<AnyCodec>, ClientError> {
+        self.recv_until(deadline)
     }
 }
 
@@ -481,8 +491,11 @@ impl EchoPeer for StreamConnection<Link, AnyCodec> {
     fn send_echo(&mut self, text: &str) -> Result<(), ClientError> {
         self.send::<Echo>(&text)
     }
-    fn next_event(&mut self, timeout: Duration) -> Result<ClientEvent<AnyCodec>, ClientError> {
-        self.recv(timeout)
+    fn next_event(
+        &mut self,
+        deadline: std::time::Instant,
+    ) -> Result<ClientEvent<AnyCodec>, ClientError> {
+        self.recv_until(deadline)
     }
 }
 
