@@ -502,7 +502,7 @@ impl<C: Codec> Client<C> {
     /// let deadline = Instant::now() + Duration::from_secs(5);
     /// let answer = loop {
     ///     match client.recv_until(deadline)? {
-    ///         ClientEvent::Packet(p) if p.is::<Echo>() => break p.decode::<Echo>()?,
+    ///         ClientEvent::Packet(p) if p.is::<Echo>() => break p.decode::<Echo>()?.to_owned(),
     ///         _ => {} // anything else: the deadline still runs
     ///     }
     /// };
