@@ -4,10 +4,10 @@
 # end, with timeouts, and report their footprint. Exit status 0 only when every
 # step passed.
 #
-# Usage: bash firmware/run.sh [build|boards|client|server|footprint|overhead|test|all]...
-#        (default: all = test build boards client server footprint overhead)
-#   build      build the two QEMU firmware images (client, server) and the host's
-#              `peng3dnet` program
+# Usage: bash firmware/run.sh [build|boards|client|server|uart|footprint|overhead|test|all]...
+#        (default: all = test build boards client server uart footprint overhead)
+#   build      build the QEMU firmware images (client, server, uart-client) and the
+#              host's `peng3dnet` program
 #   boards     build the real boards' images, both roles each: nucleo-f767zi
 #              (thumbv7em-none-eabihf) and pico-w (thumbv6m-none-eabi); they are
 #              built and linked here, never run (see firmware/<board>/README.md)
@@ -18,6 +18,12 @@
 #              a packet refused by its rules, close `userrequest`; QEMU exits 0/1
 #   server     firmware as 4-slot server on a free 127.0.0.1 port (QEMU hostfwd):
 #              `peng3dnet echo`/`ping` reach it, a fifth client is refused (serverfull)
+#   uart       firmware as client over UART0: QEMU's serial port is a chardev
+#              socket listening on a free 127.0.0.1 port (`-serial tcp:...,server=on,
+#              wait=on`), `peng3dnet serve --serial tcp:127.0.0.1:PORT` connects to
+#              it; handshake, 1,000 echoes, a packet refused by its rules, close
+#              `userrequest`, then a ping as the next connection on the link; no
+#              Ethernet, no TCP stack in the image; QEMU exits 0/1
 #   footprint  flash and static RAM of every image built (QEMU and boards),
 #              peng3dnet-core's and peng3dnet-embassy's share, static RAM of one
 #              more server slot (QEMU image)
@@ -69,7 +75,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 steps=("$@")
 [[ ${#steps[@]} -gt 0 ]] || steps=(all)
-if [[ " ${steps[*]} " == *" all "* ]]; then steps=(test build boards client server footprint overhead); fi
+if [[ " ${steps[*]} " == *" all "* ]]; then steps=(test build boards client server uart footprint overhead); fi
 
 results=()
 status=0
@@ -158,7 +164,7 @@ do_build() {
     setup_toolchain
     log "building the firmware ($route route): ${fw_env[*]} ${fw_cmd[*]}"
     build_firmware || ok=FAIL
-    record "firmware" "$ok" "$(since "$t0")" "$route route -> $fw_out/{client,server}"
+    record "firmware" "$ok" "$(since "$t0")" "$route route -> $fw_out/{client,server,uart-client}"
     [[ $ok == ok ]] || return 0
     t0=$(now)
     ok=ok
@@ -216,7 +222,8 @@ need_run_prereqs() {
     apt_install qemu-system-arm
     setup_toolchain
     host_peng3dnet
-    [[ -x "$fw_out/client" && -x "$fw_out/server" ]] || die "firmware not built (run: $0 build)"
+    [[ -x "$fw_out/client" && -x "$fw_out/server" && -x "$fw_out/uart-client" ]] ||
+        die "firmware not built (run: $0 build)"
     [[ -x "$peng3dnet" ]] || die "$peng3dnet not built (run: $0 build)"
 }
 
@@ -281,13 +288,56 @@ do_server() {
     fi
 }
 
+do_uart() {
+    need_run_prereqs
+    local t0 port rc=0 hrc=0 spid out
+    t0=$(now)
+    port="$(free_port)"
+    log "uart scenario: QEMU's UART0 listens on 127.0.0.1:$port, peng3dnet serve --serial connects"
+    # QEMU waits (wait=on) for the host to connect before the firmware runs;
+    # the host keeps trying for up to 20 s while QEMU starts.
+    timeout --kill-after=5 "$qemu_timeout" qemu-system-arm -cpu cortex-m3 -machine mps2-an385 \
+        -display none -monitor none -nic none \
+        -serial "tcp:127.0.0.1:$port,server=on,wait=on" \
+        -semihosting-config enable=on,target=native \
+        -kernel "$fw_out/uart-client" </dev/null >"$here/target/uart-firmware.log" 2>&1 &
+    local qpid=$!
+    pids+=("$qpid")
+    timeout --kill-after=5 "$qemu_timeout" "$peng3dnet" serve --serial "tcp:127.0.0.1:$port" \
+        --open-timeout 20 >"$here/target/uart-host.log" 2>&1 &
+    spid=$!
+    pids+=("$spid")
+    wait "$qpid" || rc=$?
+    # The link ends with QEMU: the host's serve returns by itself.
+    wait "$spid" || hrc=$?
+    out="$(cat "$here/target/uart-firmware.log")"
+    printf '%s\n' "$out" | sed 's/^/  | /'
+    sed 's/^/  host | /' "$here/target/uart-host.log"
+    local summary
+    summary="$(grep -o 'SUMMARY uart-client: .*' <<<"$out" || true)"
+    # The host saw the two connections end as the firmware did.
+    if ! grep -q 'serial connection 1 closed (userrequest, by Peer)' "$here/target/uart-host.log" ||
+        ! grep -q 'serial connection 2 closed (pingcomplete' "$here/target/uart-host.log"; then
+        log "uart: the host's log lacks the two connections' closes"
+        [[ $hrc -ne 0 ]] || hrc=1
+    fi
+    if [[ $rc -eq 0 && $hrc -eq 0 && -n "$summary" ]]; then
+        record uart ok "$(since "$t0")" "${summary#SUMMARY }"
+    else
+        [[ $rc -eq 124 || $rc -eq 137 ]] && summary="QEMU timed out after ${qemu_timeout}s"
+        record uart FAIL "$(since "$t0")" "QEMU exit $rc, host serve exit $hrc ${summary:-$(grep -m1 FAIL <<<"$out" || true)}"
+    fi
+}
+
 do_footprint() {
     setup_toolchain
     local t0 ok=ok
     t0=$(now)
     [[ -x "$fw_out/client" ]] || die "firmware not built (run: $0 build)"
-    local images=("$fw_out/client" "$fw_out/server") names=(mps2-an385) b pkg t
-    local labelled=("mps2-an385 (QEMU) client=$fw_out/client" "mps2-an385 (QEMU) server=$fw_out/server")
+    [[ -x "$fw_out/uart-client" ]] || die "firmware not built (run: $0 build)"
+    local images=("$fw_out/client" "$fw_out/server" "$fw_out/uart-client") names=(mps2-an385) b pkg t
+    local labelled=("mps2-an385 (QEMU) client=$fw_out/client" "mps2-an385 (QEMU) server=$fw_out/server"
+                    "mps2-an385 (QEMU) uart-client=$fw_out/uart-client")
     for b in "${boards[@]}"; do
         read -r pkg t <<<"$b"
         setup_toolchain "$t" "$pkg"
@@ -303,6 +353,20 @@ do_footprint() {
     python3 "$here/scripts/footprint.py" --budget-core-adapter "$budget" "${images[@]}" || ok=FAIL
     echo "footprint of every image (core + adapter by symbol; flash includes .data's initial values):"
     python3 "$here/scripts/footprint.py" --table "${labelled[@]}" || ok=FAIL
+    # The UART image carries no network stack: no symbol of smoltcp,
+    # embassy-net or the LAN9118 driver.
+    local stack
+    stack="$(python3 "$here/scripts/footprint.py" --json "$fw_out/uart-client" | python3 -c '
+import json, sys
+crates = json.load(sys.stdin)[0]["crates"]
+net = ("smoltcp", "embassy_net", "embassy_net_driver", "lan9118")
+print(" ".join("%s=%d" % (c, v["flash"]) for c, v in sorted(crates.items()) if c in net))')"
+    if [[ -n "$stack" ]]; then
+        echo "uart-client: network stack linked: $stack"
+        ok=FAIL
+    else
+        echo "uart-client: no network stack linked (no symbol of smoltcp, embassy-net, lan9118)"
+    fi
     # One more server slot: what a connection costs in static RAM.
     local four five
     four="$(python3 "$here/scripts/footprint.py" --json "$fw_out/server" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ram"])')"
@@ -369,9 +433,10 @@ for s in "${steps[@]}"; do
         test) do_test ;;
         client) do_client ;;
         server) do_server ;;
+        uart) do_uart ;;
         footprint) do_footprint ;;
         overhead) do_overhead ;;
-        *) die "unknown step $s (build, boards, test, client, server, footprint, overhead, all)" ;;
+        *) die "unknown step $s (build, boards, test, client, server, uart, footprint, overhead, all)" ;;
     esac
 done
 

@@ -207,18 +207,7 @@ pub(crate) fn new_connection<C: Codec>(
     codec: C,
     clock: &Clock,
 ) -> Result<ClientConn<C>, ClientError> {
-    let config = Config {
-        handshake_timeout: core_duration(options.handshake_timeout),
-        frame_timeout: core_duration(options.frame_timeout),
-        idle_timeout: core_timeout(options.idle_timeout),
-        keepalive_interval: core_timeout(options.keepalive_interval),
-        sync_policy: options.sync_policy,
-        ping: None,
-        compressor: options
-            .compression
-            .then_some(&ZLIB_DEFAULT as &(dyn peng3dnet_core::connection::Compressor + Sync)),
-        ..Config::new()
-    };
+    let config = connection_config(options);
     Connection::client(
         &config,
         registry,
@@ -229,6 +218,23 @@ pub(crate) fn new_connection<C: Codec>(
         clock.now(),
     )
     .map_err(ClientError::Setup)
+}
+
+/// The core's settings of a connection as `options` describe them (timers,
+/// sync policy, compression; pings not answered).
+pub(crate) fn connection_config(options: &ClientOptions) -> Config<'static> {
+    Config {
+        handshake_timeout: core_duration(options.handshake_timeout),
+        frame_timeout: core_duration(options.frame_timeout),
+        idle_timeout: core_timeout(options.idle_timeout),
+        keepalive_interval: core_timeout(options.keepalive_interval),
+        sync_policy: options.sync_policy,
+        ping: None,
+        compressor: options
+            .compression
+            .then_some(&ZLIB_DEFAULT as &(dyn peng3dnet_core::connection::Compressor + Sync)),
+        ..Config::new()
+    }
 }
 
 /// What a client reports of `event` (`None`: nothing; a ping answered by
@@ -496,7 +502,7 @@ impl<C: Codec> Client<C> {
     /// let deadline = Instant::now() + Duration::from_secs(5);
     /// let answer = loop {
     ///     match client.recv_until(deadline)? {
-    ///         ClientEvent::Packet(p) if p.is::<Echo>() => break p.decode::<Echo>()?,
+    ///         ClientEvent::Packet(p) if p.is::<Echo>() => break p.decode::<Echo>()?.to_owned(),
     ///         _ => {} // anything else: the deadline still runs
     ///     }
     /// };

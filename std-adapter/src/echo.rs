@@ -56,26 +56,46 @@ pub fn server_with_codec<C: Codec + Send + 'static>(
         .on_raw::<Echo>(|ctx, body| {
             let _ = ctx.send_body::<Echo>(body);
         })
-        .on_raw::<EchoPing>(|ctx, body| {
-            let stamp = unix_time();
-            if ctx.codec().self_describing() {
-                match ctx.codec().decode::<Value>(body) {
-                    Ok(Value::Map(mut map)) => {
-                        map.insert("server_timestamp".into(), stamp.into());
-                        let _ = ctx.send::<EchoPingAny>(&Value::Map(map));
-                    }
-                    _ => ctx.close(CloseReason::MalformedPacket),
-                }
-            } else {
-                match ctx.codec().decode::<EchoPingMsg>(body) {
-                    Ok(mut msg) => {
-                        msg.server_timestamp = Some(stamp);
-                        let _ = ctx.send::<EchoPing>(&msg);
-                    }
-                    Err(_) => ctx.close(CloseReason::MalformedPacket),
-                }
+        .on_raw::<EchoPing>(|ctx, body| match stamp_ping(ctx.codec(), body) {
+            Some(PingAnswer::Any(map)) => {
+                let _ = ctx.send::<EchoPingAny>(&map);
             }
+            Some(PingAnswer::Msg(msg)) => {
+                let _ = ctx.send::<EchoPing>(&msg);
+            }
+            None => ctx.close(CloseReason::MalformedPacket),
         })
+}
+
+/// The echo service's answer to an `echo:ping` body: send it back as
+/// [`EchoPingAny`] or [`EchoPing`]; `None` when the body is malformed (the
+/// service then closes with `malformedpacket`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum PingAnswer {
+    /// With a self-describing codec: the client's map with
+    /// `server_timestamp` added.
+    Any(Value),
+    /// With postcard: the message with `server_timestamp` set.
+    Msg(EchoPingMsg),
+}
+
+/// Stamps an `echo:ping` body with the time now, as the echo service
+/// answers it (over TCP and over `peng3dnet serve --serial` alike).
+pub fn stamp_ping<C: Codec>(codec: &C, body: &[u8]) -> Option<PingAnswer> {
+    let stamp = unix_time();
+    if codec.self_describing() {
+        match codec.decode::<Value>(body) {
+            Ok(Value::Map(mut map)) => {
+                map.insert("server_timestamp".into(), stamp.into());
+                Some(PingAnswer::Any(Value::Map(map)))
+            }
+            _ => None,
+        }
+    } else {
+        let mut msg = codec.decode::<EchoPingMsg>(body).ok()?;
+        msg.server_timestamp = Some(stamp);
+        Some(PingAnswer::Msg(msg))
+    }
 }
 
 /// `echo:ping` carrying any map (with a self-describing codec).

@@ -1,8 +1,9 @@
 //! # peng3dnet-std
 //!
 //! peng3dnet on std: a TCP [server] for thousands of clients on one
-//! event loop, a blocking [client], [TLS](tls) with rustls, [ping],
-//! and the `peng3dnet` program. The protocol itself is
+//! event loop, a blocking [client], a blocking driver of one connection
+//! over any byte stream ([stream]: a socket pair, a serial port),
+//! [TLS](tls) with rustls, [ping], and the `peng3dnet` program. The protocol itself is
 //! [`peng3dnet_core`]; this crate only moves bytes and time.
 //!
 //! ```
@@ -65,6 +66,8 @@
 //!   (`clap`) and JSON output (`serde_json`). The library needs neither:
 //!   `default-features = false` leaves them out.
 //! - `tokio` (default): [`tokio_client`], an async client on tokio.
+//! - `serial` (with `cli`): serial ports (`serialport`) as streams of
+//!   [`stream::StreamConnection`].
 use peng3dnet_core::registry::Registry;
 
 pub mod buffer;
@@ -73,6 +76,7 @@ pub mod codec;
 pub mod echo;
 pub mod ping;
 pub mod server;
+pub mod stream;
 pub mod tls;
 #[cfg(feature = "tokio")]
 pub mod tokio_client;

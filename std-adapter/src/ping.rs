@@ -9,6 +9,7 @@
 
 use crate::client::{Client, ClientError, ClientEvent, ClientOptions};
 use crate::codec::Value;
+use crate::stream::{ReadTimeout, StreamConnection, StreamOptions};
 use crate::tls::TlsClientConfig;
 use crate::StdRegistry;
 use peng3dnet_core::codec::{Codec, Postcard};
@@ -73,28 +74,69 @@ pub fn ping_with_options<C: Codec>(
         match client.recv(left)? {
             ClientEvent::Pong { delay, body } => {
                 // The codec the server's hello chose.
-                let codec = client.codec().clone();
-                let self_describing = codec.self_describing();
-                let reply = codec
-                    .decode_seed(ReplySeed { self_describing }, &body)
-                    .map_err(|e| {
-                        ClientError::Decode(peng3dnet_core::connection::DecodeError::Codec(e))
-                    })?;
+                let reply = parse_reply(client.codec(), delay, &body)?;
                 // The core closes with `pingcomplete`; let the close go out.
                 let _ = client.wait_closed(Duration::from_secs(1));
-                return Ok(PingReply {
-                    delay,
-                    time: reply.time,
-                    version: reply.version,
-                    release: reply.release,
-                    protoversion: reply.protoversion,
-                    data: reply.data,
-                });
+                return Ok(reply);
             }
             ClientEvent::Closed(closed) => return Err(ClientError::Closed(closed)),
             _ => {}
         }
     }
+}
+
+/// Pings the server at the other end of a byte stream (a serial link; see
+/// [`crate::stream`]): a `ping` connection over `stream`, waiting up to
+/// `timeout` for the answer. The stream is handed back for the next
+/// connection.
+pub fn ping_stream<S, C>(
+    stream: S,
+    codec: C,
+    timeout: Duration,
+) -> Result<(PingReply, S), ClientError>
+where
+    S: std::io::Read + std::io::Write + ReadTimeout,
+    C: Codec,
+{
+    let deadline = Instant::now() + timeout;
+    let options = StreamOptions {
+        conntype: peng3dnet_core::CONNTYPE_PING,
+        handshake_timeout: timeout,
+        ..StreamOptions::default()
+    };
+    let mut conn = StreamConnection::client(stream, StdRegistry::new(), codec, options)?;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match conn.recv(left)? {
+            ClientEvent::Pong { delay, body } => {
+                let reply = parse_reply(conn.connection().codec(), delay, &body)?;
+                let _ = conn.wait_closed(Duration::from_secs(1));
+                return Ok((reply, conn.into_stream()));
+            }
+            ClientEvent::Closed(closed) => return Err(ClientError::Closed(closed)),
+            _ => {}
+        }
+    }
+}
+
+/// A ping answer's body, decoded with the codec the server's hello chose.
+fn parse_reply<C: Codec>(
+    codec: &C,
+    delay: Duration,
+    body: &[u8],
+) -> Result<PingReply, ClientError> {
+    let self_describing = codec.self_describing();
+    let reply = codec
+        .decode_seed(ReplySeed { self_describing }, body)
+        .map_err(|e| ClientError::Decode(peng3dnet_core::connection::DecodeError::Codec(e)))?;
+    Ok(PingReply {
+        delay,
+        time: reply.time,
+        version: reply.version,
+        release: reply.release,
+        protoversion: reply.protoversion,
+        data: reply.data,
+    })
 }
 
 struct Reply {

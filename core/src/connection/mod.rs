@@ -22,6 +22,12 @@
 //! Commands ([`Connection::send`], [`Connection::close`], ...) may be issued at
 //! any time between those steps; what they queue leaves through step 3.
 //!
+//! [`Connection::server`] queues `hello` when it creates the connection, and
+//! the client says nothing before it: a driver that blocks in a read first
+//! waits forever on both ends. Write first (step 3), then wait for input no
+//! longer than [`Connection::poll_timeout`] (a blocking driver's read
+//! timeout), as `peng3dnet_std::stream` does.
+//!
 //! The protocol itself is in `docs/PROTOCOL.md`: the classic handshake
 //! ("Handshake"), the ping connection type, SmartPacket rules and closing.
 //!

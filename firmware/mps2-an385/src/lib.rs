@@ -1,12 +1,14 @@
 //! Board support for QEMU's `mps2-an385` (Cortex-M3 at 25 MHz, LAN9118 at
-//! `0x4020_0000` on interrupt 13), shared by the two firmware images
-//! (`client` and `server`):
+//! `0x4020_0000` on interrupt 13), shared by the firmware images
+//! (`client` and `server` over Ethernet, `uart-client` over UART0):
 //!
 //! * [`time`]: an `embassy-time` driver on the two CMSDK timers (a
 //!   free-running counter and a one-shot alarm);
 //! * [`net`]: the LAN9118 driver, its interrupt, and an `embassy-net`
 //!   stack with the static address 10.0.2.15/24 (gateway 10.0.2.2, QEMU's
 //!   user network);
+//! * [`uart`]: UART0 (CMSDK APB UART) as an `embedded-io-async` byte
+//!   stream, for the `uart-client` image (peng3dnet over the serial port);
 //! * semihosting output ([`println!`], and [`Semihosting`] as the roles'
 //!   [`scenario::Log`]), [`exit`], and panic/fault handlers that exit QEMU
 //!   with status 1.
@@ -17,6 +19,7 @@
 
 pub mod net;
 pub mod time;
+pub mod uart;
 
 use cortex_m_rt::{exception, ExceptionFrame};
 use cortex_m_semihosting::debug;
@@ -64,6 +67,8 @@ unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
 unsafe fn DefaultHandler(irqn: i16) {
     match irqn as u16 {
         net::ETH_IRQ => net::on_eth_interrupt(),
+        uart::RX_IRQ => uart::on_rx_interrupt(),
+        uart::TX_IRQ => uart::on_tx_interrupt(),
         time::ALARM_IRQ => time::on_alarm(),
         time::COUNTER_IRQ => time::on_wrap(),
         _ => {

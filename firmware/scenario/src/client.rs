@@ -30,7 +30,7 @@ pub const SOCK: usize = 2048;
 /// Bound of a connect, and the sockets' timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
-type ClientSession<'a> =
+pub(crate) type ClientSession<'a> =
     Session<'a, NoopRawMutex, Postcard, { echo::REGISTRY }, &'a mut Registry<{ echo::REGISTRY }>>;
 
 /// The echo connection's buffers (about 8 KiB): give it a static home
@@ -159,69 +159,8 @@ pub async fn run<L: Log>(
 
     let (reader, writer) = socket.split();
     let app = async {
-        session
-            .wait_connected()
-            .await
-            .map_err(|c| fail!("handshake: closed ({}, {:?})", c.reason, c.initiator))?;
-        let handshake = t0.elapsed();
-        let ids = session.with_connection(|c| {
-            (
-                c.registry().id_of::<Echo>(),
-                c.registry().id_of::<SecureEchoPing>(),
-            )
-        });
-        say!(
-            log,
-            "client: handshake complete in {} ms, registry synced (echo:echo = {:?}, echo:ping = {:?})",
-            handshake.as_millis(),
-            ids.0,
-            ids.1
-        );
-
-        // 1,000 echoes, pipelined: the sender waits only for room in the
-        // transmit buffer; the receiver checks every answer in order.
-        let e0 = Instant::now();
-        let sender = async {
-            let mut text = heapless::String::<32>::new();
-            for i in 0..ECHOES {
-                text.clear();
-                let _ = write!(text, "echo #{i} from the board");
-                session
-                    .send::<Echo>(&text.as_str())
-                    .await
-                    .map_err(|e| fail!("send echo {}: {:?}", i, e))?;
-            }
-            Ok::<(), Fail>(())
-        };
-        let receiver = async {
-            let mut expect = heapless::String::<32>::new();
-            for i in 0..ECHOES {
-                let p = session
-                    .receive(&mut body[..])
-                    .await
-                    .map_err(|e| fail!("echo {}: {:?}", i, e))?;
-                let got = p
-                    .decode::<Echo>()
-                    .map_err(|e| fail!("echo {}: {:?}", i, e))?;
-                expect.clear();
-                let _ = write!(expect, "echo #{i} from the board");
-                if got != expect.as_str() {
-                    return Err(fail!("echo {} came back as {:?}", i, got));
-                }
-            }
-            Ok::<(), Fail>(())
-        };
-        let (s, r) = join(sender, receiver).await;
-        s?;
-        r?;
-        let echo_time = e0.elapsed();
-        say!(
-            log,
-            "client: {} echoes sent and checked in {} ms ({} us per round trip, pipelined)",
-            ECHOES,
-            echo_time.as_millis(),
-            echo_time.as_micros() / ECHOES as u64
-        );
+        handshake(&session, log, t0).await?;
+        echoes(&session, &mut body[..], log).await?;
 
         // A ping on a second connection while this one stays open.
         let rtt = ping(stack, server).await?;
@@ -231,34 +170,7 @@ pub async fn run<L: Log>(
             rtt
         );
 
-        // The rule: echo:ping may only be sent over a verified TLS
-        // connection; this one is plain TCP.
-        let msg = EchoPingMsg {
-            client_timestamp: Instant::now().as_micros() as f64 / 1e6,
-            server_timestamp: None,
-        };
-        match session.send::<SecureEchoPing>(&msg).await {
-            Err(SendError::Rules(v)) => say!(
-                log,
-                "client: echo:ping refused by its rules before the wire ({:?})",
-                v
-            ),
-            other => return Err(fail!("echo:ping was not refused: {:?}", other)),
-        }
-        // Nothing reached the wire: the next packet is the answer to this
-        // echo, not an echo:ping.
-        session
-            .send::<Echo>(&"after the refusal")
-            .await
-            .map_err(|e| fail!("send: {:?}", e))?;
-        let p = session
-            .receive(&mut body[..])
-            .await
-            .map_err(|e| fail!("receive: {:?}", e))?;
-        if p.decode::<Echo>() != Ok("after the refusal") {
-            return Err(fail!("unexpected packet {} after the refusal", p.packet_id));
-        }
-
+        refusal(&session, &mut body[..], log).await?;
         session.close(CloseReason::UserRequest);
         Ok::<(), Fail>(())
     };
@@ -288,6 +200,120 @@ pub async fn run<L: Log>(
         echoes: ECHOES,
         elapsed: t0.elapsed(),
     })
+}
+
+/// Waits for the handshake of the echo connection (started at `t0`) and
+/// logs the ids the registry sync gave.
+pub(crate) async fn handshake<L: Log>(
+    session: &ClientSession<'_>,
+    log: &L,
+    t0: Instant,
+) -> Result<(), Fail> {
+    session
+        .wait_connected()
+        .await
+        .map_err(|c| fail!("handshake: closed ({}, {:?})", c.reason, c.initiator))?;
+    let handshake = t0.elapsed();
+    let ids = session.with_connection(|c| {
+        (
+            c.registry().id_of::<Echo>(),
+            c.registry().id_of::<SecureEchoPing>(),
+        )
+    });
+    say!(
+        log,
+        "client: handshake complete in {} ms, registry synced (echo:echo = {:?}, echo:ping = {:?})",
+        handshake.as_millis(),
+        ids.0,
+        ids.1
+    );
+    Ok(())
+}
+
+/// [`ECHOES`] echoes, pipelined: the sender waits only for room in the
+/// transmit buffer; the receiver checks every answer in order.
+pub(crate) async fn echoes<L: Log>(
+    session: &ClientSession<'_>,
+    body: &mut [u8],
+    log: &L,
+) -> Result<(), Fail> {
+    let e0 = Instant::now();
+    let sender = async {
+        let mut text = heapless::String::<32>::new();
+        for i in 0..ECHOES {
+            text.clear();
+            let _ = write!(text, "echo #{i} from the board");
+            session
+                .send::<Echo>(&text.as_str())
+                .await
+                .map_err(|e| fail!("send echo {}: {:?}", i, e))?;
+        }
+        Ok::<(), Fail>(())
+    };
+    let receiver = async {
+        let mut expect = heapless::String::<32>::new();
+        for i in 0..ECHOES {
+            let p = session
+                .receive(&mut body[..])
+                .await
+                .map_err(|e| fail!("echo {}: {:?}", i, e))?;
+            let got = p
+                .decode::<Echo>()
+                .map_err(|e| fail!("echo {}: {:?}", i, e))?;
+            expect.clear();
+            let _ = write!(expect, "echo #{i} from the board");
+            if got != expect.as_str() {
+                return Err(fail!("echo {} came back as {:?}", i, got));
+            }
+        }
+        Ok::<(), Fail>(())
+    };
+    let (s, r) = join(sender, receiver).await;
+    s?;
+    r?;
+    let echo_time = e0.elapsed();
+    say!(
+        log,
+        "client: {} echoes sent and checked in {} ms ({} us per round trip, pipelined)",
+        ECHOES,
+        echo_time.as_millis(),
+        echo_time.as_micros() / ECHOES as u64
+    );
+    Ok(())
+}
+
+/// The rule: echo:ping may only be sent over a verified TLS connection;
+/// this one is not. Checks the send is refused and that nothing reached
+/// the wire (the next packet is the answer to a later echo).
+pub(crate) async fn refusal<L: Log>(
+    session: &ClientSession<'_>,
+    body: &mut [u8],
+    log: &L,
+) -> Result<(), Fail> {
+    let msg = EchoPingMsg {
+        client_timestamp: Instant::now().as_micros() as f64 / 1e6,
+        server_timestamp: None,
+    };
+    match session.send::<SecureEchoPing>(&msg).await {
+        Err(SendError::Rules(v)) => say!(
+            log,
+            "client: echo:ping refused by its rules before the wire ({:?})",
+            v
+        ),
+        other => return Err(fail!("echo:ping was not refused: {:?}", other)),
+    }
+    session
+        .send::<Echo>(&"after the refusal")
+        .await
+        .map_err(|e| fail!("send: {:?}", e))?;
+    let p = session
+        .receive(body)
+        .await
+        .map_err(|e| fail!("receive: {:?}", e))?;
+    if p.decode::<Echo>() != Ok("after the refusal") {
+        return Err(fail!("unexpected packet {} after the refusal", p.packet_id));
+    }
+    Ok(())
 }
 
 /// A `ping` connection: returns the round trip in microseconds.

@@ -6,6 +6,8 @@
 //!   connection, a packet refused by its rules, a close with a reason);
 //! * [`server`]: `peng3dnet-embassy`'s N-slot server with the echo
 //!   service, until a client sends `!shutdown` (or a time limit);
+//! * [`stream`]: the client scenario over any `embedded-io-async` byte
+//!   stream (a UART), with no network stack;
 //! * [`echo`]: the packets of `peng3dnet serve`'s echo service.
 //!
 //! A board brings up its network (any `embassy-net` [`Stack`](embassy_net::Stack)
@@ -16,6 +18,7 @@
 pub mod client;
 pub mod echo;
 pub mod server;
+pub mod stream;
 
 use core::fmt;
 

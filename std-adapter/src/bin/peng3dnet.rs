@@ -8,9 +8,10 @@ use peng3dnet_core::rules::Rules;
 use peng3dnet_core::{CloseReason, SecurityLevel, Side};
 use peng3dnet_std::client::{Client, ClientError, ClientEvent, ClientOptions};
 use peng3dnet_std::codec::{AnyCodec, Value};
-use peng3dnet_std::echo::{self, Echo, EchoPing, EchoPingMsg};
-use peng3dnet_std::ping::{ping, ping_with_options, PingReply};
+use peng3dnet_std::echo::{self, Echo, EchoPing, EchoPingMsg, PingAnswer};
+use peng3dnet_std::ping::{ping, ping_stream, ping_with_options, PingReply};
 use peng3dnet_std::server::ServerOptions;
+use peng3dnet_std::stream::{ReadTimeout, StreamConnection, StreamOptions};
 use peng3dnet_std::tls::{TlsClientConfig, TlsServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +63,14 @@ enum Command {
         /// Most clients at once; the next is refused with `serverfull`.
         #[arg(long, default_value_t = 10_000)]
         max_clients: usize,
+        /// Serve over a serial link instead of TCP, one connection after
+        /// another until the link ends: a device or pty path (`/dev/ttyUSB0`),
+        /// or `tcp:HOST:PORT` to connect to an emulator's serial socket
+        /// (QEMU's `-serial tcp:...,server=on`).
+        #[arg(long, value_name = "PATH_OR_ADDR", conflicts_with_all = ["addr", "tls_cert"])]
+        serial: Option<String>,
+        #[command(flatten)]
+        link: SerialOptions,
         #[command(flatten)]
         limits: ServeLimits,
         #[command(flatten)]
@@ -69,8 +78,14 @@ enum Command {
     },
     /// Ping a server: print the round-trip delay and the server's ping data.
     Ping {
-        /// The server's address, host:port.
-        addr: String,
+        /// The server's address, host:port (none with --serial).
+        #[arg(required_unless_present = "serial")]
+        addr: Option<String>,
+        /// Ping over a serial link (see `serve --serial`).
+        #[arg(long, value_name = "PATH_OR_ADDR", conflicts_with_all = ["addr", "tls", "tls_ca"])]
+        serial: Option<String>,
+        #[command(flatten)]
+        link: SerialOptions,
         /// Seconds to wait for the answer.
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
@@ -83,11 +98,16 @@ enum Command {
     /// Send each MESSAGE as `echo:echo`, print each answer; exit 0 when all
     /// came back.
     Echo {
-        /// The server's address, host:port.
+        /// The server's address, host:port; with --serial there is none and
+        /// every argument is a message.
         addr: String,
         /// Messages to send.
-        #[arg(required = true)]
         messages: Vec<String>,
+        /// Echo over a serial link (see `serve --serial`).
+        #[arg(long, value_name = "PATH_OR_ADDR", conflicts_with_all = ["tls", "tls_ca"])]
+        serial: Option<String>,
+        #[command(flatten)]
+        link: SerialOptions,
         /// Seconds to wait for the handshake and for each answer.
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
@@ -97,6 +117,18 @@ enum Command {
     /// A server and a client on an ephemeral 127.0.0.1 port: the handshake,
     /// echoes, a ping, a rule refusing a packet, and a clean close.
     Demo,
+}
+
+/// Settings of a serial link (`--serial`).
+#[derive(clap::Args)]
+struct SerialOptions {
+    /// Line rate of a serial device (not used with `tcp:`).
+    #[arg(long, default_value_t = 115_200)]
+    baud: u32,
+    /// Seconds to keep trying to open the link (an emulator may still be
+    /// starting).
+    #[arg(long, default_value_t = 10.0)]
+    open_timeout: f64,
 }
 
 /// Timer and admission options of `serve` (see the README's close
@@ -127,6 +159,17 @@ struct ServeLimits {
 }
 
 impl ServeLimits {
+    /// The timers of these limits for a connection over a serial link (the
+    /// admission limits are the TCP server's).
+    fn stream(&self) -> StreamOptions {
+        StreamOptions {
+            idle_timeout: self.idle_timeout.map(seconds),
+            frame_timeout: seconds(self.frame_timeout),
+            keepalive_interval: (self.keepalive > 0.0).then(|| seconds(self.keepalive)),
+            ..StreamOptions::default()
+        }
+    }
+
     /// These limits in `options`.
     fn apply(&self, options: ServerOptions) -> ServerOptions {
         ServerOptions {
@@ -216,30 +259,66 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Serve {
+            serial: Some(target),
+            codec,
+            link,
+            limits,
+            ..
+        } => serve_serial(&target, &codec, &link, &limits),
+        Command::Serve {
             addr,
             codec,
             max_clients,
             limits,
             tls,
+            ..
         } => tls
             .config()
             .and_then(|tls| serve(addr, &codec, max_clients, &limits, tls)),
+        Command::Ping {
+            serial: Some(target),
+            timeout,
+            json,
+            link,
+            ..
+        } => ping_serial(&target, seconds(timeout), json, &link),
         Command::Ping {
             addr,
             timeout,
             json,
             tls,
-        } => tls
-            .config(&addr)
-            .and_then(|tls| run_ping(&addr, seconds(timeout), json, tls)),
+            ..
+        } => {
+            let addr = addr.unwrap_or_default();
+            tls.config(&addr)
+                .and_then(|tls| run_ping(&addr, seconds(timeout), json, tls))
+        }
+        Command::Echo {
+            serial: Some(target),
+            addr,
+            messages,
+            timeout,
+            link,
+            ..
+        } => {
+            // No address with --serial: the first argument is a message.
+            let messages: Vec<String> = std::iter::once(addr).chain(messages).collect();
+            echo_serial(&target, &messages, seconds(timeout), &link)
+        }
         Command::Echo {
             addr,
             messages,
             timeout,
             tls,
-        } => tls
-            .config(&addr)
-            .and_then(|tls| run_echo(&addr, &messages, seconds(timeout), tls)),
+            ..
+        } => {
+            if messages.is_empty() {
+                Err("no MESSAGE given".into())
+            } else {
+                tls.config(&addr)
+                    .and_then(|tls| run_echo(&addr, &messages, seconds(timeout), tls))
+            }
+        }
         Command::Demo => demo(),
     };
     match result {
@@ -283,8 +362,14 @@ fn serve(
 
 fn run_ping(addr: &str, timeout: Duration, json: bool, tls: Option<TlsClientConfig>) -> Res {
     let reply = ping_with_options(addr, AnyCodec::default(), timeout, tls)?;
+    print_reply(addr, &reply, json);
+    Ok(())
+}
+
+/// Prints a ping answer as `ping` does.
+fn print_reply(addr: &str, reply: &PingReply, json: bool) {
     if json {
-        println!("{}", reply_json(&reply));
+        println!("{}", reply_json(reply));
     } else {
         println!(
             "{addr}: {:.3} ms, peng3dnet {} (release {}, protocol {})",
@@ -297,7 +382,6 @@ fn run_ping(addr: &str, timeout: Duration, json: bool, tls: Option<TlsClientConf
             println!("  {k}: {}", value_json(v));
         }
     }
-    Ok(())
 }
 
 /// A ping reply as JSON, with the reference's key names and `delay` in
@@ -340,15 +424,23 @@ fn run_echo(
     };
     let mut client = Client::connect_with(addr, echo::registry(), AnyCodec::default(), options)?;
     client.wait_connected(timeout)?;
+    echo_messages(&mut client, messages, timeout)?;
+    client.close(CloseReason::UserRequest)?;
+    Ok(())
+}
+
+/// Sends every message as `echo:echo` and prints each answer; fails when
+/// one differs or does not come back within `timeout`.
+fn echo_messages(peer: &mut impl EchoPeer, messages: &[String], timeout: Duration) -> Res {
     for m in messages {
-        client.send::<Echo>(&m.as_str())?;
+        peer.send_echo(m)?;
     }
     let mut answered = 0;
     // Each answer within `timeout` of the last (or of the sends): other
     // frames in between do not restart it.
     let mut deadline = std::time::Instant::now() + timeout;
     while answered < messages.len() {
-        match client.recv_until(deadline) {
+        match peer.next_event(deadline) {
             Ok(ClientEvent::Packet(p)) if p.is::<Echo>() => {
                 let text = p.decode::<Echo>()?;
                 println!("{text}");
@@ -370,7 +462,175 @@ fn run_echo(
             Err(e) => return Err(e.into()),
         }
     }
-    client.close(CloseReason::UserRequest)?;
+    Ok(())
+}
+
+/// What `echo` needs of a connection: the TCP client or one over a
+/// serial link.
+trait EchoPeer {
+    fn send_echo(&mut self, text: &str) -> Result<(), ClientError>;
+    fn next_event(
+        &mut self,
+        deadline: std::time::Instant,
+    ) -> Result<ClientEvent<AnyCodec>, ClientError>;
+}
+
+impl EchoPeer for Client<AnyCodec> {
+    fn send_echo(&mut self, text: &str) -> Result<(), ClientError> {
+        self.send::<Echo>(&text)
+    }
+    fn next_event(
+        &mut self,
+        deadline: std::time::Instant,
+    ) -> Result<ClientEvent<AnyCodec>, ClientError> {
+        self.recv_until(deadline)
+    }
+}
+
+impl EchoPeer for StreamConnection<Link, AnyCodec> {
+    fn send_echo(&mut self, text: &str) -> Result<(), ClientError> {
+        self.send::<Echo>(&text)
+    }
+    fn next_event(
+        &mut self,
+        deadline: std::time::Instant,
+    ) -> Result<ClientEvent<AnyCodec>, ClientError> {
+        self.recv_until(deadline)
+    }
+}
+
+/// A serial link: a device (or pty), or a 127.0.0.1 socket standing for
+/// one (an emulator's serial port).
+enum Link {
+    Tcp(std::net::TcpStream),
+    Port(Box<dyn serialport::SerialPort>),
+}
+
+impl Link {
+    /// Opens `target` (`tcp:HOST:PORT` or a device path), trying again
+    /// for up to `open_timeout` seconds.
+    fn open(target: &str, options: &SerialOptions) -> Result<Link, Box<dyn std::error::Error>> {
+        let deadline = std::time::Instant::now() + seconds(options.open_timeout);
+        loop {
+            let attempt: Result<Link, Box<dyn std::error::Error>> =
+                match target.strip_prefix("tcp:") {
+                    Some(addr) => std::net::TcpStream::connect(addr)
+                        .and_then(|s| s.set_nodelay(true).map(|()| s))
+                        .map(Link::Tcp)
+                        .map_err(Into::into),
+                    None => serialport::new(target, options.baud)
+                        .timeout(Duration::from_secs(1))
+                        .open()
+                        .map(Link::Port)
+                        .map_err(Into::into),
+                };
+            match attempt {
+                Ok(link) => return Ok(link),
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    return Err(format!("cannot open the serial link {target}: {e}").into())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+impl std::io::Read for Link {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Link::Tcp(s) => s.read(buf),
+            Link::Port(p) => p.read(buf),
+        }
+    }
+}
+
+impl std::io::Write for Link {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Link::Tcp(s) => s.write(buf),
+            Link::Port(p) => p.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Link::Tcp(s) => s.flush(),
+            Link::Port(p) => p.flush(),
+        }
+    }
+}
+
+impl ReadTimeout for Link {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Link::Tcp(s) => ReadTimeout::set_read_timeout(s, timeout),
+            Link::Port(p) => p.set_read_timeout(timeout),
+        }
+    }
+}
+
+/// `serve --serial`: the echo service of `serve` for one peer at a time
+/// over the link, one connection after another until the link ends.
+fn serve_serial(target: &str, codec: &str, options: &SerialOptions, limits: &ServeLimits) -> Res {
+    let codec = AnyCodec::from_name(codec).ok_or("unknown codec")?;
+    let mut link = Link::open(target, options)?;
+    println!(
+        "peng3dnet: serving over the serial link {target} (codec {}, one connection at a time)",
+        codec.name()
+    );
+    for n in 1u64.. {
+        let mut conn = StreamConnection::server(link, echo::registry(), codec, limits.stream())?;
+        let closed = loop {
+            match conn.recv(Duration::from_secs(60)) {
+                Ok(ClientEvent::Packet(p)) if p.is::<Echo>() => {
+                    let _ = conn.send_encoded(p.packet_id, &p.body);
+                }
+                Ok(ClientEvent::Packet(p)) if p.is::<EchoPing>() => {
+                    let codec = *conn.connection().codec();
+                    let _ = match echo::stamp_ping(&codec, &p.body) {
+                        Some(PingAnswer::Any(map)) => conn.send::<echo::EchoPingAny>(&map),
+                        Some(PingAnswer::Msg(msg)) => conn.send::<EchoPing>(&msg),
+                        None => {
+                            conn.connection_mut().close(CloseReason::MalformedPacket);
+                            Ok(())
+                        }
+                    };
+                }
+                Ok(ClientEvent::Closed(closed)) | Err(ClientError::Closed(closed)) => break closed,
+                Ok(_) | Err(ClientError::Timeout) => {}
+                Err(e) => return Err(e.into()),
+            }
+        };
+        println!("peng3dnet: serial connection {n} {closed}");
+        if conn.stream_ended() {
+            println!("peng3dnet: the serial link ended");
+            return Ok(());
+        }
+        link = conn.into_stream();
+    }
+    Ok(())
+}
+
+/// `echo --serial`.
+fn echo_serial(target: &str, messages: &[String], timeout: Duration, link: &SerialOptions) -> Res {
+    let options = StreamOptions {
+        handshake_timeout: timeout,
+        ..StreamOptions::default()
+    };
+    let stream = Link::open(target, link)?;
+    let mut conn =
+        StreamConnection::client(stream, echo::registry(), AnyCodec::default(), options)?;
+    conn.wait_connected(timeout)?;
+    echo_messages(&mut conn, messages, timeout)?;
+    conn.close(CloseReason::UserRequest)?;
+    Ok(())
+}
+
+/// `ping --serial`.
+fn ping_serial(target: &str, timeout: Duration, json: bool, link: &SerialOptions) -> Res {
+    let stream = Link::open(target, link)?;
+    let (reply, _) = ping_stream(stream, AnyCodec::default(), timeout)?;
+    print_reply(target, &reply, json);
     Ok(())
 }
 
