@@ -99,7 +99,9 @@ pub struct ServerOptions {
     /// The most bytes queued for one client before it is closed with
     /// `writequeuefull`.
     pub max_write_queue: usize,
-    /// Bytes of buffer an idle connection keeps per direction.
+    /// Bytes of buffer an idle connection keeps per direction (0, the
+    /// default: an idle connection holds no buffer; each read and each
+    /// answer takes one from the allocator and gives it back).
     pub idle_buffer: usize,
     /// Answer `ping` connections with this; `None` refuses them.
     pub ping: Option<PingData>,
@@ -125,7 +127,7 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             max_frame: 1 << 20,
             max_write_queue: 1 << 20,
-            idle_buffer: 1024,
+            idle_buffer: 0,
             ping: Some(PingData {
                 release: env!("CARGO_PKG_VERSION").into(),
                 entries: Vec::new(),
@@ -1012,7 +1014,12 @@ impl<'a, C: Codec> Loop<'a, C> {
             match p.transport.read(buf) {
                 Ok(0) => self.server.handle_transport_closed(id),
                 Ok(n) => self.server.commit_received(id, n),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => read_more = false,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // Nothing arrived: an empty receive buffer goes back
+                    // to the allocator while the client is idle.
+                    self.server.commit_received(id, 0);
+                    read_more = false;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => self.server.handle_transport_closed(id),
             }
