@@ -745,8 +745,6 @@ struct Peer {
     transport: Transport,
     /// A read is owed: reading stopped while the transmit queue drained.
     paused: bool,
-    /// Interest registered with the poller.
-    writable: bool,
     /// On the ready list: bytes may wait to be read.
     queued: bool,
 }
@@ -894,7 +892,6 @@ impl<'a, C: Codec> Loop<'a, C> {
                 span,
                 transport,
                 paused: false,
-                writable: true,
                 queued: false,
             });
             if let Some(hook) = self.on_connect.as_mut() {
@@ -1046,19 +1043,10 @@ impl<'a, C: Codec> Loop<'a, C> {
             p.queued = true;
             self.ready.push_back(key);
         }
-        let want_write = !self.server.poll_transmit(id).is_empty() || p.transport.wants_write();
-        if want_write != p.writable {
-            p.writable = want_write;
-            let interest = if want_write {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            let _ = self
-                .poll
-                .registry()
-                .reregister(p.transport.socket_mut(), Token(key), interest);
-        }
+        // Interest stays readable and writable: mio's readiness is edge-
+        // triggered, so a writable event comes only once the socket's send
+        // buffer had filled and then drained (no system call to change the
+        // interest each time the queue empties or fills).
     }
 
     /// The client's span (none for a client without a peer entry).
