@@ -315,9 +315,11 @@ impl<B: Buffer> FrameDecoder<B> {
     /// block) on an empty decoder lets a growable buffer give its memory
     /// back, so that an idle connection holds none.
     pub fn commit(&mut self, n: usize) {
-        self.end = (self.end + n).min(self.buf.bytes().len().min(self.capacity()));
+        self.end = (self.end + n).min(self.buf.bytes().len());
         if n == 0 && self.start == self.end {
-            self.make_room();
+            self.start = 0;
+            self.end = 0;
+            self.buf.release();
         }
     }
 
