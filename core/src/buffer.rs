@@ -41,6 +41,24 @@ pub trait Buffer {
     /// Told that the buffer holds no data now: a growable buffer may give its
     /// memory back. A fixed buffer does nothing.
     fn release(&mut self) {}
+
+    /// Asks for at least `min_len` bytes of scratch room after the received
+    /// bytes, where the frame decoder inflates a compressed body: up to
+    /// [`max_capacity`](Self::max_capacity) plus the largest body, so that
+    /// the room a body inflates into does not depend on what else is
+    /// buffered. The default is [`reserve`](Self::reserve): a fixed buffer
+    /// cannot grow, and there the room is what the received bytes leave free.
+    fn reserve_scratch(&mut self, min_len: usize) {
+        self.reserve(min_len);
+    }
+
+    /// Told that only the first `used` bytes hold data, after the storage
+    /// grew past [`max_capacity`](Self::max_capacity) for scratch room: a
+    /// growable buffer may give back what lies past them. A fixed buffer
+    /// does nothing.
+    fn shrink(&mut self, used: usize) {
+        let _ = used;
+    }
 }
 
 impl<const N: usize> Buffer for [u8; N] {

@@ -193,7 +193,7 @@ pub enum InflateError {
         /// The most bytes it could have inflated to.
         limit: usize,
     },
-    /// The body is not a valid zlib stream.
+    /// The body is not a valid zlib stream, or bytes follow its end.
     Invalid,
 }
 
@@ -303,24 +303,41 @@ impl<B: Buffer> FrameDecoder<B> {
         }
         let len = self.buf.bytes().len();
         if self.end == len && len < self.capacity() {
-            // Grow to hold the frame being received, or at least one more byte.
+            // Grow with the bytes that arrive, not with what a length prefix
+            // announces: by at least one byte, to at most twice what is held
+            // (a growable buffer may round up), never past the frame being
+            // received.
             let mut want = self.end + 1;
             let avail = &self.buf.bytes()[self.start..self.end];
             if avail.len() >= LENGTH_PREFIX_LEN {
                 let length = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]);
-                want = want.max(self.start + LENGTH_PREFIX_LEN + length as usize);
+                let frame_end = self.start + LENGTH_PREFIX_LEN + length as usize;
+                want = want.max(frame_end.min(2 * self.end));
             }
             self.buf.reserve(want.min(self.capacity()));
         }
-        let end = self.end.min(self.buf.bytes().len());
-        &mut self.buf.bytes_mut()[end..]
+        // Never past the frame bound, even while the storage holds scratch
+        // room for an inflated body.
+        let len = self.buf.bytes().len().min(self.capacity());
+        let end = self.end.min(len);
+        &mut self.buf.bytes_mut()[end..len]
     }
 
     /// Marks `n` bytes written at the start of [`free_space`](Self::free_space)
     /// as received. `n` is clamped to the storage; after an error nothing
     /// committed is parsed.
+    ///
+    /// `commit(0)` (a read that brought nothing, such as one that would
+    /// block) on an empty decoder lets a growable buffer give its memory
+    /// back, so that an idle connection holds none.
     pub fn commit(&mut self, n: usize) {
         self.end = (self.end + n).min(self.buf.bytes().len());
+        if n == 0 && self.start == self.end {
+            self.base = self.base.wrapping_add(self.start as u32);
+            self.start = 0;
+            self.end = 0;
+            self.buf.release();
+        }
     }
 
     /// Copies as much of `bytes` as fits and returns how many were taken.
@@ -333,7 +350,8 @@ impl<B: Buffer> FrameDecoder<B> {
         n
     }
 
-    /// Moves a partial frame to the buffer's start when little room is left.
+    /// Moves a partial frame to the buffer's start when little room is left;
+    /// gives back scratch room an inflated body used.
     fn make_room(&mut self) {
         let len = self.buf.bytes().len();
         if self.start == self.end {
@@ -343,6 +361,15 @@ impl<B: Buffer> FrameDecoder<B> {
             self.base = self.base.wrapping_add(self.start as u32);
             self.start = 0;
             self.end = 0;
+        } else if len > self.capacity() {
+            // Grown for an inflated body, which is gone now: keep only the
+            // received bytes.
+            let (start, end) = (self.start, self.end);
+            self.buf.bytes_mut().copy_within(start..end, 0);
+            self.base = self.base.wrapping_add(start as u32);
+            self.start = 0;
+            self.end = end - start;
+            self.buf.shrink(self.end);
         } else if self.start > 0 && len - self.end < len / 2 {
             let (start, end) = (self.start, self.end);
             self.buf.bytes_mut().copy_within(start..end, 0);
@@ -394,9 +421,12 @@ impl<B: Buffer> FrameDecoder<B> {
     /// Inflates the zlib stream at `body` (a range from
     /// [`next_frame_range`](Self::next_frame_range)) into the free space after
     /// the received bytes, and returns where the inflated body is. It stays
-    /// valid until the next `&mut` call. The output is bounded by the buffer:
-    /// a body that would inflate to more than the largest frame body, or past
-    /// the free space, is refused.
+    /// valid until the next `&mut` call. The output is bounded: a body that
+    /// would inflate to more than the largest frame body is refused, and so
+    /// are bytes after the end of the zlib stream. A growable buffer makes
+    /// scratch room for the largest body past whatever else is buffered
+    /// ([`Buffer::reserve_scratch`]); in a fixed buffer the room is what the
+    /// received bytes leave free.
     #[cfg(feature = "zlib")]
     pub(crate) fn inflate(
         &mut self,
@@ -408,21 +438,25 @@ impl<B: Buffer> FrameDecoder<B> {
         use miniz_oxide::inflate::core::{decompress, DecompressorOxide};
         use miniz_oxide::inflate::TINFLStatus;
         let max_body = self.max_frame_len().saturating_sub(HEADER_LEN);
-        // A growable buffer grows so the largest body fits after the input.
-        self.buf.reserve((self.end + max_body).min(self.capacity()));
+        // A growable buffer grows so the largest body fits after the input,
+        // whatever else is buffered.
+        self.buf.reserve_scratch(self.end + max_body);
         let (received, free) = self.buf.bytes_mut().split_at_mut(self.end);
         let limit = free.len().min(max_body);
         let out = &mut free[..limit];
         let mut state = DecompressorOxide::new();
-        let (status, _read, written) = decompress(
+        let input = &received[body];
+        let (status, read, written) = decompress(
             &mut state,
-            &received[body],
+            input,
             out,
             0,
             TINFL_FLAG_PARSE_ZLIB_HEADER | TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
         );
         match status {
-            TINFLStatus::Done => Ok(self.end..self.end + written),
+            TINFLStatus::Done if read == input.len() => Ok(self.end..self.end + written),
+            // Bytes after the end of the stream.
+            TINFLStatus::Done => Err(InflateError::Invalid),
             TINFLStatus::HasMoreOutput => Err(InflateError::TooLarge { limit }),
             _ => Err(InflateError::Invalid),
         }

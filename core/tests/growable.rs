@@ -40,6 +40,49 @@ fn decoder_grows_for_a_frame_and_releases_after() {
 }
 
 #[test]
+fn decoder_memory_follows_bytes_received_not_announced() {
+    // A length prefix of 1 MiB and 1,100 bytes of it: the buffer holds about
+    // what arrived (at most twice), not the announced frame.
+    let max = (1 << 20) + 4;
+    let mut dec = FrameDecoder::new(GrowBuf::new(max, 64));
+    let mut head = (1u32 << 20).to_be_bytes().to_vec();
+    head.extend_from_slice(&[0, 0, 0, 70, 0, 0]);
+    head.resize(1100, 9);
+    let mut fed = 0;
+    for chunk in head.chunks(100) {
+        let mut taken = 0;
+        for _ in 0..100 {
+            if taken == chunk.len() {
+                break;
+            }
+            taken += dec.feed(&chunk[taken..]);
+        }
+        fed += taken;
+        assert!(
+            dec.buffer().bytes().len() <= 2 * fed + 64,
+            "{} bytes held for {fed} received",
+            dec.buffer().bytes().len()
+        );
+    }
+    assert_eq!(fed, 1100);
+    assert!(matches!(dec.next_frame(), Ok(None)));
+    // The rest arrives: the frame is whole and the buffer within the maximum.
+    let mut rest = vec![5u8; (1 << 20) + 4 - 1100];
+    let mut off = 0;
+    for _ in 0..1000 {
+        if off == rest.len() {
+            break;
+        }
+        off += dec.feed(&rest[off..]);
+    }
+    assert_eq!(off, rest.len());
+    assert!(dec.buffer().bytes().len() <= max);
+    let f = dec.next_frame().unwrap().unwrap();
+    assert_eq!((f.packet_id, f.body.len()), (70, (1 << 20) - 6));
+    rest.clear();
+}
+
+#[test]
 fn connections_over_growable_buffers() {
     let cfg = config();
     let sreg = registry();
@@ -66,7 +109,8 @@ fn connections_over_growable_buffers() {
     .unwrap();
     let mut got = Vec::new();
     let pump = |s: &mut GrowConn<'_>, c: &mut OwningClient<'_>, got: &mut Vec<usize>| {
-        for _ in 0..8 {
+        // Enough rounds for a buffer that doubles from 256 B to 64 KiB.
+        for _ in 0..24 {
             let n = c.handle_input(s.poll_transmit());
             s.transmitted(n);
             while let Some(ev) = c.poll(now) {

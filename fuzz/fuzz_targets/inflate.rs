@@ -2,9 +2,11 @@
 //! compressed frame whose body is the input (mode 0), or the input
 //! compressed by the std adapter's `Zlib` (mode 1, to reach deep paths).
 //! Checked against miniz_oxide's own inflater: a body whose whole inflated
-//! size fits the free space of the receive buffer is delivered exactly; any
-//! other closes with `decompressionfailed`; no packet is ever larger than
-//! the buffer. A plain frame after it must still arrive intact.
+//! size fits the room to inflate (a fixed receive buffer: its free space
+//! after the frame; a growable one: the largest frame body, whatever else is
+//! buffered) and that has no bytes after its zlib stream is delivered
+//! exactly; any other closes with `decompressionfailed`; no packet is ever
+//! larger than the buffer. A plain frame after it must still arrive intact.
 //!
 //! Input: `opts sel data...`. `opts` bit 0: mode; bits 1-2: receive size
 //! (64, 300, 1024, 4096); bit 3: growable receive buffer; bit 4: MessagePack;
@@ -103,10 +105,14 @@ fuzz_target!(|input: &[u8]| {
     // The compressed frame, and what it must turn into.
     let compressed = frame(pid, 1, &body);
     let fits = compressed.len() <= rx_size;
-    let limit = rx_size.saturating_sub(compressed.len());
+    let limit = if o & 8 != 0 {
+        rx_size - FRAME_OVERHEAD
+    } else {
+        rx_size.saturating_sub(compressed.len())
+    };
     let inflated = miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(&body, limit + 1)
         .ok()
-        .filter(|v| v.len() <= limit);
+        .filter(|v| v.len() <= limit && !trailing_bytes(&body));
     if o & 1 != 0 && data.len() <= limit {
         assert_eq!(inflated.as_deref(), Some(data), "zlib round trip");
     }
@@ -189,4 +195,25 @@ fn poll<C: Codec>(
             _ => panic!("an unexpected event"),
         });
     }
+}
+
+/// Whether bytes follow the end of the zlib stream `body` (false when it
+/// never ends or is invalid: the oracle refuses those anyway).
+fn trailing_bytes(body: &[u8]) -> bool {
+    use miniz_oxide::inflate::stream::{inflate, InflateState};
+    use miniz_oxide::{DataFormat, MZFlush, MZStatus};
+    let mut state = InflateState::new_boxed(DataFormat::Zlib);
+    let mut out = vec![0u8; 1 << 16];
+    let mut consumed = 0;
+    for _ in 0..100_000 {
+        let r = inflate(&mut state, &body[consumed..], &mut out, MZFlush::None);
+        consumed += r.bytes_consumed;
+        match r.status {
+            Ok(MZStatus::StreamEnd) => return consumed < body.len(),
+            Ok(_) if r.bytes_consumed == 0 && r.bytes_written == 0 => return false,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
 }

@@ -112,7 +112,9 @@ pub struct ServerOptions {
     /// The most bytes queued for one client before it is closed with
     /// `writequeuefull`.
     pub max_write_queue: usize,
-    /// Bytes of buffer an idle connection keeps per direction.
+    /// Bytes of buffer an idle connection keeps per direction (0, the
+    /// default: an idle connection holds no buffer; each read and each
+    /// answer takes one from the allocator and gives it back).
     pub idle_buffer: usize,
     /// Answer `ping` connections with this; `None` refuses them.
     pub ping: Option<PingData>,
@@ -149,7 +151,7 @@ impl Default for ServerOptions {
             keepalive_interval: Some(Duration::from_secs(15)),
             max_frame: 1 << 20,
             max_write_queue: 1 << 20,
-            idle_buffer: 1024,
+            idle_buffer: 0,
             ping: Some(PingData {
                 release: env!("CARGO_PKG_VERSION").into(),
                 entries: Vec::new(),
@@ -826,8 +828,6 @@ struct Peer {
     transport: Transport,
     /// A read is owed: reading stopped while the transmit queue drained.
     paused: bool,
-    /// Interest registered with the poller.
-    writable: bool,
     /// On the ready list: bytes may wait to be read.
     queued: bool,
 }
@@ -984,7 +984,6 @@ impl<'a, C: Codec> Loop<'a, C> {
                 span,
                 transport,
                 paused: false,
-                writable: true,
                 queued: false,
             });
             if let Some(hook) = self.on_connect.as_mut() {
@@ -1124,7 +1123,12 @@ impl<'a, C: Codec> Loop<'a, C> {
             match p.transport.read(buf) {
                 Ok(0) => self.server.handle_transport_closed(id),
                 Ok(n) => self.server.commit_received(id, n),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => read_more = false,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // Nothing arrived: an empty receive buffer goes back
+                    // to the allocator while the client is idle.
+                    self.server.commit_received(id, 0);
+                    read_more = false;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => self.server.handle_transport_closed(id),
             }
@@ -1151,19 +1155,10 @@ impl<'a, C: Codec> Loop<'a, C> {
             p.queued = true;
             self.ready.push_back(key);
         }
-        let want_write = !self.server.poll_transmit(id).is_empty() || p.transport.wants_write();
-        if want_write != p.writable {
-            p.writable = want_write;
-            let interest = if want_write {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            let _ = self
-                .poll
-                .registry()
-                .reregister(p.transport.socket_mut(), Token(key), interest);
-        }
+        // Interest stays readable and writable: mio's readiness is edge-
+        // triggered, so a writable event comes only once the socket's send
+        // buffer had filled and then drained (no system call to change the
+        // interest each time the queue empties or fills).
     }
 
     /// The client's span (none for a client without a peer entry).
