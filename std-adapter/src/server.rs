@@ -541,7 +541,7 @@ pub enum HandleError {
     /// The client refused the packet: its rules, its connection type, a
     /// closed or unknown client, a message larger than its queue (one that
     /// did not fit now closed it with `writequeuefull`:
-    /// [`SendError::WouldBlock`](peng3dnet_core::connection::SendError::WouldBlock)).
+    /// [`SendError::WouldBlock`]).
     Send(SendError),
     /// Called on the server's own thread (from a handler or hook), where
     /// waiting for the event loop would wait forever: use the handler's
