@@ -236,18 +236,11 @@ impl fmt::Display for Violation {
             }
             Violation::Side { receiver } => write!(f, "may only be received by the {receiver}"),
             Violation::Mode { required, actual } => {
-                write!(
-                    f,
-                    "requires mode {}, connection is in {}",
-                    required.0, actual.0
-                )
+                write!(f, "requires mode {required}, connection is in {actual}")
             }
             Violation::ConnType => f.write_str("requires another connection type"),
             Violation::Security { required, actual } => {
-                write!(
-                    f,
-                    "requires security {required:?}, connection has {actual:?}"
-                )
+                write!(f, "requires security {required}, connection has {actual}")
             }
         }
     }
@@ -307,5 +300,44 @@ mod tests {
         assert_eq!(r.check_receive(&c), Ok(()));
         c.mode = Mode::CHAT;
         assert!(matches!(r.check_send(&c), Err(Violation::Mode { .. })));
+    }
+
+    #[test]
+    fn violations_name_states_modes_and_levels() {
+        extern crate std;
+        use std::string::ToString;
+        let mode = Violation::Mode {
+            required: Mode::PLAY,
+            actual: Mode::NOTSET,
+        };
+        assert_eq!(
+            mode.to_string(),
+            "requires mode PLAY (3), connection is in NOTSET (0)"
+        );
+        let own = Violation::Mode {
+            required: Mode(70),
+            actual: Mode::CHAT,
+        };
+        assert_eq!(
+            own.to_string(),
+            "requires mode 70, connection is in CHAT (4)"
+        );
+        let state = Violation::State {
+            required: State::LoggedIn,
+            actual: State::Active,
+        };
+        assert_eq!(
+            state.to_string(),
+            "requires state LOGGEDIN, connection is ACTIVE"
+        );
+        let security = Violation::Security {
+            required: SecurityLevel::ServerAuth,
+            actual: SecurityLevel::Encrypted,
+        };
+        assert_eq!(
+            security.to_string(),
+            "requires security SERVERAUTH (server certificate verified), \
+             connection has ENCRYPTED (TLS, no certificate verified)"
+        );
     }
 }

@@ -84,6 +84,22 @@ impl Mode {
     pub const CHAT: Mode = Mode(4);
 }
 
+impl fmt::Display for Mode {
+    /// The protocol's name for the five it names (`PLAY (3)`), the number
+    /// for an application's own.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.0 {
+            0 => "NOTSET",
+            1 => "CLOSED",
+            2 => "PING",
+            3 => "PLAY",
+            4 => "CHAT",
+            n => return write!(f, "{n}"),
+        };
+        write!(f, "{name} ({})", self.0)
+    }
+}
+
 /// The side of a connection an endpoint is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -129,6 +145,19 @@ pub enum SecurityLevel {
     ServerAuth = 3,
     /// 4: both certificates were verified.
     BothAuth = 4,
+}
+
+impl fmt::Display for SecurityLevel {
+    /// The protocol's name (`SERVERAUTH`) and what it means.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SecurityLevel::None => "NONE (plain TCP)",
+            SecurityLevel::Wrapped => "WRAPPED (TLS, nothing known)",
+            SecurityLevel::Encrypted => "ENCRYPTED (TLS, no certificate verified)",
+            SecurityLevel::ServerAuth => "SERVERAUTH (server certificate verified)",
+            SecurityLevel::BothAuth => "BOTHAUTH (both certificates verified)",
+        })
+    }
 }
 
 /// What one end of a completed TLS handshake verified: the facts its
