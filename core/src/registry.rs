@@ -19,7 +19,7 @@
 //!
 //! let mut reg = Registry::<8>::new();
 //! assert_eq!(reg.register::<Chat>(), Ok(64));
-//! assert_eq!(reg.register::<Chat>(), Err(RegistryError::DuplicateName));
+//! assert_eq!(reg.register::<Chat>(), Err(RegistryError::DuplicateName("demo:chat.message")));
 //! assert_eq!(reg.register_raw("demo:raw", Some(7), Rules::NONE), Err(RegistryError::ReservedId(7)));
 //! assert_eq!(reg.by_id(64).unwrap().name, "demo:chat.message");
 //! ```
@@ -66,10 +66,14 @@ pub struct Entry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum RegistryError {
-    /// The table holds `N` entries already.
-    Full,
-    /// The name is registered already.
-    DuplicateName,
+    /// The table holds its `capacity` (`N`) entries already; the protocol's
+    /// own packets take [`INTERNAL_COUNT`] of them.
+    Full {
+        /// The registry's capacity, `N`.
+        capacity: usize,
+    },
+    /// This name is registered already.
+    DuplicateName(&'static str),
     /// The id is registered already.
     DuplicateId(u32),
     /// A fixed id below 64 for a packet that is not the protocol's own.
@@ -86,8 +90,11 @@ pub enum RegistryError {
 impl fmt::Display for RegistryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RegistryError::Full => f.write_str("registry is full"),
-            RegistryError::DuplicateName => f.write_str("name already registered"),
+            RegistryError::Full { capacity } => write!(
+                f,
+                "registry is full: {capacity} entries, {INTERNAL_COUNT} of them the protocol's own"
+            ),
+            RegistryError::DuplicateName(name) => write!(f, "packet {name} is registered already"),
             RegistryError::DuplicateId(id) => write!(f, "id {id} already registered"),
             RegistryError::ReservedId(id) => write!(f, "id {id} is reserved for the protocol"),
             RegistryError::ReservedName => {
@@ -233,11 +240,11 @@ impl<const N: usize> Registry<N> {
             return Err(RegistryError::ReservedName);
         }
         if self.entries.is_full() {
-            return Err(RegistryError::Full);
+            return Err(RegistryError::Full { capacity: N });
         }
         let hash = name_hash(name);
         if self.find_name(name, hash).is_some() {
-            return Err(RegistryError::DuplicateName);
+            return Err(RegistryError::DuplicateName(name));
         }
         let id = match id {
             Some(id) if id < FIRST_AUTO_ID => return Err(RegistryError::ReservedId(id)),
@@ -266,10 +273,12 @@ impl<const N: usize> Registry<N> {
             rules,
             hash: name_hash(name),
         };
-        self.entries.push(entry).map_err(|_| RegistryError::Full)?;
+        self.entries
+            .push(entry)
+            .map_err(|_| RegistryError::Full { capacity: N })?;
         self.by_id
             .insert(pos, (id, index))
-            .map_err(|_| RegistryError::Full)?;
+            .map_err(|_| RegistryError::Full { capacity: N })?;
         Ok(id)
     }
 
@@ -591,6 +600,27 @@ mod tests {
     use crate::codec::{Codec, Postcard};
 
     #[test]
+    fn registration_errors_name_the_packet_and_the_capacity() {
+        extern crate std;
+        use std::string::ToString;
+        let mut reg = Registry::<{ INTERNAL_COUNT + 1 }>::new();
+        reg.register_raw("a:one", None, Rules::NONE).unwrap();
+        let full = reg.register_raw("a:two", None, Rules::NONE).unwrap_err();
+        assert_eq!(
+            full.to_string(),
+            std::format!(
+                "registry is full: {} entries, {INTERNAL_COUNT} of them the protocol's own",
+                INTERNAL_COUNT + 1
+            )
+        );
+        let mut reg = Registry::<10>::new();
+        reg.register_raw("a:one", None, Rules::NONE).unwrap();
+        let dup = reg.register_raw("a:one", None, Rules::NONE).unwrap_err();
+        assert_eq!(dup, RegistryError::DuplicateName("a:one"));
+        assert_eq!(dup.to_string(), "packet a:one is registered already");
+    }
+
+    #[test]
     fn auto_ids_count_up_and_skip_taken_ones() {
         let mut reg = Registry::<10>::new();
         assert_eq!(reg.register_raw("a:a", Some(65), Rules::NONE), Ok(65));
@@ -612,7 +642,7 @@ mod tests {
         assert_eq!(reg.register_raw("a:f", None, Rules::NONE), Ok(68));
         assert_eq!(
             reg.register_raw("a:g", None, Rules::NONE),
-            Err(RegistryError::Full)
+            Err(RegistryError::Full { capacity: 10 })
         );
         assert_eq!(reg.by_id(16).unwrap().name, "peng3dnet:internal.closeconn");
         assert_eq!(reg.by_name("a:c").unwrap().id, 66);

@@ -77,6 +77,9 @@ mod tests {
         let reg = registry::<7>().unwrap();
         assert_eq!(reg.by_id(64).unwrap().name, "echo:echo");
         assert_eq!(reg.by_id(65).unwrap().name, "echo:ping");
-        assert_eq!(registry::<6>().unwrap_err(), RegistryError::Full);
+        assert_eq!(
+            registry::<6>().unwrap_err(),
+            RegistryError::Full { capacity: 6 }
+        );
     }
 }
