@@ -115,6 +115,14 @@ impl Default for ClientOptions {
 pub enum ClientError {
     /// The socket failed.
     Io(io::Error),
+    /// No address of the server could be connected to: the last one tried,
+    /// and why.
+    Connect {
+        /// The address.
+        addr: SocketAddr,
+        /// What connecting to it gave.
+        error: io::Error,
+    },
     /// Waiting took longer than the timeout given.
     Timeout,
     /// The connection is closed: why, and by whom.
@@ -131,6 +139,7 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::Io(e) => write!(f, "i/o error: {e}"),
+            ClientError::Connect { addr, error } => write!(f, "connecting to {addr}: {error}"),
             ClientError::Timeout => f.write_str("timed out"),
             ClientError::Closed(c) => write!(f, "connection {c}"),
             ClientError::Send(e) => write!(f, "send refused: {e}"),
@@ -144,6 +153,7 @@ impl std::error::Error for ClientError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ClientError::Io(e) => Some(e),
+            ClientError::Connect { error, .. } => Some(error),
             ClientError::Send(e) => Some(e),
             ClientError::Decode(e) => Some(e),
             ClientError::Setup(e) => Some(e),
@@ -315,7 +325,7 @@ impl<C: Codec> Client<C> {
         codec: C,
         options: ClientOptions,
     ) -> Result<Self, ClientError> {
-        let mut last = io::Error::new(ErrorKind::InvalidInput, "no address");
+        let mut last = None;
         let mut stream = None;
         for a in addr.to_socket_addrs()? {
             match std::net::TcpStream::connect_timeout(&a, options.connect_timeout) {
@@ -323,10 +333,14 @@ impl<C: Codec> Client<C> {
                     stream = Some(s);
                     break;
                 }
-                Err(e) => last = e,
+                Err(error) => last = Some(ClientError::Connect { addr: a, error }),
             }
         }
-        let stream = stream.ok_or(last)?;
+        let Some(stream) = stream else {
+            return Err(last.unwrap_or_else(|| {
+                io::Error::new(ErrorKind::InvalidInput, "no address to connect to").into()
+            }));
+        };
         let peer = stream.peer_addr()?;
         stream.set_nodelay(true)?;
         stream.set_nonblocking(true)?;

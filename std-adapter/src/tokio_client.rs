@@ -186,8 +186,9 @@ impl Client<Postcard> {
     /// [`wait_connected`](Self::wait_connected) waits for it.
     ///
     /// # Errors
-    /// [`ClientError::Io`] when no address connects within
-    /// [`ClientOptions::connect_timeout`] (then [`ClientError::Timeout`]);
+    /// [`ClientError::Connect`] (the last address tried and why) when no
+    /// address connects, [`ClientError::Timeout`] when none did within
+    /// [`ClientOptions::connect_timeout`];
     /// [`ClientError::Setup`] for options the connection refuses; a TLS
     /// configuration rustls refuses as [`ClientError::Io`]. (A failed TLS
     /// handshake ends the connection: [`wait_connected`](Self::wait_connected)
@@ -212,7 +213,19 @@ impl<C: Codec + Send + 'static> Client<C> {
         codec: C,
         options: ClientOptions,
     ) -> Result<Self, ClientError> {
-        let stream = tokio::time::timeout(options.connect_timeout, TcpStream::connect(addr))
+        let connect = async {
+            let mut last = None;
+            for a in tokio::net::lookup_host(addr).await? {
+                match TcpStream::connect(a).await {
+                    Ok(s) => return Ok(s),
+                    Err(error) => last = Some(ClientError::Connect { addr: a, error }),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                io::Error::new(ErrorKind::InvalidInput, "no address to connect to").into()
+            }))
+        };
+        let stream = tokio::time::timeout(options.connect_timeout, connect)
             .await
             .map_err(|_| ClientError::Timeout)??;
         stream.set_nodelay(true)?;

@@ -457,3 +457,18 @@ mod tls {
         stop(running);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_connect_names_the_address() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    match Client::connect(addr, echo::registry(), ClientOptions::default()).await {
+        Err(ClientError::Connect { addr: tried, error }) => {
+            assert_eq!(tried, addr);
+            assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
+        }
+        other => panic!("expected a connect error, got {other:?}"),
+    }
+}

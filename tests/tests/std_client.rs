@@ -169,3 +169,22 @@ fn send_keeps_reading_while_answers_queue_up() {
     });
     assert_eq!(n, 50_000);
 }
+
+#[test]
+fn a_failed_connect_names_the_address() {
+    // A port nobody listens on (bound, then closed).
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    match Client::connect(addr, echo::registry(), ClientOptions::default()) {
+        Err(e @ ClientError::Connect { .. }) => {
+            let ClientError::Connect { addr: tried, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(*tried, addr);
+            assert!(e.to_string().contains(&addr.to_string()), "{e}");
+        }
+        other => panic!("expected a connect error, got {other:?}"),
+    }
+}
