@@ -185,6 +185,7 @@ fn a_failed_connect_names_the_address() {
             assert_eq!(*tried, addr);
             assert!(e.to_string().contains(&addr.to_string()), "{e}");
         }
-        other => panic!("expected a connect error, got {other:?}"),
+        Err(other) => panic!("expected a connect error, got {other:?}"),
+        Ok(_) => panic!("connected to a closed port"),
     }
 }
