@@ -8,31 +8,12 @@ use peng3dnet_core::registry::RegistryAccess;
 use peng3dnet_core::time::{Duration, Instant};
 use peng3dnet_core::{CloseReason, Initiator};
 use peng3dnet_test_support::{
-    config, deliver, drain, encode, frame, frames_of, registry, take_tx, Chat, Conn, Numbered, Rec,
-    BUF, T0,
+    config, drain, encode, exchange_at, frame, frames_of, registry, take_tx, Chat, Conn, Numbered,
+    Rec, BUF, T0,
 };
 
 fn secs(s: u64) -> Instant {
     Instant::from_millis(s * 1000)
-}
-
-/// Moves bytes both ways at `now` until both are quiet; the events.
-fn shuttle<G1: RegistryAccess<16>, G2: RegistryAccess<16>>(
-    s: &mut Conn<'_, G1>,
-    c: &mut Conn<'_, G2>,
-    now: Instant,
-) -> (Vec<Rec>, Vec<Rec>) {
-    let (mut se, mut ce) = (Vec::new(), Vec::new());
-    for _ in 0..32 {
-        let to_c = take_tx(s);
-        let to_s = take_tx(c);
-        if to_c.is_empty() && to_s.is_empty() {
-            return (se, ce);
-        }
-        ce.extend(deliver(c, &to_c, &[], now));
-        se.extend(deliver(s, &to_s, &[], now));
-    }
-    panic!("no quiet after 32 rounds");
 }
 
 /// Fires both connections' timers at `now` (as an adapter does when
@@ -57,7 +38,7 @@ macro_rules! connected {
             &$cfg, &mut $creg, Postcard, [0; BUF], [0; BUF], "classic", T0,
         )
         .unwrap();
-        let (se, ce) = shuttle(&mut $s, &mut $c, T0);
+        let (se, ce) = exchange_at(&mut $s, &mut $c, T0);
         assert_eq!((se, ce), (vec![Rec::Connected], vec![Rec::Connected]));
     };
 }
@@ -142,7 +123,7 @@ fn a_silent_peer_closes_with_idletimeout_and_input_holds_it_off() {
     connected!(cfg, sreg, creg, s, c);
     // Traffic at 4 s moves the server's idle timer to 9 s.
     c.send::<Chat>(&Numbered { seq: 1, text: "x" }).unwrap();
-    let (se, _) = shuttle(&mut s, &mut c, secs(4));
+    let (se, _) = exchange_at(&mut s, &mut c, secs(4));
     assert!(matches!(se[..], [Rec::Packet(..)]));
     assert_eq!(s.poll_timeout(), Some(secs(9)));
     // The client heard nothing since the handshake at 0 s.
@@ -152,7 +133,7 @@ fn a_silent_peer_closes_with_idletimeout_and_input_holds_it_off() {
         ce,
         [Rec::Closed(CloseReason::IdleTimeout, Initiator::Local)]
     );
-    let (se, _) = shuttle(&mut s, &mut c, secs(6));
+    let (se, _) = exchange_at(&mut s, &mut c, secs(6));
     assert_eq!(se, [Rec::Closed(CloseReason::IdleTimeout, Initiator::Peer)]);
 }
 
@@ -183,7 +164,7 @@ fn keepalives_keep_idle_peers_connected_and_report_nothing() {
         let (to_c, to_s) = (s.poll_transmit().len(), c.poll_transmit().len());
         keepalives += (to_c > 0) as u32 + (to_s > 0) as u32;
         assert_eq!(
-            shuttle(&mut s, &mut c, now),
+            exchange_at(&mut s, &mut c, now),
             (vec![], vec![]),
             "a keepalive is neither an event nor an ignored packet"
         );

@@ -393,6 +393,19 @@ pub fn exchange<G1: RegistryAccess<CAP>, G2: RegistryAccess<CAP>>(
     s: &mut Conn<'_, G1>,
     c: &mut Conn<'_, G2>,
 ) -> (Vec<Rec>, Vec<Rec>) {
+    exchange_at(s, c, T0)
+}
+
+/// [`exchange`] at the time `now` (for tests of timers).
+///
+/// # Panics
+///
+/// When they are still talking after 32 rounds.
+pub fn exchange_at<G1: RegistryAccess<CAP>, G2: RegistryAccess<CAP>>(
+    s: &mut Conn<'_, G1>,
+    c: &mut Conn<'_, G2>,
+    now: Instant,
+) -> (Vec<Rec>, Vec<Rec>) {
     let (mut se, mut ce) = (Vec::new(), Vec::new());
     for _ in 0..32 {
         let to_c = take_tx(s);
@@ -400,8 +413,8 @@ pub fn exchange<G1: RegistryAccess<CAP>, G2: RegistryAccess<CAP>>(
         if to_c.is_empty() && to_s.is_empty() {
             return (se, ce);
         }
-        ce.extend(deliver(c, &to_c, &[], T0));
-        se.extend(deliver(s, &to_s, &[], T0));
+        ce.extend(deliver(c, &to_c, &[], now));
+        se.extend(deliver(s, &to_s, &[], now));
     }
     panic!("no quiet after 32 rounds");
 }
