@@ -80,6 +80,8 @@ pub mod stream;
 pub mod tls;
 #[cfg(feature = "tokio")]
 pub mod tokio_client;
+#[cfg(feature = "tokio")]
+pub mod tokio_server;
 mod transport;
 
 /// Registry capacity of the std adapter (internal packets included).

@@ -167,9 +167,95 @@ impl Default for ServerOptions {
     }
 }
 
+impl ServerOptions {
+    /// The entries of the ping answer, borrowed for the core's [`Config`].
+    pub(crate) fn ping_entries(&self) -> Vec<(&str, &str)> {
+        self.ping
+            .iter()
+            .flat_map(|p| p.entries.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .collect()
+    }
+
+    /// The core connection settings these options give (`ping_entries`
+    /// from [`ping_entries`](Self::ping_entries)).
+    pub(crate) fn core_config<'a>(&'a self, ping_entries: &'a [(&'a str, &'a str)]) -> Config<'a> {
+        Config {
+            version: &self.version,
+            handshake_timeout: core_duration(self.handshake_timeout),
+            frame_timeout: core_duration(self.frame_timeout),
+            idle_timeout: core_timeout(self.idle_timeout),
+            keepalive_interval: core_timeout(self.keepalive_interval),
+            ping: self.ping.as_ref().map(|p| PingServerConfig {
+                release: &p.release,
+                data: ping_entries,
+            }),
+            compressor: self
+                .compression
+                .as_ref()
+                .map(|z| z as &(dyn Compressor + Sync)),
+            ..Config::new()
+        }
+    }
+
+    /// The core server's settings these options give.
+    pub(crate) fn core_options(&self) -> CoreOptions {
+        CoreOptions {
+            max_clients: self.max_clients,
+            write_stall_timeout: core_duration(self.write_stall_timeout),
+            max_per_address: self.max_per_address.unwrap_or(usize::MAX),
+            accept_rate: self.max_accepts_per_second.unwrap_or(0),
+            accept_burst: self.max_accepts_per_second.unwrap_or(0),
+            shutdown_grace: core_duration(self.shutdown_grace),
+            ..CoreOptions::new()
+        }
+    }
+
+    /// A new client's receive and transmit buffers. The transmit queue
+    /// always holds an answer as large as the largest frame a client may
+    /// send (an echo of it).
+    pub(crate) fn client_buffers(&self) -> (HeapBuffer, HeapBuffer) {
+        (
+            HeapBuffer::new(self.max_frame, self.idle_buffer),
+            HeapBuffer::new(
+                self.max_write_queue.max(self.max_frame + MIN_TX_BUFFER),
+                self.idle_buffer,
+            ),
+        )
+    }
+}
+
+/// The handlers by packet id (those of packets not in `registry` are
+/// dropped: `on` checked that they are there).
+pub(crate) fn handlers_by_id<C: Codec>(
+    registry: &StdRegistry,
+    handlers: HashMap<&'static str, Handler<C>>,
+) -> HashMap<u32, Handler<C>> {
+    handlers
+        .into_iter()
+        .filter_map(|(name, h)| registry.by_name(name).map(|e| (e.id, h)))
+        .collect()
+}
+
+/// What [`ServerHandle::status`] reports of `server`.
+pub(crate) fn status_of<C: Codec>(server: &CoreServer<'_, C>) -> ServerStatus {
+    ServerStatus {
+        clients: server.len(),
+        connected: server.connected(),
+        buffer_bytes: server
+            .clients()
+            .filter_map(|id| server.connection(id))
+            .map(|c| {
+                let (rx, tx) = c.buffers();
+                rx.allocated() + tx.allocated()
+            })
+            .sum(),
+        stats: server.stats(),
+    }
+}
+
 /// The core server as this adapter instantiates it: growable buffers per
 /// client, slots in a growable vector.
-type CoreServer<'a, C> =
+pub(crate) type CoreServer<'a, C> =
     peng3dnet_core::server::Server<'a, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY, Slots<'a, C>>;
 
 /// The connection type of one client on the server.
@@ -177,7 +263,9 @@ pub type ServerConn<'a, C> = ServerConnection<'a, C, HeapBuffer, HeapBuffer, REG
 
 /// The core server's client slots on the heap: they grow as clients come
 /// (up to [`ServerOptions::max_clients`], which the core enforces).
-struct Slots<'a, C>(Vec<ServerSlot<'a, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY>>);
+pub(crate) struct Slots<'a, C>(
+    pub(crate) Vec<ServerSlot<'a, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY>>,
+);
 
 impl<'a, C> Storage<ServerSlot<'a, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY>> for Slots<'a, C> {
     fn slots(&self) -> &[ServerSlot<'a, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY>] {
@@ -202,10 +290,10 @@ impl<'a, C> Storage<ServerSlot<'a, C, HeapBuffer, HeapBuffer, REGISTRY_CAPACITY>
 /// ([`peng3dnet_core::server`], "The rules the server applies"): a send that
 /// does not fit the client's queue closes it with `writequeuefull`.
 pub struct Ctx<'c, 'a, C: Codec> {
-    id: ClientId,
-    server: &'c mut CoreServer<'a, C>,
+    pub(crate) id: ClientId,
+    pub(crate) server: &'c mut CoreServer<'a, C>,
     /// A broadcast queued bytes on other clients: they need writing.
-    broadcast: &'c mut bool,
+    pub(crate) broadcast: &'c mut bool,
 }
 
 impl<C: Codec> Ctx<'_, '_, C> {
@@ -299,22 +387,22 @@ impl<C: Codec> Ctx<'_, '_, C> {
     }
 }
 
-type Handler<C> =
+pub(crate) type Handler<C> =
     Box<dyn for<'c, 'a> FnMut(&mut Ctx<'c, 'a, C>, &[u8]) -> Result<(), CloseReason> + Send>;
-type Hook<C> = Box<dyn for<'c, 'a> FnMut(&mut Ctx<'c, 'a, C>) + Send>;
-type CloseHook = Box<dyn FnMut(ClientId, &Closed) + Send>;
-type IgnoredHook = Box<dyn FnMut(ClientId, u32, IgnoreCause) + Send>;
+pub(crate) type Hook<C> = Box<dyn for<'c, 'a> FnMut(&mut Ctx<'c, 'a, C>) + Send>;
+pub(crate) type CloseHook = Box<dyn FnMut(ClientId, &Closed) + Send>;
+pub(crate) type IgnoredHook = Box<dyn FnMut(ClientId, u32, IgnoreCause) + Send>;
 
 /// Builds a [`Server`].
 pub struct ServerBuilder<C: Codec = Postcard> {
-    registry: StdRegistry,
-    codec: C,
-    options: ServerOptions,
-    handlers: HashMap<&'static str, Handler<C>>,
-    on_connect: Option<Hook<C>>,
-    on_handshake: Option<Hook<C>>,
-    on_close: Option<CloseHook>,
-    on_ignored: Option<IgnoredHook>,
+    pub(crate) registry: StdRegistry,
+    pub(crate) codec: C,
+    pub(crate) options: ServerOptions,
+    pub(crate) handlers: HashMap<&'static str, Handler<C>>,
+    pub(crate) on_connect: Option<Hook<C>>,
+    pub(crate) on_handshake: Option<Hook<C>>,
+    pub(crate) on_close: Option<CloseHook>,
+    pub(crate) on_ignored: Option<IgnoredHook>,
 }
 
 impl<C: Codec + Send + 'static> ServerBuilder<C> {
@@ -455,10 +543,12 @@ impl<C: Codec + Send + 'static> ServerBuilder<C> {
             listener,
             poll,
             handle: ServerHandle {
-                commands: tx,
-                waker,
+                backend: Backend::Mio {
+                    commands: tx,
+                    waker,
+                    loop_thread: Arc::new(std::sync::OnceLock::new()),
+                },
                 codec: self.codec.clone(),
-                loop_thread: Arc::new(std::sync::OnceLock::new()),
             },
             commands: rx,
             local_addr,
@@ -507,7 +597,7 @@ pub struct ServerStatus {
     pub stats: ServerStats,
 }
 
-enum Command {
+pub(crate) enum Command {
     Send {
         id: ClientId,
         name: &'static str,
@@ -568,20 +658,61 @@ impl std::fmt::Display for HandleError {
 
 impl std::error::Error for HandleError {}
 
-/// Commands a running server from any thread. Cheap to clone.
+/// Commands a running server (the mio one or the
+/// [tokio one](crate::tokio_server)) from any thread. Cheap to clone.
 #[derive(Clone)]
 pub struct ServerHandle<C: Codec = Postcard> {
-    commands: mpsc::Sender<Command>,
-    waker: Arc<Waker>,
+    backend: Backend<C>,
     codec: C,
-    /// The event loop's thread, once it runs.
-    loop_thread: Arc<std::sync::OnceLock<thread::ThreadId>>,
+}
+
+/// How a [`ServerHandle`] reaches its server.
+#[derive(Clone)]
+enum Backend<C: Codec> {
+    /// Commands to the mio event loop.
+    Mio {
+        commands: mpsc::Sender<Command>,
+        waker: Arc<Waker>,
+        /// The event loop's thread, once it runs.
+        loop_thread: Arc<std::sync::OnceLock<thread::ThreadId>>,
+    },
+    /// The tokio server's shared state, locked by the call itself.
+    #[cfg(feature = "tokio")]
+    Tokio(Arc<crate::tokio_server::Shared<C>>),
 }
 
 impl<C: Codec> ServerHandle<C> {
+    /// A handle to a tokio server.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn tokio(shared: Arc<crate::tokio_server::Shared<C>>, codec: C) -> Self {
+        ServerHandle {
+            backend: Backend::Tokio(shared),
+            codec,
+        }
+    }
+
     fn command(&self, c: Command) -> Result<(), HandleError> {
-        self.commands.send(c).map_err(|_| HandleError::Stopped)?;
-        self.waker.wake().map_err(|_| HandleError::Stopped)
+        match &self.backend {
+            Backend::Mio {
+                commands, waker, ..
+            } => {
+                commands.send(c).map_err(|_| HandleError::Stopped)?;
+                waker.wake().map_err(|_| HandleError::Stopped)
+            }
+            #[cfg(feature = "tokio")]
+            Backend::Tokio(shared) => shared.command(c),
+        }
+    }
+
+    /// Whether this call runs where waiting for the server would wait
+    /// forever: on the mio loop's thread, or inside a tokio server's handler
+    /// or hook (which holds the server's lock).
+    fn on_server_thread(&self) -> bool {
+        match &self.backend {
+            Backend::Mio { loop_thread, .. } => loop_thread.get() == Some(&thread::current().id()),
+            #[cfg(feature = "tokio")]
+            Backend::Tokio(_) => crate::tokio_server::in_handler(),
+        }
     }
 
     /// Sends `make(reply)` and waits for the event loop's answer (bounded:
@@ -591,7 +722,7 @@ impl<C: Codec> ServerHandle<C> {
         &self,
         make: impl FnOnce(mpsc::Sender<Result<R, HandleError>>) -> Command,
     ) -> Result<R, HandleError> {
-        if self.loop_thread.get() == Some(&thread::current().id()) {
+        if self.on_server_thread() {
             return Err(HandleError::OnServerThread);
         }
         let (tx, rx) = mpsc::channel();
@@ -648,7 +779,7 @@ impl<C: Codec> ServerHandle<C> {
 
     /// The server's clients and counters now.
     pub fn status(&self) -> Result<ServerStatus, HandleError> {
-        if self.loop_thread.get() == Some(&thread::current().id()) {
+        if self.on_server_thread() {
             return Err(HandleError::OnServerThread);
         }
         let (tx, rx) = mpsc::channel();
@@ -669,10 +800,10 @@ impl<C: Codec> ServerHandle<C> {
 /// and waits for its thread (at most about [`ServerOptions::shutdown_grace`]);
 /// [`join`](Self::join) waits without shutting down.
 pub struct RunningServer<C: Codec = Postcard> {
-    handle: ServerHandle<C>,
-    local_addr: SocketAddr,
+    pub(crate) handle: ServerHandle<C>,
+    pub(crate) local_addr: SocketAddr,
     /// `None` once joined.
-    thread: Option<thread::JoinHandle<io::Result<ServerStats>>>,
+    pub(crate) thread: Option<thread::JoinHandle<io::Result<ServerStats>>>,
 }
 
 impl<C: Codec> RunningServer<C> {
@@ -735,7 +866,9 @@ impl<C: Codec + Send + 'static> Server<C> {
 
     /// Runs the event loop on this thread until shut down.
     pub fn run(self) -> io::Result<ServerStats> {
-        let _ = self.handle.loop_thread.set(thread::current().id());
+        if let Backend::Mio { loop_thread, .. } = &self.handle.backend {
+            let _ = loop_thread.set(thread::current().id());
+        }
         let Server {
             listener,
             poll,
@@ -753,46 +886,14 @@ impl<C: Codec + Send + 'static> Server<C> {
             on_close,
             on_ignored,
         } = parts;
-        let ping_entries: Vec<(&str, &str)> = options
-            .ping
-            .iter()
-            .flat_map(|p| p.entries.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .collect();
-        let config = Config {
-            version: &options.version,
-            handshake_timeout: core_duration(options.handshake_timeout),
-            frame_timeout: core_duration(options.frame_timeout),
-            idle_timeout: core_timeout(options.idle_timeout),
-            keepalive_interval: core_timeout(options.keepalive_interval),
-            ping: options.ping.as_ref().map(|p| PingServerConfig {
-                release: &p.release,
-                data: &ping_entries,
-            }),
-            compressor: options
-                .compression
-                .as_ref()
-                .map(|z| z as &(dyn Compressor + Sync)),
-            ..Config::new()
-        };
-        let mut handlers_by_id = HashMap::new();
-        for (name, h) in handlers {
-            if let Some(e) = registry.by_name(name) {
-                handlers_by_id.insert(e.id, h);
-            }
-        }
+        let ping_entries = options.ping_entries();
+        let config = options.core_config(&ping_entries);
+        let handlers_by_id = handlers_by_id(&registry, handlers);
         let server = CoreServer::new(
             &config,
             &registry,
             codec,
-            CoreOptions {
-                max_clients: options.max_clients,
-                write_stall_timeout: core_duration(options.write_stall_timeout),
-                max_per_address: options.max_per_address.unwrap_or(usize::MAX),
-                accept_rate: options.max_accepts_per_second.unwrap_or(0),
-                accept_burst: options.max_accepts_per_second.unwrap_or(0),
-                shutdown_grace: core_duration(options.shutdown_grace),
-                ..CoreOptions::new()
-            },
+            options.core_options(),
             Slots(Vec::new()),
         );
         let mut lp = Loop {
@@ -931,18 +1032,8 @@ impl<'a, C: Codec> Loop<'a, C> {
                 None => Transport::plain(stream),
             };
             let now = self.now();
-            let id = match self.server.accept(
-                HeapBuffer::new(self.options.max_frame, self.options.idle_buffer),
-                // The transmit queue always holds an answer as large as the
-                // largest frame a client may send (an echo of it).
-                HeapBuffer::new(
-                    self.options
-                        .max_write_queue
-                        .max(self.options.max_frame + MIN_TX_BUFFER),
-                    self.options.idle_buffer,
-                ),
-                now,
-            ) {
+            let (rx, tx) = self.options.client_buffers();
+            let id = match self.server.accept(rx, tx, now) {
                 Ok(id) => id,
                 Err(refused) => {
                     tracing::info!(peer = %addr, reason = %refused.reason(), "client refused");
@@ -1043,21 +1134,7 @@ impl<'a, C: Codec> Loop<'a, C> {
                     }
                 }
                 Command::Status(reply) => {
-                    let server = &self.server;
-                    let status = ServerStatus {
-                        clients: server.len(),
-                        connected: server.connected(),
-                        buffer_bytes: server
-                            .clients()
-                            .filter_map(|id| server.connection(id))
-                            .map(|c| {
-                                let (rx, tx) = c.buffers();
-                                rx.allocated() + tx.allocated()
-                            })
-                            .sum(),
-                        stats: server.stats(),
-                    };
-                    let _ = reply.send(status);
+                    let _ = reply.send(status_of(&self.server));
                 }
                 Command::Shutdown => {
                     if !self.server.is_shutting_down() {
@@ -1287,7 +1364,7 @@ impl<'a, C: Codec> Loop<'a, C> {
 
 /// The listening socket, with a backlog for bursts of connections (the
 /// default of 128 makes a burst's clients wait for SYN retries).
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -1314,7 +1391,7 @@ fn refuse<C: Codec>(
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
-fn is_transient_accept_error(e: &io::Error) -> bool {
+pub(crate) fn is_transient_accept_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted

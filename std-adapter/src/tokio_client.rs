@@ -576,7 +576,7 @@ fn turn<C: Codec>(inner: &mut Inner<C>, clock: &Clock, eof: &mut bool) {
 /// tokio's socket as the non-blocking `Read + Write` that [`Transport`] (and
 /// TLS inside it) reads and writes: `WouldBlock` when it is not ready, and
 /// the driver task waits for readiness.
-struct Socket(Arc<TcpStream>);
+pub(crate) struct Socket(pub(crate) Arc<TcpStream>);
 
 impl io::Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
