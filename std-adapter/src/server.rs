@@ -557,6 +557,53 @@ impl<C: Codec + Send + 'static> ServerBuilder<C> {
     }
 }
 
+/// Which server runs a [`ServerBuilder`] in [`ServerBuilder::spawn_on`]:
+/// the same handlers, hooks, options and decisions on either.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Runtime {
+    /// One mio event loop on a thread of its own ([`Server`]).
+    #[default]
+    Mio,
+    /// Tasks on a multi-thread tokio runtime of its own
+    /// ([`TokioServer`](crate::tokio_server::TokioServer)) with `workers`
+    /// worker threads (0: one per core).
+    #[cfg(feature = "tokio")]
+    Tokio {
+        /// Worker threads (0: one per core).
+        workers: usize,
+    },
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = String;
+
+    /// `mio` or `tokio` (one worker per core).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "mio" => Ok(Runtime::Mio),
+            #[cfg(feature = "tokio")]
+            "tokio" => Ok(Runtime::Tokio { workers: 0 }),
+            _ => Err(format!("unknown runtime {s:?} (mio or tokio)")),
+        }
+    }
+}
+
+impl<C: Codec + Send + Sync + 'static> ServerBuilder<C> {
+    /// Binds `addr` and runs the server on a thread of its own, on
+    /// `runtime`.
+    pub fn spawn_on(
+        self,
+        addr: impl ToSocketAddrs,
+        runtime: Runtime,
+    ) -> io::Result<RunningServer<C>> {
+        match runtime {
+            Runtime::Mio => self.bind(addr)?.spawn(),
+            #[cfg(feature = "tokio")]
+            Runtime::Tokio { workers } => self.bind_tokio(addr)?.spawn_with_workers(workers),
+        }
+    }
+}
+
 /// A bound server, ready to run.
 pub struct Server<C: Codec = Postcard> {
     listener: TcpListener,

@@ -201,6 +201,7 @@ impl<C: Codec + Send + 'static> ServerBuilder<C> {
             timer: Notify::new(),
             stop: Notify::new(),
             stopping: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             done: Notify::new(),
         });
         Ok(TokioServer {
@@ -279,6 +280,14 @@ impl<C: Codec + Send + Sync + 'static> TokioServer<C> {
             async_handlers,
             ..
         } = self;
+        // However the run ends (its future dropped too), handles say so.
+        struct Stopped<'a>(&'a AtomicBool);
+        impl Drop for Stopped<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let _stopped = Stopped(&shared.stopped);
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let async_handlers = Arc::new(async_handlers);
@@ -373,6 +382,8 @@ pub(crate) struct Shared<C: Codec> {
     /// A shutdown was asked for: the accept loop stops.
     stop: Notify,
     stopping: AtomicBool,
+    /// The server's run ended: handles say [`HandleError::Stopped`].
+    stopped: AtomicBool,
     /// A client left: the run loop looks whether all are gone.
     done: Notify,
 }
@@ -452,6 +463,9 @@ impl<C: Codec> Shared<C> {
     pub(crate) fn command(&self, c: Command) -> Result<(), HandleError> {
         if in_handler() {
             return Err(HandleError::OnServerThread);
+        }
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(HandleError::Stopped);
         }
         let mut inner = self.lock();
         let now = self.clock.now();
@@ -913,7 +927,7 @@ async fn client_task<C: Codec + Send + Sync + 'static>(
             Step::Finished => break,
             Step::Progress => {
                 rounds += 1;
-                if rounds % ROUNDS_PER_TURN == 0 {
+                if rounds.is_multiple_of(ROUNDS_PER_TURN) {
                     tokio::task::yield_now().await;
                 }
                 continue;

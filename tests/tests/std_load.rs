@@ -10,7 +10,7 @@ use peng3dnet_core::registry::Packet;
 use peng3dnet_core::rules::Rules;
 use peng3dnet_core::CloseReason;
 use peng3dnet_std::client::{Client, ClientEvent, ClientOptions};
-use peng3dnet_std::server::{ClientId, Server};
+use peng3dnet_std::server::{ClientId, Runtime, Server};
 use peng3dnet_std::StdRegistry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,6 +101,17 @@ fn run_client(addr: std::net::SocketAddr, me: u32) -> Result<Duration, String> {
 
 #[test]
 fn hundred_clients_pipeline_ten_thousand_numbered_messages_each() {
+    pipeline(Runtime::Mio);
+}
+
+#[test]
+fn hundred_clients_pipeline_ten_thousand_numbered_messages_each_on_tokio() {
+    pipeline(Runtime::Tokio { workers: 2 });
+}
+
+/// 100 clients each pipeline 10,000 numbered messages to a server on
+/// `runtime`, which answers each: nothing lost or reordered.
+fn pipeline(runtime: Runtime) {
     // The server checks each client's order too: it answers every message
     // and counts those out of order.
     let out_of_order = Arc::new(AtomicU64::new(0));
@@ -117,10 +128,10 @@ fn hundred_clients_pipeline_ten_thousand_numbered_messages_each() {
             drop(map);
             let _ = ctx.send::<Seq>(&(client, seq));
         })
-        .bind("127.0.0.1:0")
+        .spawn_on("127.0.0.1:0", runtime)
         .unwrap();
     let addr = server.local_addr();
-    let running = server.spawn().unwrap();
+    let running = server;
 
     let start = Instant::now();
     let (tx, rx) = mpsc::channel();
