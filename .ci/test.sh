@@ -35,6 +35,9 @@ FIRMWARE_LOCKED=1 bash firmware/run.sh
 step "cargo test (unit, integration, doc tests)"
 cargo test --workspace --locked
 
+step "the program's suites and the Python interop against the tokio server (PENG3DNET_RUNTIME=tokio)"
+PENG3DNET_RUNTIME=tokio cargo test -p peng3dnet-std --locked --test python_interop --test admission --test timers
+
 step "fuzz targets, 60 s each (fuzz/README.md)"
 bash .ci/fuzz.sh 60
 

@@ -64,11 +64,10 @@ impl RustServer {
             .on_close(move |id, closed| {
                 let _ = ctx.send((id, closed.reason.clone(), closed.initiator));
             });
-        let server = customize(builder)
-            .bind("127.0.0.1:0")
-            .expect("bind the Rust server");
-        let addr = server.local_addr();
-        let running = server.spawn().expect("spawn the Rust server");
+        let running = customize(builder)
+            .spawn_on("127.0.0.1:0", common::runtime())
+            .expect("start the Rust server");
+        let addr = running.local_addr();
         RustServer {
             addr,
             running: Some(running),

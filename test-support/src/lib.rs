@@ -465,3 +465,18 @@ macro_rules! connected {
         );
     };
 }
+
+/// Checks that a `peng3dnet serve` listening line names the server that
+/// `PENG3DNET_RUNTIME` (which the program reads as the default of
+/// `--runtime`) asks for: "... (codec ..., tokio)". A suite run with
+/// `PENG3DNET_RUNTIME=tokio` is then one against the tokio server.
+///
+/// # Panics
+/// If the line names another runtime.
+pub fn expect_runtime(line: &str) {
+    let runtime = std::env::var("PENG3DNET_RUNTIME").unwrap_or_else(|_| "mio".into());
+    assert!(
+        line.ends_with(&format!(", {runtime})")),
+        "the server does not run on {runtime} (PENG3DNET_RUNTIME): {line:?}"
+    );
+}

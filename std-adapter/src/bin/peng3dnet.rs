@@ -10,7 +10,7 @@ use peng3dnet_std::client::{Client, ClientError, ClientEvent, ClientOptions};
 use peng3dnet_std::codec::{AnyCodec, Value};
 use peng3dnet_std::echo::{self, Echo, EchoPing, EchoPingMsg, PingAnswer};
 use peng3dnet_std::ping::{ping, ping_stream, ping_with_options, PingReply};
-use peng3dnet_std::server::ServerOptions;
+use peng3dnet_std::server::{Runtime, ServerOptions};
 use peng3dnet_std::stream::{ReadTimeout, StreamConnection, StreamOptions};
 use peng3dnet_std::tls::{TlsClientConfig, TlsServerConfig};
 use std::net::SocketAddr;
@@ -63,6 +63,15 @@ enum Command {
         /// Most clients at once; the next is refused with `serverfull`.
         #[arg(long, default_value_t = 10_000)]
         max_clients: usize,
+        /// Which server runs the service: `mio` (one event loop thread) or
+        /// `tokio` (tasks on a multi-thread runtime, --workers threads); the
+        /// same service and options on either. The default comes from
+        /// `PENG3DNET_RUNTIME` when it is set.
+        #[arg(long, env = "PENG3DNET_RUNTIME", default_value = "mio", value_parser = ["mio", "tokio"])]
+        runtime: String,
+        /// Worker threads of the tokio runtime (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
         /// Serve over a serial link instead of TCP, one connection after
         /// another until the link ends: a device or pty path (`/dev/ttyUSB0`),
         /// or `tcp:HOST:PORT` to connect to an emulator's serial socket
@@ -269,12 +278,20 @@ fn main() -> ExitCode {
             addr,
             codec,
             max_clients,
+            runtime,
+            workers,
             limits,
             tls,
             ..
-        } => tls
-            .config()
-            .and_then(|tls| serve(addr, &codec, max_clients, &limits, tls)),
+        } => {
+            let runtime = match runtime.parse::<Runtime>() {
+                Ok(Runtime::Tokio { .. }) => Ok(Runtime::Tokio { workers }),
+                other => other.map_err(Into::into),
+            };
+            runtime
+                .and_then(|runtime| Ok((runtime, tls.config()?)))
+                .and_then(|(runtime, tls)| serve(addr, &codec, max_clients, runtime, &limits, tls))
+        }
         Command::Ping {
             serial: Some(target),
             timeout,
@@ -336,6 +353,7 @@ fn serve(
     addr: SocketAddr,
     codec: &str,
     max_clients: usize,
+    runtime: Runtime,
     limits: &ServeLimits,
     tls: Option<TlsServerConfig>,
 ) -> Res {
@@ -350,13 +368,29 @@ fn serve(
         tls,
         ..ServerOptions::default()
     });
-    let server = echo::server_with_codec(codec, echo::registry(), options).bind(addr)?;
-    println!(
-        "peng3dnet: listening on {} (codec {}, {transport}, at most {max_clients} clients)",
-        server.local_addr(),
-        codec.name()
-    );
-    server.run()?;
+    let builder = echo::server_with_codec(codec, echo::registry(), options);
+    let listening = |addr: SocketAddr, on: &str| {
+        println!(
+            "peng3dnet: listening on {addr} (codec {}, {transport}, at most {max_clients} clients, {on})",
+            codec.name()
+        )
+    };
+    match runtime {
+        Runtime::Mio => {
+            let server = builder.bind(addr)?;
+            listening(server.local_addr(), "mio");
+            server.run()?;
+        }
+        Runtime::Tokio { workers } => {
+            let server = builder.bind_tokio(addr)?;
+            listening(server.local_addr(), "tokio");
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if workers > 0 {
+                rt.worker_threads(workers);
+            }
+            rt.enable_all().build()?.block_on(server.run())?;
+        }
+    }
     Ok(())
 }
 

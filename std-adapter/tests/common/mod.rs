@@ -7,6 +7,7 @@
 //! not every item is used by both.
 #![allow(dead_code)]
 
+use peng3dnet_std::server::Runtime;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -180,6 +181,7 @@ impl Proc {
         args.extend_from_slice(extra);
         let mut p = Proc::rust(&args);
         let line = p.expect(|l| l.contains("listening on "), "listening on ADDR");
+        peng3dnet_test_support::expect_runtime(&line);
         let addr = line
             .split("listening on ")
             .nth(1)
@@ -446,4 +448,15 @@ fn pump(mut from: TcpStream, mut to: TcpStream, dir: usize, seen: Seen) {
         }
     }
     let _ = to.shutdown(Shutdown::Write);
+}
+
+/// The server the in-process servers of a test run on: `PENG3DNET_RUNTIME`
+/// (`mio`, the default, or `tokio`, then on two workers), as the program's
+/// `serve --runtime` default.
+pub fn runtime() -> Runtime {
+    match std::env::var("PENG3DNET_RUNTIME").as_deref() {
+        Ok("tokio") => Runtime::Tokio { workers: 2 },
+        Ok("mio") | Err(_) => Runtime::Mio,
+        Ok(other) => panic!("PENG3DNET_RUNTIME={other:?}: mio or tokio"),
+    }
 }

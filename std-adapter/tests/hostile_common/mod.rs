@@ -9,7 +9,7 @@ use peng3dnet_core::CloseReason;
 use peng3dnet_std::client::{Client, ClientEvent, ClientOptions};
 use peng3dnet_std::codec::AnyCodec;
 use peng3dnet_std::echo::{self, Echo};
-use peng3dnet_test_support::RawPeer;
+use peng3dnet_test_support::{expect_runtime, RawPeer};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -88,6 +88,7 @@ impl ServerProc {
                 panic!("peng3dnet serve printed no listening line within {LIMIT:?}");
             }
         };
+        expect_runtime(&line);
         // "peng3dnet: listening on 127.0.0.1:PORT (codec ..., ...)"
         let addr = line
             .strip_prefix("peng3dnet: listening on ")
