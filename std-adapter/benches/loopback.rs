@@ -20,6 +20,9 @@
 //! client thread on CPU 0, server threads on CPU 1, pinned with `taskset`;
 //! same: all on CPU 0), `--strict` (exit 1 when a target is missed).
 
+#[path = "common/pin.rs"]
+mod pin;
+
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use peng3dnet_core::codec::{Codec, Postcard};
@@ -27,6 +30,7 @@ use peng3dnet_core::Closed;
 use peng3dnet_std::client::{Client, ClientEvent, ClientOptions};
 use peng3dnet_std::echo::{self, Echo};
 use peng3dnet_std::server::ServerOptions;
+use pin::pin_current_thread;
 use slab::Slab;
 use std::io::{self, BufReader, ErrorKind, Read, Write};
 use std::net::SocketAddr;
@@ -143,25 +147,6 @@ impl Placement {
             Placement::Same => "client and server threads all on CPU 0",
             Placement::Free => "threads placed by the scheduler",
         }
-    }
-}
-
-/// Pins the calling thread to `cpu` with `taskset -p` on its thread id (the
-/// crate forbids `unsafe`, so no `sched_setaffinity` here). Best effort.
-fn pin_current_thread(cpu: Option<usize>) {
-    let Some(cpu) = cpu else { return };
-    let tid = std::fs::read_link("/proc/thread-self")
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let ok = tid.is_some_and(|tid| {
-        std::process::Command::new("taskset")
-            .args(["-p", "-c", &cpu.to_string(), &tid])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if !ok {
-        eprintln!("warning: could not pin a thread to CPU {cpu} (taskset); placement is free");
     }
 }
 
