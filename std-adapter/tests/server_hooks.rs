@@ -1,28 +1,36 @@
-//! The mio server's `on_ignored` hook and `RunningServer`'s address and
-//! shutdown on drop, on 127.0.0.1, every wait bounded.
+//! The servers' `on_ignored` hook, `RunningServer`'s address and shutdown
+//! on drop, and `ServerHandle`'s refusals, on 127.0.0.1, every wait bounded;
+//! each test runs on the mio server and on the tokio server.
 
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::IgnoreCause;
 use peng3dnet_core::CloseReason;
 use peng3dnet_std::client::{Client, ClientEvent, ClientOptions};
 use peng3dnet_std::echo::{self, Echo};
-use peng3dnet_std::server::ServerOptions;
+use peng3dnet_std::server::{Runtime, ServerOptions};
 use peng3dnet_test_support::RawPeer;
 use std::sync::mpsc;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
 
+/// Every test runs on each.
+const RUNTIMES: [Runtime; 2] = [Runtime::Mio, Runtime::Tokio { workers: 2 }];
+
 #[test]
 fn a_dropped_packet_reaches_on_ignored_and_the_connection_stays_open() {
+    for runtime in RUNTIMES {
+        a_dropped_packet_reaches_on_ignored_and_the_connection_stays_open_on(runtime);
+    }
+}
+
+fn a_dropped_packet_reaches_on_ignored_and_the_connection_stays_open_on(runtime: Runtime) {
     let (tx, rx) = mpsc::channel();
     let running = echo::server(echo::registry(), ServerOptions::default())
         .on_ignored(move |id, packet_id, cause| {
             let _ = tx.send((id, packet_id, cause));
         })
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .spawn()
+        .spawn_on("127.0.0.1:0", runtime)
         .unwrap();
     let mut peer = RawPeer::connect(running.local_addr(), Postcard, T);
     peer.handshake();
@@ -40,10 +48,14 @@ fn a_dropped_packet_reaches_on_ignored_and_the_connection_stays_open() {
 
 #[test]
 fn dropping_a_running_server_shuts_it_down() {
+    for runtime in RUNTIMES {
+        dropping_a_running_server_shuts_it_down_on(runtime);
+    }
+}
+
+fn dropping_a_running_server_shuts_it_down_on(runtime: Runtime) {
     let running = echo::server(echo::registry(), ServerOptions::default())
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .spawn()
+        .spawn_on("127.0.0.1:0", runtime)
         .unwrap();
     let addr = running.local_addr();
     assert_ne!(addr.port(), 0);
@@ -87,6 +99,12 @@ impl peng3dnet_core::registry::Packet for Unknown {
 
 #[test]
 fn the_handle_reports_what_the_rules_refuse() {
+    for runtime in RUNTIMES {
+        the_handle_reports_what_the_rules_refuse_on(runtime);
+    }
+}
+
+fn the_handle_reports_what_the_rules_refuse_on(runtime: Runtime) {
     use peng3dnet_core::connection::SendError;
     use peng3dnet_std::server::HandleError;
     let mut registry = echo::registry();
@@ -96,9 +114,7 @@ fn the_handle_reports_what_the_rules_refuse() {
         .on_handshake(move |ctx| {
             let _ = tx.send(ctx.client_id());
         })
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .spawn()
+        .spawn_on("127.0.0.1:0", runtime)
         .unwrap();
     let handle = running.handle().clone();
     let mut client =
@@ -136,6 +152,12 @@ fn the_handle_reports_what_the_rules_refuse() {
 
 #[test]
 fn a_waiting_handle_call_on_the_servers_own_thread_is_an_error() {
+    for runtime in RUNTIMES {
+        a_waiting_handle_call_on_the_servers_own_thread_is_an_error_on(runtime);
+    }
+}
+
+fn a_waiting_handle_call_on_the_servers_own_thread_is_an_error_on(runtime: Runtime) {
     use peng3dnet_std::server::{HandleError, ServerHandle};
     use std::sync::{Arc, Mutex};
     // A hook that got hold of its own server's handle (through a slot
@@ -143,17 +165,24 @@ fn a_waiting_handle_call_on_the_servers_own_thread_is_an_error() {
     let slot: Arc<Mutex<Option<ServerHandle>>> = Arc::default();
     let (tx, got) = mpsc::channel();
     let in_hook = Arc::clone(&slot);
-    let bound = echo::server(echo::registry(), ServerOptions::default())
-        .on_connect(move |ctx| {
-            let handle = in_hook.lock().unwrap().clone();
-            if let Some(h) = handle {
-                let _ = tx.send((h.send::<Echo>(ctx.client_id(), &"x"), h.status().err()));
-            }
-        })
-        .bind("127.0.0.1:0")
-        .unwrap();
-    *slot.lock().unwrap() = Some(bound.handle());
-    let running = bound.spawn().unwrap();
+    let bound = echo::server(echo::registry(), ServerOptions::default()).on_connect(move |ctx| {
+        let handle = in_hook.lock().unwrap().clone();
+        if let Some(h) = handle {
+            let _ = tx.send((h.send::<Echo>(ctx.client_id(), &"x"), h.status().err()));
+        }
+    });
+    let running = match runtime {
+        Runtime::Mio => {
+            let bound = bound.bind("127.0.0.1:0").unwrap();
+            *slot.lock().unwrap() = Some(bound.handle());
+            bound.spawn().unwrap()
+        }
+        Runtime::Tokio { workers } => {
+            let bound = bound.bind_tokio("127.0.0.1:0").unwrap();
+            *slot.lock().unwrap() = Some(bound.handle());
+            bound.spawn_with_workers(workers).unwrap()
+        }
+    };
     let _client = Client::connect(
         running.local_addr(),
         echo::registry(),

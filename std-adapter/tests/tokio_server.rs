@@ -1,0 +1,341 @@
+//! The tokio server's own parts, on 127.0.0.1 with every wait bounded:
+//! async handlers (in order per client, back-pressure in `AsyncCtx::send`,
+//! cancel-safety of a dropped send, dropped when their client closes), a
+//! `ServerHandle` from a synchronous handler, and the server run on the
+//! caller's runtime. (The whole behaviour suite runs against it too:
+//! `tests/tests/tokio_server.rs`.)
+
+use peng3dnet_core::registry::Packet;
+use peng3dnet_core::rules::Rules;
+use peng3dnet_core::CloseReason;
+use peng3dnet_std::client::{ClientEvent, ClientOptions};
+use peng3dnet_std::server::{HandleError, Server};
+use peng3dnet_std::tokio_client::Client;
+use peng3dnet_std::StdRegistry;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::timeout;
+
+const T: Duration = Duration::from_secs(10);
+
+/// A number; the server answers it after a delay that shrinks as it grows.
+struct Num;
+impl Packet for Num {
+    const NAME: &'static str = "test:num";
+    const RULES: Rules = Rules::SMART;
+    type Message<'a> = u32;
+}
+
+/// Asks the server for `n` blobs of 64 KiB.
+struct Ask;
+impl Packet for Ask {
+    const NAME: &'static str = "test:ask";
+    const RULES: Rules = Rules::SMART;
+    type Message<'a> = u32;
+}
+
+struct Blob;
+impl Packet for Blob {
+    const NAME: &'static str = "test:blob";
+    const RULES: Rules = Rules::SMART;
+    type Message<'a> = &'a [u8];
+}
+
+/// `n` bytes that zlib cannot shrink (the server compresses large bodies).
+fn noise(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn registry() -> StdRegistry {
+    let mut r = StdRegistry::new();
+    r.register::<Num>().unwrap();
+    r.register::<Ask>().unwrap();
+    r.register::<Blob>().unwrap();
+    r
+}
+
+async fn next_packet(
+    c: &Client,
+) -> peng3dnet_core::connection::Incoming<Vec<u8>, peng3dnet_core::codec::Postcard> {
+    loop {
+        match timeout(T, c.recv())
+            .await
+            .expect("an event in time")
+            .unwrap()
+        {
+            ClientEvent::Packet(p) => return p,
+            ClientEvent::Connected => {}
+            other => panic!("expected a packet, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_handlers_answer_one_packet_at_a_time_in_order() {
+    let running = Arc::new(AtomicUsize::new(0));
+    let overlap = Arc::new(AtomicBool::new(false));
+    let (r, o) = (Arc::clone(&running), Arc::clone(&overlap));
+    let server = Server::builder(registry())
+        .bind_tokio("127.0.0.1:0")
+        .unwrap()
+        .on_async::<Num, _, _>(move |ctx, packet| {
+            let (r, o) = (Arc::clone(&r), Arc::clone(&o));
+            async move {
+                if r.fetch_add(1, Ordering::SeqCst) > 0 {
+                    o.store(true, Ordering::SeqCst);
+                }
+                let n = packet.decode::<Num>().unwrap();
+                // Earlier packets wait longer: out of order if they ran
+                // side by side.
+                tokio::time::sleep(Duration::from_millis(u64::from(20 - n))).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                ctx.send::<Num>(&n).await.unwrap();
+            }
+        });
+    let (addr, handle) = (server.local_addr(), server.handle());
+    let serving = tokio::spawn(server.run());
+    let client = Client::connect(addr, registry(), ClientOptions::default())
+        .await
+        .unwrap();
+    client.wait_connected().await.unwrap();
+    for n in 0..20 {
+        client.send::<Num>(&n).await.unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        got.push(next_packet(&client).await.decode::<Num>().unwrap());
+    }
+    assert_eq!(got, (0..20).collect::<Vec<_>>());
+    assert!(
+        !overlap.load(Ordering::SeqCst),
+        "two handlers of one client ran at once"
+    );
+    handle.shutdown();
+    let stats = timeout(T, serving).await.unwrap().unwrap().unwrap();
+    assert_eq!(stats.handshakes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_send_waits_for_room_and_nothing_is_lost_or_closed() {
+    // A queue of 256 KiB; the handler sends 64 blobs of 64 KiB (4 MiB) to a
+    // client that reads nothing for half a second: a synchronous send would
+    // have closed it with `writequeuefull`.
+    let server = Server::builder(registry())
+        .with_options(|o| {
+            o.max_write_queue = 256 * 1024;
+            o.max_frame = 128 * 1024;
+        })
+        .bind_tokio("127.0.0.1:0")
+        .unwrap()
+        .on_async::<Ask, _, _>(|ctx, packet| async move {
+            let n = packet.decode::<Ask>().unwrap();
+            let blob = noise(64 * 1024, 7);
+            for _ in 0..n {
+                ctx.send::<Blob>(&blob.as_slice()).await.unwrap();
+            }
+        });
+    let (addr, handle) = (server.local_addr(), server.handle());
+    let serving = tokio::spawn(server.run());
+    let options = ClientOptions {
+        max_frame: 128 * 1024,
+        ..ClientOptions::default()
+    };
+    let client = Client::connect(addr, registry(), options).await.unwrap();
+    client.wait_connected().await.unwrap();
+    client.send::<Ask>(&64).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = handle.status().unwrap();
+    assert!(
+        status.buffer_bytes <= 2 * 256 * 1024 + 128 * 1024,
+        "the server buffered {} bytes for a client that did not read",
+        status.buffer_bytes
+    );
+    for _ in 0..64 {
+        let p = next_packet(&client).await;
+        assert_eq!(p.decode::<Blob>().unwrap(), noise(64 * 1024, 7).as_slice());
+    }
+    assert!(client.is_connected());
+    handle.shutdown();
+    timeout(T, serving).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_async_send_queues_nothing() {
+    // The handler gives its first send 50 ms while the client does not
+    // read (the queue has no room for it), then sends a marker.
+    let outcome = Arc::new(Mutex::new(Vec::new()));
+    let out = Arc::clone(&outcome);
+    let server = Server::builder(registry())
+        .with_options(|o| {
+            o.max_write_queue = 256 * 1024;
+            o.max_frame = 128 * 1024;
+        })
+        .bind_tokio("127.0.0.1:0")
+        .unwrap()
+        .on_async::<Ask, _, _>(move |ctx, _| {
+            let out = Arc::clone(&out);
+            async move {
+                let blob = noise(100 * 1024, 1);
+                let blob = blob.as_slice();
+                // Fill the queue and the sockets until a send waits.
+                let mut sent = 0u32;
+                loop {
+                    let send = ctx.send::<Blob>(&blob);
+                    match timeout(Duration::from_millis(50), send).await {
+                        Ok(r) => {
+                            r.unwrap();
+                            sent += 1;
+                        }
+                        Err(_) => break,
+                    }
+                    assert!(sent < 10_000, "a send never waited");
+                }
+                out.lock().unwrap().push(sent);
+                ctx.send::<Num>(&sent).await.unwrap();
+            }
+        });
+    let (addr, handle) = (server.local_addr(), server.handle());
+    let serving = tokio::spawn(server.run());
+    let options = ClientOptions {
+        max_frame: 128 * 1024,
+        ..ClientOptions::default()
+    };
+    let client = Client::connect(addr, registry(), options).await.unwrap();
+    client.wait_connected().await.unwrap();
+    client.send::<Ask>(&0).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Exactly the blobs whose sends returned, then the marker.
+    let mut blobs = 0u32;
+    let marker = loop {
+        let p = next_packet(&client).await;
+        match p.decode::<Blob>() {
+            Ok(b) => {
+                assert_eq!(b.len(), 100 * 1024);
+                blobs += 1;
+            }
+            Err(_) => break p.decode::<Num>().unwrap(),
+        }
+    };
+    assert_eq!(blobs, marker, "a dropped send queued its blob");
+    assert_eq!(outcome.lock().unwrap().as_slice(), [marker]);
+    handle.shutdown();
+    timeout(T, serving).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_still_running_when_its_client_closes_is_dropped() {
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let (d, s) = (Arc::clone(&dropped), Arc::clone(&started));
+    let server = Server::builder(registry())
+        .bind_tokio("127.0.0.1:0")
+        .unwrap()
+        .on_async::<Num, _, _>(move |_, _| {
+            let flag = Flag(Arc::clone(&d));
+            let s = Arc::clone(&s);
+            async move {
+                let _flag = flag;
+                s.notify_one();
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        });
+    let (addr, handle) = (server.local_addr(), server.handle());
+    let serving = tokio::spawn(server.run());
+    let client = Client::connect(addr, registry(), ClientOptions::default())
+        .await
+        .unwrap();
+    client.wait_connected().await.unwrap();
+    client.send::<Num>(&1).await.unwrap();
+    timeout(T, started.notified()).await.unwrap();
+    assert!(!dropped.load(Ordering::SeqCst));
+    client.close(CloseReason::UserRequest).await.unwrap();
+    for _ in 0..200 {
+        if dropped.load(Ordering::SeqCst) && handle.status().unwrap().clients == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the handler outlived its client"
+    );
+    assert_eq!(handle.status().unwrap().clients, 0);
+    handle.shutdown();
+    timeout(T, serving).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_used_inside_a_synchronous_handler_is_an_error_not_a_deadlock() {
+    let slot: Arc<Mutex<Option<peng3dnet_std::server::ServerHandle>>> = Arc::default();
+    let seen = Arc::new(Mutex::new(None));
+    let (in_handler, s) = (Arc::clone(&slot), Arc::clone(&seen));
+    let server = Server::builder(registry())
+        .on::<Num>(move |ctx, _| {
+            let h = in_handler.lock().unwrap().clone().unwrap();
+            *s.lock().unwrap() = Some(h.send::<Num>(ctx.client_id(), &1));
+            let _ = ctx.send::<Num>(&2);
+        })
+        .bind_tokio("127.0.0.1:0")
+        .unwrap();
+    *slot.lock().unwrap() = Some(server.handle());
+    let (addr, handle) = (server.local_addr(), server.handle());
+    let serving = tokio::spawn(server.run());
+    let client = Client::connect(addr, registry(), ClientOptions::default())
+        .await
+        .unwrap();
+    client.wait_connected().await.unwrap();
+    client.send::<Num>(&0).await.unwrap();
+    assert_eq!(next_packet(&client).await.decode::<Num>().unwrap(), 2);
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        Some(Err(HandleError::OnServerThread))
+    );
+    handle.shutdown();
+    timeout(T, serving).await.unwrap().unwrap().unwrap();
+    assert_eq!(handle.status(), Err(HandleError::Stopped));
+}
+
+#[test]
+fn the_server_runs_on_the_callers_current_thread_runtime_too() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let server = Server::builder(registry())
+            .with_options(|o| o.shutdown_grace = Duration::from_secs(1))
+            .on::<Num>(|ctx, n| {
+                let _ = ctx.send::<Num>(&(n + 1));
+            })
+            .bind_tokio("127.0.0.1:0")
+            .unwrap();
+        let (addr, handle) = (server.local_addr(), server.handle());
+        let serving = tokio::spawn(server.run());
+        let client = Client::connect(addr, registry(), ClientOptions::default())
+            .await
+            .unwrap();
+        client.wait_connected().await.unwrap();
+        client.send::<Num>(&41).await.unwrap();
+        assert_eq!(next_packet(&client).await.decode::<Num>().unwrap(), 42);
+        handle.shutdown();
+        let closed = timeout(T, client.wait_closed()).await.unwrap();
+        assert_eq!(closed.reason, CloseReason::ServerShutdown);
+        let stats = timeout(T, serving).await.unwrap().unwrap().unwrap();
+        assert_eq!((stats.accepted, stats.handshakes), (1, 1));
+    });
+}
