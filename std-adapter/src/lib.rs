@@ -1,7 +1,9 @@
 //! # peng3dnet-std
 //!
-//! peng3dnet on std: a TCP [server] for thousands of clients on one
-//! event loop, a blocking [client], a blocking driver of one connection
+//! peng3dnet on std: TCP servers for thousands of clients, on tokio
+//! ([tokio_server]: tasks on every worker, sync and async handlers) or on one
+//! mio event loop ([server]), with one builder for both; an async
+//! [tokio client](tokio_client) and a blocking [client], a blocking driver of one connection
 //! over any byte stream ([stream]: a socket pair, a serial port),
 //! [TLS](tls) with rustls, [ping], and the `peng3dnet` program. The protocol itself is
 //! [`peng3dnet_core`]; this crate only moves bytes and time.
@@ -65,7 +67,8 @@
 //! - `cli` (default): the `peng3dnet` program, with its argument parser
 //!   (`clap`) and JSON output (`serde_json`). The library needs neither:
 //!   `default-features = false` leaves them out.
-//! - `tokio` (default): [`tokio_client`], an async client on tokio.
+//! - `tokio` (default): [`tokio_client`], an async client on tokio, and
+//!   [`tokio_server`], the server on tokio.
 //! - `serial` (with `cli`): serial ports (`serialport`) as streams of
 //!   [`stream::StreamConnection`].
 use peng3dnet_core::registry::Registry;
