@@ -236,6 +236,76 @@ pub(crate) fn handlers_by_id<C: Codec>(
         .collect()
 }
 
+/// What a [`Command`] changed, for the adapter to act on.
+pub(crate) enum Applied {
+    /// Nothing to write.
+    Nothing,
+    /// This client may have bytes to write.
+    Client(ClientId),
+    /// Any client may have bytes to write.
+    Broadcast,
+    /// The server began its shutdown: stop accepting, service every client.
+    ShutDown,
+}
+
+/// Carries out a [`ServerHandle`] command on the core server at `now` and
+/// answers it; the adapter then services what it says.
+pub(crate) fn apply<C: Codec>(
+    server: &mut CoreServer<'_, C>,
+    cmd: Command,
+    now: peng3dnet_core::time::Instant,
+) -> Applied {
+    match cmd {
+        Command::Send {
+            id,
+            name,
+            body,
+            reply,
+        } => {
+            let (res, applied) = match server.registry().by_name(name) {
+                Some(e) => {
+                    let res = server.send_encoded(id, e.id, &body);
+                    (res.map_err(HandleError::Send), Applied::Client(id))
+                }
+                None => (Err(HandleError::NotRegistered(name)), Applied::Nothing),
+            };
+            let _ = reply.send(res);
+            applied
+        }
+        Command::Broadcast {
+            name,
+            body,
+            except,
+            reply,
+        } => {
+            let (res, applied) = match server.registry().by_name(name) {
+                Some(e) => (
+                    Ok(server.broadcast_encoded(e.id, &body, &except)),
+                    Applied::Broadcast,
+                ),
+                None => (Err(HandleError::NotRegistered(name)), Applied::Nothing),
+            };
+            let _ = reply.send(res);
+            applied
+        }
+        Command::Close { id, reason } => match server.close(id, reason) {
+            true => Applied::Client(id),
+            false => Applied::Nothing,
+        },
+        Command::Status(reply) => {
+            let _ = reply.send(status_of(server));
+            Applied::Nothing
+        }
+        Command::Shutdown => match server.is_shutting_down() {
+            true => Applied::Nothing,
+            false => {
+                server.shutdown(now);
+                Applied::ShutDown
+            }
+        },
+    }
+}
+
 /// What [`ServerHandle::status`] reports of `server`.
 pub(crate) fn status_of<C: Codec>(server: &CoreServer<'_, C>) -> ServerStatus {
     ServerStatus {
@@ -1142,55 +1212,16 @@ impl<'a, C: Codec> Loop<'a, C> {
 
     fn commands(&mut self) -> io::Result<()> {
         while let Ok(cmd) = self.commands.try_recv() {
-            match cmd {
-                Command::Send {
-                    id,
-                    name,
-                    body,
-                    reply,
-                } => {
-                    let res = match self.server.registry().by_name(name) {
-                        Some(e) => {
-                            let res = self.server.send_encoded(id, e.id, &body);
-                            self.service(id.slot(), false);
-                            res.map_err(HandleError::Send)
-                        }
-                        None => Err(HandleError::NotRegistered(name)),
-                    };
-                    let _ = reply.send(res);
-                }
-                Command::Broadcast {
-                    name,
-                    body,
-                    except,
-                    reply,
-                } => {
-                    let res = match self.server.registry().by_name(name) {
-                        Some(e) => {
-                            let report = self.server.broadcast_encoded(e.id, &body, &except);
-                            self.after_broadcast();
-                            Ok(report)
-                        }
-                        None => Err(HandleError::NotRegistered(name)),
-                    };
-                    let _ = reply.send(res);
-                }
-                Command::Close { id, reason } => {
-                    if self.server.close(id, reason) {
-                        self.service(id.slot(), false);
-                    }
-                }
-                Command::Status(reply) => {
-                    let _ = reply.send(status_of(&self.server));
-                }
-                Command::Shutdown => {
-                    if !self.server.is_shutting_down() {
-                        let _ = self.poll.registry().deregister(&mut self.listener);
-                        self.server.shutdown(self.now());
-                        let keys: Vec<usize> = self.server.clients().map(|id| id.slot()).collect();
-                        for key in keys {
-                            self.service(key, false);
-                        }
+            let now = self.now();
+            match apply(&mut self.server, cmd, now) {
+                Applied::Nothing => {}
+                Applied::Client(id) => self.service(id.slot(), false),
+                Applied::Broadcast => self.after_broadcast(),
+                Applied::ShutDown => {
+                    let _ = self.poll.registry().deregister(&mut self.listener);
+                    let keys: Vec<usize> = self.server.clients().map(|id| id.slot()).collect();
+                    for key in keys {
+                        self.service(key, false);
                     }
                 }
             }

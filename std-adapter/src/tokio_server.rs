@@ -82,7 +82,7 @@
 //! mio server.
 
 use crate::server::{
-    handlers_by_id, is_transient_accept_error, listen, status_of, BroadcastReport, ClientId,
+    apply, handlers_by_id, is_transient_accept_error, listen, Applied, BroadcastReport, ClientId,
     CloseHook, Command, CoreServer, Ctx, HandleError, Handler, Hook, IgnoredHook, RunningServer,
     ServerBuilder, ServerHandle, ServerOptions, ServerStats, Slots,
 };
@@ -469,59 +469,21 @@ impl<C: Codec> Shared<C> {
         }
         let mut inner = self.lock();
         let now = self.clock.now();
-        match c {
-            Command::Send {
-                id,
-                name,
-                body,
-                reply,
-            } => {
-                let res = match inner.server.registry().by_name(name) {
-                    Some(e) => {
-                        let res = inner.server.send_encoded(id, e.id, &body);
-                        inner.server.transmitted(id, 0, now);
-                        inner.wake(id);
-                        res.map_err(HandleError::Send)
-                    }
-                    None => Err(HandleError::NotRegistered(name)),
-                };
-                let _ = reply.send(res);
+        match apply(&mut inner.server, c, now) {
+            Applied::Nothing => {}
+            Applied::Client(id) => {
+                // Its write-stall timer starts now (a send carries no time).
+                inner.server.transmitted(id, 0, now);
+                inner.wake(id);
             }
-            Command::Broadcast {
-                name,
-                body,
-                except,
-                reply,
-            } => {
-                let res = match inner.server.registry().by_name(name) {
-                    Some(e) => {
-                        let report: BroadcastReport =
-                            inner.server.broadcast_encoded(e.id, &body, &except);
-                        inner.after_broadcast(now);
-                        Ok(report)
-                    }
-                    None => Err(HandleError::NotRegistered(name)),
-                };
-                let _ = reply.send(res);
-            }
-            Command::Close { id, reason } => {
-                if inner.server.close(id, reason) {
-                    inner.wake(id);
+            Applied::Broadcast => inner.after_broadcast(now),
+            Applied::ShutDown => {
+                for p in inner.peers.iter().flatten() {
+                    p.wake.notify_one();
                 }
-            }
-            Command::Status(reply) => {
-                let _ = reply.send(status_of(&inner.server));
-            }
-            Command::Shutdown => {
-                if !inner.server.is_shutting_down() {
-                    inner.server.shutdown(now);
-                    for p in inner.peers.iter().flatten() {
-                        p.wake.notify_one();
-                    }
-                    self.stopping.store(true, Ordering::Release);
-                    self.stop.notify_one();
-                    self.done.notify_one();
-                }
+                self.stopping.store(true, Ordering::Release);
+                self.stop.notify_one();
+                self.done.notify_one();
             }
         }
         Ok(())

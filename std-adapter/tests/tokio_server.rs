@@ -170,10 +170,13 @@ async fn an_async_send_waits_for_room_and_nothing_is_lost_or_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_async_send_queues_nothing() {
-    // The handler gives its first send 50 ms while the client does not
-    // read (the queue has no room for it), then sends a marker.
+    // The handler sends until one send does not finish within 50 ms (the
+    // client reads nothing until then: the queue has no room for it), drops
+    // that send, and sends a marker with the count of those that finished.
     let outcome = Arc::new(Mutex::new(Vec::new()));
     let out = Arc::clone(&outcome);
+    let waited = Arc::new(tokio::sync::Notify::new());
+    let w = Arc::clone(&waited);
     let server = Server::builder(registry())
         .with_options(|o| {
             o.max_write_queue = 256 * 1024;
@@ -183,6 +186,7 @@ async fn a_dropped_async_send_queues_nothing() {
         .unwrap()
         .on_async::<Ask, _, _>(move |ctx, _| {
             let out = Arc::clone(&out);
+            let w = Arc::clone(&w);
             async move {
                 let blob = noise(100 * 1024, 1);
                 let blob = blob.as_slice();
@@ -200,6 +204,7 @@ async fn a_dropped_async_send_queues_nothing() {
                     assert!(sent < 10_000, "a send never waited");
                 }
                 out.lock().unwrap().push(sent);
+                w.notify_one();
                 ctx.send::<Num>(&sent).await.unwrap();
             }
         });
@@ -212,7 +217,9 @@ async fn a_dropped_async_send_queues_nothing() {
     let client = Client::connect(addr, registry(), options).await.unwrap();
     client.wait_connected().await.unwrap();
     client.send::<Ask>(&0).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    timeout(T, waited.notified())
+        .await
+        .expect("a send waited while the client read nothing");
     // Exactly the blobs whose sends returned, then the marker.
     let mut blobs = 0u32;
     let marker = loop {
