@@ -85,6 +85,56 @@ pub fn ping_with_options<C: Codec>(
     }
 }
 
+/// Pings the server at `addr` from async code, with the [tokio
+/// client](crate::tokio_client) (over TLS when `tls` is given): the same
+/// answer as [`ping_with_options`], with `timeout` bounding the whole wait.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), peng3dnet_std::client::ClientError> {
+/// use peng3dnet_core::codec::Postcard;
+/// use std::time::Duration;
+/// let reply = peng3dnet_std::ping::ping_async("127.0.0.1:8080", Postcard, Duration::from_secs(5), None).await?;
+/// println!("{:?} to a server of version {}", reply.delay, reply.version);
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "tokio")]
+pub async fn ping_async<C: Codec + Send + 'static>(
+    addr: impl tokio::net::ToSocketAddrs,
+    codec: C,
+    timeout: Duration,
+    tls: Option<TlsClientConfig>,
+) -> Result<PingReply, ClientError> {
+    let options = ClientOptions {
+        conntype: peng3dnet_core::CONNTYPE_PING,
+        connect_timeout: timeout,
+        handshake_timeout: timeout,
+        tls,
+        ..ClientOptions::default()
+    };
+    let ping = async {
+        let client =
+            crate::tokio_client::Client::connect_with(addr, StdRegistry::new(), codec, options)
+                .await?;
+        loop {
+            match client.recv().await? {
+                ClientEvent::Pong { delay, body } => {
+                    let reply = parse_reply(&client.codec(), delay, &body)?;
+                    // The core closes with `pingcomplete`; let the close go
+                    // out (bounded).
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), client.wait_closed()).await;
+                    return Ok(reply);
+                }
+                ClientEvent::Closed(closed) => return Err(ClientError::Closed(closed)),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(timeout, ping)
+        .await
+        .map_err(|_| ClientError::Timeout)?
+}
+
 /// Pings the server at the other end of a byte stream (a serial link; see
 /// [`crate::stream`]): a `ping` connection over `stream`, waiting up to
 /// `timeout` for the answer. The stream is handed back for the next

@@ -327,6 +327,12 @@ impl<C: Codec> Client<C> {
     pub fn queued_bytes(&self) -> usize {
         self.sender.queued_bytes()
     }
+
+    /// The connection's codec (with `AnyCodec`, the one the server's hello
+    /// chose).
+    pub fn codec(&self) -> C {
+        self.sender.with(|c| c.codec().clone())
+    }
 }
 
 /// Waits on `notify` until `check` (run under the lock) says done. No

@@ -346,3 +346,30 @@ fn the_server_runs_on_the_callers_current_thread_runtime_too() {
         assert_eq!((stats.accepted, stats.handshakes), (1, 1));
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_async_gets_the_tokio_servers_ping_data() {
+    use peng3dnet_std::server::PingData;
+    let server = Server::builder(registry())
+        .with_options(|o| {
+            o.ping = Some(PingData {
+                release: "9.9".into(),
+                entries: vec![("motd".into(), "hello".into())],
+            })
+        })
+        .bind_tokio("127.0.0.1:0")
+        .unwrap();
+    let (addr, handle) = (server.local_addr(), server.handle());
+    let serving = tokio::spawn(server.run());
+    let reply = peng3dnet_std::ping::ping_async(addr, peng3dnet_core::codec::Postcard, T, None)
+        .await
+        .unwrap();
+    assert_eq!(reply.release, "9.9");
+    assert_eq!(reply.protoversion, 2);
+    assert_eq!(reply.data.len(), 1);
+    assert_eq!(reply.data[0].0, "motd");
+    assert!(reply.delay < T);
+    handle.shutdown();
+    let stats = timeout(T, serving).await.unwrap().unwrap().unwrap();
+    assert_eq!(stats.accepted, 1);
+}
