@@ -1,12 +1,13 @@
 //! The std server and clients report lifecycle, ignored packets and closes
-//! as `tracing` events in a span per connection. One test: it installs the
-//! process's global subscriber (the server logs from its own thread).
+//! as `tracing` events in a span per connection, on the mio server and on
+//! the tokio server. One test: it installs the process's global subscriber
+//! (the servers log from their own threads).
 
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::CloseReason;
 use peng3dnet_std::client::{Client, ClientOptions};
 use peng3dnet_std::echo;
-use peng3dnet_std::server::ServerOptions;
+use peng3dnet_std::server::{Runtime, ServerOptions};
 use peng3dnet_test_support::RawPeer;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -57,10 +58,16 @@ fn lifecycle_ignored_packets_and_closes_are_traced_per_connection() {
         .with_writer(move || writer.clone())
         .init();
 
+    for runtime in [Runtime::Mio, Runtime::Tokio { workers: 2 }] {
+        // What the last server wrote does not count for this one.
+        captured.0.lock().unwrap().clear();
+        traced_on(&captured, runtime);
+    }
+}
+
+fn traced_on(captured: &Captured, runtime: Runtime) {
     let running = echo::server(echo::registry(), ServerOptions::default())
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .spawn()
+        .spawn_on("127.0.0.1:0", runtime)
         .unwrap();
     let addr = running.local_addr();
 
