@@ -1071,3 +1071,84 @@ fn rust_client_idle_with_keepalives_against_python_server() {
         "the Python server closed nothing itself: {lines:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The tokio client against the Python server
+
+/// A tokio runtime for one test's async part.
+fn tokio_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// The next application packet of a tokio client (skipping `Connected`).
+async fn next_tokio_packet(
+    client: &peng3dnet_std::tokio_client::Client<AnyCodec>,
+) -> Incoming<Vec<u8>, AnyCodec> {
+    loop {
+        match tokio::time::timeout(LIMIT, client.recv()).await {
+            Ok(Ok(ClientEvent::Packet(p))) => return p,
+            Ok(Ok(ClientEvent::Connected)) => {}
+            other => panic!("expected a packet, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn tokio_client_echoes_large_and_small_messages_with_python_server() {
+    let (mut server, port) = Proc::python_server(&[]);
+    let proxy = FrameProxy::start(SocketAddr::from(([127, 0, 0, 1], port)));
+    let text = big_text();
+    tokio_rt().block_on(async {
+        let client = peng3dnet_std::tokio_client::Client::connect_with(
+            proxy.addr(),
+            echo::registry(),
+            AnyCodec::default(),
+            ClientOptions::default(),
+        )
+        .await
+        .expect("connect to the Python server");
+        tokio::time::timeout(LIMIT, client.wait_connected())
+            .await
+            .expect("in time")
+            .expect("handshake");
+        assert_eq!(client.codec(), AnyCodec::MsgPack, "codec from the hello");
+        client.send::<Echo>(&"hello from tokio").await.unwrap();
+        client.send::<Echo>(&text.as_str()).await.unwrap();
+        let p = next_tokio_packet(&client).await;
+        assert_eq!(p.decode::<Echo>().unwrap(), "hello from tokio");
+        let p = next_tokio_packet(&client).await;
+        assert_eq!(p.decode::<Echo>().unwrap(), text, "intact");
+        client.close(CloseReason::UserRequest).await.unwrap();
+    });
+    let up: Vec<_> = proxy
+        .to_server()
+        .into_iter()
+        .filter(|f| f.pid == 64)
+        .collect();
+    assert_eq!(up.len(), 2, "{up:?}");
+    assert!(!up[0].compressed() && up[1].compressed(), "{up:?}");
+    assert!((up[1].length as usize) < text.len(), "{up:?}");
+    expect_close_at_python_server(&mut server, "userrequest");
+}
+
+#[test]
+fn tokio_ping_of_python_server() {
+    let (mut server, port) = Proc::python_server(&["--ping", "--ping-data", r#"{"motd": "hi"}"#]);
+    let reply = tokio_rt()
+        .block_on(peng3dnet_std::ping::ping_async(
+            ("127.0.0.1", port),
+            AnyCodec::default(),
+            LIMIT,
+            None,
+        ))
+        .expect("ping the Python server");
+    assert_eq!((reply.release.as_str(), reply.protoversion), ("0.1.3", 2));
+    use peng3dnet_std::codec::Value as CodecValue;
+    assert!(reply
+        .data
+        .contains(&("motd".into(), CodecValue::from("hi"))));
+    expect_close_at_python_server(&mut server, "pingcomplete");
+}
