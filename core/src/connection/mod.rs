@@ -557,22 +557,7 @@ where
         f: impl FnOnce(Event<'_, C>, &mut Outbox<'_, 'a, C, T, N, G>) -> (Take, X),
     ) -> Option<X> {
         let found = self.next_found_shared(now, false)?;
-        let frame_start = match &found {
-            Found::Frame { range, .. } => Some(range.start),
-            Found::Pending(_) => None,
-        };
-        let event = found.into_event(&self.rx, &self.inner.codec);
-        let is_packet = matches!(event, Event::Packet(_) | Event::ConnTypePacket(_));
-        let mut outbox = Outbox {
-            inner: &mut self.inner,
-        };
-        let (take, x) = f(event, &mut outbox);
-        if let (Take::Keep, true, Some(start)) = (take, is_packet, frame_start) {
-            if !self.inner.is_closed() {
-                self.rx.unread(start);
-            }
-        }
-        Some(x)
+        Some(self.hand_out(found, f))
     }
 
     /// One step of [`poll_protocol`](Self::poll_protocol) for a driver that

@@ -159,6 +159,18 @@ where
         f: impl FnOnce(Event<'_, C>, &mut Outbox<'_, 'a, C, T, N, G>) -> (Take, X),
     ) -> Option<X> {
         let found = self.next_found_role(now, false, role)?;
+        Some(self.hand_out(found, f))
+    }
+
+    /// Hands what a poll found to `f` as an event, with the outbox, and
+    /// puts a packet `f` keeps ([`Take::Keep`]) back for the next poll: the
+    /// tail of [`poll_with`](Connection::poll_with) and
+    /// [`poll_with_role`](Self::poll_with_role).
+    pub(super) fn hand_out<X>(
+        &mut self,
+        found: Found<'_, C>,
+        f: impl FnOnce(Event<'_, C>, &mut Outbox<'_, 'a, C, T, N, G>) -> (Take, X),
+    ) -> X {
         let frame_start = match &found {
             Found::Frame { range, .. } => Some(range.start),
             Found::Pending(_) => None,
@@ -174,7 +186,7 @@ where
                 self.rx.unread(start);
             }
         }
-        Some(x)
+        x
     }
 
     /// [`poll_protocol`](Connection::poll_protocol) with this side's
