@@ -32,6 +32,12 @@
 //!         let me = ctx.client_id();
 //!         let _ = ctx.broadcast::<Say>(&text, &[me]);
 //!     })
+//!     // The server counts a client once its handshake is done on the
+//!     // server's side too (a client is connected a moment earlier): only
+//!     // then do broadcasts reach it. Tell it so.
+//!     .on_handshake(|ctx| {
+//!         let _ = ctx.send::<Say>(&"welcome");
+//!     })
 //!     .bind("127.0.0.1:0")?;
 //! let addr = server.local_addr();
 //! let running = server.spawn()?;
@@ -39,8 +45,14 @@
 //! let t = Duration::from_secs(5);
 //! let mut alice = Client::connect(addr, registry.clone(), ClientOptions::default())?;
 //! let mut bob = Client::connect(addr, registry, ClientOptions::default())?;
-//! alice.wait_connected(t)?;
-//! bob.wait_connected(t)?;
+//! for client in [&mut alice, &mut bob] {
+//!     loop {
+//!         if let ClientEvent::Packet(p) = client.recv(t)? {
+//!             assert_eq!(p.decode::<Say>()?, "welcome");
+//!             break;
+//!         }
+//!     }
+//! }
 //! alice.send::<Say>(&"hi bob")?;
 //! loop {
 //!     if let ClientEvent::Packet(p) = bob.recv(t)? {
