@@ -22,6 +22,13 @@
 //! but bytes it had read and not yet fit into a full receive buffer are lost
 //! then, so drop it only between packets (as `tests/tests/embassy_session.rs`
 //! does) or to end the connection.
+//!
+//! **A deadline per request.** Because a dropped `receive` loses nothing,
+//! one deadline bounds the whole wait for an answer, whatever else arrives
+//! before it: take the deadline once and wrap each `receive` in
+//! `embassy_time::with_deadline(deadline, ...)` inside the loop that skips
+//! the other packets (as `peng3dnet-std`'s `Client::recv_until` does). A
+//! `with_timeout` per `receive` would restart with every other packet.
 
 use crate::fmt::debug;
 use crate::io::{Input, Output};

@@ -1,6 +1,7 @@
 //! The embassy `Session` over an in-memory link (two `embassy-sync` pipes):
-//! cancel-safety of `send` and `receive`, and a sender task and a receiver
-//! task working at the same time. Every wait is bounded.
+//! cancel-safety of `send` and `receive`, a sender task and a receiver task
+//! working at the same time, and a deadline per request that other packets
+//! do not restart. Every wait is bounded.
 
 use embassy_futures::block_on;
 use embassy_futures::join::{join, join3};
@@ -8,7 +9,7 @@ use embassy_futures::select::{select, Either};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::pipe::Pipe;
 use embassy_sync::signal::Signal;
-use embassy_time::{with_timeout, Duration, Timer};
+use embassy_time::{with_deadline, with_timeout, Duration, Instant, Timer};
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::registry::{Packet, Registry};
 use peng3dnet_core::rules::Rules;
@@ -196,5 +197,81 @@ fn a_sender_task_and_a_receiver_task_at_once() {
         let (_, (s, c)) = join(app, join(server.run(&up, &down), client.run(&down, &up))).await;
         assert_eq!(s.unwrap().reason, CloseReason::UserRequest);
         assert_eq!(c.unwrap().reason, CloseReason::UserRequest);
+    });
+}
+
+#[test]
+fn one_deadline_bounds_a_request_while_other_packets_keep_coming() {
+    block_on(async {
+        let (up, down) = (
+            Pipe::<NoopRawMutex, 256>::new(),
+            Pipe::<NoopRawMutex, 256>::new(),
+        );
+        let config = Config::new();
+        let sreg = registry();
+        let mut creg = registry();
+        let mut sres = Resources::<512, 512>::new();
+        let mut cres = Resources::<512, 512>::new();
+        let server: Session<NoopRawMutex, _, 8, _> =
+            Session::server(&config, &sreg, Postcard, &mut sres).unwrap();
+        let client: Session<NoopRawMutex, _, 8, _> =
+            Session::client(&config, &mut creg, Postcard, &mut cres, "classic").unwrap();
+        const WAIT: Duration = Duration::from_millis(300);
+        // The server never answers the request (number 7): it sends another
+        // packet every 20 ms, far more often than the deadline.
+        let chatter = async {
+            with_timeout(STEP, server.wait_connected())
+                .await
+                .unwrap()
+                .unwrap();
+            for i in 0..100u32 {
+                let _ = server.send::<Num>(&(i + 100, b"noise")).await;
+                Timer::after_millis(20).await;
+            }
+        };
+        let request = async {
+            with_timeout(STEP, client.wait_connected())
+                .await
+                .unwrap()
+                .unwrap();
+            client.send::<Num>(&(7, b"request")).await.unwrap();
+            let start = Instant::now();
+            let deadline = start + WAIT;
+            let mut buf = [0u8; 128];
+            let mut others = 0;
+            let answer = loop {
+                match with_deadline(deadline, client.receive(&mut buf)).await {
+                    Ok(Ok(p)) if p.decode::<Num>().unwrap().0 == 7 => break Some(()),
+                    Ok(Ok(_)) => others += 1,
+                    Ok(Err(e)) => panic!("{e:?}"),
+                    Err(_) => break None,
+                }
+            };
+            let took = Instant::now() - start;
+            assert_eq!(answer, None, "the server never answers");
+            assert!(others >= 5, "packets kept coming: {others}");
+            assert!(
+                took >= WAIT && took < WAIT * 3,
+                "the wait ended after {took:?}, not at the deadline"
+            );
+            client.close(CloseReason::UserRequest);
+        };
+        // The server takes what the client sends (and never answers), so
+        // that the client's closeconn behind the request is read.
+        let drain = async {
+            let mut buf = [0u8; 128];
+            while server.receive(&mut buf).await.is_ok() {}
+        };
+        let all = join(
+            join3(chatter, request, drain),
+            join(server.run(&up, &down), client.run(&down, &up)),
+        );
+        match select(all, Timer::after(STEP * 4)).await {
+            Either::First((_, (s, c))) => {
+                assert_eq!(s.unwrap().reason, CloseReason::UserRequest);
+                assert_eq!(c.unwrap().reason, CloseReason::UserRequest);
+            }
+            Either::Second(()) => panic!("the test ran out of time"),
+        }
     });
 }
