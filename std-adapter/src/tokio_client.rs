@@ -115,12 +115,13 @@
 //! with `min_sslsec_level` hold the same way.
 
 use crate::client::{
-    client_event, new_connection, ClientConn, ClientError, ClientEvent, ClientOptions,
+    client_event, expect_error, expected, new_connection, ClientConn, ClientError, ClientEvent,
+    ClientOptions,
 };
 use crate::transport::Transport;
 use crate::{Clock, StdRegistry};
 use peng3dnet_core::codec::{Codec, Postcard};
-use peng3dnet_core::connection::SendError;
+use peng3dnet_core::connection::{Incoming, SendError};
 use peng3dnet_core::registry::Packet;
 use peng3dnet_core::{CloseReason, Closed, Mode, SecurityLevel, State};
 use std::collections::VecDeque;
@@ -385,6 +386,15 @@ impl<C: Codec> Client<C> {
         self.receiver.recv().await
     }
 
+    /// Waits up to `timeout` for a packet of type `P`; see
+    /// [`ClientReceiver::expect`].
+    pub async fn expect<P: Packet>(
+        &self,
+        timeout: Duration,
+    ) -> Result<Incoming<Vec<u8>, C>, ClientError> {
+        self.receiver.expect::<P>(timeout).await
+    }
+
     /// Closes with `reason` and waits until the `closeconn` is written and
     /// the socket shut down; returns how the connection ended (`reason`, by
     /// us, unless it had ended before).
@@ -544,6 +554,45 @@ impl<C: Codec> ClientReceiver<C> {
             (inner.closed.is_some() || inner.done).then(|| Err(closed_error(inner)))
         })
         .await
+    }
+
+    /// Waits up to `timeout` for a packet of type `P` and returns it (its
+    /// [`decode::<P>`](Incoming::decode) gives the message, borrowed from
+    /// it). `Connected` is skipped; anything else that comes first (another
+    /// packet, an ignored one, a ping answer, the close) or nothing within
+    /// `timeout` is [`ClientError::Unexpected`], naming what came (and
+    /// taking it off the queue). Cancel-safe as [`recv`](Self::recv): a
+    /// future dropped while it waits took no event but a skipped
+    /// `Connected`.
+    ///
+    /// ```no_run
+    /// # async fn f(client: peng3dnet_std::tokio_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use peng3dnet_std::echo::Echo;
+    /// use std::time::Duration;
+    /// client.send::<Echo>(&"hello").await?;
+    /// let p = client.expect::<Echo>(Duration::from_secs(5)).await?;
+    /// assert_eq!(p.decode::<Echo>()?, "hello");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn expect<P: Packet>(
+        &self,
+        timeout: Duration,
+    ) -> Result<Incoming<Vec<u8>, C>, ClientError> {
+        let wait = async {
+            loop {
+                let event = self
+                    .recv()
+                    .await
+                    .map_err(|e| expect_error::<P>(e, timeout))?;
+                if let Some(r) = expected::<P, C>(event) {
+                    return r;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or_else(|_| Err(expect_error::<P>(ClientError::Timeout, timeout)))
     }
 
     /// How many events wait to be taken (at most [`EVENT_QUEUE`]).
