@@ -68,6 +68,9 @@
 //! - `tokio` (default): [`tokio_client`], an async client on tokio.
 //! - `serial` (with `cli`): serial ports (`serialport`) as streams of
 //!   [`stream::StreamConnection`].
+//! - `test-util`: `test_util`, helpers for testing your handlers and
+//!   clients (a server on `127.0.0.1:0` with a guard, an in-memory
+//!   connection pair).
 use peng3dnet_core::registry::Registry;
 
 pub mod buffer;
@@ -77,6 +80,8 @@ pub mod echo;
 pub mod ping;
 pub mod server;
 pub mod stream;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod tls;
 #[cfg(feature = "tokio")]
 pub mod tokio_client;
