@@ -1,12 +1,14 @@
 //! The `test-util` helpers: a server on 127.0.0.1:0 whose guard shuts it
-//! down when dropped, and the in-memory stream pair.
+//! down when dropped, the in-memory stream and the connection pair on it.
 
 use peng3dnet_core::CloseReason;
 use peng3dnet_std::client::{Client, ClientError, ClientOptions, UnexpectedEvent};
 use peng3dnet_std::echo::{self, Echo};
 use peng3dnet_std::server::ServerOptions;
+use peng3dnet_std::stream::ReadTimeout;
 use peng3dnet_std::stream::StreamOptions;
-use peng3dnet_std::test_util::{spawn_server, stream_pair};
+use peng3dnet_std::test_util::{spawn_server, stream_pair, MemoryStream, MEMORY_STREAM_CAPACITY};
+use std::io::{ErrorKind, Read, Write};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
@@ -41,7 +43,6 @@ fn the_spawned_server_echoes_and_dropping_it_shuts_it_down() {
     );
 }
 
-#[cfg(unix)]
 #[test]
 fn the_stream_pair_connects_and_echoes() {
     let (mut client, mut server) = stream_pair(echo::registry(), StreamOptions::default()).unwrap();
@@ -64,4 +65,53 @@ fn the_stream_pair_connects_and_echoes() {
     );
     client.close(CloseReason::UserRequest).unwrap();
     assert_eq!(server.join().unwrap().unwrap(), CloseReason::UserRequest);
+}
+
+#[test]
+fn a_memory_stream_carries_bytes_both_ways_and_ends_when_dropped() {
+    let (mut a, mut b) = MemoryStream::pair();
+    a.write_all(b"ping").unwrap();
+    b.write_all(b"pong!").unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(b.read(&mut buf).unwrap(), 4);
+    assert_eq!(&buf[..4], b"ping");
+    assert_eq!(a.read(&mut buf).unwrap(), 5);
+    assert_eq!(&buf[..5], b"pong!");
+    // Nothing to read: the read timeout ends the wait.
+    a.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let e = a.read(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock);
+    // A full direction takes no more until read.
+    let big = vec![7u8; MEMORY_STREAM_CAPACITY + 10];
+    assert_eq!(a.write(&big).unwrap(), MEMORY_STREAM_CAPACITY);
+    let mut got = vec![0u8; MEMORY_STREAM_CAPACITY];
+    b.read_exact(&mut got).unwrap();
+    assert!(got.iter().all(|&x| x == 7));
+    // What was written before the drop is still read, then end of stream.
+    a.write_all(b"last").unwrap();
+    drop(a);
+    assert_eq!(b.read(&mut buf).unwrap(), 4);
+    assert_eq!(b.read(&mut buf).unwrap(), 0);
+    assert_eq!(b.write(b"x").unwrap_err().kind(), ErrorKind::BrokenPipe);
+}
+
+/// A writer blocked on a full direction resumes when the reader takes.
+#[test]
+fn a_blocked_memory_stream_writer_resumes_when_read() {
+    let (mut a, mut b) = MemoryStream::pair();
+    let writer = std::thread::spawn(move || {
+        a.write_all(&vec![1u8; 3 * MEMORY_STREAM_CAPACITY]).unwrap();
+        a
+    });
+    let mut total = 0;
+    let mut buf = vec![0u8; 8192];
+    b.set_read_timeout(Some(T)).unwrap();
+    while total < 3 * MEMORY_STREAM_CAPACITY {
+        let n = b.read(&mut buf).unwrap();
+        assert!(n > 0);
+        total += n;
+    }
+    assert_eq!(total, 3 * MEMORY_STREAM_CAPACITY);
+    drop(writer.join().unwrap());
+    assert_eq!(b.read(&mut buf).unwrap(), 0);
 }
