@@ -65,7 +65,8 @@
 //! - `cli` (default): the `peng3dnet` program, with its argument parser
 //!   (`clap`) and JSON output (`serde_json`). The library needs neither:
 //!   `default-features = false` leaves them out.
-//! - `tokio` (default): [`tokio_client`], an async client on tokio.
+//! - `tokio` (default): [`tokio_client`], an async client on tokio, over
+//!   TCP or any `AsyncRead + AsyncWrite` stream.
 //! - `serial` (with `cli`): serial ports (`serialport`) as streams of
 //!   [`stream::StreamConnection`].
 //! - `test-util`: `test_util`, helpers for testing your handlers and
