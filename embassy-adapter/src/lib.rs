@@ -62,6 +62,15 @@
 //!   ([`Handler::on_packet_in_place`]) or defers to an async
 //!   [`Handler::on_packet`], which gets a copy in a per-slot buffer whose size
 //!   is a parameter of [`ServerResources`] (0 when nothing is deferred).
+//!
+//! ## Testing your handlers
+//!
+//! The feature `test-util` adds `test_util`: two `embassy-net` stacks on
+//! an in-memory link (`test_util::with_link`), so that a host test runs
+//! the N-slot [`Server`] with your own [`Handler`] and client [`Session`]s
+//! against it on embassy's std executor (`embassy-executor` with
+//! `platform-std`), the same `no_std`, heap-free code as on the board
+//! (`tests/user_handler.rs` is the example).
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -71,6 +80,8 @@ mod fmt;
 pub mod io;
 pub mod server;
 pub mod session;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 #[cfg(feature = "tls")]
 pub mod tls;
 

@@ -133,6 +133,95 @@ pub enum ClientError {
     Decode(DecodeError),
     /// The connection could not be set up.
     Setup(NewConnectionError),
+    /// `expect::<P>` got something else than a `P` (or nothing in time).
+    Unexpected {
+        /// The name of the packet it waited for.
+        expected: &'static str,
+        /// What came instead.
+        got: UnexpectedEvent,
+    },
+}
+
+/// What came instead of the packet an `expect` waited for
+/// ([`ClientError::Unexpected`]). The event itself was taken off the queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnexpectedEvent {
+    /// Another packet.
+    Packet {
+        /// Its id on the wire.
+        packet_id: u32,
+        /// Its registry name, if the id is registered.
+        name: Option<&'static str>,
+    },
+    /// A packet was dropped (unknown id, or its rules said ignore).
+    Ignored {
+        /// Its id.
+        packet_id: u32,
+    },
+    /// A ping answer.
+    Pong,
+    /// The connection closed (or had closed before).
+    Closed(Closed),
+    /// Nothing came within the timeout.
+    Nothing(Duration),
+}
+
+impl fmt::Display for UnexpectedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnexpectedEvent::Packet {
+                packet_id,
+                name: Some(name),
+            } => write!(f, "packet {name} (id {packet_id})"),
+            UnexpectedEvent::Packet {
+                packet_id,
+                name: None,
+            } => write!(f, "unregistered packet id {packet_id}"),
+            UnexpectedEvent::Ignored { packet_id } => {
+                write!(f, "packet id {packet_id}, ignored")
+            }
+            UnexpectedEvent::Pong => f.write_str("a ping answer"),
+            UnexpectedEvent::Closed(c) => write!(f, "the connection {c}"),
+            UnexpectedEvent::Nothing(t) => write!(f, "nothing within {t:?}"),
+        }
+    }
+}
+
+/// One step of an `expect::<P>`: the event's verdict, `None` to skip it
+/// (`Connected`) and wait on.
+pub(crate) fn expected<P: Packet, C>(
+    event: ClientEvent<C>,
+) -> Option<Result<Incoming<Vec<u8>, C>, ClientError>> {
+    let got = match event {
+        ClientEvent::Connected => return None,
+        ClientEvent::Packet(p) if p.is::<P>() => return Some(Ok(p)),
+        ClientEvent::Packet(p) => UnexpectedEvent::Packet {
+            packet_id: p.packet_id,
+            name: p.name,
+        },
+        ClientEvent::Pong { .. } => UnexpectedEvent::Pong,
+        ClientEvent::Ignored { packet_id } => UnexpectedEvent::Ignored { packet_id },
+        ClientEvent::Closed(c) => UnexpectedEvent::Closed(c),
+    };
+    Some(Err(ClientError::Unexpected {
+        expected: P::NAME,
+        got,
+    }))
+}
+
+/// A receive's error as an `expect::<P>`'s: a close or a timeout is what
+/// came instead; others stay as they are.
+pub(crate) fn expect_error<P: Packet>(e: ClientError, timeout: Duration) -> ClientError {
+    let got = match e {
+        ClientError::Timeout => UnexpectedEvent::Nothing(timeout),
+        ClientError::Closed(c) => UnexpectedEvent::Closed(c),
+        e => return e,
+    };
+    ClientError::Unexpected {
+        expected: P::NAME,
+        got,
+    }
 }
 
 impl fmt::Display for ClientError {
@@ -145,6 +234,9 @@ impl fmt::Display for ClientError {
             ClientError::Send(e) => write!(f, "send refused: {e}"),
             ClientError::Decode(e) => write!(f, "{e}"),
             ClientError::Setup(e) => write!(f, "{e}"),
+            ClientError::Unexpected { expected, got } => {
+                write!(f, "expected packet {expected}, got {got}")
+            }
         }
     }
 }
@@ -531,6 +623,39 @@ impl<C: Codec> Client<C> {
                 return Err(ClientError::Closed(c.clone()));
             }
             self.pump(deadline, true)?;
+        }
+    }
+
+    /// Waits up to `timeout` for a packet of type `P` and returns it (its
+    /// [`decode::<P>`](Incoming::decode) gives the message, borrowed from
+    /// it). `Connected` is skipped; anything else that comes first (another
+    /// packet, an ignored one, a ping answer, the close) or nothing within
+    /// `timeout` is [`ClientError::Unexpected`], naming what came (and
+    /// taking it off the queue).
+    ///
+    /// ```no_run
+    /// # use peng3dnet_std::client::{Client, ClientOptions};
+    /// # use peng3dnet_std::echo::{self, Echo};
+    /// # use std::time::Duration;
+    /// # let mut client = Client::connect("127.0.0.1:8080", echo::registry(),
+    /// #     ClientOptions::default()).unwrap();
+    /// client.send::<Echo>(&"hello")?;
+    /// let p = client.expect::<Echo>(Duration::from_secs(5))?;
+    /// assert_eq!(p.decode::<Echo>()?, "hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn expect<P: Packet>(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Incoming<Vec<u8>, C>, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let event = self
+                .recv_until(deadline)
+                .map_err(|e| expect_error::<P>(e, timeout))?;
+            if let Some(r) = expected::<P, C>(event) {
+                return r;
+            }
         }
     }
 

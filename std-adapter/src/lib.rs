@@ -79,10 +79,14 @@
 //! - `cli` (default): the `peng3dnet` program, with its argument parser
 //!   (`clap`) and JSON output (`serde_json`). The library needs neither:
 //!   `default-features = false` leaves them out.
-//! - `tokio` (default): [`tokio_client`], an async client on tokio, and
-//!   [`tokio_server`], the server on tokio.
+//! - `tokio` (default): [`tokio_client`], an async client on tokio, over
+//!   TCP or any `AsyncRead + AsyncWrite` stream, and [`tokio_server`], the
+//!   server on tokio.
 //! - `serial` (with `cli`): serial ports (`serialport`) as streams of
 //!   [`stream::StreamConnection`].
+//! - `test-util`: `test_util`, helpers for testing your handlers and
+//!   clients (a server on `127.0.0.1:0` with a guard, an in-memory
+//!   connection pair).
 use peng3dnet_core::registry::Registry;
 
 pub mod buffer;
@@ -92,6 +96,8 @@ pub mod echo;
 pub mod ping;
 pub mod server;
 pub mod stream;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod tls;
 #[cfg(feature = "tokio")]
 pub mod tokio_client;

@@ -63,12 +63,12 @@
 
 use crate::buffer::HeapBuffer;
 use crate::client::{
-    client_event, connection_config, new_connection, ClientConn, ClientError, ClientEvent,
-    ClientOptions,
+    client_event, connection_config, expect_error, expected, new_connection, ClientConn,
+    ClientError, ClientEvent, ClientOptions,
 };
 use crate::{Clock, StdRegistry};
 use peng3dnet_core::codec::{Codec, Postcard};
-use peng3dnet_core::connection::{Config, PingServerConfig, SendError};
+use peng3dnet_core::connection::{Config, Incoming, PingServerConfig, SendError};
 use peng3dnet_core::registry::{Packet, SyncPolicy};
 use peng3dnet_core::{CloseReason, Closed, Connection, Initiator, Side};
 use std::collections::VecDeque;
@@ -349,6 +349,24 @@ impl<S: Read + Write + ReadTimeout, C: Codec> StreamConnection<S, C> {
                 return Err(ClientError::Closed(c.clone()));
             }
             self.pump_until(deadline, true)?;
+        }
+    }
+
+    /// Waits up to `timeout` for a packet of type `P`; anything else first
+    /// (but `Connected`) is [`ClientError::Unexpected`], as the TCP
+    /// client's [`expect`](crate::client::Client::expect).
+    pub fn expect<P: Packet>(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Incoming<Vec<u8>, C>, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let event = self
+                .recv_until(deadline)
+                .map_err(|e| expect_error::<P>(e, timeout))?;
+            if let Some(r) = expected::<P, C>(event) {
+                return r;
+            }
         }
     }
 

@@ -1,6 +1,9 @@
 //! An async client on tokio (feature `tokio`, on by default): an owned,
-//! `Send + 'static` handle over a `tokio::net::TcpStream`, whose connection
-//! a task of its own drives.
+//! `Send + 'static` handle over a `tokio::net::TcpStream`
+//! ([`Client::connect`]) or over any other async byte stream
+//! ([`Client::over`]: a `tokio::net::UnixStream`, a serial port's async
+//! wrapper, a `tokio::io::duplex` end, a user's own transport), whose
+//! connection a task of its own drives.
 //!
 //! ```
 //! use peng3dnet_core::registry::Packet;
@@ -51,10 +54,15 @@
 //! ```
 //!
 //! # How it works
-//! [`Client::connect`] spawns a task (on the current tokio runtime) that owns
-//! the socket and moves bytes between it and the core's connection: it
-//! reads what arrived, hands the connection's events to a queue, writes what
-//! is queued, and fires the handshake timer. The connection itself sits
+//! [`Client::connect`] and [`Client::over`] spawn a task (on the current
+//! tokio runtime) that owns the stream and moves bytes between it and the
+//! core's connection: it reads what arrived (until the stream says it has
+//! nothing more), hands the connection's events to a queue, writes what is
+//! queued, and fires the core's timers at
+//! [`poll_timeout`](peng3dnet_core::Connection::poll_timeout). TCP and
+//! every other stream take the same path: the stream is polled without
+//! blocking (`poll_read`, `poll_write`, `poll_flush`), and the task sleeps
+//! until the stream, a handle or the timer wakes it. The connection itself sits
 //! behind a mutex shared with the handles, which is held only for
 //! non-blocking work (never across an `.await`), so a send encodes and
 //! queues its frame in the caller's task, checked by the connection's rules
@@ -77,8 +85,29 @@
 //! - Dropping every handle closes the connection with `userrequest` (what
 //!   is queued is still written, then the socket is shut down).
 //!
+//! # Your own transport
+//! Anything that is `AsyncRead + AsyncWrite + Send + Unpin + 'static` carries
+//! a connection; [`Client::over`] takes it as it is, already connected (the
+//! server's `hello` is the first thing read from it):
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use peng3dnet_std::client::ClientOptions;
+//! use peng3dnet_std::tokio_client::Client;
+//! let stream = tokio::net::UnixStream::connect("/run/peng3dnet.sock").await?;
+//! let client = Client::over(stream, peng3dnet_std::echo::registry(), ClientOptions::default())?;
+//! client.wait_connected().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! When the connection ends the task shuts the stream down (`poll_shutdown`,
+//! waiting at most [`SHUTDOWN_GRACE`]); the stream itself is dropped with the
+//! last handle.
+//!
 //! # TLS
-//! With [`ClientOptions::tls`] the task speaks TLS (rustls) over the socket,
+//! With [`ClientOptions::tls`] the task speaks TLS (rustls) over the stream
+//! (TCP or any other),
 //! through the same TLS session as the blocking client and the mio server
 //! ([`crate::tls`]): the security level follows from what was verified
 //! (`serverauth` with a verified server, `bothauth` with a client
@@ -86,17 +115,23 @@
 //! with `min_sslsec_level` hold the same way.
 
 use crate::client::{
-    client_event, new_connection, ClientConn, ClientError, ClientEvent, ClientOptions,
+    client_event, expect_error, expected, new_connection, ClientConn, ClientError, ClientEvent,
+    ClientOptions,
 };
 use crate::transport::Transport;
 use crate::{Clock, StdRegistry};
 use peng3dnet_core::codec::{Codec, Postcard};
-use peng3dnet_core::connection::SendError;
+use peng3dnet_core::connection::{Incoming, SendError};
 use peng3dnet_core::registry::Packet;
 use peng3dnet_core::{CloseReason, Closed, Mode, SecurityLevel, State};
 use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
 use std::io::{self, ErrorKind};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::Notify;
 
@@ -107,6 +142,16 @@ pub const EVENT_QUEUE: usize = 256;
 /// Reads per turn of the driver before it writes and yields (fairness
 /// towards the other tasks of the runtime).
 const READS_PER_TURN: usize = 16;
+
+/// How long the task waits for the stream's shutdown (`poll_shutdown`: a
+/// buffered stream's flush, TCP's end of stream) once the connection ended.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// The byte streams a [`Client`] runs over (blanket: every
+/// `AsyncRead + AsyncWrite + Send + Unpin`).
+trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}
 
 /// What the driver task and the handles share.
 struct Shared<C> {
@@ -120,9 +165,10 @@ struct Shared<C> {
 
 struct Inner<C> {
     conn: ClientConn<C>,
-    /// The socket, plain or inside TLS (tokio's, read and written without
-    /// blocking).
+    /// The stream, plain or inside TLS (polled without blocking).
     transport: Transport<Socket>,
+    /// Bytes were written that the stream has not flushed yet.
+    unflushed: bool,
     /// The connection's `tracing` span (the server's address).
     span: tracing::Span,
     events: VecDeque<ClientEvent<C>>,
@@ -203,6 +249,32 @@ impl Client<Postcard> {
     ) -> Result<Self, ClientError> {
         Self::connect_with(addr, registry, Postcard, options).await
     }
+
+    /// A client over any byte stream that is already connected to a
+    /// server (a `tokio::net::UnixStream`, a `tokio::io::duplex` end, a
+    /// serial port's async wrapper), with the native codec, and starts the
+    /// task that drives it, on the current tokio runtime; everything else
+    /// is as with [`connect`](Self::connect): the same handshake, rules,
+    /// back-pressure, cancel-safety and [`split`](Self::split), and TLS
+    /// over the stream with [`ClientOptions::tls`]
+    /// ([`ClientOptions::connect_timeout`] does not apply).
+    ///
+    /// # Errors
+    /// [`ClientError::Setup`] for options the connection refuses; a TLS
+    /// configuration rustls refuses as [`ClientError::Io`].
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn over<S>(
+        stream: S,
+        registry: StdRegistry,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        Self::over_with(stream, registry, Postcard, options)
+    }
 }
 
 impl<C: Codec + Send + 'static> Client<C> {
@@ -231,8 +303,36 @@ impl<C: Codec + Send + 'static> Client<C> {
         stream.set_nodelay(true)?;
         let span = tracing::info_span!("peng3dnet_client", server = ?stream.peer_addr().ok());
         tracing::debug!(parent: &span, "connected (TCP)");
-        let stream = Arc::new(stream);
-        let socket = Socket(Arc::clone(&stream));
+        Self::start(Box::new(stream), span, registry, codec, options)
+    }
+
+    /// A client over a byte stream that is already connected, with the
+    /// given codec; see [`over`](Client::over).
+    pub fn over_with<S>(
+        stream: S,
+        registry: StdRegistry,
+        codec: C,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let span = tracing::info_span!("peng3dnet_client", server = "byte stream");
+        Self::start(Box::new(stream), span, registry, codec, options)
+    }
+
+    /// Starts the task that drives the connection over `stream`.
+    fn start(
+        stream: Box<dyn ByteStream>,
+        span: tracing::Span,
+        registry: StdRegistry,
+        codec: C,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let socket = Socket {
+            io: stream,
+            waker: Waker::noop().clone(),
+        };
         let transport = match &options.tls {
             Some(tls) => Transport::tls_client(socket, tls).map_err(io::Error::from)?,
             None => Transport::plain(socket),
@@ -243,6 +343,7 @@ impl<C: Codec + Send + 'static> Client<C> {
             state: Mutex::new(Inner {
                 conn,
                 transport,
+                unflushed: false,
                 span,
                 events: VecDeque::new(),
                 closed: None,
@@ -251,7 +352,7 @@ impl<C: Codec + Send + 'static> Client<C> {
             changed: Notify::new(),
             wake_driver: Notify::new(),
         });
-        tokio::spawn(drive(stream, Arc::clone(&shared), clock));
+        tokio::spawn(drive(Arc::clone(&shared), clock));
         let owner = Arc::new(Owner { shared });
         Ok(Client {
             sender: ClientSender {
@@ -283,6 +384,15 @@ impl<C: Codec> Client<C> {
     /// The next event; see [`ClientReceiver::recv`].
     pub async fn recv(&self) -> Result<ClientEvent<C>, ClientError> {
         self.receiver.recv().await
+    }
+
+    /// Waits up to `timeout` for a packet of type `P`; see
+    /// [`ClientReceiver::expect`].
+    pub async fn expect<P: Packet>(
+        &self,
+        timeout: Duration,
+    ) -> Result<Incoming<Vec<u8>, C>, ClientError> {
+        self.receiver.expect::<P>(timeout).await
     }
 
     /// Closes with `reason` and waits until the `closeconn` is written and
@@ -452,6 +562,45 @@ impl<C: Codec> ClientReceiver<C> {
         .await
     }
 
+    /// Waits up to `timeout` for a packet of type `P` and returns it (its
+    /// [`decode::<P>`](Incoming::decode) gives the message, borrowed from
+    /// it). `Connected` is skipped; anything else that comes first (another
+    /// packet, an ignored one, a ping answer, the close) or nothing within
+    /// `timeout` is [`ClientError::Unexpected`], naming what came (and
+    /// taking it off the queue). Cancel-safe as [`recv`](Self::recv): a
+    /// future dropped while it waits took no event but a skipped
+    /// `Connected`.
+    ///
+    /// ```no_run
+    /// # async fn f(client: peng3dnet_std::tokio_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use peng3dnet_std::echo::Echo;
+    /// use std::time::Duration;
+    /// client.send::<Echo>(&"hello").await?;
+    /// let p = client.expect::<Echo>(Duration::from_secs(5)).await?;
+    /// assert_eq!(p.decode::<Echo>()?, "hello");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn expect<P: Packet>(
+        &self,
+        timeout: Duration,
+    ) -> Result<Incoming<Vec<u8>, C>, ClientError> {
+        let wait = async {
+            loop {
+                let event = self
+                    .recv()
+                    .await
+                    .map_err(|e| expect_error::<P>(e, timeout))?;
+                if let Some(r) = expected::<P, C>(event) {
+                    return r;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or_else(|_| Err(expect_error::<P>(ClientError::Timeout, timeout)))
+    }
+
     /// How many events wait to be taken (at most [`EVENT_QUEUE`]).
     pub fn queued_events(&self) -> usize {
         self.owner.shared.lock().events.len()
@@ -467,52 +616,63 @@ impl<C: Codec> ClientReceiver<C> {
     }
 }
 
-/// The task that owns the socket.
-async fn drive<C: Codec>(stream: Arc<TcpStream>, shared: Arc<Shared<C>>, clock: Clock) {
+/// The task that owns the stream: one turn of non-blocking work each time
+/// the stream, a handle or the timer wakes it.
+async fn drive<C: Codec>(shared: Arc<Shared<C>>, clock: Clock) {
     let mut eof = false;
-    loop {
-        let (want_read, want_write, deadline, finished) = {
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
+    // The core's deadline the sleep is set to.
+    let mut armed = None;
+    let notified = shared.wake_driver.notified();
+    tokio::pin!(notified);
+    poll_fn(|cx| loop {
+        // Registered for the handles' wake-ups before the state is looked
+        // at, so that none is lost.
+        while notified.as_mut().poll(cx).is_ready() {
+            notified.set(shared.wake_driver.notified());
+        }
+        let (deadline, finished, more) = {
             let mut inner = shared.lock();
-            turn(&mut inner, &clock, &mut eof);
-            let read = !eof && inner.events.len() < EVENT_QUEUE;
-            let write =
-                !eof && (!inner.conn.poll_transmit().is_empty() || inner.transport.wants_write());
-            let deadline = inner.conn.poll_timeout();
+            inner.transport.socket_mut().set_waker(cx.waker());
+            let more = turn(&mut inner, &clock, &mut eof);
             let finished = inner.conn.is_finished() || eof && inner.conn.is_closed();
-            (read, write, deadline, finished)
+            (inner.conn.poll_timeout(), finished, more)
         };
         shared.changed.notify_waiters();
         if finished {
-            break;
+            return Poll::Ready(());
         }
-        let sleep = deadline.map(|at| {
-            let now = clock.now();
-            std::time::Duration::from_micros(at.saturating_duration_since(now).as_micros())
-        });
-        tokio::select! {
-            r = stream.readable(), if want_read => {
-                if r.is_err() {
-                    eof = true;
-                    shared.lock().conn.handle_transport_closed();
-                }
+        if let Some(at) = deadline {
+            if armed != Some(at) {
+                let wait = at.saturating_duration_since(clock.now()).as_micros();
+                sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + Duration::from_micros(wait));
+                armed = Some(at);
             }
-            r = stream.writable(), if want_write => {
-                if r.is_err() {
-                    eof = true;
-                    shared.lock().conn.handle_transport_closed();
-                }
-            }
-            () = shared.wake_driver.notified() => {}
-            () = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() => {
+            if sleep.as_mut().poll(cx).is_ready() {
+                armed = None;
                 let now = clock.now();
                 shared.lock().conn.handle_timeout(now);
+                continue;
             }
         }
-    }
-    // The peer sees TLS's close_notify (what the socket takes) and our end
-    // of stream; the socket closes when the last reference is dropped.
+        if more {
+            // The stream had more to read: yield, and come back.
+            cx.waker().wake_by_ref();
+        }
+        return Poll::Pending;
+    })
+    .await;
+    // The peer sees TLS's close_notify (what the stream takes) and our end
+    // of stream; the stream is dropped with the last handle.
     shared.lock().transport.close_notify();
-    let _ = socket2::SockRef::from(&*stream).shutdown(std::net::Shutdown::Write);
+    let shutdown = poll_fn(|cx| {
+        let mut inner = shared.lock();
+        Pin::new(&mut inner.transport.socket_mut().io).poll_shutdown(cx)
+    });
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, shutdown).await;
     let mut inner = shared.lock();
     inner.done = true;
     inner.closed = inner.conn.closed().or(inner.closed.take());
@@ -521,16 +681,23 @@ async fn drive<C: Codec>(stream: Arc<TcpStream>, shared: Arc<Shared<C>>, clock: 
 }
 
 /// One round of non-blocking work: read what is there (a bounded number of
-/// times), hand the events out, write what is queued.
-fn turn<C: Codec>(inner: &mut Inner<C>, clock: &Clock, eof: &mut bool) {
-    for _ in 0..READS_PER_TURN {
+/// times), hand the events out, write what is queued and flush it. Returns
+/// whether reading stopped at the bound with more perhaps to read (else
+/// the stream said "not ready", and wakes the task when it is).
+fn turn<C: Codec>(inner: &mut Inner<C>, clock: &Clock, eof: &mut bool) -> bool {
+    let mut reads = 0;
+    let more = loop {
+        if reads == READS_PER_TURN {
+            break true;
+        }
+        reads += 1;
         if *eof || inner.conn.is_closed() || inner.events.len() >= EVENT_QUEUE {
-            break;
+            break false;
         }
         if inner.conn.receive_buffer().is_empty() {
             drain(inner, clock);
             if inner.conn.receive_buffer().is_empty() {
-                break;
+                break false;
             }
         }
         let res = inner.transport.read(inner.conn.receive_buffer());
@@ -545,7 +712,7 @@ fn turn<C: Codec>(inner: &mut Inner<C>, clock: &Clock, eof: &mut bool) {
                 inner.conn.handle_transport_closed();
             }
             Ok(n) => inner.conn.commit_received(n),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::info!(parent: &inner.span, error = %e, "transport failed");
@@ -554,7 +721,7 @@ fn turn<C: Codec>(inner: &mut Inner<C>, clock: &Clock, eof: &mut bool) {
             }
         }
         drain(inner, clock);
-    }
+    };
     drain(inner, clock);
     while !*eof {
         let data = inner.conn.poll_transmit();
@@ -566,7 +733,10 @@ fn turn<C: Codec>(inner: &mut Inner<C>, clock: &Clock, eof: &mut bool) {
         }
         match inner.transport.write(data) {
             Ok(0) => break,
-            Ok(n) => inner.conn.transmitted(n),
+            Ok(n) => {
+                inner.conn.transmitted(n);
+                inner.unflushed = true;
+            }
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
@@ -577,24 +747,73 @@ fn turn<C: Codec>(inner: &mut Inner<C>, clock: &Clock, eof: &mut bool) {
             }
         }
     }
+    if inner.unflushed && !*eof {
+        match inner.transport.socket_mut().flush_stream() {
+            Ok(()) => inner.unflushed = false,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => {
+                tracing::info!(parent: &inner.span, error = %e, "transport failed");
+                *eof = true;
+                inner.conn.handle_transport_closed();
+                drain(inner, clock);
+            }
+        }
+    }
+    more
 }
 
-/// tokio's socket as the non-blocking `Read + Write` that [`Transport`] (and
-/// TLS inside it) reads and writes: `WouldBlock` when it is not ready, and
-/// the driver task waits for readiness.
-pub(crate) struct Socket(pub(crate) Arc<TcpStream>);
+/// The async stream as the non-blocking `Read + Write` that [`Transport`]
+/// (and TLS inside it) reads and writes: each call polls the stream once
+/// with the driver task's waker, `WouldBlock` when it is not ready, and the
+/// stream wakes the task when it is.
+struct Socket {
+    io: Box<dyn ByteStream>,
+    /// The driver task's waker, as of its last poll.
+    waker: Waker,
+}
+
+impl Socket {
+    fn set_waker(&mut self, waker: &Waker) {
+        if !self.waker.will_wake(waker) {
+            self.waker = waker.clone();
+        }
+    }
+
+    /// Polls the stream's own flush (a buffered stream's): `WouldBlock`
+    /// while it is not done.
+    fn flush_stream(&mut self) -> io::Result<()> {
+        let mut cx = Context::from_waker(&self.waker);
+        match Pin::new(&mut self.io).poll_flush(&mut cx) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(ErrorKind::WouldBlock.into()),
+        }
+    }
+}
 
 impl io::Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_read(buf)
+        let mut cx = Context::from_waker(&self.waker);
+        let mut buf = ReadBuf::new(buf);
+        match Pin::new(&mut self.io).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Err(ErrorKind::WouldBlock.into()),
+        }
     }
 }
 
 impl io::Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.try_write(buf)
+        let mut cx = Context::from_waker(&self.waker);
+        match Pin::new(&mut self.io).poll_write(&mut cx, buf) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(ErrorKind::WouldBlock.into()),
+        }
     }
 
+    /// Nothing: the driver flushes the stream itself
+    /// ([`Socket::flush_stream`]) once per turn after writing, not per
+    /// TLS record.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }

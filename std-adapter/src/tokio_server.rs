@@ -86,7 +86,6 @@ use crate::server::{
     CloseHook, Command, CoreServer, Ctx, HandleError, Handler, Hook, IgnoredHook, RunningServer,
     ServerBuilder, ServerHandle, ServerOptions, ServerStats, Slots,
 };
-use crate::tokio_client::Socket;
 use crate::transport::Transport;
 use crate::{Clock, StdRegistry};
 use peng3dnet_core::buffer::Buffer;
@@ -694,6 +693,27 @@ async fn finish_handler(task: &mut Option<BoxFuture>) {
         f.await;
     }
     *task = None;
+}
+
+/// tokio's socket as the non-blocking `Read + Write` that [`Transport`] (and
+/// TLS inside it) reads and writes: `WouldBlock` when it is not ready, and
+/// the client's task waits for readiness.
+struct Socket(Arc<TcpStream>);
+
+impl io::Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl io::Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// What a client's task does after a step.

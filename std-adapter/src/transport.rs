@@ -1,6 +1,6 @@
 //! The byte stream under a connection: plain TCP or TLS over it. The server
 //! drives it non-blocking; the blocking client too (with its own poller),
-//! and the tokio client over tokio's socket (`S`, any non-blocking
+//! and the tokio client over any async byte stream (`S`, any non-blocking
 //! `Read + Write`).
 
 use crate::tls::{TlsClientConfig, TlsError, TlsServerConfig, TlsStream};
@@ -8,7 +8,8 @@ use mio::net::TcpStream;
 use peng3dnet_core::SecurityLevel;
 use std::io::{self, Read, Write};
 
-/// A connection's socket: `S` is mio's `TcpStream` but for the tokio client.
+/// A connection's socket: `S` is mio's `TcpStream` but for the tokio client
+/// (a non-blocking view of its async stream).
 pub(crate) enum Transport<S = TcpStream> {
     /// Plain TCP.
     Plain(S),
@@ -84,14 +85,17 @@ impl<S: Read + Write> Transport<S> {
     }
 }
 
-impl Transport<TcpStream> {
-    pub(crate) fn socket_mut(&mut self) -> &mut TcpStream {
+impl<S> Transport<S> {
+    /// The stream under TLS (or the plain one).
+    pub(crate) fn socket_mut(&mut self) -> &mut S {
         match self {
             Transport::Plain(s) => s,
             Transport::Tls(t) => t.get_mut(),
         }
     }
+}
 
+impl Transport<TcpStream> {
     pub(crate) fn shutdown(&mut self) {
         self.close_notify();
         let _ = self.socket_mut().shutdown(std::net::Shutdown::Both);

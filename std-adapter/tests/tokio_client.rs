@@ -472,3 +472,135 @@ async fn a_failed_connect_names_the_address() {
         other => panic!("expected a connect error, got {other:?}"),
     }
 }
+
+/// The echo service for the one peer at the other end of `sock`, on a
+/// thread: the core's server connection, driven by
+/// `stream::StreamConnection`. Returns how the connection ended.
+#[cfg(unix)]
+fn stream_echo_server(
+    sock: std::os::unix::net::UnixStream,
+) -> std::thread::JoinHandle<Result<CloseReason, ClientError>> {
+    use peng3dnet_core::codec::Postcard;
+    use peng3dnet_std::stream::{StreamConnection, StreamOptions};
+    std::thread::spawn(move || {
+        let mut conn =
+            StreamConnection::server(sock, echo::registry(), Postcard, StreamOptions::default())?;
+        loop {
+            match conn.recv(T)? {
+                ClientEvent::Packet(p) if p.is::<Echo>() => {
+                    conn.send_encoded(p.packet_id, &p.body)?
+                }
+                ClientEvent::Closed(closed) => return Ok(closed.reason),
+                _ => {}
+            }
+        }
+    })
+}
+
+/// `Client::over` a `tokio::net::UnixStream`: the handshake, echoes in
+/// order and a close that the server side sees with its reason.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_a_unix_stream_echoes_and_closes() {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let server = stream_echo_server(b);
+    a.set_nonblocking(true).unwrap();
+    let a = tokio::net::UnixStream::from_std(a).unwrap();
+    let client = Client::over(a, echo::registry(), ClientOptions::default()).unwrap();
+    timeout(T, client.wait_connected()).await.unwrap().unwrap();
+    for i in 0..100 {
+        client
+            .send::<Echo>(&format!("u{i}").as_str())
+            .await
+            .unwrap();
+    }
+    for i in 0..100 {
+        assert_eq!(next_echo(&client).await, format!("u{i}"));
+    }
+    let closed = timeout(T, client.close(CloseReason::UserRequest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed.reason, CloseReason::UserRequest);
+    assert_eq!(server.join().unwrap().unwrap(), CloseReason::UserRequest);
+}
+
+/// `Client::over` one end of a `tokio::io::duplex` of 64 bytes (every
+/// frame is written and read in pieces, the writer waits for room), whose
+/// other end is copied to a socket pair with the stream server behind it:
+/// 300 messages of 1,000 bytes, sent from one task while another receives,
+/// all come back in order. With a write queue smaller than what is sent,
+/// `send` waits for the driver (back-pressure) rather than failing.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_a_small_duplex_gets_every_echo_in_order() {
+    let (near, far) = tokio::io::duplex(64);
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let server = stream_echo_server(b);
+    a.set_nonblocking(true).unwrap();
+    let mut a = tokio::net::UnixStream::from_std(a).unwrap();
+    let bridge = tokio::spawn(async move {
+        let mut far = far;
+        let _ = tokio::io::copy_bidirectional(&mut far, &mut a).await;
+    });
+    let options = ClientOptions {
+        max_write_queue: 8 * 1024,
+        ..ClientOptions::default()
+    };
+    let client = Client::over(near, echo::registry(), options).unwrap();
+    timeout(T, client.wait_connected()).await.unwrap().unwrap();
+    let (sender, receiver) = client.split();
+    let body = |i: usize| format!("{i:04}{}", "d".repeat(996));
+    let sending = tokio::spawn(async move {
+        for i in 0..300 {
+            timeout(T, sender.send::<Echo>(&body(i).as_str()))
+                .await
+                .expect("room in time")
+                .unwrap();
+        }
+        sender
+    });
+    let mut got = 0;
+    while got < 300 {
+        match timeout(T, receiver.recv()).await.expect("an event in time") {
+            Ok(ClientEvent::Packet(p)) => {
+                assert_eq!(p.decode::<Echo>().unwrap(), body(got));
+                got += 1;
+            }
+            Ok(ClientEvent::Connected) => {}
+            other => panic!("expected an echo, got {other:?}"),
+        }
+    }
+    let sender = sending.await.unwrap();
+    let closed = timeout(T, sender.close(CloseReason::UserRequest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed.reason, CloseReason::UserRequest);
+    assert_eq!(server.join().unwrap().unwrap(), CloseReason::UserRequest);
+    timeout(T, bridge).await.unwrap().unwrap();
+}
+
+/// The server side of a `Client::over` stream ending: the client's task
+/// sees end of stream and reports the close.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_a_stream_sees_the_server_close() {
+    use peng3dnet_core::codec::Postcard;
+    use peng3dnet_std::stream::{StreamConnection, StreamOptions};
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let server = std::thread::spawn(move || {
+        let mut conn =
+            StreamConnection::server(b, echo::registry(), Postcard, StreamOptions::default())
+                .unwrap();
+        conn.wait_connected(T).unwrap();
+        conn.close(CloseReason::ServerShutdown).unwrap();
+    });
+    a.set_nonblocking(true).unwrap();
+    let a = tokio::net::UnixStream::from_std(a).unwrap();
+    let client = Client::over(a, echo::registry(), ClientOptions::default()).unwrap();
+    let closed = timeout(T, client.wait_closed()).await.unwrap();
+    assert_eq!(closed.reason, CloseReason::ServerShutdown);
+    assert_eq!(closed.initiator, Initiator::Peer);
+    server.join().unwrap();
+}

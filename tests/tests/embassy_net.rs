@@ -1,7 +1,8 @@
 //! The embassy adapter on two embassy-net stacks (10.42.0.1 serving, 10.42.0.2
 //! connecting) joined by an in-memory Ethernet link: two
 //! `embassy-net-driver-channel` drivers whose frames a forwarding future
-//! copies across. Nothing leaves the process. Each test runs on embassy's std
+//! copies across (`peng3dnet_embassy::test_util::with_link`, the link users
+//! test with too). Nothing leaves the process. Each test runs on embassy's std
 //! executor in a thread of its own; every wait is bounded by an
 //! `embassy_time` timeout and each test by a wall-clock limit.
 //!
@@ -16,10 +17,8 @@
 
 use embassy_executor::Executor;
 use embassy_futures::join::{join, join3};
-use embassy_futures::select::{select, Either};
 use embassy_net::tcp::TcpSocket;
-use embassy_net::{Ipv4Address, Ipv4Cidr, Stack, StackResources, StaticConfigV4};
-use embassy_net_driver_channel as ch;
+use embassy_net::Stack;
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::signal::Signal;
 use embassy_time::{with_timeout, Duration, Instant, Timer};
@@ -30,6 +29,7 @@ use peng3dnet_core::rules::{InvalidAction, Rules};
 use peng3dnet_core::time::Duration as CoreDuration;
 use peng3dnet_core::{CloseReason, Closed, Config, Initiator, Side};
 use peng3dnet_embassy::server::{ClientId, Flow, ServerOutbox, ServerStats};
+use peng3dnet_embassy::test_util::{with_link, SERVER_IP};
 use peng3dnet_embassy::{Ctx, Handler, Resources, Server, ServerResources, Session};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -38,9 +38,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
-const MTU: usize = 1514;
-const SERVER_IP: Ipv4Address = Ipv4Address::new(10, 42, 0, 1);
-const CLIENT_IP: Ipv4Address = Ipv4Address::new(10, 42, 0, 2);
 const PORT: u16 = 4242;
 /// Bound of every single wait.
 const STEP: Duration = Duration::from_secs(5);
@@ -152,63 +149,7 @@ fn run_test<Fut: Future<Output = ()> + 'static>(name: &str, make: fn() -> Fut) {
     }
 }
 
-// ---- the in-memory network ----
-
-/// Copies every frame one driver sends into the other's receive queue.
-async fn forward(mut from: ch::TxRunner<'_, MTU>, mut to: ch::RxRunner<'_, MTU>) {
-    loop {
-        let frame = from.tx_buf().await;
-        let buf = to.rx_buf().await;
-        let n = frame.len();
-        buf[..n].copy_from_slice(frame);
-        to.rx_done(n);
-        from.tx_done();
-    }
-}
-
-fn ip_config(ip: Ipv4Address) -> embassy_net::Config {
-    embassy_net::Config::ipv4_static(StaticConfigV4 {
-        address: Ipv4Cidr::new(ip, 24),
-        gateway: None,
-        dns_servers: Default::default(),
-    })
-}
-
-/// Runs `body` with a server stack and a client stack on one link.
-async fn with_net<R>(body: impl AsyncFnOnce(Stack<'_>, Stack<'_>) -> R) -> R {
-    let mut state_a = ch::State::<MTU, 4, 4>::new();
-    let mut state_b = ch::State::<MTU, 4, 4>::new();
-    let mac_a = ch::driver::HardwareAddress::Ethernet([0x02, 0, 0, 0, 0, 1]);
-    let mac_b = ch::driver::HardwareAddress::Ethernet([0x02, 0, 0, 0, 0, 2]);
-    let (runner_a, device_a) = ch::new(&mut state_a, mac_a);
-    let (runner_b, device_b) = ch::new(&mut state_b, mac_b);
-    let (link_a, rx_a, tx_a) = runner_a.split();
-    let (link_b, rx_b, tx_b) = runner_b.split();
-    link_a.set_link_state(ch::driver::LinkState::Up);
-    link_b.set_link_state(ch::driver::LinkState::Up);
-    let mut res_a = StackResources::<8>::new();
-    let mut res_b = StackResources::<8>::new();
-    let (stack_a, mut net_a) = embassy_net::new(device_a, ip_config(SERVER_IP), &mut res_a, 1);
-    let (stack_b, mut net_b) = embassy_net::new(device_b, ip_config(CLIENT_IP), &mut res_b, 2);
-    let network = join3(
-        net_a.run(),
-        net_b.run(),
-        join(forward(tx_a, rx_b), forward(tx_b, rx_a)),
-    );
-    let body = async {
-        with_timeout(
-            STEP,
-            join(stack_a.wait_config_up(), stack_b.wait_config_up()),
-        )
-        .await
-        .expect("stacks up");
-        body(stack_a, stack_b).await
-    };
-    match select(network, body).await {
-        Either::First(_) => unreachable!("the network runs forever"),
-        Either::Second(r) => r,
-    }
-}
+// ---- the in-memory network: `peng3dnet_embassy::test_util::with_link` ----
 
 /// Closes a socket: FIN, wait for the peer's, reset if it does not come.
 async fn close_socket(socket: &mut TcpSocket<'_>) {
@@ -476,7 +417,7 @@ fn embassy_handshake_echo_rules_close() {
     run_test("embassy_handshake_echo_rules_close", || async {
         let config = Config::new();
         let handler = Recorder::default();
-        let stats = with_net(async |server_stack, client_stack| {
+        let stats = with_link(async |server_stack, client_stack| {
             with_server(&config, server_stack, &handler, async |server| {
                 // 1. Handshake, echo, a typed struct, rules refusing sends,
                 //    close by the client.
@@ -593,7 +534,7 @@ fn embassy_ping() {
     run_test("embassy_ping", || async {
         let config = Config::new();
         let handler = Recorder::default();
-        let stats = with_net(async |server_stack, client_stack| {
+        let stats = with_link(async |server_stack, client_stack| {
             with_server(&config, server_stack, &handler, async |_| {
                 let (pong, end) = client(client_stack, "ping", async |s| {
                     with_timeout(STEP, s.wait_pong())
@@ -628,7 +569,7 @@ fn embassy_handshake_timeout() {
             ..Config::new()
         };
         let handler = Recorder::default();
-        with_net(async |server_stack, client_stack| {
+        with_link(async |server_stack, client_stack| {
             with_server(&config, server_stack, &handler, async |_| {
                 // A client that never answers `hello`.
                 let mut rx = [0u8; 512];
@@ -661,7 +602,7 @@ fn embassy_idle_timeout_and_keepalive() {
             ..Config::new()
         };
         let handler = Recorder::default();
-        with_net(async |server_stack, client_stack| {
+        with_link(async |server_stack, client_stack| {
             with_server(&config, server_stack, &handler, async |_| {
                 // A session without keepalives is closed by the server.
                 let silent = Config {
@@ -721,7 +662,7 @@ fn embassy_server_closes_a_client_before_its_handshake() {
         || async {
             let config = Config::new();
             let handler = Recorder::default();
-            with_net(async |server_stack, client_stack| {
+            with_link(async |server_stack, client_stack| {
                 with_server(&config, server_stack, &handler, async |server| {
                     // A client that never answers `hello`, closed by the server
                     // (through its mailbox) with a reason.
@@ -755,7 +696,7 @@ fn embassy_slots_limit_and_broadcast() {
     run_test("embassy_slots_limit_and_broadcast", || async {
         let config = Config::new();
         let handler = Recorder::default();
-        let stats = with_net(async |server_stack, client_stack| {
+        let stats = with_link(async |server_stack, client_stack| {
             with_server(&config, server_stack, &handler, async |server| {
                 let first_ready = Signal::<M, ()>::new();
                 let second_ready = Signal::<M, ()>::new();
@@ -918,7 +859,7 @@ fn embassy_server_answers_in_place() {
     run_test("embassy_server_answers_in_place", || async {
         let config = Config::new();
         let handler = InPlace::default();
-        let stats = with_net(async |server_stack, client_stack| {
+        let stats = with_link(async |server_stack, client_stack| {
             // No copy buffer (BODY = 0), a small transmit buffer.
             let mut resources = ServerResources::<SLOTS, 1024, 512, 1024, 1024, 0>::new();
             serve_with(
@@ -995,7 +936,7 @@ fn embassy_connection_end_drops_a_running_handler() {
     run_test("embassy_connection_end_drops_a_running_handler", || async {
         let config = Config::new();
         let handler = Stuck::default();
-        let stats = with_net(async |server_stack, client_stack| {
+        let stats = with_link(async |server_stack, client_stack| {
             let mut resources = ServerResources::<SLOTS, 1024, 1024>::new();
             serve_with(
                 &config,

@@ -2,7 +2,8 @@
 //! client. Sans-IO: bytes and time go in, events and bytes come out.
 //!
 //! # Driving a connection
-//! An adapter repeats, in this order:
+//! An adapter repeats, in this order, and starts with step 3 (a server
+//! connection has `hello` to write before it read anything):
 //! 1. Put received bytes in: read into [`Connection::receive_buffer`] and call
 //!    [`Connection::commit_received`], or copy with [`Connection::handle_input`].
 //!    On end of stream or a transport error call
@@ -26,7 +27,9 @@
 //! the client says nothing before it: a driver that blocks in a read first
 //! waits forever on both ends. Write first (step 3), then wait for input no
 //! longer than [`Connection::poll_timeout`] (a blocking driver's read
-//! timeout), as `peng3dnet_std::stream` does.
+//! timeout), as `peng3dnet_std::stream` does; an async driver writes until
+//! the transport is not ready, reads until it is not ready, and sleeps until
+//! it is or until `poll_timeout` (as `peng3dnet_std::tokio_client` does).
 //!
 //! The protocol itself is in `docs/PROTOCOL.md`: the classic handshake
 //! ("Handshake"), the ping connection type, SmartPacket rules and closing.

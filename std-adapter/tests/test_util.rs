@@ -1,0 +1,117 @@
+//! The `test-util` helpers: a server on 127.0.0.1:0 whose guard shuts it
+//! down when dropped, the in-memory stream and the connection pair on it.
+
+use peng3dnet_core::CloseReason;
+use peng3dnet_std::client::{Client, ClientError, ClientOptions, UnexpectedEvent};
+use peng3dnet_std::echo::{self, Echo};
+use peng3dnet_std::server::ServerOptions;
+use peng3dnet_std::stream::ReadTimeout;
+use peng3dnet_std::stream::StreamOptions;
+use peng3dnet_std::test_util::{spawn_server, stream_pair, MemoryStream, MEMORY_STREAM_CAPACITY};
+use std::io::{ErrorKind, Read, Write};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(10);
+
+#[test]
+fn the_spawned_server_echoes_and_dropping_it_shuts_it_down() {
+    let server = spawn_server(echo::server(echo::registry(), ServerOptions::default())).unwrap();
+    let addr = server.local_addr();
+    assert!(addr.ip().is_loopback());
+    assert_ne!(addr.port(), 0);
+    let mut client = Client::connect(addr, echo::registry(), ClientOptions::default()).unwrap();
+    client.wait_connected(T).unwrap();
+    client.send::<Echo>(&"ping").unwrap();
+    assert_eq!(
+        client.expect::<Echo>(T).unwrap().decode::<Echo>().unwrap(),
+        "ping"
+    );
+    drop(server);
+    // The drop returned after the server closed its clients and stopped.
+    match client.expect::<Echo>(T) {
+        Err(ClientError::Unexpected {
+            got: UnexpectedEvent::Closed(c),
+            ..
+        }) => assert_eq!(c.reason, CloseReason::ServerShutdown),
+        other => panic!("expected the server's shutdown, got {other:?}"),
+    }
+    let again = Client::connect(addr, echo::registry(), ClientOptions::default());
+    assert!(
+        matches!(again, Err(ClientError::Connect { .. })),
+        "{:?}",
+        again.err()
+    );
+}
+
+#[test]
+fn the_stream_pair_connects_and_echoes() {
+    let (mut client, mut server) = stream_pair(echo::registry(), StreamOptions::default()).unwrap();
+    let server = std::thread::spawn(move || -> Result<CloseReason, ClientError> {
+        let p = server.expect::<Echo>(T)?;
+        server.send_encoded(p.packet_id, &p.body)?;
+        match server.expect::<Echo>(T) {
+            Err(ClientError::Unexpected {
+                got: UnexpectedEvent::Closed(c),
+                ..
+            }) => Ok(c.reason),
+            other => panic!("expected the client's close, got {other:?}"),
+        }
+    });
+    client.wait_connected(T).unwrap();
+    client.send::<Echo>(&"in memory").unwrap();
+    assert_eq!(
+        client.expect::<Echo>(T).unwrap().decode::<Echo>().unwrap(),
+        "in memory"
+    );
+    client.close(CloseReason::UserRequest).unwrap();
+    assert_eq!(server.join().unwrap().unwrap(), CloseReason::UserRequest);
+}
+
+#[test]
+fn a_memory_stream_carries_bytes_both_ways_and_ends_when_dropped() {
+    let (mut a, mut b) = MemoryStream::pair();
+    a.write_all(b"ping").unwrap();
+    b.write_all(b"pong!").unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(b.read(&mut buf).unwrap(), 4);
+    assert_eq!(&buf[..4], b"ping");
+    assert_eq!(a.read(&mut buf).unwrap(), 5);
+    assert_eq!(&buf[..5], b"pong!");
+    // Nothing to read: the read timeout ends the wait.
+    a.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let e = a.read(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock);
+    // A full direction takes no more until read.
+    let big = vec![7u8; MEMORY_STREAM_CAPACITY + 10];
+    assert_eq!(a.write(&big).unwrap(), MEMORY_STREAM_CAPACITY);
+    let mut got = vec![0u8; MEMORY_STREAM_CAPACITY];
+    b.read_exact(&mut got).unwrap();
+    assert!(got.iter().all(|&x| x == 7));
+    // What was written before the drop is still read, then end of stream.
+    a.write_all(b"last").unwrap();
+    drop(a);
+    assert_eq!(b.read(&mut buf).unwrap(), 4);
+    assert_eq!(b.read(&mut buf).unwrap(), 0);
+    assert_eq!(b.write(b"x").unwrap_err().kind(), ErrorKind::BrokenPipe);
+}
+
+/// A writer blocked on a full direction resumes when the reader takes.
+#[test]
+fn a_blocked_memory_stream_writer_resumes_when_read() {
+    let (mut a, mut b) = MemoryStream::pair();
+    let writer = std::thread::spawn(move || {
+        a.write_all(&vec![1u8; 3 * MEMORY_STREAM_CAPACITY]).unwrap();
+        a
+    });
+    let mut total = 0;
+    let mut buf = vec![0u8; 8192];
+    b.set_read_timeout(Some(T)).unwrap();
+    while total < 3 * MEMORY_STREAM_CAPACITY {
+        let n = b.read(&mut buf).unwrap();
+        assert!(n > 0);
+        total += n;
+    }
+    assert_eq!(total, 3 * MEMORY_STREAM_CAPACITY);
+    drop(writer.join().unwrap());
+    assert_eq!(b.read(&mut buf).unwrap(), 0);
+}
