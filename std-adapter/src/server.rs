@@ -617,6 +617,7 @@ impl<C: Codec + Send + 'static> ServerBuilder<C> {
                     commands: tx,
                     waker,
                     loop_thread: Arc::new(std::sync::OnceLock::new()),
+                    codec: std::marker::PhantomData,
                 },
                 codec: self.codec.clone(),
             },
@@ -792,6 +793,8 @@ enum Backend<C: Codec> {
         waker: Arc<Waker>,
         /// The event loop's thread, once it runs.
         loop_thread: Arc<std::sync::OnceLock<thread::ThreadId>>,
+        /// The codec is the tokio variant's alone; without it `C` is unused.
+        codec: std::marker::PhantomData<fn() -> C>,
     },
     /// The tokio server's shared state, locked by the call itself.
     #[cfg(feature = "tokio")]
@@ -983,6 +986,8 @@ impl<C: Codec + Send + 'static> Server<C> {
 
     /// Runs the event loop on this thread until shut down.
     pub fn run(self) -> io::Result<ServerStats> {
+        // Irrefutable when the tokio feature is off.
+        #[allow(irrefutable_let_patterns)]
         if let Backend::Mio { loop_thread, .. } = &self.handle.backend {
             let _ = loop_thread.set(thread::current().id());
         }
