@@ -3,10 +3,10 @@
 
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::{
-    ConnTypeHooks, CustomConnType, Dispatch, SendError, Take, MIN_TX_BUFFER,
+    ConnTypeHooks, CustomConnType, Dispatch, IgnoreCause, SendError, Take, MIN_TX_BUFFER,
 };
 use peng3dnet_core::messages::CloseConn;
-use peng3dnet_core::registry::{Registry, RegistryAccess, SyncPolicy};
+use peng3dnet_core::registry::{Packet, Registry, RegistryAccess, SyncPolicy};
 use peng3dnet_core::rules::Violation;
 use peng3dnet_core::time::{Duration, Instant};
 use peng3dnet_core::{
@@ -61,14 +61,20 @@ fn side_rule_both_directions() {
     // nothing reaches the wire; the connection goes on.
     assert_eq!(
         c.send::<ToClient>(&1),
-        Err(SendError::Rules(Violation::Side {
-            receiver: Side::Client
-        }))
+        Err(SendError::Rules {
+            packet: ToClient::NAME,
+            violation: Violation::Side {
+                receiver: Side::Client
+            }
+        })
     );
     assert!(c.poll_transmit().is_empty());
     assert!(c.is_connected());
     // The server sending ToServer breaks a close rule: refused and closed.
-    assert!(matches!(s.send::<ToServer>(&1), Err(SendError::Rules(_))));
+    assert!(matches!(
+        s.send::<ToServer>(&1),
+        Err(SendError::Rules { .. })
+    ));
     let (_, ce) = exchange(&mut s, &mut c);
     assert_eq!(
         ce,
@@ -111,10 +117,13 @@ fn security_rule_is_checked_before_send() {
     connected!(s, c);
     assert_eq!(
         c.send::<Secret>(&"pw"),
-        Err(SendError::Rules(Violation::Security {
-            required: SecurityLevel::Encrypted,
-            actual: SecurityLevel::None
-        }))
+        Err(SendError::Rules {
+            packet: Secret::NAME,
+            violation: Violation::Security {
+                required: SecurityLevel::Encrypted,
+                actual: SecurityLevel::None
+            }
+        })
     );
     assert!(
         c.poll_transmit().is_empty(),
@@ -132,7 +141,10 @@ fn mode_rule_both_directions() {
     connected!(s, c);
     assert!(matches!(
         c.send::<Move>(&(1, 2)),
-        Err(SendError::Rules(Violation::Mode { .. }))
+        Err(SendError::Rules {
+            violation: Violation::Mode { .. },
+            ..
+        })
     ));
     c.set_mode(Mode::PLAY);
     c.send::<Move>(&(1, 2)).unwrap();
@@ -147,12 +159,51 @@ fn mode_rule_both_directions() {
     assert!(matches!(se[..], [Rec::Packet(_, Some("test:move"), _)]));
 }
 
+/// A refusal names the packet and the modes by name (issue 13, point 7): on
+/// send in the error, on receive in the event's cause.
+#[test]
+fn rule_errors_name_the_packet_and_the_modes() {
+    connected!(s, c);
+    let refused = c.send::<Move>(&(1, 2)).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "packet test:move breaks its rules: requires mode PLAY (3), connection is in NOTSET (0)"
+    );
+    c.set_mode(Mode::PLAY);
+    c.send::<Move>(&(1, 2)).unwrap();
+    let bytes = take_tx(&mut c);
+    s.handle_input(&bytes);
+    match s.poll(T0) {
+        Some(Event::Ignored { cause, .. }) => {
+            assert_eq!(
+                cause,
+                IgnoreCause::Rules {
+                    packet: Move::NAME,
+                    violation: Violation::Mode {
+                        required: Mode::PLAY,
+                        actual: Mode::NOTSET
+                    }
+                }
+            );
+            assert_eq!(
+                cause.to_string(),
+                "packet test:move broke its rules: requires mode PLAY (3), \
+                 connection is in NOTSET (0)"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn state_rule_both_directions() {
     connected!(s, c);
     assert!(matches!(
         c.send::<AfterLogin>(&()),
-        Err(SendError::Rules(Violation::State { .. }))
+        Err(SendError::Rules {
+            violation: Violation::State { .. },
+            ..
+        })
     ));
     c.set_state(State::LoggedIn);
     assert_eq!(c.state(), State::LoggedIn);
@@ -175,7 +226,10 @@ fn conntype_rule_and_plain_packets() {
     connected!(s, c);
     assert_eq!(
         c.send::<CustomOnly>(&1),
-        Err(SendError::Rules(Violation::ConnType))
+        Err(SendError::Rules {
+            packet: CustomOnly::NAME,
+            violation: Violation::ConnType,
+        })
     );
     // Plain packets have no rules.
     c.set_state(State::LoggedIn);
@@ -845,7 +899,7 @@ fn the_outbox_checks_rules_like_send() {
     s.handle_input(&to_s);
     let refused = s.poll_with(T0, |_, outbox| (Take::Consume, outbox.send::<ToServer>(&2)));
     assert!(
-        matches!(refused, Some(Err(SendError::Rules(_)))),
+        matches!(refused, Some(Err(SendError::Rules { .. }))),
         "{refused:?}"
     );
     assert_eq!(

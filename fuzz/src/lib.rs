@@ -738,7 +738,7 @@ impl Driver {
             Err(SendError::TooLarge { required, capacity }) => {
                 assert!(required > capacity && capacity == tx_cap - CLOSE_RESERVE);
             }
-            Err(SendError::Rules(_)) => {
+            Err(SendError::Rules { .. }) => {
                 if rules.on_invalid == InvalidAction::Ignore {
                     assert_eq!(conn.is_closed(), was_closed, "an ignored rule closed");
                 } else {
@@ -854,7 +854,7 @@ impl Driver {
                 let known = conn.registry().by_id(id).is_some();
                 match cause {
                     IgnoreCause::UnknownId => assert!(!known, "known id {id} ignored as unknown"),
-                    IgnoreCause::Rules(_) => {
+                    IgnoreCause::Rules { .. } => {
                         assert!(known, "unknown id {id} ignored for its rules")
                     }
                 }

@@ -269,7 +269,7 @@ pub(crate) fn client_event<C: Codec>(
         },
         Event::PingAnswered => return None,
         Event::Ignored { packet_id, cause } => {
-            tracing::debug!(parent: span, packet_id, ?cause, "packet ignored");
+            tracing::debug!(parent: span, packet_id, %cause, "packet ignored");
             ClientEvent::Ignored { packet_id }
         }
         Event::Closed(closed) => {

@@ -431,7 +431,7 @@ mod tls {
         assert!(matches!(
             client.send::<Secret>(&"no").await,
             Err(ClientError::Send(
-                peng3dnet_core::connection::SendError::Rules(_)
+                peng3dnet_core::connection::SendError::Rules { .. }
             ))
         ));
         client.send::<Echo>(&"still fine").await.unwrap();

@@ -500,7 +500,7 @@ fn embassy_handshake_echo_rules_close() {
                     // connection goes on.
                     assert!(matches!(
                         s.send::<Notice>(&"no").await,
-                        Err(SendError::Rules(_))
+                        Err(SendError::Rules { .. })
                     ));
                     s.send::<Report>(&1).await.unwrap();
                     let p = next(s, &mut buf).await;
@@ -515,7 +515,8 @@ fn embassy_handshake_echo_rules_close() {
                     (CloseReason::UserRequest, Initiator::Peer)
                 );
                 assert_eq!(
-                    handler.count(|s| matches!(s, Seen::ServerSendRefused(SendError::Rules(_)))),
+                    handler
+                        .count(|s| matches!(s, Seen::ServerSendRefused(SendError::Rules { .. }))),
                     1
                 );
 
@@ -528,7 +529,10 @@ fn embassy_handshake_echo_rules_close() {
                     (refused, end)
                 })
                 .await;
-                assert!(matches!(refused.0, Err(SendError::Rules(_))), "{refused:?}");
+                assert!(
+                    matches!(refused.0, Err(SendError::Rules { .. })),
+                    "{refused:?}"
+                );
                 assert_eq!(refused.1.reason, CloseReason::SmartPacketInvalid);
                 assert_eq!(end.reason, CloseReason::SmartPacketInvalid);
                 assert_eq!(end.initiator, Initiator::Local);

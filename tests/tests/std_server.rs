@@ -141,7 +141,7 @@ fn run_cmd(ctx: &mut Ctx<'_, '_, Postcard>, op: u32) -> u32 {
         }
         op if op >= SEND_OP => match send_nth(ctx, (op - SEND_OP) as usize) {
             Ok(()) => SENT_OK,
-            Err(SendError::Rules(_)) => REFUSED_BY_RULES,
+            Err(SendError::Rules { .. }) => REFUSED_BY_RULES,
             Err(_) => SEND_FAILED,
         },
         _ => 99,
@@ -480,9 +480,12 @@ fn side_rule_both_directions() {
     // Client -> server: ToServer travels; ToClient is refused before the wire.
     c.send::<ToServer>(&1).unwrap();
     match c.send::<ToClient>(&2) {
-        Err(ClientError::Send(SendError::Rules(Violation::Side {
-            receiver: Side::Client,
-        }))) => {}
+        Err(ClientError::Send(SendError::Rules {
+            violation: Violation::Side {
+                receiver: Side::Client,
+            },
+            ..
+        })) => {}
         other => panic!("{other:?}"),
     }
     assert!(
@@ -503,7 +506,7 @@ fn side_rule_both_directions() {
     // ends report smartpacketinvalid, and the server never received it.
     assert!(matches!(
         c.send::<ToClientClose>(&3),
-        Err(ClientError::Send(SendError::Rules(_)))
+        Err(ClientError::Send(SendError::Rules { .. }))
     ));
     assert_eq!(
         until_closed(&mut c),
@@ -600,7 +603,10 @@ fn conntype_rule_both_directions() {
     c.send::<Classic>(&1).unwrap();
     assert!(matches!(
         c.send::<Other>(&2),
-        Err(ClientError::Send(SendError::Rules(Violation::ConnType)))
+        Err(ClientError::Send(SendError::Rules {
+            violation: Violation::ConnType,
+            ..
+        }))
     ));
     assert_eq!(h.sync(&mut c), [(Classic::NAME, 1)]);
     c.send::<Cmd>(&send_op::<Classic>()).unwrap();
@@ -611,7 +617,10 @@ fn conntype_rule_both_directions() {
     h.sync(&mut c);
     assert!(matches!(
         c.send::<OtherClose>(&3),
-        Err(ClientError::Send(SendError::Rules(Violation::ConnType)))
+        Err(ClientError::Send(SendError::Rules {
+            violation: Violation::ConnType,
+            ..
+        }))
     ));
     assert_eq!(
         until_closed(&mut c),
@@ -628,10 +637,13 @@ fn state_rule_both_directions() {
     // The client is ACTIVE: a LOGGEDIN packet is refused before the wire.
     assert!(matches!(
         c.send::<LoggedIn>(&1),
-        Err(ClientError::Send(SendError::Rules(Violation::State {
-            required: State::LoggedIn,
-            actual: State::Active
-        })))
+        Err(ClientError::Send(SendError::Rules {
+            violation: Violation::State {
+                required: State::LoggedIn,
+                actual: State::Active
+            },
+            ..
+        }))
     ));
     assert!(h.sync(&mut c).is_empty());
     // The server, ACTIVE, refuses to send it too.
@@ -688,7 +700,10 @@ fn mode_rule_both_directions() {
     c.send::<NotSet>(&1).unwrap();
     assert!(matches!(
         c.send::<Play>(&2),
-        Err(ClientError::Send(SendError::Rules(Violation::Mode { .. })))
+        Err(ClientError::Send(SendError::Rules {
+            violation: Violation::Mode { .. },
+            ..
+        }))
     ));
     assert_eq!(h.sync(&mut c), [(NotSet::NAME, 1)]);
     c.send::<Cmd>(&send_op::<NotSet>()).unwrap();
@@ -725,7 +740,10 @@ fn min_security_is_refused_before_the_wire_both_directions() {
     let h = harness(|_| {});
     let (mut c, _) = h.client();
     match c.send::<Secure>(&1) {
-        Err(ClientError::Send(SendError::Rules(Violation::Security { required, actual }))) => {
+        Err(ClientError::Send(SendError::Rules {
+            violation: Violation::Security { required, actual },
+            ..
+        })) => {
             assert_eq!(
                 (required, actual),
                 (SecurityLevel::Encrypted, SecurityLevel::None)
@@ -746,9 +764,10 @@ fn min_security_is_refused_before_the_wire_both_directions() {
     // smartpacketinvalid; still nothing reached the server.
     assert!(matches!(
         c.send::<SecureClose>(&3),
-        Err(ClientError::Send(SendError::Rules(
-            Violation::Security { .. }
-        )))
+        Err(ClientError::Send(SendError::Rules {
+            violation: Violation::Security { .. },
+            ..
+        }))
     ));
     assert_eq!(
         until_closed(&mut c),

@@ -48,7 +48,12 @@ pub enum SendError {
     NotRegistered,
     /// The packet breaks its SmartPacket rules. If its invalid action is
     /// `close`, the connection is now closing with `smartpacketinvalid`.
-    Rules(Violation),
+    Rules {
+        /// The packet's registry name.
+        packet: &'static str,
+        /// The rule it broke.
+        violation: Violation,
+    },
     /// The connection type does not carry this packet (a `ping` connection
     /// carries no application packets; a custom type's hook refused).
     ConnTypeRefused,
@@ -74,7 +79,9 @@ impl fmt::Display for SendError {
         match self {
             SendError::Closed => f.write_str("connection closed"),
             SendError::NotRegistered => f.write_str("packet not registered"),
-            SendError::Rules(v) => write!(f, "packet rules broken: {v}"),
+            SendError::Rules { packet, violation } => {
+                write!(f, "packet {packet} breaks its rules: {violation}")
+            }
             SendError::ConnTypeRefused => f.write_str("connection type does not carry this packet"),
             SendError::WouldBlock { required } => {
                 write!(f, "transmit buffer full ({required} bytes needed)")
