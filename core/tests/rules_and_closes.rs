@@ -430,6 +430,83 @@ fn closeconn_with_nil_or_garbage() {
     }
 }
 
+/// A client that closes with `packetregmismatch` says which names differ
+/// (issue 13, point 7): registries that differ by one name each way.
+#[test]
+fn registry_mismatch_names_the_names() {
+    use peng3dnet_core::registry::{IdMismatch, RegistryMismatch};
+    let rules = peng3dnet_core::rules::Rules::NONE;
+    let mut sreg = Registry::<CAP>::new();
+    sreg.register_raw("test:both", None, rules).unwrap();
+    sreg.register_raw("test:only-at-the-server", None, rules)
+        .unwrap();
+    let mut creg = Registry::<CAP>::new();
+    creg.register_raw("test:both", None, rules).unwrap();
+    creg.register_raw("test:only-here", None, rules).unwrap();
+    let cfg = config();
+    pair!(cfg, sreg, creg, s, c, "classic");
+    assert_eq!(c.registry_mismatch(), None);
+    let (_, ce) = exchange(&mut s, &mut c);
+    assert_eq!(
+        ce,
+        [Rec::Closed(
+            CloseReason::PacketRegMismatch,
+            Initiator::Local
+        )]
+    );
+    let mismatch = c.registry_mismatch().expect("a mismatch report");
+    assert_eq!(
+        mismatch,
+        RegistryMismatch {
+            peer_lacks: Some("test:only-here"),
+            peer_lacks_count: 1,
+            we_lack: Some("test:only-at-the-server".try_into().unwrap()),
+            we_lack_count: 1,
+            id_differs: None,
+            duplicate_names: false,
+        }
+    );
+    assert_eq!(
+        mismatch.to_string(),
+        "the server lacks test:only-here; we lack test:only-at-the-server"
+    );
+    assert_eq!(
+        s.registry_mismatch(),
+        None,
+        "the server only hears the close"
+    );
+
+    // A shared client registry cannot adopt ids: the same names under other
+    // ids are named with both ids (and a long name is cut).
+    let long = "test:a-name-longer-than-thirty-two-bytes";
+    let mut sreg = Registry::<CAP>::new();
+    sreg.register_raw("test:both", Some(70), rules).unwrap();
+    sreg.register_raw(long, None, rules).unwrap();
+    let mut shared = Registry::<CAP>::new();
+    shared.register_raw("test:both", Some(71), rules).unwrap();
+    let mut s: Conn<'_> = Conn::server(&cfg, &sreg, Postcard, [0; BUF], [0; BUF], T0).unwrap();
+    let mut c: Conn<'_> =
+        Conn::client(&cfg, &shared, Postcard, [0; BUF], [0; BUF], "classic", T0).unwrap();
+    exchange(&mut s, &mut c);
+    let mismatch = c.registry_mismatch().expect("a mismatch report");
+    assert_eq!(
+        mismatch.id_differs,
+        Some(IdMismatch {
+            packet: "test:both",
+            ours: 71,
+            theirs: 70
+        })
+    );
+    assert_eq!(mismatch.we_lack.as_deref(), Some(&long[..32]));
+    assert_eq!(
+        mismatch.to_string(),
+        format!(
+            "we lack {}; test:both has id 71 here, 70 at the server",
+            &long[..32]
+        )
+    );
+}
+
 #[test]
 fn registry_sync_policies() {
     let mut other = Registry::<CAP>::new();

@@ -41,7 +41,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use peng3dnet_core::codec::{Codec, CodecError, Postcard};
 use peng3dnet_core::connection::{Config, DecodeError, Incoming, NewConnectionError, SendError};
-use peng3dnet_core::registry::{Packet, SyncPolicy};
+use peng3dnet_core::registry::{Packet, RegistryMismatch, SyncPolicy};
 use peng3dnet_core::{
     CloseReason, Closed, Connection, Event, Initiator, Mode, SecurityLevel, State,
 };
@@ -133,6 +133,10 @@ pub enum ClientError {
     Decode(DecodeError),
     /// The connection could not be set up.
     Setup(NewConnectionError),
+    /// The handshake closed the connection with `packetregmismatch`: the
+    /// server's packet registry differs from ours, as told
+    /// ([`Client::registry_mismatch`]).
+    RegistryMismatch(RegistryMismatch),
 }
 
 impl fmt::Display for ClientError {
@@ -145,6 +149,9 @@ impl fmt::Display for ClientError {
             ClientError::Send(e) => write!(f, "send refused: {e}"),
             ClientError::Decode(e) => write!(f, "{e}"),
             ClientError::Setup(e) => write!(f, "{e}"),
+            ClientError::RegistryMismatch(m) => {
+                write!(f, "connection closed (packetregmismatch): {m}")
+            }
         }
     }
 }
@@ -419,6 +426,13 @@ impl<C: Codec> Client<C> {
         self.conn.registry()
     }
 
+    /// How the server's registry differed from ours, if the handshake
+    /// closed with `packetregmismatch` (see
+    /// [`Connection::registry_mismatch`](peng3dnet_core::Connection::registry_mismatch)).
+    pub fn registry_mismatch(&self) -> Option<RegistryMismatch> {
+        self.conn.registry_mismatch()
+    }
+
     /// Calls `handler` for every `P` received instead of queueing it as an
     /// event. A body that does not decode closes with `malformedpacket`.
     ///
@@ -459,7 +473,9 @@ impl<C: Codec> Client<C> {
         }
     }
 
-    /// Waits until the handshake completed.
+    /// Waits until the handshake completed. A handshake that closed the
+    /// connection fails with [`ClientError::RegistryMismatch`] when the
+    /// registries differ, else with [`ClientError::Closed`].
     pub fn wait_connected(&mut self, timeout: Duration) -> Result<(), ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -467,6 +483,9 @@ impl<C: Codec> Client<C> {
                 return Ok(());
             }
             if let Some(c) = &self.closed {
+                if let Some(m) = self.conn.registry_mismatch() {
+                    return Err(ClientError::RegistryMismatch(m));
+                }
                 return Err(ClientError::Closed(c.clone()));
             }
             self.pump(deadline, false)?;
@@ -743,7 +762,12 @@ impl<C: Codec> Client<C> {
                     self.resolve_handlers();
                     continue;
                 }
-                ClientEvent::Closed(closed) => self.closed = Some(closed.clone()),
+                ClientEvent::Closed(closed) => {
+                    if let Some(m) = self.conn.registry_mismatch() {
+                        tracing::warn!(parent: &self.span, mismatch = %m, "the server's packet registry differs");
+                    }
+                    self.closed = Some(closed.clone());
+                }
                 _ => {}
             }
             self.queue.push_back(out);

@@ -1022,8 +1022,22 @@ fn packetregmismatch_when_the_registries_differ() {
     let mut reg = registry();
     reg.register::<Extra>().unwrap();
     let mut c = Client::connect(h.addr, reg.clone(), ClientOptions::default()).unwrap();
+    // The error says which name differs (issue 13, point 7); the close
+    // report is still packetregmismatch, by the client.
+    match c.wait_connected(T) {
+        Err(ClientError::RegistryMismatch(m)) => {
+            assert_eq!(m.peer_lacks, Some("t:extra"), "{m}");
+            assert_eq!((m.peer_lacks_count, m.we_lack_count), (1, 0), "{m}");
+            assert_eq!(
+                ClientError::RegistryMismatch(m).to_string(),
+                "connection closed (packetregmismatch): the server lacks t:extra"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(c.registry_mismatch().is_some());
     assert_eq!(
-        closed_err(c.wait_connected(T).unwrap_err()),
+        until_closed(&mut c),
         (CloseReason::PacketRegMismatch, Initiator::Local)
     );
     h.expect_close(CloseReason::PacketRegMismatch, Initiator::Peer);

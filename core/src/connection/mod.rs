@@ -93,7 +93,7 @@ pub use transmit::{CLOSE_RESERVE, MIN_TX_BUFFER};
 
 use crate::buffer::Buffer;
 use crate::codec::Codec;
-use crate::registry::{Packet, Registry, RegistryAccess};
+use crate::registry::{MismatchRecord, Packet, Registry, RegistryAccess, RegistryMismatch};
 use crate::time::{Instant, MaybeInstant};
 use crate::types::{CloseReason, Closed, Initiator, Mode, SecurityLevel, Side, State};
 use crate::wire::FrameDecoder;
@@ -131,6 +131,9 @@ struct Inner<'a, C, T, const N: usize, G> {
     /// The frame, idle and keepalive timers.
     timers: Timers,
     tx: TxBuf<T>,
+    /// (Client) how the server's registry differed, when the handshake
+    /// closed with `packetregmismatch`.
+    mismatch: Option<MismatchRecord>,
 }
 
 /// One endpoint of one connection over caller-owned [`Buffer`]s: `R` receives,
@@ -179,6 +182,7 @@ where
                 fast_hint: 0,
                 timers: Timers::new(now, config.idle_timeout, config.keepalive_interval),
                 tx: TxBuf::new(tx),
+                mismatch: None,
             },
         }
     }
@@ -284,6 +288,16 @@ where
     /// client).
     pub fn registry(&self) -> &Registry<N> {
         self.inner.registry.registry()
+    }
+
+    /// (Client) How the server's registry differed from ours, if the
+    /// handshake closed the connection with `packetregmismatch`
+    /// ([`SyncPolicy`](crate::registry::SyncPolicy)): the first name the
+    /// server lacks, the first we lack, the first id that differs where ids
+    /// must agree, and how many of each.
+    pub fn registry_mismatch(&self) -> Option<RegistryMismatch> {
+        let rec = self.inner.mismatch.as_ref()?;
+        Some(self.inner.registry.registry().expand_mismatch(rec))
     }
 
     /// The codec.
