@@ -722,11 +722,34 @@ fn custom_connection_type() {
 
 #[test]
 fn writequeuefull_when_the_handshake_does_not_fit() {
+    use peng3dnet_core::connection::{server_tx_required, NewConnectionError};
     let cfg = config();
     let sreg = registry();
-    let mut s: Connection<'_, Postcard, [u8; 64], [u8; MIN_TX_BUFFER], CAP> =
-        Connection::server(&cfg, &sreg, Postcard, [0; 64], [0; MIN_TX_BUFFER], T0).unwrap();
-    s.transmitted(s.poll_transmit().len());
+    // A buffer that can never hold the handshake is refused when the
+    // connection is made (it used to close with writequeuefull at the
+    // handshake).
+    let required = server_tx_required(&cfg, &sreg, &Postcard).unwrap();
+    assert!(required > MIN_TX_BUFFER, "{required}");
+    let never = Connection::<Postcard, [u8; 64], [u8; MIN_TX_BUFFER], CAP>::server(
+        &cfg,
+        &sreg,
+        Postcard,
+        [0; 64],
+        [0; MIN_TX_BUFFER],
+        T0,
+    );
+    assert_eq!(
+        never.err(),
+        Some(NewConnectionError::HandshakeTooLarge {
+            required,
+            capacity: MIN_TX_BUFFER
+        })
+    );
+    // One that holds it, but not beside a `hello` nobody took yet: the
+    // handshake closes with writequeuefull.
+    let mut tx = vec![0u8; required];
+    let mut s: Connection<'_, Postcard, [u8; 64], &mut [u8], CAP> =
+        Connection::server(&cfg, &sreg, Postcard, [0; 64], &mut tx[..], T0).unwrap();
     s.handle_input(&frame(
         2,
         0,
@@ -741,8 +764,9 @@ fn writequeuefull_when_the_handshake_does_not_fit() {
             ..
         }))
     ));
-    // The closeconn still fits into the reserve.
-    assert_eq!(frames_of(s.poll_transmit())[0].0, 16);
+    // The closeconn still fits into the reserve, after the hello.
+    let frames = frames_of(s.poll_transmit());
+    assert_eq!(frames.last().unwrap().0, 16, "{frames:?}");
     let tiny = Connection::<Postcard, [u8; 64], [u8; 64], CAP>::server(
         &cfg, &sreg, Postcard, [0; 64], [0; 64], T0,
     );

@@ -55,7 +55,8 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use peng3dnet_core::codec::{Codec, Postcard};
 use peng3dnet_core::connection::{
-    Compressor, Config, IgnoreCause, PingServerConfig, SendError, MIN_TX_BUFFER,
+    server_tx_required, Compressor, Config, IgnoreCause, NewConnectionError, PingServerConfig,
+    SendError, MIN_TX_BUFFER,
 };
 use peng3dnet_core::registry::Packet;
 pub use peng3dnet_core::server::BroadcastReport;
@@ -110,7 +111,10 @@ pub struct ServerOptions {
     /// The largest frame a client may send (length prefix included).
     pub max_frame: usize,
     /// The most bytes queued for one client before it is closed with
-    /// `writequeuefull`.
+    /// `writequeuefull` (at least `max_frame` plus
+    /// [`MIN_TX_BUFFER`](peng3dnet_core::connection::MIN_TX_BUFFER) are
+    /// allowed). The server's `handshake`, which carries the whole
+    /// registry, must fit: [`ServerBuilder::bind`] checks.
     pub max_write_queue: usize,
     /// Bytes of buffer an idle connection keeps per direction (0, the
     /// default: an idle connection holds no buffer; each read and each
@@ -438,8 +442,14 @@ impl<C: Codec + Send + 'static> ServerBuilder<C> {
         self
     }
 
-    /// Binds the listening socket.
+    /// Binds the listening socket. Fails with [`ErrorKind::InvalidInput`]
+    /// when a client's transmit queue
+    /// ([`ServerOptions::max_write_queue`]) cannot hold the `handshake`,
+    /// which carries the whole registry: the error wraps a
+    /// [`NewConnectionError::HandshakeTooLarge`] with both sizes (rather
+    /// than every client being closed with `writequeuefull`).
     pub fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server<C>> {
+        check_handshake_fits(&self.registry, &self.codec, &self.options)?;
         let addr = addr
             .to_socket_addrs()?
             .next()
@@ -465,6 +475,40 @@ impl<C: Codec + Send + 'static> ServerBuilder<C> {
             parts: self,
         })
     }
+}
+
+/// The transmit capacity of each client's queue: it always holds an answer
+/// as large as the largest frame a client may send (an echo of it).
+fn client_tx_capacity(options: &ServerOptions) -> usize {
+    options
+        .max_write_queue
+        .max(options.max_frame + MIN_TX_BUFFER)
+}
+
+/// Refuses options whose transmit queue cannot hold the `handshake`.
+fn check_handshake_fits<C: Codec>(
+    registry: &StdRegistry,
+    codec: &C,
+    options: &ServerOptions,
+) -> io::Result<()> {
+    let config = Config {
+        version: &options.version,
+        ..Config::new()
+    };
+    let required = server_tx_required(&config, registry, codec).map_err(|e| {
+        io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("the handshake does not encode: {e}"),
+        )
+    })?;
+    let capacity = client_tx_capacity(options);
+    if capacity < required {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            NewConnectionError::HandshakeTooLarge { required, capacity },
+        ));
+    }
+    Ok(())
 }
 
 /// A bound server, ready to run.
@@ -933,14 +977,7 @@ impl<'a, C: Codec> Loop<'a, C> {
             let now = self.now();
             let id = match self.server.accept(
                 HeapBuffer::new(self.options.max_frame, self.options.idle_buffer),
-                // The transmit queue always holds an answer as large as the
-                // largest frame a client may send (an echo of it).
-                HeapBuffer::new(
-                    self.options
-                        .max_write_queue
-                        .max(self.options.max_frame + MIN_TX_BUFFER),
-                    self.options.idle_buffer,
-                ),
+                HeapBuffer::new(client_tx_capacity(self.options), self.options.idle_buffer),
                 now,
             ) {
                 Ok(id) => id,

@@ -466,7 +466,7 @@ async fn serve_with<
     )
     .await
     .expect("server: timeout");
-    stats
+    stats.expect("the transmit buffers hold the handshake")
 }
 
 // ---- tests ----
@@ -1032,4 +1032,29 @@ fn embassy_connection_end_drops_a_running_handler() {
             [(CloseReason::UserRequest, Initiator::Peer)]
         );
     });
+}
+
+/// A slot transmit buffer too small for the `handshake` (the whole
+/// registry) is found before anyone connects, with both sizes (issue 13,
+/// point 7); `run` starts with this check.
+#[test]
+fn the_server_checks_its_transmit_buffers_against_the_handshake() {
+    use peng3dnet_core::connection::{server_tx_required, NewConnectionError};
+    let config = Config::new();
+    let mut registry = Registry::<NR>::new();
+    for i in 0..10 {
+        let name: &'static str =
+            Box::leak(format!("t:a-long-name-to-make-the-handshake-large.{i:02}").into_boxed_str());
+        registry.register_raw(name, None, Rules::NONE).unwrap();
+    }
+    let required = server_tx_required(&config, &registry, &Postcard).unwrap();
+    let server: TestServer<'_> = Server::new(&config, &registry, Postcard);
+    assert_eq!(
+        server.check_tx_capacity(required - 1),
+        Err(NewConnectionError::HandshakeTooLarge {
+            required,
+            capacity: required - 1
+        })
+    );
+    assert_eq!(server.check_tx_capacity(required), Ok(()));
 }

@@ -1750,3 +1750,62 @@ fn every_pipelined_frame_of_a_fast_sender_is_read_and_answered() {
         "echoes received of {sent} frames sent"
     );
 }
+
+/// A transmit queue too small for the `handshake` (the whole registry) is an
+/// error of `bind`, naming both sizes, rather than a `writequeuefull` close
+/// of every client (issue 13, point 7).
+#[test]
+fn bind_refuses_a_write_queue_too_small_for_the_handshake() {
+    use peng3dnet_core::connection::{server_tx_required, NewConnectionError};
+    use peng3dnet_core::Config;
+    let mut reg = registry();
+    for i in 0..40 {
+        let name: &'static str =
+            Box::leak(format!("t:a-long-name-to-make-the-handshake-large.{i:02}").into_boxed_str());
+        reg.register_raw(name, None, Rules::NONE).unwrap();
+    }
+    let options = ServerOptions {
+        max_frame: 256,
+        max_write_queue: 1024,
+        ..ServerOptions::default()
+    };
+    let config = Config {
+        version: &options.version,
+        ..Config::new()
+    };
+    let required = server_tx_required(&config, &reg, &Postcard).unwrap();
+    assert!(required > 1024, "{required}");
+    let err = Server::builder(reg.clone())
+        .options(options.clone())
+        .bind("127.0.0.1:0")
+        .err()
+        .expect("bind refused");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let inner = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<NewConnectionError>())
+        .expect("a NewConnectionError");
+    assert_eq!(
+        *inner,
+        NewConnectionError::HandshakeTooLarge {
+            required,
+            capacity: 1024
+        }
+    );
+    assert!(err.to_string().contains(&required.to_string()), "{err}");
+    // With room for it, the server binds and a client connects.
+    let server = Server::builder(reg.clone())
+        .options(ServerOptions {
+            max_write_queue: required,
+            ..options
+        })
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    let running = server.spawn().unwrap();
+    let mut c = Client::connect(addr, reg, ClientOptions::default()).unwrap();
+    c.wait_connected(T).unwrap();
+    drop(c);
+    running.handle().shutdown();
+    running.join().unwrap();
+}

@@ -19,6 +19,15 @@ pub enum NewConnectionError {
     UnknownConnType,
     /// The server's `hello` did not fit into the transmit buffer.
     HelloTooLarge,
+    /// (Server) The `handshake`, which carries the whole registry, can never
+    /// fit into the transmit buffer beside the close reserve
+    /// ([`server_tx_required`](super::server_tx_required)).
+    HandshakeTooLarge {
+        /// The transmit capacity it needs.
+        required: usize,
+        /// The transmit buffer's capacity.
+        capacity: usize,
+    },
 }
 
 impl fmt::Display for NewConnectionError {
@@ -31,6 +40,11 @@ impl fmt::Display for NewConnectionError {
             NewConnectionError::HelloTooLarge => {
                 f.write_str("hello does not fit the transmit buffer")
             }
+            NewConnectionError::HandshakeTooLarge { required, capacity } => write!(
+                f,
+                "the handshake (the whole packet registry) needs a transmit buffer of \
+                 {required} bytes, this one holds {capacity}"
+            ),
         }
     }
 }

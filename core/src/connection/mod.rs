@@ -87,7 +87,7 @@ pub use config::{Compressor, Config, PingServerConfig};
 pub use conntype::{CloseKind, ConnTypeHooks, CustomConnType, Dispatch};
 pub use error::{NewConnectionError, SendError};
 pub use event::{DecodeError, Event, IgnoreCause, Incoming};
-pub use handshake::Role;
+pub use handshake::{server_tx_required, Role};
 pub use outbox::{Outbox, Take};
 pub use transmit::{CLOSE_RESERVE, MIN_TX_BUFFER};
 
@@ -189,6 +189,10 @@ where
 
     /// The server's view of a client that just connected. Queues `hello`.
     /// `registry` is usually `&Registry` (shared by every connection).
+    /// Fails with [`NewConnectionError::HandshakeTooLarge`] when `tx` can
+    /// never hold the `handshake`, which carries the whole registry
+    /// ([`server_tx_required`]), rather than closing with `writequeuefull`
+    /// once a client asks for it.
     pub fn server(
         config: &Config<'a>,
         registry: G,
@@ -201,6 +205,7 @@ where
         let deadline = MaybeInstant::new(now + config.handshake_timeout);
         let progress = Progress::AwaitingType { deadline };
         let mut conn = Self::new(Side::Server, progress, config, registry, codec, rx, tx, now);
+        conn.inner.check_handshake_fits()?;
         conn.inner.queue_hello()?;
         Ok(conn)
     }
