@@ -34,7 +34,7 @@
 
 use crate::buffer::HeapBuffer;
 use crate::codec::ZLIB_DEFAULT;
-use crate::tls::TlsClientConfig;
+use crate::tls::{TlsClientConfig, TlsError};
 use crate::transport::Transport;
 use crate::{core_duration, core_timeout, Clock, StdRegistry, REGISTRY_CAPACITY};
 use mio::net::TcpStream;
@@ -137,6 +137,18 @@ pub enum ClientError {
     /// server's packet registry differs from ours, as told
     /// ([`Client::registry_mismatch`]).
     RegistryMismatch(RegistryMismatch),
+    /// TLS failed while the connection was set up: the server does not
+    /// speak TLS ([`TlsError::NotTls`]), or the TLS handshake failed with
+    /// rustls's reason ([`TlsError::Handshake`]: a certificate that
+    /// verification rejected says why).
+    Tls(TlsError),
+    /// A client without TLS got nothing from the server, not even its
+    /// `hello`, before it timed out (`closed` is `None`) or the connection
+    /// closed: what a TLS server does to a client that does not start TLS.
+    NoHello {
+        /// How the connection ended, if it did.
+        closed: Option<Closed>,
+    },
 }
 
 impl fmt::Display for ClientError {
@@ -152,6 +164,17 @@ impl fmt::Display for ClientError {
             ClientError::RegistryMismatch(m) => {
                 write!(f, "connection closed (packetregmismatch): {m}")
             }
+            ClientError::Tls(e) => write!(f, "{e}"),
+            ClientError::NoHello { closed } => {
+                match closed {
+                    None => f.write_str("timed out")?,
+                    Some(c) => write!(f, "connection {c}")?,
+                }
+                f.write_str(
+                    " before the server sent anything, not even its hello; \
+                     a TLS server waits for the client to start TLS: connect with TLS if it is one",
+                )
+            }
         }
     }
 }
@@ -164,6 +187,7 @@ impl std::error::Error for ClientError {
             ClientError::Send(e) => Some(e),
             ClientError::Decode(e) => Some(e),
             ClientError::Setup(e) => Some(e),
+            ClientError::Tls(e) => Some(e),
             _ => None,
         }
     }
@@ -302,6 +326,11 @@ pub struct Client<C: Codec = Postcard> {
     handlers: HashMap<u32, ClientHandler>,
     named_handlers: Vec<(&'static str, ClientHandler)>,
     closed: Option<Closed>,
+    /// Why TLS failed, if it did (reported by `wait_connected`).
+    tls_failure: Option<rustls::Error>,
+    /// Bytes came from the server (a client without TLS that got none may
+    /// be at a TLS server).
+    received: bool,
     peer: SocketAddr,
     /// The connection's `tracing` span (the server's address).
     span: tracing::Span,
@@ -373,6 +402,8 @@ impl<C: Codec> Client<C> {
             handlers: HashMap::new(),
             named_handlers: Vec::new(),
             closed: None,
+            tls_failure: None,
+            received: false,
             peer,
             span,
             eof: false,
@@ -473,9 +504,14 @@ impl<C: Codec> Client<C> {
         }
     }
 
-    /// Waits until the handshake completed. A handshake that closed the
-    /// connection fails with [`ClientError::RegistryMismatch`] when the
-    /// registries differ, else with [`ClientError::Closed`].
+    /// Waits until the handshake completed. A connection that was not set
+    /// up fails with what the client can tell of why:
+    /// [`ClientError::RegistryMismatch`] when the registries differ,
+    /// [`ClientError::Tls`] when TLS failed (the server does not speak TLS,
+    /// or rustls's reason the handshake failed: a rejected certificate says
+    /// why), [`ClientError::NoHello`] when a client without TLS got nothing
+    /// at all (as from a TLS server), else [`ClientError::Closed`] or
+    /// [`ClientError::Timeout`].
     pub fn wait_connected(&mut self, timeout: Duration) -> Result<(), ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -483,12 +519,34 @@ impl<C: Codec> Client<C> {
                 return Ok(());
             }
             if let Some(c) = &self.closed {
-                if let Some(m) = self.conn.registry_mismatch() {
-                    return Err(ClientError::RegistryMismatch(m));
-                }
-                return Err(ClientError::Closed(c.clone()));
+                return Err(self.setup_failure(Some(c.clone())));
             }
-            self.pump(deadline, false)?;
+            match self.pump(deadline, false) {
+                Ok(()) => {}
+                Err(ClientError::Timeout) => return Err(self.setup_failure(None)),
+                Err(ClientError::Closed(c)) => return Err(self.setup_failure(Some(c))),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Why the connection was not set up, as far as the client can tell:
+    /// the registries differ, TLS failed, nothing came from the server
+    /// (a TLS server, for a client without TLS), or else how it closed
+    /// (`None`: it timed out).
+    fn setup_failure(&self, closed: Option<Closed>) -> ClientError {
+        if let Some(m) = self.conn.registry_mismatch() {
+            return ClientError::RegistryMismatch(m);
+        }
+        if let Some(e) = &self.tls_failure {
+            return ClientError::Tls(TlsError::from_session(e.clone()));
+        }
+        if self.transport.is_plain() && !self.received {
+            return ClientError::NoHello { closed };
+        }
+        match closed {
+            Some(c) => ClientError::Closed(c),
+            None => ClientError::Timeout,
         }
     }
 
@@ -722,6 +780,7 @@ impl<C: Codec> Client<C> {
                     if n < len && self.transport.is_plain() {
                         self.readable = false;
                     }
+                    self.received = true;
                     self.conn.commit_received(n);
                     self.drain_events();
                 }
@@ -730,7 +789,11 @@ impl<C: Codec> Client<C> {
                     return;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
+                Err(e) => {
+                    if let Some(tls) = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                        tracing::info!(parent: &self.span, error = %tls, "TLS failed");
+                        self.tls_failure = Some(tls.clone());
+                    }
                     self.eof = true;
                     self.conn.handle_transport_closed();
                     return;
