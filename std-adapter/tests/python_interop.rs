@@ -801,7 +801,8 @@ fn registry_mismatch_python_client_rust_server() {
 fn registry_mismatch_rust_client_python_server() {
     // Each case: the name the client reports (the server lacks one of
     // ours, or we lack one of the server's).
-    let cases: [(StdRegistry, &[&str], (Option<&str>, Option<&str>)); 2] = [
+    type Names = (Option<&'static str>, Option<&'static str>);
+    let cases: [(StdRegistry, &[&str], Names); 2] = [
         (only_rust_registry(), &[], (Some("interop:only.rust"), None)),
         (
             echo::registry(),
