@@ -557,7 +557,7 @@ where
     /// # use peng3dnet_core::{Config, Connection};
     /// # use peng3dnet_core::registry::Registry;
     /// # let registry = Registry::<8>::new();
-    /// # let (mut rx, mut tx) = ([0u8; 256], [0u8; 256]);
+    /// # let (mut rx, mut tx) = ([0u8; 256], [0u8; 512]);
     /// # let mut conn = Connection::server(&Config::new(), &registry, Postcard,
     /// #     &mut rx[..], &mut tx[..], Instant::ZERO).unwrap();
     /// // Echo every packet back without copying its body.
