@@ -111,8 +111,7 @@ pub struct ServerOptions {
     /// The largest frame a client may send (length prefix included).
     pub max_frame: usize,
     /// The most bytes queued for one client before it is closed with
-    /// `writequeuefull` (at least `max_frame` plus
-    /// [`MIN_TX_BUFFER`](peng3dnet_core::connection::MIN_TX_BUFFER) are
+    /// `writequeuefull` (at least `max_frame` plus [`MIN_TX_BUFFER`] are
     /// allowed). The server's `handshake`, which carries the whole
     /// registry, must fit: [`ServerBuilder::bind`] checks.
     pub max_write_queue: usize,

@@ -568,7 +568,7 @@ where
     }
 
     /// Whether a client's transmit buffer of `capacity` bytes
-    /// ([`Buffer::max_capacity`](crate::buffer::Buffer::max_capacity)) can
+    /// ([`Buffer::max_capacity`]) can
     /// hold this server's `handshake` (the whole registry):
     /// [`accept`](Self::accept) refuses smaller ones with
     /// [`NewConnectionError::HandshakeTooLarge`](crate::connection::NewConnectionError::HandshakeTooLarge).
