@@ -399,6 +399,73 @@ impl<const N: usize> Registry<N> {
         Ok(())
     }
 
+    /// How the server's map found by [`sync_seed`](Self::sync_seed) differs
+    /// from this registry: what a client reports when
+    /// [`check_sync`](Self::check_sync), [`check_sync_unchanged`](Self::check_sync_unchanged)
+    /// (`adopts_ids` false) or [`apply_sync`](Self::apply_sync) refused it.
+    pub fn mismatch(&self, sync: &SyncReport<N>, adopts_ids: bool) -> RegistryMismatch {
+        self.expand_mismatch(&self.mismatch_record(sync, adopts_ids))
+    }
+
+    /// [`mismatch`](Self::mismatch) in the compact form a connection keeps.
+    pub(crate) fn mismatch_record(&self, sync: &SyncReport<N>, adopts_ids: bool) -> MismatchRecord {
+        let keep = if adopts_ids {
+            INTERNAL_COUNT
+        } else {
+            self.entries.len()
+        };
+        let mut rec = MismatchRecord {
+            peer_lacks: NO_ENTRY,
+            peer_lacks_count: 0,
+            we_lack_count: u16::try_from(sync.unknown).unwrap_or(u16::MAX),
+            id_differs: NO_ENTRY,
+            theirs: 0,
+            duplicate_names: sync.duplicate_names,
+            we_lack: heapless::String::new(),
+        };
+        // Cannot fail: first_unknown has as many bytes of room.
+        let _ = rec.we_lack.push_str(&sync.first_unknown);
+        for (i, (e, remote)) in self.entries.iter().zip(sync.remote_ids.iter()).enumerate() {
+            match remote {
+                None => {
+                    if rec.peer_lacks == NO_ENTRY {
+                        rec.peer_lacks = i as u16;
+                    }
+                    rec.peer_lacks_count = rec.peer_lacks_count.saturating_add(1);
+                }
+                Some(theirs) if i < keep && *theirs != e.id && rec.id_differs == NO_ENTRY => {
+                    rec.id_differs = i as u16;
+                    rec.theirs = *theirs;
+                }
+                Some(_) => {}
+            }
+        }
+        rec
+    }
+
+    /// The [`RegistryMismatch`] a record made by this registry stands for.
+    pub(crate) fn expand_mismatch(&self, rec: &MismatchRecord) -> RegistryMismatch {
+        let name = |i: u16| self.entries.get(usize::from(i)).map(|e| e.name);
+        let mut we_lack = heapless::String::new();
+        // Cannot fail: as many bytes of room.
+        let _ = we_lack.push_str(&rec.we_lack);
+        RegistryMismatch {
+            peer_lacks: name(rec.peer_lacks),
+            peer_lacks_count: rec.peer_lacks_count,
+            we_lack: (rec.we_lack_count > 0).then_some(we_lack),
+            we_lack_count: rec.we_lack_count,
+            id_differs: self
+                .entries
+                .get(usize::from(rec.id_differs))
+                .map(|e| IdMismatch {
+                    packet: e.name,
+                    ours: e.id,
+                    theirs: rec.theirs,
+                }),
+            duplicate_names: rec.duplicate_names,
+        }
+    }
+
     /// Adopts the server's ids that a client's handshake found (the `sync`
     /// of a [`raw::HandshakeIn`](crate::raw::HandshakeIn)) under `policy`. On
     /// error the registry is left unchanged. A
@@ -496,6 +563,118 @@ pub enum SyncError {
     Malformed,
 }
 
+/// The longest name of a peer's packet a [`RegistryMismatch`] keeps; a
+/// longer one is cut at a character boundary.
+pub const MAX_MISMATCH_NAME: usize = 32;
+
+/// How a server's registry differs from a client's, found by the client in
+/// the handshake when it closes with `packetregmismatch`
+/// ([`Connection::registry_mismatch`](crate::connection::Connection::registry_mismatch)):
+/// the first differing name of each kind and how many there are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryMismatch {
+    /// The first of our packets the server's registry lacks.
+    pub peer_lacks: Option<&'static str>,
+    /// How many of our packets the server's registry lacks.
+    pub peer_lacks_count: u16,
+    /// The first packet of the server's we lack (cut to
+    /// [`MAX_MISMATCH_NAME`] bytes).
+    pub we_lack: Option<heapless::String<MAX_MISMATCH_NAME>>,
+    /// How many of the server's packets we lack.
+    pub we_lack_count: u16,
+    /// The first packet both know whose ids differ where they must agree
+    /// (an internal packet's; any packet's when our registry is shared and
+    /// cannot adopt the server's ids).
+    pub id_differs: Option<IdMismatch>,
+    /// The server's map named one packet twice.
+    pub duplicate_names: bool,
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for RegistryMismatch {
+    fn format(&self, f: defmt::Formatter) {
+        defmt::write!(
+            f,
+            "RegistryMismatch {{ peer_lacks: {} ({=u16}), we_lack: {} ({=u16}), id_differs: {}, duplicate_names: {=bool} }}",
+            self.peer_lacks,
+            self.peer_lacks_count,
+            self.we_lack.as_deref(),
+            self.we_lack_count,
+            self.id_differs,
+            self.duplicate_names
+        )
+    }
+}
+
+/// No entry (an index into a registry's entries).
+const NO_ENTRY: u16 = u16::MAX;
+
+/// A [`RegistryMismatch`] as a connection keeps it: entry indices instead of
+/// names (48 bytes rather than 96 on a 64-bit host).
+#[derive(Clone, Debug)]
+pub(crate) struct MismatchRecord {
+    peer_lacks: u16,
+    peer_lacks_count: u16,
+    we_lack_count: u16,
+    id_differs: u16,
+    theirs: u32,
+    duplicate_names: bool,
+    we_lack: heapless::String<MAX_MISMATCH_NAME, u8>,
+}
+
+/// A packet both registries know under different ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct IdMismatch {
+    /// Its name.
+    pub packet: &'static str,
+    /// Our id.
+    pub ours: u32,
+    /// The server's id.
+    pub theirs: u32,
+}
+
+/// As in `the server lacks demo:b (and 1 more); we lack demo:c; demo:d has
+/// id 65 here, 66 at the server`.
+impl fmt::Display for RegistryMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        let more = |f: &mut fmt::Formatter<'_>, count: u16| {
+            if count > 1 {
+                write!(f, " (and {} more)", count - 1)
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(name) = self.peer_lacks {
+            write!(f, "the server lacks {name}")?;
+            more(f, self.peer_lacks_count)?;
+            sep = "; ";
+        }
+        if let Some(name) = &self.we_lack {
+            write!(f, "{sep}we lack {name}")?;
+            more(f, self.we_lack_count)?;
+            sep = "; ";
+        }
+        if let Some(d) = self.id_differs {
+            write!(
+                f,
+                "{sep}{} has id {} here, {} at the server",
+                d.packet, d.ours, d.theirs
+            )?;
+            sep = "; ";
+        }
+        if self.duplicate_names {
+            write!(f, "{sep}the server names a packet twice")?;
+            sep = "; ";
+        }
+        if sep.is_empty() {
+            f.write_str("adopting the server's ids would give two packets one id")?;
+        }
+        Ok(())
+    }
+}
+
 /// The result of comparing a peer's registry map with ours.
 // Documented in `crate::raw`, its one public path.
 #[doc(hidden)]
@@ -511,6 +690,9 @@ pub struct SyncReport<const N: usize> {
     pub ours: usize,
     /// Whether the peer named one packet twice.
     pub duplicate_names: bool,
+    /// The first name the peer sent that we do not know (cut to
+    /// [`MAX_MISMATCH_NAME`] bytes; empty if none).
+    pub first_unknown: heapless::String<MAX_MISMATCH_NAME>,
 }
 
 impl<const N: usize> SyncReport<N> {
@@ -570,6 +752,7 @@ impl<'de, const N: usize> Visitor<'de> for SyncSeed<'_, N> {
             unknown: 0,
             ours: self.0.len(),
             duplicate_names: false,
+            first_unknown: heapless::String::new(),
         };
         while let Some((name, id)) = map.next_entry::<NameKey<'de>, u32>()? {
             match self.0.find_name(name.0, name_hash(name.0)) {
@@ -578,11 +761,28 @@ impl<'de, const N: usize> Visitor<'de> for SyncSeed<'_, N> {
                     report.remote_ids[i] = Some(id);
                     report.matched += 1;
                 }
-                None => report.unknown = report.unknown.saturating_add(1),
+                None => {
+                    if report.unknown == 0 {
+                        report.first_unknown = cut_name(name.0);
+                    }
+                    report.unknown = report.unknown.saturating_add(1);
+                }
             }
         }
         Ok(report)
     }
+}
+
+/// `name`, cut to [`MAX_MISMATCH_NAME`] bytes at a character boundary.
+fn cut_name(name: &str) -> heapless::String<MAX_MISMATCH_NAME> {
+    let mut end = name.len().min(MAX_MISMATCH_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut s = heapless::String::new();
+    // Cannot fail: at most MAX_MISMATCH_NAME bytes.
+    let _ = s.push_str(&name[..end]);
+    s
 }
 
 /// A borrowed map key.

@@ -3,10 +3,10 @@
 
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_core::connection::{
-    ConnTypeHooks, CustomConnType, Dispatch, SendError, Take, MIN_TX_BUFFER,
+    ConnTypeHooks, CustomConnType, Dispatch, IgnoreCause, SendError, Take, MIN_TX_BUFFER,
 };
 use peng3dnet_core::messages::CloseConn;
-use peng3dnet_core::registry::{Registry, RegistryAccess, SyncPolicy};
+use peng3dnet_core::registry::{Packet, Registry, RegistryAccess, SyncPolicy};
 use peng3dnet_core::rules::Violation;
 use peng3dnet_core::time::{Duration, Instant};
 use peng3dnet_core::{
@@ -61,14 +61,20 @@ fn side_rule_both_directions() {
     // nothing reaches the wire; the connection goes on.
     assert_eq!(
         c.send::<ToClient>(&1),
-        Err(SendError::Rules(Violation::Side {
-            receiver: Side::Client
-        }))
+        Err(SendError::Rules {
+            packet: ToClient::NAME,
+            violation: Violation::Side {
+                receiver: Side::Client
+            }
+        })
     );
     assert!(c.poll_transmit().is_empty());
     assert!(c.is_connected());
     // The server sending ToServer breaks a close rule: refused and closed.
-    assert!(matches!(s.send::<ToServer>(&1), Err(SendError::Rules(_))));
+    assert!(matches!(
+        s.send::<ToServer>(&1),
+        Err(SendError::Rules { .. })
+    ));
     let (_, ce) = exchange(&mut s, &mut c);
     assert_eq!(
         ce,
@@ -111,10 +117,13 @@ fn security_rule_is_checked_before_send() {
     connected!(s, c);
     assert_eq!(
         c.send::<Secret>(&"pw"),
-        Err(SendError::Rules(Violation::Security {
-            required: SecurityLevel::Encrypted,
-            actual: SecurityLevel::None
-        }))
+        Err(SendError::Rules {
+            packet: Secret::NAME,
+            violation: Violation::Security {
+                required: SecurityLevel::Encrypted,
+                actual: SecurityLevel::None
+            }
+        })
     );
     assert!(
         c.poll_transmit().is_empty(),
@@ -132,7 +141,10 @@ fn mode_rule_both_directions() {
     connected!(s, c);
     assert!(matches!(
         c.send::<Move>(&(1, 2)),
-        Err(SendError::Rules(Violation::Mode { .. }))
+        Err(SendError::Rules {
+            violation: Violation::Mode { .. },
+            ..
+        })
     ));
     c.set_mode(Mode::PLAY);
     c.send::<Move>(&(1, 2)).unwrap();
@@ -147,12 +159,51 @@ fn mode_rule_both_directions() {
     assert!(matches!(se[..], [Rec::Packet(_, Some("test:move"), _)]));
 }
 
+/// A refusal names the packet and the modes by name (issue 13, point 7): on
+/// send in the error, on receive in the event's cause.
+#[test]
+fn rule_errors_name_the_packet_and_the_modes() {
+    connected!(s, c);
+    let refused = c.send::<Move>(&(1, 2)).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "packet test:move breaks its rules: requires mode PLAY (3), connection is in NOTSET (0)"
+    );
+    c.set_mode(Mode::PLAY);
+    c.send::<Move>(&(1, 2)).unwrap();
+    let bytes = take_tx(&mut c);
+    s.handle_input(&bytes);
+    match s.poll(T0) {
+        Some(Event::Ignored { cause, .. }) => {
+            assert_eq!(
+                cause,
+                IgnoreCause::Rules {
+                    packet: Move::NAME,
+                    violation: Violation::Mode {
+                        required: Mode::PLAY,
+                        actual: Mode::NOTSET
+                    }
+                }
+            );
+            assert_eq!(
+                cause.to_string(),
+                "packet test:move broke its rules: requires mode PLAY (3), \
+                 connection is in NOTSET (0)"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn state_rule_both_directions() {
     connected!(s, c);
     assert!(matches!(
         c.send::<AfterLogin>(&()),
-        Err(SendError::Rules(Violation::State { .. }))
+        Err(SendError::Rules {
+            violation: Violation::State { .. },
+            ..
+        })
     ));
     c.set_state(State::LoggedIn);
     assert_eq!(c.state(), State::LoggedIn);
@@ -175,7 +226,10 @@ fn conntype_rule_and_plain_packets() {
     connected!(s, c);
     assert_eq!(
         c.send::<CustomOnly>(&1),
-        Err(SendError::Rules(Violation::ConnType))
+        Err(SendError::Rules {
+            packet: CustomOnly::NAME,
+            violation: Violation::ConnType,
+        })
     );
     // Plain packets have no rules.
     c.set_state(State::LoggedIn);
@@ -374,6 +428,83 @@ fn closeconn_with_nil_or_garbage() {
             "{what}"
         );
     }
+}
+
+/// A client that closes with `packetregmismatch` says which names differ
+/// (issue 13, point 7): registries that differ by one name each way.
+#[test]
+fn registry_mismatch_names_the_names() {
+    use peng3dnet_core::registry::{IdMismatch, RegistryMismatch};
+    let rules = peng3dnet_core::rules::Rules::NONE;
+    let mut sreg = Registry::<CAP>::new();
+    sreg.register_raw("test:both", None, rules).unwrap();
+    sreg.register_raw("test:only-at-the-server", None, rules)
+        .unwrap();
+    let mut creg = Registry::<CAP>::new();
+    creg.register_raw("test:both", None, rules).unwrap();
+    creg.register_raw("test:only-here", None, rules).unwrap();
+    let cfg = config();
+    pair!(cfg, sreg, creg, s, c, "classic");
+    assert_eq!(c.registry_mismatch(), None);
+    let (_, ce) = exchange(&mut s, &mut c);
+    assert_eq!(
+        ce,
+        [Rec::Closed(
+            CloseReason::PacketRegMismatch,
+            Initiator::Local
+        )]
+    );
+    let mismatch = c.registry_mismatch().expect("a mismatch report");
+    assert_eq!(
+        mismatch,
+        RegistryMismatch {
+            peer_lacks: Some("test:only-here"),
+            peer_lacks_count: 1,
+            we_lack: Some("test:only-at-the-server".try_into().unwrap()),
+            we_lack_count: 1,
+            id_differs: None,
+            duplicate_names: false,
+        }
+    );
+    assert_eq!(
+        mismatch.to_string(),
+        "the server lacks test:only-here; we lack test:only-at-the-server"
+    );
+    assert_eq!(
+        s.registry_mismatch(),
+        None,
+        "the server only hears the close"
+    );
+
+    // A shared client registry cannot adopt ids: the same names under other
+    // ids are named with both ids (and a long name is cut).
+    let long = "test:a-name-longer-than-thirty-two-bytes";
+    let mut sreg = Registry::<CAP>::new();
+    sreg.register_raw("test:both", Some(70), rules).unwrap();
+    sreg.register_raw(long, None, rules).unwrap();
+    let mut shared = Registry::<CAP>::new();
+    shared.register_raw("test:both", Some(71), rules).unwrap();
+    let mut s: Conn<'_> = Conn::server(&cfg, &sreg, Postcard, [0; BUF], [0; BUF], T0).unwrap();
+    let mut c: Conn<'_> =
+        Conn::client(&cfg, &shared, Postcard, [0; BUF], [0; BUF], "classic", T0).unwrap();
+    exchange(&mut s, &mut c);
+    let mismatch = c.registry_mismatch().expect("a mismatch report");
+    assert_eq!(
+        mismatch.id_differs,
+        Some(IdMismatch {
+            packet: "test:both",
+            ours: 71,
+            theirs: 70
+        })
+    );
+    assert_eq!(mismatch.we_lack.as_deref(), Some(&long[..32]));
+    assert_eq!(
+        mismatch.to_string(),
+        format!(
+            "we lack {}; test:both has id 71 here, 70 at the server",
+            &long[..32]
+        )
+    );
 }
 
 #[test]
@@ -591,11 +722,34 @@ fn custom_connection_type() {
 
 #[test]
 fn writequeuefull_when_the_handshake_does_not_fit() {
+    use peng3dnet_core::connection::{server_tx_required, NewConnectionError};
     let cfg = config();
     let sreg = registry();
-    let mut s: Connection<'_, Postcard, [u8; 64], [u8; MIN_TX_BUFFER], CAP> =
-        Connection::server(&cfg, &sreg, Postcard, [0; 64], [0; MIN_TX_BUFFER], T0).unwrap();
-    s.transmitted(s.poll_transmit().len());
+    // A buffer that can never hold the handshake is refused when the
+    // connection is made (it used to close with writequeuefull at the
+    // handshake).
+    let required = server_tx_required(&cfg, &sreg, &Postcard).unwrap();
+    assert!(required > MIN_TX_BUFFER, "{required}");
+    let never = Connection::<Postcard, [u8; 64], [u8; MIN_TX_BUFFER], CAP>::server(
+        &cfg,
+        &sreg,
+        Postcard,
+        [0; 64],
+        [0; MIN_TX_BUFFER],
+        T0,
+    );
+    assert_eq!(
+        never.err(),
+        Some(NewConnectionError::HandshakeTooLarge {
+            required,
+            capacity: MIN_TX_BUFFER
+        })
+    );
+    // One that holds it, but not beside a `hello` nobody took yet: the
+    // handshake closes with writequeuefull.
+    let mut tx = vec![0u8; required];
+    let mut s: Connection<'_, Postcard, [u8; 64], &mut [u8], CAP> =
+        Connection::server(&cfg, &sreg, Postcard, [0; 64], &mut tx[..], T0).unwrap();
     s.handle_input(&frame(
         2,
         0,
@@ -610,8 +764,9 @@ fn writequeuefull_when_the_handshake_does_not_fit() {
             ..
         }))
     ));
-    // The closeconn still fits into the reserve.
-    assert_eq!(frames_of(s.poll_transmit())[0].0, 16);
+    // The closeconn still fits into the reserve, after the hello.
+    let frames = frames_of(s.poll_transmit());
+    assert_eq!(frames.last().unwrap().0, 16, "{frames:?}");
     let tiny = Connection::<Postcard, [u8; 64], [u8; 64], CAP>::server(
         &cfg, &sreg, Postcard, [0; 64], [0; 64], T0,
     );
@@ -845,7 +1000,7 @@ fn the_outbox_checks_rules_like_send() {
     s.handle_input(&to_s);
     let refused = s.poll_with(T0, |_, outbox| (Take::Consume, outbox.send::<ToServer>(&2)));
     assert!(
-        matches!(refused, Some(Err(SendError::Rules(_)))),
+        matches!(refused, Some(Err(SendError::Rules { .. }))),
         "{refused:?}"
     );
     assert_eq!(

@@ -518,3 +518,66 @@ fn admission_bounds_clients_per_address_and_accepts_per_second() {
     let stats = server.stats();
     assert_eq!((stats.accepted, stats.refused), (3, 4));
 }
+
+/// A transmit buffer that can never hold the `handshake` (the whole
+/// registry) is refused when the connection is made, with the sizes, not
+/// closed with `writequeuefull` once a client asks (issue 13, point 7).
+/// With the size computed the handshake completes.
+#[test]
+fn a_transmit_buffer_too_small_for_the_handshake_is_refused_at_construction() {
+    use peng3dnet_core::connection::{server_tx_required, NewConnectionError, MIN_TX_BUFFER};
+    use peng3dnet_core::rules::Rules;
+    use peng3dnet_core::{Connection, Event};
+    let cfg = config();
+    let mut sreg = Registry::<CAP>::new();
+    for i in 0..10 {
+        let name: &'static str = Box::leak(
+            format!("test:a-rather-long-packet-name-for-the-handshake.{i:02}").into_boxed_str(),
+        );
+        sreg.register_raw(name, None, Rules::NONE).unwrap();
+    }
+    let required = server_tx_required(&cfg, &sreg, &Postcard).unwrap();
+    assert!(required > MIN_TX_BUFFER, "{required}");
+    let too_small = NewConnectionError::HandshakeTooLarge {
+        required,
+        capacity: required - 1,
+    };
+    assert_eq!(
+        too_small.to_string(),
+        format!(
+            "the handshake (the whole packet registry) needs a transmit buffer of {required} \
+             bytes, this one holds {}",
+            required - 1
+        )
+    );
+    let mut rx = [0u8; BUF];
+    let mut small = vec![0u8; required - 1];
+    let refused = Connection::server(&cfg, &sreg, Postcard, &mut rx[..], &mut small[..], T0);
+    assert_eq!(refused.err(), Some(too_small));
+    // The core server refuses it the same way, and says so beforehand.
+    let server = Server::new(&cfg, &sreg, Postcard, options(1), slots::<1>());
+    assert_eq!(server.check_tx_capacity(required - 1), Err(too_small));
+    assert_eq!(server.check_tx_capacity(required), Ok(()));
+
+    // Exactly `required` bytes: the client connects.
+    let mut tx = vec![0u8; required];
+    let mut s = Connection::server(&cfg, &sreg, Postcard, &mut rx[..], &mut tx[..], T0).unwrap();
+    let mut creg = sreg.clone();
+    let mut c = client(&cfg, &mut creg);
+    let mut connected = [false, false];
+    for _ in 0..8 {
+        let n = c.handle_input(s.poll_transmit());
+        s.transmitted(n);
+        while let Some(e) = c.poll(T0) {
+            connected[1] |= matches!(e, Event::Connected);
+            assert!(!matches!(e, Event::Closed(_)), "client: {e:?}");
+        }
+        let n = s.handle_input(c.poll_transmit());
+        c.transmitted(n);
+        while let Some(e) = s.poll(T0) {
+            connected[0] |= matches!(e, Event::Connected);
+            assert!(!matches!(e, Event::Closed(_)), "server: {e:?}");
+        }
+    }
+    assert_eq!(connected, [true, true]);
+}

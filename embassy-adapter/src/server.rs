@@ -64,7 +64,8 @@
 //!     let mut registry = Registry::<8>::new();
 //!     registry.register::<Echo>().unwrap();
 //!     let server: Server<NoopRawMutex, _, 8, 2> = Server::new(&config, &registry, Postcard);
-//!     server.run(stack, 4242, resources, &EchoHandler).await;
+//!     // Err only when a slot's transmit buffer cannot hold the handshake.
+//!     let _stats = server.run(stack, 4242, resources, &EchoHandler).await;
 //! }
 //! ```
 
@@ -83,7 +84,9 @@ use embassy_sync::waitqueue::WakerRegistration;
 use embassy_time::{with_timeout, Duration, Timer};
 use embedded_io_async::Write;
 use peng3dnet_core::codec::{Codec, CodecError};
-use peng3dnet_core::connection::{Incoming, Outbox, SendError, Take, MIN_TX_BUFFER};
+use peng3dnet_core::connection::{
+    Incoming, NewConnectionError, Outbox, SendError, Take, MIN_TX_BUFFER,
+};
 use peng3dnet_core::registry::{Packet, Registry};
 use peng3dnet_core::server::{self as core_server, ServerConnection, ServerSlot, Slot};
 use peng3dnet_core::time::Instant;
@@ -687,6 +690,14 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
     /// returns the counters then. `resources` stays lent to the server for
     /// its whole life (its connections live in the server). `port` must not
     /// be 0 (the slots would retry their listen every 100 ms).
+    ///
+    /// Fails at once, before listening, with
+    /// [`NewConnectionError::HandshakeTooLarge`] (both sizes) when a slot's
+    /// transmit buffer `TX` can never hold the `handshake`, which carries
+    /// the whole registry: every client would be refused
+    /// ([`check_tx_capacity`](Self::check_tx_capacity)). Or with
+    /// [`NewConnectionError::TxBufferTooSmall`] for a `TX` below
+    /// [`MIN_TX_BUFFER`].
     pub async fn run<
         H: Handler<M, C, NR>,
         const RX: usize,
@@ -700,7 +711,8 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
         port: u16,
         resources: &'d mut ServerResources<N, RX, TX, SRX, STX, BODY>,
         handler: &H,
-    ) -> ServerStats {
+    ) -> Result<ServerStats, NewConnectionError> {
+        self.check_tx_capacity(TX)?;
         self.with(|s| s.shutdown = false);
         let ServerResources {
             slots,
@@ -716,7 +728,14 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
             self.timers(),
         )
         .await;
-        self.status().stats
+        Ok(self.status().stats)
+    }
+
+    /// Whether a slot's transmit buffer of `capacity` bytes can hold this
+    /// server's `handshake` (its whole registry) beside the close reserve;
+    /// [`run`](Self::run) checks its `TX` with it.
+    pub fn check_tx_capacity(&self, capacity: usize) -> Result<(), NewConnectionError> {
+        self.with(|s| s.core.check_tx_capacity(capacity))
     }
 
     /// Fires the core's timers (every client's handshake and write stall,

@@ -198,7 +198,7 @@ fn a_user_handler_on_the_server_answers_two_clients() {
                 )
                 .await
                 .expect("server: timeout");
-                stats
+                stats.expect("the transmit buffers hold the handshake")
             })
             .await;
             assert_eq!(stats.accepted, 2);

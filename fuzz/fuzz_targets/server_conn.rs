@@ -12,6 +12,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use peng3dnet_core::codec::Codec;
+use peng3dnet_core::connection::server_tx_required;
 use peng3dnet_core::messages::{Hello, PROTOVERSION};
 use peng3dnet_core::time::Instant;
 use peng3dnet_core::{Connection, SecurityLevel, State};
@@ -32,7 +33,11 @@ fuzz_target!(|input: &[u8]| {
         AnyCodec::Postcard
     };
     let rx_size = RX_SIZES[(o1 & 3) as usize];
-    let tx_size = TX_SIZES[((o1 >> 2) & 3) as usize];
+    // A server's transmit buffer must hold its handshake (the whole
+    // registry), else `Connection::server` refuses it: the smaller sizes
+    // are raised to the least one accepted, the tightest case.
+    let least = server_tx_required(&cfg, &reg, &codec).expect("the handshake encodes");
+    let tx_size = TX_SIZES[((o1 >> 2) & 3) as usize].max(least);
     let (mut rx_store, mut tx_store) = (vec![0u8; rx_size], vec![0u8; tx_size]);
     let rx = if o1 & 0x10 != 0 {
         Buf::Heap(HeapBuffer::new(rx_size, 0))

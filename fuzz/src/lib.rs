@@ -19,7 +19,9 @@ use peng3dnet_core::rules::{InvalidAction, RuleContext, Rules};
 use peng3dnet_core::time::{Duration, Instant};
 use peng3dnet_core::types::MAX_REASON_LEN;
 use peng3dnet_core::wire::{Flags, FrameError, FRAME_OVERHEAD, HEADER_LEN, LENGTH_PREFIX_LEN};
-use peng3dnet_core::{CloseReason, Closed, Config, Connection, Event, Initiator, Mode, SecurityLevel};
+use peng3dnet_core::{
+    CloseReason, Closed, Config, Connection, Event, Initiator, Mode, SecurityLevel,
+};
 use peng3dnet_core::{Side, State};
 use peng3dnet_std::buffer::HeapBuffer;
 use peng3dnet_std::codec::Zlib;
@@ -738,7 +740,7 @@ impl Driver {
             Err(SendError::TooLarge { required, capacity }) => {
                 assert!(required > capacity && capacity == tx_cap - CLOSE_RESERVE);
             }
-            Err(SendError::Rules(_)) => {
+            Err(SendError::Rules { .. }) => {
                 if rules.on_invalid == InvalidAction::Ignore {
                     assert_eq!(conn.is_closed(), was_closed, "an ignored rule closed");
                 } else {
@@ -854,7 +856,7 @@ impl Driver {
                 let known = conn.registry().by_id(id).is_some();
                 match cause {
                     IgnoreCause::UnknownId => assert!(!known, "known id {id} ignored as unknown"),
-                    IgnoreCause::Rules(_) => {
+                    IgnoreCause::Rules { .. } => {
                         assert!(known, "unknown id {id} ignored for its rules")
                     }
                 }
@@ -987,10 +989,7 @@ impl Driver {
 
     /// The end: write everything, check the closeconn, end the transport,
     /// and check that the connection finishes.
-    pub fn finish<C: Codec, G: RegistryAccess<REG_N>>(
-        &mut self,
-        conn: &mut Conn<'_, '_, C, G>,
-    ) {
+    pub fn finish<C: Codec, G: RegistryAccess<REG_N>>(&mut self, conn: &mut Conn<'_, '_, C, G>) {
         self.poll_all(conn, false);
         self.drain(conn, usize::MAX);
         self.check(conn);
@@ -1139,7 +1138,10 @@ fn seen_of<C: Codec>(ev: Event<'_, C>, rx_cap: usize) -> Seen {
     }
 }
 
-fn check_incoming<C: Codec>(inc: &Incoming<&[u8], C>, rx_cap: usize) -> (u32, Option<&'static str>) {
+fn check_incoming<C: Codec>(
+    inc: &Incoming<&[u8], C>,
+    rx_cap: usize,
+) -> (u32, Option<&'static str>) {
     assert!(
         inc.body.len() + FRAME_OVERHEAD <= rx_cap,
         "a body larger than the buffer"

@@ -34,14 +34,14 @@
 
 use crate::buffer::HeapBuffer;
 use crate::codec::ZLIB_DEFAULT;
-use crate::tls::TlsClientConfig;
+use crate::tls::{TlsClientConfig, TlsError};
 use crate::transport::Transport;
 use crate::{core_duration, core_timeout, Clock, StdRegistry, REGISTRY_CAPACITY};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use peng3dnet_core::codec::{Codec, CodecError, Postcard};
 use peng3dnet_core::connection::{Config, DecodeError, Incoming, NewConnectionError, SendError};
-use peng3dnet_core::registry::{Packet, SyncPolicy};
+use peng3dnet_core::registry::{Packet, RegistryMismatch, SyncPolicy};
 use peng3dnet_core::{
     CloseReason, Closed, Connection, Event, Initiator, Mode, SecurityLevel, State,
 };
@@ -140,6 +140,22 @@ pub enum ClientError {
         /// What came instead.
         got: UnexpectedEvent,
     },
+    /// The handshake closed the connection with `packetregmismatch`: the
+    /// server's packet registry differs from ours, as told
+    /// ([`Client::registry_mismatch`]).
+    RegistryMismatch(RegistryMismatch),
+    /// TLS failed while the connection was set up: the server does not
+    /// speak TLS ([`TlsError::NotTls`]), or the TLS handshake failed with
+    /// rustls's reason ([`TlsError::Handshake`]: a certificate that
+    /// verification rejected says why).
+    Tls(TlsError),
+    /// A client without TLS got nothing from the server, not even its
+    /// `hello`, before it timed out (`closed` is `None`) or the connection
+    /// closed: what a TLS server does to a client that does not start TLS.
+    NoHello {
+        /// How the connection ended, if it did.
+        closed: Option<Closed>,
+    },
 }
 
 /// What came instead of the packet an `expect` waited for
@@ -224,6 +240,36 @@ pub(crate) fn expect_error<P: Packet>(e: ClientError, timeout: Duration) -> Clie
     }
 }
 
+/// Why a connection was not set up, as far as a client can tell: the
+/// registries differ (`mismatch`), TLS failed (`tls_failure`), nothing came
+/// from the server over plain TCP (`silent`: a TLS server, for a client
+/// without TLS), or else how it closed (`None`: it timed out).
+pub(crate) fn setup_failure(
+    mismatch: Option<RegistryMismatch>,
+    tls_failure: Option<&rustls::Error>,
+    silent: bool,
+    closed: Option<Closed>,
+) -> ClientError {
+    if let Some(m) = mismatch {
+        return ClientError::RegistryMismatch(m);
+    }
+    if let Some(e) = tls_failure {
+        return ClientError::Tls(TlsError::from_session(e.clone()));
+    }
+    if silent {
+        return ClientError::NoHello { closed };
+    }
+    match closed {
+        Some(c) => ClientError::Closed(c),
+        None => ClientError::Timeout,
+    }
+}
+
+/// The TLS failure inside a transport error, if it is one.
+pub(crate) fn tls_failure_of(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+}
+
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -237,6 +283,20 @@ impl fmt::Display for ClientError {
             ClientError::Unexpected { expected, got } => {
                 write!(f, "expected packet {expected}, got {got}")
             }
+            ClientError::RegistryMismatch(m) => {
+                write!(f, "connection closed (packetregmismatch): {m}")
+            }
+            ClientError::Tls(e) => write!(f, "{e}"),
+            ClientError::NoHello { closed } => {
+                match closed {
+                    None => f.write_str("timed out")?,
+                    Some(c) => write!(f, "connection {c}")?,
+                }
+                f.write_str(
+                    " before the server sent anything, not even its hello; \
+                     a TLS server waits for the client to start TLS: connect with TLS if it is one",
+                )
+            }
         }
     }
 }
@@ -249,6 +309,7 @@ impl std::error::Error for ClientError {
             ClientError::Send(e) => Some(e),
             ClientError::Decode(e) => Some(e),
             ClientError::Setup(e) => Some(e),
+            ClientError::Tls(e) => Some(e),
             _ => None,
         }
     }
@@ -361,7 +422,7 @@ pub(crate) fn client_event<C: Codec>(
         },
         Event::PingAnswered => return None,
         Event::Ignored { packet_id, cause } => {
-            tracing::debug!(parent: span, packet_id, ?cause, "packet ignored");
+            tracing::debug!(parent: span, packet_id, %cause, "packet ignored");
             ClientEvent::Ignored { packet_id }
         }
         Event::Closed(closed) => {
@@ -387,6 +448,11 @@ pub struct Client<C: Codec = Postcard> {
     handlers: HashMap<u32, ClientHandler>,
     named_handlers: Vec<(&'static str, ClientHandler)>,
     closed: Option<Closed>,
+    /// Why TLS failed, if it did (reported by `wait_connected`).
+    tls_failure: Option<rustls::Error>,
+    /// Bytes came from the server (a client without TLS that got none may
+    /// be at a TLS server).
+    received: bool,
     peer: SocketAddr,
     /// The connection's `tracing` span (the server's address).
     span: tracing::Span,
@@ -458,6 +524,8 @@ impl<C: Codec> Client<C> {
             handlers: HashMap::new(),
             named_handlers: Vec::new(),
             closed: None,
+            tls_failure: None,
+            received: false,
             peer,
             span,
             eof: false,
@@ -511,6 +579,13 @@ impl<C: Codec> Client<C> {
         self.conn.registry()
     }
 
+    /// How the server's registry differed from ours, if the handshake
+    /// closed with `packetregmismatch` (see
+    /// [`Connection::registry_mismatch`](peng3dnet_core::Connection::registry_mismatch)).
+    pub fn registry_mismatch(&self) -> Option<RegistryMismatch> {
+        self.conn.registry_mismatch()
+    }
+
     /// Calls `handler` for every `P` received instead of queueing it as an
     /// event. A body that does not decode closes with `malformedpacket`.
     ///
@@ -551,7 +626,14 @@ impl<C: Codec> Client<C> {
         }
     }
 
-    /// Waits until the handshake completed.
+    /// Waits until the handshake completed. A connection that was not set
+    /// up fails with what the client can tell of why:
+    /// [`ClientError::RegistryMismatch`] when the registries differ,
+    /// [`ClientError::Tls`] when TLS failed (the server does not speak TLS,
+    /// or rustls's reason the handshake failed: a rejected certificate says
+    /// why), [`ClientError::NoHello`] when a client without TLS got nothing
+    /// at all (as from a TLS server), else [`ClientError::Closed`] or
+    /// [`ClientError::Timeout`].
     pub fn wait_connected(&mut self, timeout: Duration) -> Result<(), ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -559,10 +641,28 @@ impl<C: Codec> Client<C> {
                 return Ok(());
             }
             if let Some(c) = &self.closed {
-                return Err(ClientError::Closed(c.clone()));
+                return Err(self.setup_failure(Some(c.clone())));
             }
-            self.pump(deadline, false)?;
+            match self.pump(deadline, false) {
+                Ok(()) => {}
+                Err(ClientError::Timeout) => return Err(self.setup_failure(None)),
+                Err(ClientError::Closed(c)) => return Err(self.setup_failure(Some(c))),
+                Err(e) => return Err(e),
+            }
         }
+    }
+
+    /// Why the connection was not set up, as far as the client can tell:
+    /// the registries differ, TLS failed, nothing came from the server
+    /// (a TLS server, for a client without TLS), or else how it closed
+    /// (`None`: it timed out).
+    fn setup_failure(&self, closed: Option<Closed>) -> ClientError {
+        setup_failure(
+            self.conn.registry_mismatch(),
+            self.tls_failure.as_ref(),
+            self.transport.is_plain() && !self.received,
+            closed,
+        )
     }
 
     /// Sends a typed packet. Waits (reading meanwhile) while the transmit
@@ -828,6 +928,7 @@ impl<C: Codec> Client<C> {
                     if n < len && self.transport.is_plain() {
                         self.readable = false;
                     }
+                    self.received = true;
                     self.conn.commit_received(n);
                     self.drain_events();
                 }
@@ -836,7 +937,11 @@ impl<C: Codec> Client<C> {
                     return;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
+                Err(e) => {
+                    if let Some(tls) = tls_failure_of(&e) {
+                        tracing::info!(parent: &self.span, error = %tls, "TLS failed");
+                        self.tls_failure = Some(tls.clone());
+                    }
                     self.eof = true;
                     self.conn.handle_transport_closed();
                     return;
@@ -868,7 +973,12 @@ impl<C: Codec> Client<C> {
                     self.resolve_handlers();
                     continue;
                 }
-                ClientEvent::Closed(closed) => self.closed = Some(closed.clone()),
+                ClientEvent::Closed(closed) => {
+                    if let Some(m) = self.conn.registry_mismatch() {
+                        tracing::warn!(parent: &self.span, mismatch = %m, "the server's packet registry differs");
+                    }
+                    self.closed = Some(closed.clone());
+                }
                 _ => {}
             }
             self.queue.push_back(out);

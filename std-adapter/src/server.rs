@@ -55,7 +55,8 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use peng3dnet_core::codec::{Codec, Postcard};
 use peng3dnet_core::connection::{
-    Compressor, Config, IgnoreCause, PingServerConfig, SendError, MIN_TX_BUFFER,
+    server_tx_required, Compressor, Config, IgnoreCause, NewConnectionError, PingServerConfig,
+    SendError, MIN_TX_BUFFER,
 };
 use peng3dnet_core::registry::Packet;
 pub use peng3dnet_core::server::BroadcastReport;
@@ -110,7 +111,9 @@ pub struct ServerOptions {
     /// The largest frame a client may send (length prefix included).
     pub max_frame: usize,
     /// The most bytes queued for one client before it is closed with
-    /// `writequeuefull`.
+    /// `writequeuefull` (at least `max_frame` plus [`MIN_TX_BUFFER`] are
+    /// allowed). The server's `handshake`, which carries the whole
+    /// registry, must fit: [`ServerBuilder::bind`] checks.
     pub max_write_queue: usize,
     /// Bytes of buffer an idle connection keeps per direction (0, the
     /// default: an idle connection holds no buffer; each read and each
@@ -216,11 +219,15 @@ impl ServerOptions {
     pub(crate) fn client_buffers(&self) -> (HeapBuffer, HeapBuffer) {
         (
             HeapBuffer::new(self.max_frame, self.idle_buffer),
-            HeapBuffer::new(
-                self.max_write_queue.max(self.max_frame + MIN_TX_BUFFER),
-                self.idle_buffer,
-            ),
+            HeapBuffer::new(self.client_tx_capacity(), self.idle_buffer),
         )
+    }
+
+    /// The transmit capacity of each client's queue: it always holds an
+    /// answer as large as the largest frame a client may send (an echo of
+    /// it).
+    fn client_tx_capacity(&self) -> usize {
+        self.max_write_queue.max(self.max_frame + MIN_TX_BUFFER)
     }
 }
 
@@ -596,8 +603,14 @@ impl<C: Codec + Send + 'static> ServerBuilder<C> {
         self
     }
 
-    /// Binds the listening socket.
+    /// Binds the listening socket. Fails with [`ErrorKind::InvalidInput`]
+    /// when a client's transmit queue
+    /// ([`ServerOptions::max_write_queue`]) cannot hold the `handshake`,
+    /// which carries the whole registry: the error wraps a
+    /// [`NewConnectionError::HandshakeTooLarge`] with both sizes (rather
+    /// than every client being closed with `writequeuefull`).
     pub fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server<C>> {
+        check_handshake_fits(&self.registry, &self.codec, &self.options)?;
         let addr = addr
             .to_socket_addrs()?
             .next()
@@ -673,6 +686,32 @@ impl<C: Codec + Send + Sync + 'static> ServerBuilder<C> {
             Runtime::Tokio { workers } => self.bind_tokio(addr)?.spawn_with_workers(workers),
         }
     }
+}
+
+/// Refuses options whose transmit queue cannot hold the `handshake`.
+pub(crate) fn check_handshake_fits<C: Codec>(
+    registry: &StdRegistry,
+    codec: &C,
+    options: &ServerOptions,
+) -> io::Result<()> {
+    let config = Config {
+        version: &options.version,
+        ..Config::new()
+    };
+    let required = server_tx_required(&config, registry, codec).map_err(|e| {
+        io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("the handshake does not encode: {e}"),
+        )
+    })?;
+    let capacity = options.client_tx_capacity();
+    if capacity < required {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            NewConnectionError::HandshakeTooLarge { required, capacity },
+        ));
+    }
+    Ok(())
 }
 
 /// A bound server, ready to run.

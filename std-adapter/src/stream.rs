@@ -279,7 +279,9 @@ impl<S: Read + Write + ReadTimeout, C: Codec> StreamConnection<S, C> {
         self.stream
     }
 
-    /// Waits until the handshake completed.
+    /// Waits until the handshake completed. A client whose handshake closed
+    /// with `packetregmismatch` fails with [`ClientError::RegistryMismatch`]
+    /// (which names differ), else a close is [`ClientError::Closed`].
     pub fn wait_connected(&mut self, timeout: Duration) -> Result<(), ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -287,6 +289,9 @@ impl<S: Read + Write + ReadTimeout, C: Codec> StreamConnection<S, C> {
                 return Ok(());
             }
             if let Some(c) = &self.closed {
+                if let Some(m) = self.conn.registry_mismatch() {
+                    return Err(ClientError::RegistryMismatch(m));
+                }
                 return Err(ClientError::Closed(c.clone()));
             }
             self.pump(deadline)?;

@@ -145,6 +145,35 @@ pub enum TlsError {
     /// ([`SecurityLevel::BothAuth`]) for a connection whose client verified
     /// nothing.
     ClientCertWithoutVerification,
+    /// The peer does not speak TLS: what it sent during the TLS handshake
+    /// is not a TLS record (a peng3dnet server without TLS sends its plain
+    /// `hello` at once).
+    NotTls(rustls::Error),
+    /// The TLS handshake failed, with rustls's reason: a certificate that
+    /// verification rejected says why (`InvalidCertificate(UnknownIssuer)`,
+    /// `NotValidForName`, `Expired`, `Other(..CaUsedAsEndEntity)` for a CA
+    /// certificate used as the server's own...), an alert the peer sent
+    /// names what it refused (`AlertReceived(CertificateRequired)`...).
+    Handshake(rustls::Error),
+}
+
+impl TlsError {
+    /// The error of a TLS session that failed with `e`: [`NotTls`](Self::NotTls)
+    /// when the peer's bytes were not TLS records at all, else
+    /// [`Handshake`](Self::Handshake).
+    pub fn from_session(e: rustls::Error) -> TlsError {
+        use rustls::InvalidMessage;
+        match e {
+            // A plain peng3dnet frame starts with its length: not a TLS
+            // content type, or a record length no TLS peer sends.
+            rustls::Error::InvalidMessage(
+                InvalidMessage::InvalidContentType
+                | InvalidMessage::MessageTooLarge
+                | InvalidMessage::UnknownProtocolVersion,
+            ) => TlsError::NotTls(e),
+            e => TlsError::Handshake(e),
+        }
+    }
 }
 
 impl fmt::Display for TlsError {
@@ -162,6 +191,18 @@ impl fmt::Display for TlsError {
             TlsError::ClientCertWithoutVerification => {
                 f.write_str("a client certificate needs a configuration that verifies the server")
             }
+            TlsError::NotTls(e) => write!(
+                f,
+                "the peer does not speak TLS (it sent data that is not TLS: {e}); \
+                 is it a server without TLS?"
+            ),
+            TlsError::Handshake(rustls::Error::InvalidCertificate(c)) => {
+                write!(
+                    f,
+                    "TLS handshake failed: the peer's certificate was rejected: {c:?}"
+                )
+            }
+            TlsError::Handshake(e) => write!(f, "TLS handshake failed: {e}"),
         }
     }
 }
@@ -171,7 +212,10 @@ impl std::error::Error for TlsError {
         match self {
             TlsError::ReadFile { source, .. } => Some(source),
             TlsError::Pem { source, .. } => Some(source),
-            TlsError::BadCaCertificate(e) | TlsError::Config(e) => Some(e),
+            TlsError::BadCaCertificate(e)
+            | TlsError::Config(e)
+            | TlsError::NotTls(e)
+            | TlsError::Handshake(e) => Some(e),
             TlsError::Verifier(e) => Some(e),
             TlsError::Missing(_)
             | TlsError::InvalidServerName(_)

@@ -115,8 +115,8 @@
 //! with `min_sslsec_level` hold the same way.
 
 use crate::client::{
-    client_event, expect_error, expected, new_connection, ClientConn, ClientError, ClientEvent,
-    ClientOptions,
+    client_event, expect_error, expected, new_connection, setup_failure, tls_failure_of,
+    ClientConn, ClientError, ClientEvent, ClientOptions,
 };
 use crate::transport::Transport;
 use crate::{Clock, StdRegistry};
@@ -176,6 +176,11 @@ struct Inner<C> {
     closed: Option<Closed>,
     /// The driver task ended (the socket is gone).
     done: bool,
+    /// Why TLS failed, if it did (for [`ClientError::Tls`]).
+    tls_failure: Option<rustls::Error>,
+    /// Any byte came from the server (else a failed set-up over plain TCP
+    /// is [`ClientError::NoHello`]).
+    received: bool,
 }
 
 impl<C> Shared<C> {
@@ -348,6 +353,8 @@ impl<C: Codec + Send + 'static> Client<C> {
                 events: VecDeque::new(),
                 closed: None,
                 done: false,
+                tls_failure: None,
+                received: false,
             }),
             changed: Notify::new(),
             wake_driver: Notify::new(),
@@ -370,8 +377,8 @@ impl<C: Codec> Client<C> {
         (self.sender, self.receiver)
     }
 
-    /// Waits until the handshake completed; fails with
-    /// [`ClientError::Closed`] if the connection closed first.
+    /// Waits until the handshake completed; see
+    /// [`ClientSender::wait_connected`].
     pub async fn wait_connected(&self) -> Result<(), ClientError> {
         self.sender.wait_connected().await
     }
@@ -466,7 +473,13 @@ async fn wait_until<C, R>(
 /// How the connection ended, as an error (what ended it, or a transport end
 /// when the driver stopped without a recorded close).
 fn closed_error<C>(inner: &Inner<C>) -> ClientError {
-    ClientError::Closed(inner.closed.clone().unwrap_or(Closed::SOCKET_CLOSED))
+    ClientError::Closed(closed_of(inner))
+}
+
+/// How the connection ended (a transport end when the driver stopped
+/// without a recorded close).
+fn closed_of<C>(inner: &Inner<C>) -> Closed {
+    inner.closed.clone().unwrap_or(Closed::SOCKET_CLOSED)
 }
 
 impl<C: Codec> ClientSender<C> {
@@ -502,15 +515,25 @@ impl<C: Codec> ClientSender<C> {
         .await
     }
 
-    /// Waits until the handshake completed; fails with
-    /// [`ClientError::Closed`] if the connection closed first.
+    /// Waits until the handshake completed. A connection that closed first
+    /// fails with what the client can tell of why, as the blocking
+    /// [`Client::wait_connected`](crate::client::Client::wait_connected)
+    /// does: [`ClientError::RegistryMismatch`], [`ClientError::Tls`],
+    /// [`ClientError::NoHello`], else [`ClientError::Closed`]. (It does not
+    /// time out by itself: the core's handshake timeout closes the
+    /// connection; wrap it in `tokio::time::timeout` for a shorter wait.)
     pub async fn wait_connected(&self) -> Result<(), ClientError> {
         let shared = self.shared();
         wait_until(shared, &shared.changed, |inner| {
             if inner.conn.is_connected() {
                 Some(Ok(()))
             } else if inner.conn.is_closed() || inner.done {
-                Some(Err(closed_error(inner)))
+                Some(Err(setup_failure(
+                    inner.conn.registry_mismatch(),
+                    inner.tls_failure.as_ref(),
+                    inner.transport.is_plain() && !inner.received,
+                    Some(closed_of(inner)),
+                )))
             } else {
                 None
             }
@@ -711,11 +734,15 @@ fn turn<C: Codec>(inner: &mut Inner<C>, clock: &Clock, eof: &mut bool) -> bool {
                 *eof = true;
                 inner.conn.handle_transport_closed();
             }
-            Ok(n) => inner.conn.commit_received(n),
+            Ok(n) => {
+                inner.received = true;
+                inner.conn.commit_received(n);
+            }
             Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::info!(parent: &inner.span, error = %e, "transport failed");
+                inner.tls_failure = tls_failure_of(&e).cloned();
                 *eof = true;
                 inner.conn.handle_transport_closed();
             }

@@ -82,9 +82,9 @@
 //! mio server.
 
 use crate::server::{
-    apply, handlers_by_id, is_transient_accept_error, listen, Applied, BroadcastReport, ClientId,
-    CloseHook, Command, CoreServer, Ctx, HandleError, Handler, Hook, IgnoredHook, RunningServer,
-    ServerBuilder, ServerHandle, ServerOptions, ServerStats, Slots,
+    apply, check_handshake_fits, handlers_by_id, is_transient_accept_error, listen, Applied,
+    BroadcastReport, ClientId, CloseHook, Command, CoreServer, Ctx, HandleError, Handler, Hook,
+    IgnoredHook, RunningServer, ServerBuilder, ServerHandle, ServerOptions, ServerStats, Slots,
 };
 use crate::transport::Transport;
 use crate::{Clock, StdRegistry};
@@ -147,8 +147,11 @@ fn as_handler<R>(f: impl FnOnce() -> R) -> R {
 
 impl<C: Codec + Send + 'static> ServerBuilder<C> {
     /// Binds the listening socket for the [tokio server](crate::tokio_server)
-    /// (a bind needs no runtime; [`TokioServer::run`] does).
+    /// (a bind needs no runtime; [`TokioServer::run`] does). Fails like
+    /// [`bind`](ServerBuilder::bind) when a client's transmit queue cannot
+    /// hold the `handshake`.
     pub fn bind_tokio(self, addr: impl ToSocketAddrs) -> io::Result<TokioServer<C>> {
+        check_handshake_fits(&self.registry, &self.codec, &self.options)?;
         let addr = addr
             .to_socket_addrs()?
             .next()

@@ -798,25 +798,38 @@ fn registry_mismatch_python_client_rust_server() {
 
 #[test]
 fn registry_mismatch_rust_client_python_server() {
-    let cases: [(StdRegistry, &[&str]); 2] = [
-        (only_rust_registry(), &[]),
+    // Each case: the name the client reports (the server lacks one of
+    // ours, or we lack one of the server's).
+    type Names = (Option<&'static str>, Option<&'static str>);
+    let cases: [(StdRegistry, &[&str], Names); 2] = [
+        (only_rust_registry(), &[], (Some("interop:only.rust"), None)),
         (
             echo::registry(),
             &["--registry-extra", "interop:only.python"],
+            (None, Some("interop:only.python")),
         ),
     ];
-    for (registry, extra) in cases {
+    for (registry, extra, names) in cases {
         let (mut server, port) = Proc::python_server(extra);
         let mut client = rust_client(port, registry);
         match client.wait_connected(LIMIT) {
-            Err(ClientError::Closed(Closed { reason, initiator })) => {
-                assert_eq!(
-                    (reason, initiator),
-                    (CloseReason::PacketRegMismatch, Initiator::Local)
-                )
+            Err(ClientError::RegistryMismatch(m)) => {
+                assert_eq!((m.peer_lacks, m.we_lack.as_deref()), names, "{m}")
             }
             other => panic!("expected packetregmismatch, got {other:?}"),
         }
+        // The close itself is still packetregmismatch, by the client.
+        let closed = loop {
+            match client.recv(LIMIT) {
+                Ok(ClientEvent::Closed(c)) | Err(ClientError::Closed(c)) => break c,
+                Ok(_) => {}
+                Err(e) => panic!("waiting for the close: {e:?}"),
+            }
+        };
+        assert_eq!(
+            (closed.reason, closed.initiator),
+            (CloseReason::PacketRegMismatch, Initiator::Local)
+        );
         expect_close_at_python_server(&mut server, "packetregmismatch");
     }
 

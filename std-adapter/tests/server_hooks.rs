@@ -125,14 +125,15 @@ fn the_handle_reports_what_the_rules_refuse_on(runtime: Runtime) {
     handle.send::<Echo>(id, &"from the handle").unwrap();
     // The rules refuse it (the client is ACTIVE, not LOGGEDIN).
     match handle.send::<AfterLogin>(id, &"too early") {
-        Err(HandleError::Send(SendError::Rules(v))) => {
-            assert!(v.to_string().contains("LOGGEDIN"), "{v}")
+        Err(HandleError::Send(e @ SendError::Rules { .. })) => {
+            assert!(e.to_string().contains("LOGGEDIN"), "{e}");
+            assert!(e.to_string().contains("test:afterlogin"), "{e}");
         }
         other => panic!("expected a rule refusal, got {other:?}"),
     }
     let report = handle.broadcast::<AfterLogin>(&"too early", &[]).unwrap();
     assert_eq!((report.sent, report.failed), (0, 1));
-    assert!(matches!(report.first_error, Some(SendError::Rules(_))));
+    assert!(matches!(report.first_error, Some(SendError::Rules { .. })));
     let report = handle.broadcast::<Echo>(&"to all", &[]).unwrap();
     assert_eq!((report.sent, report.failed), (1, 0));
     assert_eq!(

@@ -295,3 +295,26 @@ fn length_prefix_smaller_reads_the_frames_tail_as_the_next_prefix() {
     assert!(got[0].starts_with('<'), "and did not decode: {got:?}");
     assert_local_close(&closed, CloseReason::FrameTooLarge);
 }
+
+/// A stream client whose registry has a name the server lacks says which
+/// (issue 13, point 7), as the TCP client does.
+#[test]
+fn a_registry_mismatch_names_the_name() {
+    use peng3dnet_core::rules::Rules;
+    let (server_end, client_end) = UnixStream::pair().unwrap();
+    let server = echo_server(server_end);
+    let mut registry = echo::registry();
+    registry
+        .register_raw("t:only-at-the-client", None, Rules::NONE)
+        .unwrap();
+    let mut client =
+        StreamConnection::client(client_end, registry, Postcard, StreamOptions::default()).unwrap();
+    match client.wait_connected(T) {
+        Err(ClientError::RegistryMismatch(m)) => {
+            assert_eq!(m.peer_lacks, Some("t:only-at-the-client"), "{m}")
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    drop(client);
+    assert!(server.join().unwrap().is_some());
+}

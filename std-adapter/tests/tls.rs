@@ -597,3 +597,172 @@ fn eof_without_close_notify_is_unexpected() {
     let err = poll_read(&mut s, &mut at_server).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
 }
+
+// ---- TLS mismatches and rejected certificates through the client (issue
+// 13, point 7): each says what happened instead of `timed out` or
+// `socketclose`.
+
+mod mismatches {
+    use super::*;
+    use peng3dnet_core::{CloseReason, Closed};
+    use peng3dnet_std::client::{Client, ClientError, ClientOptions};
+    use peng3dnet_std::echo;
+    use peng3dnet_std::server::{RunningServer, ServerOptions};
+
+    /// An echo server on 127.0.0.1, with TLS if `tls` is given.
+    fn echo_server(tls: Option<TlsServerConfig>) -> RunningServer {
+        let options = ServerOptions {
+            tls,
+            ..ServerOptions::default()
+        };
+        echo::server(echo::registry(), options)
+            .bind("127.0.0.1:0")
+            .unwrap()
+            .spawn()
+            .unwrap()
+    }
+
+    /// What `wait_connected` fails with for a client of `tls` at `server`:
+    /// the blocking client's error (after `wait`), then the tokio client's
+    /// (whose handshake timeout is `wait`: its `wait_connected` ends when
+    /// the connection does).
+    fn failure(
+        server: &RunningServer,
+        tls: Option<TlsClientConfig>,
+        wait: Duration,
+    ) -> [ClientError; 2] {
+        let options = ClientOptions {
+            tls,
+            ..ClientOptions::default()
+        };
+        let mut c =
+            Client::connect(server.local_addr(), echo::registry(), options.clone()).unwrap();
+        let blocking = match c.wait_connected(wait) {
+            Ok(()) => panic!("connected at {:?}", c.security_level()),
+            Err(e) => e,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let options = ClientOptions {
+            handshake_timeout: wait,
+            ..options
+        };
+        let tokio = rt.block_on(async {
+            let c = peng3dnet_std::tokio_client::Client::connect(
+                server.local_addr(),
+                echo::registry(),
+                options,
+            )
+            .await
+            .unwrap();
+            tokio::time::timeout(LIMIT, c.wait_connected())
+                .await
+                .expect("the tokio client's wait_connected ends")
+                .expect_err("the tokio client connected")
+        });
+        [blocking, tokio]
+    }
+
+    /// A self-signed certificate for localhost that is also a CA (what
+    /// `openssl req -x509` makes by default): its certificate and key, PEM.
+    pub(super) fn self_signed_ca() -> (String, String) {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn a_tls_client_at_a_plain_server_is_told_it_does_not_speak_tls() {
+        let server = echo_server(None);
+        for e in failure(
+            &server,
+            Some(TlsClientConfig::no_verification().unwrap()),
+            LIMIT,
+        ) {
+            assert!(matches!(e, ClientError::Tls(TlsError::NotTls(_))), "{e:?}");
+            assert!(e.to_string().contains("does not speak TLS"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_plain_client_at_a_tls_server_is_told_to_try_tls() {
+        let server = echo_server(Some(server_config(&pki(), false)));
+        let [e, tokio] = failure(&server, None, Duration::from_millis(500));
+        assert!(matches!(e, ClientError::NoHello { closed: None }), "{e:?}");
+        assert!(e.to_string().contains("connect with TLS"), "{e}");
+        // The tokio client's own handshake timeout ended it.
+        assert!(
+            matches!(
+                tokio,
+                ClientError::NoHello {
+                    closed: Some(Closed {
+                        reason: CloseReason::HandshakeTimeout,
+                        ..
+                    })
+                }
+            ),
+            "{tokio:?}"
+        );
+        assert!(tokio.to_string().contains("connect with TLS"), "{tokio}");
+    }
+
+    #[test]
+    fn a_rejected_certificate_says_why() {
+        // The server's self-signed certificate is also the client's CA:
+        // webpki refuses a CA certificate as the server's own.
+        let (cert, key) = self_signed_ca();
+        let tls = TlsServerConfig::from_pem(cert.as_bytes(), key.as_bytes(), None).unwrap();
+        let server = echo_server(Some(tls));
+        let client = TlsClientConfig::verify(cert.as_bytes(), "localhost").unwrap();
+        for e in failure(&server, Some(client), LIMIT) {
+            assert!(
+                matches!(
+                    e,
+                    ClientError::Tls(TlsError::Handshake(rustls::Error::InvalidCertificate(_)))
+                ),
+                "{e:?}"
+            );
+            assert!(e.to_string().contains("CaUsedAsEndEntity"), "{e}");
+        }
+        // A CA the server's certificate does not come from: UnknownIssuer.
+        let p = pki();
+        let server = echo_server(Some(server_config(&p, false)));
+        let client = TlsClientConfig::verify(p.other_ca.pem.as_bytes(), "localhost").unwrap();
+        for e in failure(&server, Some(client), LIMIT) {
+            assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+        }
+    }
+
+    /// `peng3dnet echo --tls-ca cert.pem` at a server whose self-signed
+    /// certificate is also that CA prints rustls's reason (it printed only
+    /// `connection closed (socketclose, by Transport)`).
+    #[test]
+    fn the_program_prints_why_a_certificate_was_rejected() {
+        let (cert, key) = self_signed_ca();
+        let tls = TlsServerConfig::from_pem(cert.as_bytes(), key.as_bytes(), None).unwrap();
+        let server = echo_server(Some(tls));
+        let path = std::env::temp_dir().join(format!(
+            "peng3dnet-tls-ca-as-end-entity-{}.pem",
+            std::process::id()
+        ));
+        std::fs::write(&path, &cert).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_peng3dnet"))
+            .arg("echo")
+            .arg(format!("localhost:{}", server.local_addr().port()))
+            .arg("--tls-ca")
+            .arg(&path)
+            .args(["--timeout", "10", "hello"])
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("CaUsedAsEndEntity"), "{stderr}");
+        assert!(!stderr.contains("socketclose"), "{stderr}");
+    }
+}

@@ -261,8 +261,42 @@ async fn refusals_are_errors_that_name_them() {
     let result = timeout(T, mismatched.wait_connected())
         .await
         .expect("an end in time");
-    assert!(result.is_err(), "{result:?}");
+    assert!(
+        matches!(
+            result,
+            Err(ClientError::Tls(peng3dnet_std::tls::TlsError::NotTls(_)))
+        ),
+        "{result:?}"
+    );
     drop(client);
+    stop(running);
+}
+
+/// A registry the server lacks a name of: `wait_connected` names it
+/// (`ClientError::RegistryMismatch`, as the blocking client's), and the
+/// connection is closed with `packetregmismatch` by the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_mismatch_names_the_name() {
+    let (addr, running) = echo_server();
+    let mut registry = echo::registry();
+    registry.register::<Raw>().unwrap();
+    let client = Client::connect(addr, registry, ClientOptions::default())
+        .await
+        .unwrap();
+    match timeout(T, client.wait_connected())
+        .await
+        .expect("an end in time")
+    {
+        Err(ClientError::RegistryMismatch(m)) => {
+            assert_eq!(m.peer_lacks, Some(Raw::NAME), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let closed = timeout(T, client.wait_closed()).await.unwrap();
+    assert_eq!(
+        (closed.reason, closed.initiator),
+        (CloseReason::PacketRegMismatch, Initiator::Local)
+    );
     stop(running);
 }
 
@@ -431,7 +465,7 @@ mod tls {
         assert!(matches!(
             client.send::<Secret>(&"no").await,
             Err(ClientError::Send(
-                peng3dnet_core::connection::SendError::Rules(_)
+                peng3dnet_core::connection::SendError::Rules { .. }
             ))
         ));
         client.send::<Echo>(&"still fine").await.unwrap();

@@ -407,7 +407,7 @@ async fn serve_with<
     )
     .await
     .expect("server: timeout");
-    stats
+    stats.expect("the transmit buffers hold the handshake")
 }
 
 // ---- tests ----
@@ -441,7 +441,7 @@ fn embassy_handshake_echo_rules_close() {
                     // connection goes on.
                     assert!(matches!(
                         s.send::<Notice>(&"no").await,
-                        Err(SendError::Rules(_))
+                        Err(SendError::Rules { .. })
                     ));
                     s.send::<Report>(&1).await.unwrap();
                     let p = next(s, &mut buf).await;
@@ -456,7 +456,8 @@ fn embassy_handshake_echo_rules_close() {
                     (CloseReason::UserRequest, Initiator::Peer)
                 );
                 assert_eq!(
-                    handler.count(|s| matches!(s, Seen::ServerSendRefused(SendError::Rules(_)))),
+                    handler
+                        .count(|s| matches!(s, Seen::ServerSendRefused(SendError::Rules { .. }))),
                     1
                 );
 
@@ -469,7 +470,10 @@ fn embassy_handshake_echo_rules_close() {
                     (refused, end)
                 })
                 .await;
-                assert!(matches!(refused.0, Err(SendError::Rules(_))), "{refused:?}");
+                assert!(
+                    matches!(refused.0, Err(SendError::Rules { .. })),
+                    "{refused:?}"
+                );
                 assert_eq!(refused.1.reason, CloseReason::SmartPacketInvalid);
                 assert_eq!(end.reason, CloseReason::SmartPacketInvalid);
                 assert_eq!(end.initiator, Initiator::Local);
@@ -969,4 +973,29 @@ fn embassy_connection_end_drops_a_running_handler() {
             [(CloseReason::UserRequest, Initiator::Peer)]
         );
     });
+}
+
+/// A slot transmit buffer too small for the `handshake` (the whole
+/// registry) is found before anyone connects, with both sizes (issue 13,
+/// point 7); `run` starts with this check.
+#[test]
+fn the_server_checks_its_transmit_buffers_against_the_handshake() {
+    use peng3dnet_core::connection::{server_tx_required, NewConnectionError};
+    let config = Config::new();
+    let mut registry = Registry::<NR>::new();
+    for i in 0..10 {
+        let name: &'static str =
+            Box::leak(format!("t:a-long-name-to-make-the-handshake-large.{i:02}").into_boxed_str());
+        registry.register_raw(name, None, Rules::NONE).unwrap();
+    }
+    let required = server_tx_required(&config, &registry, &Postcard).unwrap();
+    let server: TestServer<'_> = Server::new(&config, &registry, Postcard);
+    assert_eq!(
+        server.check_tx_capacity(required - 1),
+        Err(NewConnectionError::HandshakeTooLarge {
+            required,
+            capacity: required - 1
+        })
+    );
+    assert_eq!(server.check_tx_capacity(required), Ok(()));
 }

@@ -58,7 +58,7 @@ async fn plain_handshake_echo_and_client_close() {
         // refused before it reaches the wire, and the connection goes on.
         assert!(matches!(
             client.send::<Secret>(&"psst").await,
-            Err(SendError::Rules(_))
+            Err(SendError::Rules { .. })
         ));
         echo_exchange(&client).await;
         client.close(CloseReason::UserRequest);

@@ -145,7 +145,7 @@ async fn tls_session<Clock: TlsClock, const CHAIN: usize>(
         if level >= SecurityLevel::ServerAuth {
             secret.expect("SERVERAUTH allows test:secret");
         } else {
-            assert!(matches!(secret, Err(SendError::Rules(_))), "{secret:?}");
+            assert!(matches!(secret, Err(SendError::Rules { .. })), "{secret:?}");
         }
         echo_exchange(&client).await;
         client.close(CloseReason::UserRequest);

@@ -19,6 +19,15 @@ pub enum NewConnectionError {
     UnknownConnType,
     /// The server's `hello` did not fit into the transmit buffer.
     HelloTooLarge,
+    /// (Server) The `handshake`, which carries the whole registry, can never
+    /// fit into the transmit buffer beside the close reserve
+    /// ([`server_tx_required`](super::server_tx_required)).
+    HandshakeTooLarge {
+        /// The transmit capacity it needs.
+        required: usize,
+        /// The transmit buffer's capacity.
+        capacity: usize,
+    },
 }
 
 impl fmt::Display for NewConnectionError {
@@ -31,6 +40,11 @@ impl fmt::Display for NewConnectionError {
             NewConnectionError::HelloTooLarge => {
                 f.write_str("hello does not fit the transmit buffer")
             }
+            NewConnectionError::HandshakeTooLarge { required, capacity } => write!(
+                f,
+                "the handshake (the whole packet registry) needs a transmit buffer of \
+                 {required} bytes, this one holds {capacity}"
+            ),
         }
     }
 }
@@ -48,7 +62,12 @@ pub enum SendError {
     NotRegistered,
     /// The packet breaks its SmartPacket rules. If its invalid action is
     /// `close`, the connection is now closing with `smartpacketinvalid`.
-    Rules(Violation),
+    Rules {
+        /// The packet's registry name.
+        packet: &'static str,
+        /// The rule it broke.
+        violation: Violation,
+    },
     /// The connection type does not carry this packet (a `ping` connection
     /// carries no application packets; a custom type's hook refused).
     ConnTypeRefused,
@@ -74,7 +93,9 @@ impl fmt::Display for SendError {
         match self {
             SendError::Closed => f.write_str("connection closed"),
             SendError::NotRegistered => f.write_str("packet not registered"),
-            SendError::Rules(v) => write!(f, "packet rules broken: {v}"),
+            SendError::Rules { packet, violation } => {
+                write!(f, "packet {packet} breaks its rules: {violation}")
+            }
             SendError::ConnTypeRefused => f.write_str("connection type does not carry this packet"),
             SendError::WouldBlock { required } => {
                 write!(f, "transmit buffer full ({required} bytes needed)")

@@ -139,7 +139,25 @@ pub enum IgnoreCause {
     /// No packet of this id is registered (the reference ignores these too).
     UnknownId,
     /// It broke its rules and its invalid action is `ignore`.
-    Rules(Violation),
+    Rules {
+        /// The packet's registry name.
+        packet: &'static str,
+        /// The rule it broke.
+        violation: Violation,
+    },
+}
+
+/// As in `packet demo:chat broke its rules: requires mode PLAY (3), connection
+/// is in NOTSET (0)`.
+impl fmt::Display for IgnoreCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IgnoreCause::UnknownId => f.write_str("no packet of this id is registered"),
+            IgnoreCause::Rules { packet, violation } => {
+                write!(f, "packet {packet} broke its rules: {violation}")
+            }
+        }
+    }
 }
 
 /// What happened on a connection, returned by [`Connection::poll`](super::Connection::poll).

@@ -2,6 +2,7 @@
 //! the client's `settype`, entering the agreed connection type, the
 //! registry sync of `handshake` and its `handshake.accept`.
 
+use super::config::Config;
 use super::conntype::ConnType;
 use super::error::NewConnectionError;
 use super::progress::{OpenState, Progress};
@@ -9,11 +10,12 @@ use super::receive::Outcome;
 use super::transmit::CLOSE_RESERVE;
 use super::Inner;
 use crate::buffer::Buffer;
-use crate::codec::Codec;
+use crate::codec::{Codec, CodecError};
 use crate::messages::{HandshakeAccept, HandshakeOut, HandshakeSeed, Hello, SetType, PROTOVERSION};
-use crate::registry::{internal, RegistryAccess, FIRST_AUTO_ID};
+use crate::registry::{internal, Registry, RegistryAccess, FIRST_AUTO_ID};
 use crate::time::Instant;
 use crate::types::{CloseReason, Side, State};
+use crate::wire::FRAME_OVERHEAD;
 
 /// Which side's protocol code a poll runs: what a protocol packet that
 /// passed its rules (`hello`, `settype`, `handshake`, `handshake.accept`) and
@@ -239,12 +241,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
 
     /// (Server) queues `handshake` with every name and id of the registry.
     fn queue_handshake(&mut self) {
-        let reg = self.registry.registry();
-        let msg = HandshakeOut {
-            version: self.config.version,
-            protoversion: PROTOVERSION,
-            registry: reg.as_map(),
-        };
+        let msg = handshake_out(&self.config, self.registry.registry());
         let queued = self.tx.push_message(
             internal::HANDSHAKE,
             CLOSE_RESERVE,
@@ -254,6 +251,20 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         );
         if !queued {
             self.close(CloseReason::WriteQueueFull);
+        }
+    }
+
+    /// (Server) refuses a transmit buffer that can never hold the
+    /// `handshake` ([`server_tx_required`]). What the codec cannot measure
+    /// it cannot encode either: the handshake then closes the connection
+    /// when it is sent, as before.
+    pub(super) fn check_handshake_fits(&self) -> Result<(), NewConnectionError> {
+        let capacity = self.tx.buffer().max_capacity();
+        match server_tx_required(&self.config, self.registry.registry(), &self.codec) {
+            Ok(required) if required > capacity => {
+                Err(NewConnectionError::HandshakeTooLarge { required, capacity })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -280,6 +291,12 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
                     .check_sync_unchanged(&hs.sync, policy),
             };
             if result.is_err() {
+                let adopts_ids = self.registry.registry_mut().is_some();
+                self.mismatch = Some(
+                    self.registry
+                        .registry()
+                        .mismatch_record(&hs.sync, adopts_ids),
+                );
                 return self.close(CloseReason::PacketRegMismatch);
             }
         }
@@ -291,6 +308,35 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             self.open(self.progress.conntype(), OpenState::Active);
         }
     }
+}
+
+/// The server's `handshake` message: its version and whole registry.
+fn handshake_out<'a, const N: usize>(
+    config: &Config<'a>,
+    registry: &'a Registry<N>,
+) -> HandshakeOut<'a, N> {
+    HandshakeOut {
+        version: config.version,
+        protoversion: PROTOVERSION,
+        registry: registry.as_map(),
+    }
+}
+
+/// The least transmit capacity ([`Buffer::max_capacity`]) a server
+/// connection over `registry` with `config` and `codec` accepts: its
+/// `handshake` frame, which carries the whole registry, uncompressed (it is
+/// encoded before it is compressed) beside [`CLOSE_RESERVE`], and never less
+/// than [`MIN_TX_BUFFER`](super::MIN_TX_BUFFER).
+/// [`Connection::server`](super::Connection::server) refuses a smaller
+/// buffer with [`NewConnectionError::HandshakeTooLarge`]; an adapter can
+/// check its buffer sizes with it before it accepts anyone.
+pub fn server_tx_required<C: Codec, const N: usize>(
+    config: &Config<'_>,
+    registry: &Registry<N>,
+    codec: &C,
+) -> Result<usize, CodecError> {
+    let body = codec.encoded_len(&handshake_out(config, registry))?;
+    Ok((FRAME_OVERHEAD + body + CLOSE_RESERVE).max(super::MIN_TX_BUFFER))
 }
 
 #[cfg(test)]

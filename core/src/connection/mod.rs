@@ -90,13 +90,13 @@ pub use config::{Compressor, Config, PingServerConfig};
 pub use conntype::{CloseKind, ConnTypeHooks, CustomConnType, Dispatch};
 pub use error::{NewConnectionError, SendError};
 pub use event::{DecodeError, Event, IgnoreCause, Incoming};
-pub use handshake::Role;
+pub use handshake::{server_tx_required, Role};
 pub use outbox::{Outbox, Take};
 pub use transmit::{CLOSE_RESERVE, MIN_TX_BUFFER};
 
 use crate::buffer::Buffer;
 use crate::codec::Codec;
-use crate::registry::{Packet, Registry, RegistryAccess};
+use crate::registry::{MismatchRecord, Packet, Registry, RegistryAccess, RegistryMismatch};
 use crate::time::{Instant, MaybeInstant};
 use crate::types::{CloseReason, Closed, Initiator, Mode, SecurityLevel, Side, State};
 use crate::wire::FrameDecoder;
@@ -134,6 +134,9 @@ struct Inner<'a, C, T, const N: usize, G> {
     /// The frame, idle and keepalive timers.
     timers: Timers,
     tx: TxBuf<T>,
+    /// (Client) how the server's registry differed, when the handshake
+    /// closed with `packetregmismatch`.
+    mismatch: Option<MismatchRecord>,
 }
 
 /// One endpoint of one connection over caller-owned [`Buffer`]s: `R` receives,
@@ -182,12 +185,17 @@ where
                 fast_hint: 0,
                 timers: Timers::new(now, config.idle_timeout, config.keepalive_interval),
                 tx: TxBuf::new(tx),
+                mismatch: None,
             },
         }
     }
 
     /// The server's view of a client that just connected. Queues `hello`.
     /// `registry` is usually `&Registry` (shared by every connection).
+    /// Fails with [`NewConnectionError::HandshakeTooLarge`] when `tx` can
+    /// never hold the `handshake`, which carries the whole registry
+    /// ([`server_tx_required`]), rather than closing with `writequeuefull`
+    /// once a client asks for it.
     pub fn server(
         config: &Config<'a>,
         registry: G,
@@ -200,6 +208,7 @@ where
         let deadline = MaybeInstant::new(now + config.handshake_timeout);
         let progress = Progress::AwaitingType { deadline };
         let mut conn = Self::new(Side::Server, progress, config, registry, codec, rx, tx, now);
+        conn.inner.check_handshake_fits()?;
         conn.inner.queue_hello()?;
         Ok(conn)
     }
@@ -287,6 +296,16 @@ where
     /// client).
     pub fn registry(&self) -> &Registry<N> {
         self.inner.registry.registry()
+    }
+
+    /// (Client) How the server's registry differed from ours, if the
+    /// handshake closed the connection with `packetregmismatch`
+    /// ([`SyncPolicy`](crate::registry::SyncPolicy)): the first name the
+    /// server lacks, the first we lack, the first id that differs where ids
+    /// must agree, and how many of each.
+    pub fn registry_mismatch(&self) -> Option<RegistryMismatch> {
+        let rec = self.inner.mismatch.as_ref()?;
+        Some(self.inner.registry.registry().expand_mismatch(rec))
     }
 
     /// The codec.
@@ -541,7 +560,7 @@ where
     /// # use peng3dnet_core::{Config, Connection};
     /// # use peng3dnet_core::registry::Registry;
     /// # let registry = Registry::<8>::new();
-    /// # let (mut rx, mut tx) = ([0u8; 256], [0u8; 256]);
+    /// # let (mut rx, mut tx) = ([0u8; 256], [0u8; 512]);
     /// # let mut conn = Connection::server(&Config::new(), &registry, Postcard,
     /// #     &mut rx[..], &mut tx[..], Instant::ZERO).unwrap();
     /// // Echo every packet back without copying its body.

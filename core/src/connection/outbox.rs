@@ -110,7 +110,10 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             if entry.rules.on_invalid == InvalidAction::Close {
                 self.close(CloseReason::SmartPacketInvalid);
             }
-            return Err(SendError::Rules(v));
+            return Err(SendError::Rules {
+                packet: entry.name,
+                violation: v,
+            });
         }
         let allowed = match conntype {
             ConnType::Ping => false,

@@ -408,7 +408,13 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         {
             return match entry.rules.on_invalid {
                 InvalidAction::Ignore if self.is_keepalive(packet_id) => Outcome::Nothing,
-                InvalidAction::Ignore => Outcome::Ignored(packet_id, IgnoreCause::Rules(v)),
+                InvalidAction::Ignore => Outcome::Ignored(
+                    packet_id,
+                    IgnoreCause::Rules {
+                        packet: entry.name,
+                        violation: v,
+                    },
+                ),
                 InvalidAction::Close => {
                     self.close(CloseReason::SmartPacketInvalid);
                     Outcome::Nothing

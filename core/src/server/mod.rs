@@ -567,6 +567,31 @@ where
         Ok(id)
     }
 
+    /// Whether a client's transmit buffer of `capacity` bytes
+    /// ([`Buffer::max_capacity`]) can
+    /// hold this server's `handshake` (the whole registry):
+    /// [`accept`](Self::accept) refuses smaller ones with
+    /// [`NewConnectionError::HandshakeTooLarge`](crate::connection::NewConnectionError::HandshakeTooLarge).
+    /// For an adapter to check its buffer sizes before anyone connects.
+    pub fn check_tx_capacity(
+        &self,
+        capacity: usize,
+    ) -> Result<(), crate::connection::NewConnectionError> {
+        use crate::connection::{server_tx_required, NewConnectionError, MIN_TX_BUFFER};
+        if capacity < MIN_TX_BUFFER {
+            return Err(NewConnectionError::TxBufferTooSmall {
+                required: MIN_TX_BUFFER,
+            });
+        }
+        // What the codec cannot measure, accept does not refuse either.
+        let required =
+            server_tx_required(self.config, self.registry, &self.codec).unwrap_or(MIN_TX_BUFFER);
+        if capacity < required {
+            return Err(NewConnectionError::HandshakeTooLarge { required, capacity });
+        }
+        Ok(())
+    }
+
     /// Encodes the lone `closeconn` that tells a refused client why, into
     /// `out`; returns its length.
     pub fn refusal(&self, refused: Refused, out: &mut [u8]) -> Result<usize, BufferTooSmall> {

@@ -295,7 +295,7 @@ pub(crate) async fn refusal<L: Log>(
         server_timestamp: None,
     };
     match session.send::<SecureEchoPing>(&msg).await {
-        Err(SendError::Rules(v)) => say!(
+        Err(SendError::Rules { violation: v, .. }) => say!(
             log,
             "client: echo:ping refused by its rules before the wire ({:?})",
             v

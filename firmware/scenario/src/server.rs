@@ -208,7 +208,13 @@ pub async fn run<
         }
         server.shutdown();
     };
+    // Before the join: a run that fails at once would leave the stopper
+    // waiting.
+    server
+        .check_tx_capacity(TX)
+        .map_err(|e| fail!("server: {}", e))?;
     let (stats, ()) = join(server.run(stack, PORT, resources, &handler), stopper).await;
+    let stats = stats.map_err(|e| fail!("server: {}", e))?;
     Ok(ServerSummary {
         accepted: stats.accepted,
         handshakes: stats.handshakes,

@@ -142,7 +142,7 @@ fn run_cmd(ctx: &mut Ctx<'_, '_, Postcard>, op: u32) -> u32 {
         }
         op if op >= SEND_OP => match send_nth(ctx, (op - SEND_OP) as usize) {
             Ok(()) => SENT_OK,
-            Err(SendError::Rules(_)) => REFUSED_BY_RULES,
+            Err(SendError::Rules { .. }) => REFUSED_BY_RULES,
             Err(_) => SEND_FAILED,
         },
         _ => 99,
@@ -481,9 +481,12 @@ fn side_rule_both_directions() {
     // Client -> server: ToServer travels; ToClient is refused before the wire.
     c.send::<ToServer>(&1).unwrap();
     match c.send::<ToClient>(&2) {
-        Err(ClientError::Send(SendError::Rules(Violation::Side {
-            receiver: Side::Client,
-        }))) => {}
+        Err(ClientError::Send(SendError::Rules {
+            violation: Violation::Side {
+                receiver: Side::Client,
+            },
+            ..
+        })) => {}
         other => panic!("{other:?}"),
     }
     assert!(
@@ -504,7 +507,7 @@ fn side_rule_both_directions() {
     // ends report smartpacketinvalid, and the server never received it.
     assert!(matches!(
         c.send::<ToClientClose>(&3),
-        Err(ClientError::Send(SendError::Rules(_)))
+        Err(ClientError::Send(SendError::Rules { .. }))
     ));
     assert_eq!(
         until_closed(&mut c),
@@ -601,7 +604,10 @@ fn conntype_rule_both_directions() {
     c.send::<Classic>(&1).unwrap();
     assert!(matches!(
         c.send::<Other>(&2),
-        Err(ClientError::Send(SendError::Rules(Violation::ConnType)))
+        Err(ClientError::Send(SendError::Rules {
+            violation: Violation::ConnType,
+            ..
+        }))
     ));
     assert_eq!(h.sync(&mut c), [(Classic::NAME, 1)]);
     c.send::<Cmd>(&send_op::<Classic>()).unwrap();
@@ -612,7 +618,10 @@ fn conntype_rule_both_directions() {
     h.sync(&mut c);
     assert!(matches!(
         c.send::<OtherClose>(&3),
-        Err(ClientError::Send(SendError::Rules(Violation::ConnType)))
+        Err(ClientError::Send(SendError::Rules {
+            violation: Violation::ConnType,
+            ..
+        }))
     ));
     assert_eq!(
         until_closed(&mut c),
@@ -629,10 +638,13 @@ fn state_rule_both_directions() {
     // The client is ACTIVE: a LOGGEDIN packet is refused before the wire.
     assert!(matches!(
         c.send::<LoggedIn>(&1),
-        Err(ClientError::Send(SendError::Rules(Violation::State {
-            required: State::LoggedIn,
-            actual: State::Active
-        })))
+        Err(ClientError::Send(SendError::Rules {
+            violation: Violation::State {
+                required: State::LoggedIn,
+                actual: State::Active
+            },
+            ..
+        }))
     ));
     assert!(h.sync(&mut c).is_empty());
     // The server, ACTIVE, refuses to send it too.
@@ -689,7 +701,10 @@ fn mode_rule_both_directions() {
     c.send::<NotSet>(&1).unwrap();
     assert!(matches!(
         c.send::<Play>(&2),
-        Err(ClientError::Send(SendError::Rules(Violation::Mode { .. })))
+        Err(ClientError::Send(SendError::Rules {
+            violation: Violation::Mode { .. },
+            ..
+        }))
     ));
     assert_eq!(h.sync(&mut c), [(NotSet::NAME, 1)]);
     c.send::<Cmd>(&send_op::<NotSet>()).unwrap();
@@ -726,7 +741,10 @@ fn min_security_is_refused_before_the_wire_both_directions() {
     let h = harness(|_| {});
     let (mut c, _) = h.client();
     match c.send::<Secure>(&1) {
-        Err(ClientError::Send(SendError::Rules(Violation::Security { required, actual }))) => {
+        Err(ClientError::Send(SendError::Rules {
+            violation: Violation::Security { required, actual },
+            ..
+        })) => {
             assert_eq!(
                 (required, actual),
                 (SecurityLevel::Encrypted, SecurityLevel::None)
@@ -747,9 +765,10 @@ fn min_security_is_refused_before_the_wire_both_directions() {
     // smartpacketinvalid; still nothing reached the server.
     assert!(matches!(
         c.send::<SecureClose>(&3),
-        Err(ClientError::Send(SendError::Rules(
-            Violation::Security { .. }
-        )))
+        Err(ClientError::Send(SendError::Rules {
+            violation: Violation::Security { .. },
+            ..
+        }))
     ));
     assert_eq!(
         until_closed(&mut c),
@@ -1004,8 +1023,22 @@ fn packetregmismatch_when_the_registries_differ() {
     let mut reg = registry();
     reg.register::<Extra>().unwrap();
     let mut c = Client::connect(h.addr, reg.clone(), ClientOptions::default()).unwrap();
+    // The error says which name differs (issue 13, point 7); the close
+    // report is still packetregmismatch, by the client.
+    match c.wait_connected(T) {
+        Err(ClientError::RegistryMismatch(m)) => {
+            assert_eq!(m.peer_lacks, Some("t:extra"), "{m}");
+            assert_eq!((m.peer_lacks_count, m.we_lack_count), (1, 0), "{m}");
+            assert_eq!(
+                ClientError::RegistryMismatch(m).to_string(),
+                "connection closed (packetregmismatch): the server lacks t:extra"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(c.registry_mismatch().is_some());
     assert_eq!(
-        closed_err(c.wait_connected(T).unwrap_err()),
+        until_closed(&mut c),
         (CloseReason::PacketRegMismatch, Initiator::Local)
     );
     h.expect_close(CloseReason::PacketRegMismatch, Initiator::Peer);
@@ -1125,10 +1158,17 @@ fn every_close_reason_a_raw_server_causes_on_the_client() {
     };
     let start = Instant::now();
     let (mut c, rx) = against_raw_server(options, |mut r| r.close_reason());
-    assert_eq!(
-        closed_err(c.wait_connected(T).unwrap_err()),
-        (CloseReason::HandshakeTimeout, Initiator::Local)
-    );
+    // Nothing at all came: the error says so (a TLS server does that too),
+    // with the close.
+    match c.wait_connected(T).unwrap_err() {
+        ClientError::NoHello {
+            closed: Some(Closed { reason, initiator }),
+        } => assert_eq!(
+            (reason, initiator),
+            (CloseReason::HandshakeTimeout, Initiator::Local)
+        ),
+        other => panic!("{other:?}"),
+    }
     assert!(start.elapsed() >= Duration::from_millis(300));
     drop(c);
     assert_eq!(finished(rx).as_deref(), Some("handshaketimeout"));
@@ -1717,4 +1757,61 @@ fn every_pipelined_frame_of_a_fast_sender_is_read_and_answered() {
         (N, None),
         "echoes received of {sent} frames sent"
     );
+}
+
+/// A transmit queue too small for the `handshake` (the whole registry) is an
+/// error of `bind` (and `bind_tokio`), naming both sizes, rather than a `writequeuefull` close
+/// of every client (issue 13, point 7).
+#[test]
+fn bind_refuses_a_write_queue_too_small_for_the_handshake() {
+    use peng3dnet_core::connection::{server_tx_required, NewConnectionError};
+    use peng3dnet_core::Config;
+    let mut reg = registry();
+    for i in 0..40 {
+        let name: &'static str =
+            Box::leak(format!("t:a-long-name-to-make-the-handshake-large.{i:02}").into_boxed_str());
+        reg.register_raw(name, None, Rules::NONE).unwrap();
+    }
+    let options = ServerOptions {
+        max_frame: 256,
+        max_write_queue: 1024,
+        ..ServerOptions::default()
+    };
+    let config = Config {
+        version: &options.version,
+        ..Config::new()
+    };
+    let required = server_tx_required(&config, &reg, &Postcard).unwrap();
+    assert!(required > 1024, "{required}");
+    let err = Server::builder(reg.clone())
+        .options(options.clone())
+        .spawn_on("127.0.0.1:0", RUNTIME)
+        .err()
+        .expect("bind refused");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let inner = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<NewConnectionError>())
+        .expect("a NewConnectionError");
+    assert_eq!(
+        *inner,
+        NewConnectionError::HandshakeTooLarge {
+            required,
+            capacity: 1024
+        }
+    );
+    assert!(err.to_string().contains(&required.to_string()), "{err}");
+    // With room for it, the server binds and a client connects.
+    let running = Server::builder(reg.clone())
+        .options(ServerOptions {
+            max_write_queue: required,
+            ..options
+        })
+        .spawn_on("127.0.0.1:0", RUNTIME)
+        .unwrap();
+    let mut c = Client::connect(running.local_addr(), reg, ClientOptions::default()).unwrap();
+    c.wait_connected(T).unwrap();
+    drop(c);
+    running.handle().shutdown();
+    running.join().unwrap();
 }

@@ -134,7 +134,10 @@ fn server(tls: Option<TlsServerConfig>) -> TlsServer {
             };
             let code = match res {
                 Ok(()) => 0,
-                Err(SendError::Rules(Violation::Security { .. })) => 1,
+                Err(SendError::Rules {
+                    violation: Violation::Security { .. },
+                    ..
+                }) => 1,
                 Err(_) => 2,
             };
             let _ = ctx.send::<Probe>(&code);
@@ -199,7 +202,10 @@ fn exchange(s: &TlsServer, c: &mut Client, expect: [bool; 4]) {
     ] {
         match res {
             Ok(()) => assert!(allowed, "{name} was sent"),
-            Err(ClientError::Send(SendError::Rules(Violation::Security { actual, .. }))) => {
+            Err(ClientError::Send(SendError::Rules {
+                violation: Violation::Security { actual, .. },
+                ..
+            })) => {
                 assert!(!allowed, "{name} was refused");
                 assert_eq!(actual, c.security_level());
             }
@@ -245,10 +251,13 @@ fn plain_tcp_is_level_none() {
     assert_eq!(s.levels.recv_timeout(T).unwrap(), SecurityLevel::None);
     assert!(matches!(
         c.send::<ServerAuthOnly>(&1),
-        Err(ClientError::Send(SendError::Rules(Violation::Security {
-            actual: SecurityLevel::None,
+        Err(ClientError::Send(SendError::Rules {
+            violation: Violation::Security {
+                actual: SecurityLevel::None,
+                ..
+            },
             ..
-        })))
+        }))
     ));
     exchange(&s, &mut c, [false, false, false, false]);
 }
