@@ -1446,11 +1446,15 @@ const TRICKLE_STALL: Duration = Duration::from_secs(3);
 /// A client fills its write queue past the read-pause mark with echoes,
 /// then reads 64 KiB a second: the server drops it (a reset, no
 /// `closeconn`) about the write-stall time after its queue last drained,
-/// though it takes bytes now and then; the healthy client is timed beside.
+/// though it takes bytes every second (the server's keepalive timer has it
+/// write them); the healthy client is timed beside.
 #[test]
 fn trickle_reader_dropped_after_write_stall() {
+    // A keepalive every second has the server look at the client (and
+    // write what the kernel took since) once a second: each 64 KiB read is
+    // write progress then.
     let stall = format!("{}", TRICKLE_STALL.as_secs());
-    let server = ServerProc::start_with("postcard", &["--write-stall", &stall]);
+    let server = ServerProc::start_with("postcard", &["--write-stall", &stall, "--keepalive", "1"]);
     let env = Env {
         addr: server.addr,
         codec: server.codec,
