@@ -715,6 +715,26 @@ fn without_rounds_nothing_is_held_back() {
     }
     assert_eq!(n, 4);
     assert!(!server.is_deferred(id));
+    // Nor with rounds counted and a quantum of 0 (fair service off).
+    let opts = ServerOptions {
+        round_quantum: 0,
+        round_work: 0,
+        ..options(1)
+    };
+    let mut creg = registry();
+    let mut c = client(&cfg, &mut creg);
+    let mut server = Server::new(&cfg, &sreg, Postcard, opts, slots::<1>());
+    let id = server.accept([0; BUF], [0; BUF], T0).unwrap();
+    exchange(&mut server, id, &mut c, T0);
+    for seq in 0..4 {
+        c.send::<Chat>(&Numbered { seq, text: &text }).unwrap();
+    }
+    let wire = take_tx(&mut c);
+    server.begin_round();
+    assert!(server.receive_buffer(id).len() > wire.len());
+    assert_eq!(server.handle_input(id, &wire), wire.len());
+    assert_eq!(take(&mut server, id), 4);
+    assert!(!server.is_deferred(id));
 }
 
 /// Polls client `id` until `None`; how many chat packets came out.

@@ -234,15 +234,17 @@ pub struct ServerOptions {
     /// out packets while the client's credit lasts: each round adds this
     /// much (up to this much), and each packet takes its frame's length,
     /// its inflated body if it was compressed, and the bodies its answers
-    /// encoded (before compression). A packet larger than the credit is
-    /// still handed out while the credit is positive; the debt is paid
-    /// off in the next rounds.
+    /// encoded (before compression). A packet larger than what is left of
+    /// the credit takes the shared budget ([`round_work`](Self::round_work));
+    /// a debt it leaves is paid off in the next rounds before the client
+    /// gets another packet. 0 turns fair service off.
     pub round_quantum: usize,
     /// Fair service: the bytes all clients together may cost in one round
-    /// before only packets known to be small are handed out (an
-    /// uncompressed frame that the client's credit covers). A compressed
-    /// frame, whose cost shows only once it is inflated, and a frame
-    /// larger than the credit wait for the next round then.
+    /// before only packets known to be small are handed out (a frame that
+    /// its client's credit covers, a compressed one counted at 4 times its
+    /// length). A larger packet is handed out only while this budget lasts
+    /// (at least one a round), to the client that waited longest first;
+    /// the others wait for the next round.
     pub round_work: usize,
 }
 
@@ -761,9 +763,10 @@ where
     /// that never calls it gets no bound (each client's task is its own
     /// turn).
     pub fn begin_round(&mut self) {
-        self.rounds = true;
+        self.rounds = self.options.round_quantum > 0;
         self.round = self.round.wrapping_add(1);
-        self.round_left = self.options.round_work;
+        // At least one large packet a round.
+        self.round_left = self.options.round_work.max(1);
         self.oldest_wait = core::mem::take(&mut self.longest_wait);
     }
 
