@@ -397,6 +397,23 @@ impl<B: Buffer> FrameDecoder<B> {
         self.start = self.start.min(frame_start);
     }
 
+    /// The length (prefix included) and flags of the whole frame that waits
+    /// next, if one does (a failed decoder or a length it refuses: none).
+    pub(crate) fn peek_whole(&self) -> Option<(u32, usize, Flags)> {
+        if self.failed.is_some() {
+            return None;
+        }
+        let avail = self.buf.bytes().get(self.start..self.end)?;
+        let head: &[u8; FRAME_OVERHEAD] = avail.get(..FRAME_OVERHEAD)?.try_into().ok()?;
+        let [l0, l1, l2, l3, i0, i1, i2, i3, f0, f1] = *head;
+        let total = LENGTH_PREFIX_LEN + u32::from_be_bytes([l0, l1, l2, l3]) as usize;
+        if total < FRAME_OVERHEAD || avail.len() < total {
+            return None;
+        }
+        let id = u32::from_be_bytes([i0, i1, i2, i3]);
+        Some((id, total, Flags(u16::from_be_bytes([f0, f1]))))
+    }
+
     /// Whether a whole frame (or an error) is waiting in the buffer.
     pub fn has_frame(&self) -> bool {
         if self.failed.is_some() {

@@ -581,3 +581,234 @@ fn a_transmit_buffer_too_small_for_the_handshake_is_refused_at_construction() {
     }
     assert_eq!(connected, [true, true]);
 }
+
+/// A server whose client `id` is connected to `c`, its transmit queue over
+/// the read-pause mark (3,072 of 4,096 bytes queued at `t1`, the mark is
+/// half), with a write stall of 30 s.
+fn over_the_mark<'a>(
+    cfg: &'a peng3dnet_core::Config<'a>,
+    sreg: &'a Registry<CAP>,
+    c: &mut ClientConn<'_>,
+    t1: Instant,
+) -> (TestServer<'a, Slots<'a, 1>>, ClientId) {
+    let opts = ServerOptions {
+        write_stall_timeout: Duration::from_secs(30),
+        ..options(1)
+    };
+    let mut server = Server::new(cfg, sreg, Postcard, opts, slots::<1>());
+    let id = server.accept([0; BUF], [0; BUF], T0).unwrap();
+    exchange(&mut server, id, c, T0);
+    let chat = sreg.id_of::<Chat>().unwrap();
+    server.send_encoded(id, chat, &[7u8; 3062]).unwrap();
+    assert_eq!(server.poll_transmit(id).len(), 3072);
+    assert!(!server.wants_input(id), "over the mark");
+    assert_eq!(server.handle_timeout(t1), None);
+    (server, id)
+}
+
+#[test]
+fn a_trickle_reader_whose_queue_stays_over_the_mark_is_dropped_after_the_write_stall() {
+    let cfg = config();
+    let sreg = registry();
+    let mut creg = registry();
+    let mut c = client(&cfg, &mut creg);
+    let t1 = Instant::from_millis(1_000);
+    let (mut server, id) = over_the_mark(&cfg, &sreg, &mut c, t1);
+    let stall = Duration::from_secs(30);
+    assert_eq!(server.poll_timeout(), Some(t1 + stall));
+    // 100 bytes every 5 s: progress, but the queue stays over the mark.
+    for k in 1..6 {
+        let t = t1 + Duration::from_secs(5 * k);
+        server.transmitted(id, 100, t);
+        assert_eq!(server.handle_timeout(t), None);
+        assert_eq!(
+            server.poll_timeout(),
+            Some(t1 + stall),
+            "progress over the mark does not restart the timer"
+        );
+    }
+    assert!(server.poll_transmit(id).len() > BUF / 2);
+    assert_eq!(server.handle_timeout(t1 + stall), Some(id));
+    assert!(server.is_abandoned(id));
+    assert_eq!(
+        server.poll(id, t1 + stall).map(record),
+        Some(Rec::Closed(CloseReason::WriteQueueFull, Initiator::Local))
+    );
+    assert_eq!(server.stats().write_stalls, 1);
+    assert!(server.take_finished(id).is_some());
+}
+
+#[test]
+fn a_slow_reader_that_drains_below_the_mark_in_time_is_never_dropped() {
+    let cfg = config();
+    let sreg = registry();
+    let mut creg = registry();
+    let mut c = client(&cfg, &mut creg);
+    let t1 = Instant::from_millis(1_000);
+    let (mut server, id) = over_the_mark(&cfg, &sreg, &mut c, t1);
+    let stall = Duration::from_secs(30);
+    let chat = sreg.id_of::<Chat>().unwrap();
+    // 300 bytes every 5 s for two minutes, and a new 3 KB answer each time
+    // the queue is empty: it is over the mark for 20 s of every 55 s.
+    let mut drained_at = None;
+    let mut refills = 0;
+    for k in 1..=24 {
+        let t = t1 + Duration::from_secs(5 * k);
+        let n = server.poll_transmit(id).len().min(300);
+        server.transmitted(id, n, t);
+        if server.poll_transmit(id).len() <= BUF / 2 && drained_at.is_none() {
+            drained_at = Some(t);
+            assert_eq!(
+                server.poll_timeout(),
+                Some(t + stall),
+                "drained below the mark: the timer restarts"
+            );
+        }
+        if server.poll_transmit(id).is_empty() {
+            server.send_encoded(id, chat, &[7u8; 3062]).unwrap();
+            server.transmitted(id, 0, t);
+            drained_at = None;
+            refills += 1;
+        }
+        assert_eq!(server.handle_timeout(t), None, "dropped at {t:?}");
+    }
+    assert!(refills >= 2, "{refills} refills");
+    assert!(!server.is_abandoned(id));
+    assert_eq!(server.stats().write_stalls, 0);
+}
+
+#[test]
+fn fair_rounds_bound_input_and_packets_and_serve_the_longest_waiting_first() {
+    let cfg = config();
+    let sreg = registry();
+    let (mut creg_a, mut creg_b) = (registry(), registry());
+    let (mut a, mut b) = (client(&cfg, &mut creg_a), client(&cfg, &mut creg_b));
+    let opts = ServerOptions {
+        round_quantum: 150,
+        round_work: 150,
+        ..options(2)
+    };
+    let mut server = Server::new(&cfg, &sreg, Postcard, opts, slots::<2>());
+    let ia = server.accept([0; BUF], [0; BUF], T0).unwrap();
+    let ib = server.accept([0; BUF], [0; BUF], T0).unwrap();
+    exchange(&mut server, ia, &mut a, T0);
+    exchange(&mut server, ib, &mut b, T0);
+    // Four frames of 203 bytes from each: each larger than a quantum.
+    let text = "x".repeat(190);
+    for c in [&mut a, &mut b] {
+        for seq in 0..4 {
+            c.send::<Chat>(&Numbered { seq, text: &text }).unwrap();
+        }
+    }
+    let (wire_a, wire_b) = (take_tx(&mut a), take_tx(&mut b));
+    assert!(wire_a.len() > 800);
+    // Rounds counted: input is offered a quantum a round.
+    server.begin_round();
+    let mut fed = [0usize; 2];
+    for (i, (id, wire)) in [(ia, &wire_a), (ib, &wire_b)].into_iter().enumerate() {
+        let buf = server.receive_buffer(id);
+        assert_eq!(buf.len(), 150, "one quantum of input a round");
+        let n = buf.len().min(wire.len() - fed[i]);
+        buf[..n].copy_from_slice(&wire[fed[i]..fed[i] + n]);
+        server.commit_received(id, n);
+        fed[i] += n;
+        assert!(server.receive_buffer(id).is_empty());
+        assert!(server.is_deferred(id), "its input share is read");
+    }
+    // The rest is copied in (no bound on `handle_input`).
+    for (i, (id, wire)) in [(ia, &wire_a), (ib, &wire_b)].into_iter().enumerate() {
+        assert_eq!(
+            server.handle_input(id, &wire[fed[i]..]),
+            wire.len() - fed[i]
+        );
+    }
+    // Round 1: A's first packet (larger than a quantum) takes the shared
+    // budget; B's finds it spent and waits.
+    assert_eq!(take(&mut server, ia), 1);
+    assert!(server.is_deferred(ia), "A's next waits for its debt");
+    assert_eq!(take(&mut server, ib), 0);
+    assert!(server.is_deferred(ib));
+    // Round 2: B waited longer: its packet comes first though A is polled
+    // first and has credit again.
+    server.begin_round();
+    assert_eq!(take(&mut server, ia), 0, "B waited longer");
+    assert_eq!(take(&mut server, ib), 1);
+    // Round 3: now A has waited longest.
+    server.begin_round();
+    assert_eq!(take(&mut server, ia), 1);
+    assert_eq!(take(&mut server, ib), 0);
+    server.begin_round();
+    assert_eq!(take(&mut server, ia), 0);
+    assert_eq!(take(&mut server, ib), 1);
+    // Every packet comes out in the end, in a bounded number of rounds.
+    let (mut got_a, mut got_b) = (2, 2);
+    for _ in 0..8 {
+        server.begin_round();
+        got_a += take(&mut server, ia);
+        got_b += take(&mut server, ib);
+    }
+    assert_eq!((got_a, got_b), (4, 4));
+    assert!(!server.is_deferred(ia) && !server.is_deferred(ib));
+}
+
+#[test]
+fn without_rounds_nothing_is_held_back() {
+    let cfg = config();
+    let sreg = registry();
+    let mut creg = registry();
+    let mut c = client(&cfg, &mut creg);
+    let opts = ServerOptions {
+        round_quantum: 16,
+        round_work: 16,
+        ..options(1)
+    };
+    let mut server = Server::new(&cfg, &sreg, Postcard, opts, slots::<1>());
+    let id = server.accept([0; BUF], [0; BUF], T0).unwrap();
+    exchange(&mut server, id, &mut c, T0);
+    let text = "x".repeat(190);
+    for seq in 0..4 {
+        c.send::<Chat>(&Numbered { seq, text: &text }).unwrap();
+    }
+    let wire = take_tx(&mut c);
+    assert!(server.receive_buffer(id).len() > wire.len());
+    assert_eq!(server.handle_input(id, &wire), wire.len());
+    let mut n = 0;
+    while server.poll(id, T0).is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 4);
+    assert!(!server.is_deferred(id));
+    // Nor with rounds counted and a quantum of 0 (fair service off).
+    let opts = ServerOptions {
+        round_quantum: 0,
+        round_work: 0,
+        ..options(1)
+    };
+    let mut creg = registry();
+    let mut c = client(&cfg, &mut creg);
+    let mut server = Server::new(&cfg, &sreg, Postcard, opts, slots::<1>());
+    let id = server.accept([0; BUF], [0; BUF], T0).unwrap();
+    exchange(&mut server, id, &mut c, T0);
+    for seq in 0..4 {
+        c.send::<Chat>(&Numbered { seq, text: &text }).unwrap();
+    }
+    let wire = take_tx(&mut c);
+    server.begin_round();
+    assert!(server.receive_buffer(id).len() > wire.len());
+    assert_eq!(server.handle_input(id, &wire), wire.len());
+    assert_eq!(take(&mut server, id), 4);
+    assert!(!server.is_deferred(id));
+}
+
+/// Polls client `id` until `None`; how many chat packets came out.
+fn take<'a, S: Storage<ServerSlot<'a, Postcard, Buf, Buf, CAP>>>(
+    server: &mut TestServer<'a, S>,
+    id: ClientId,
+) -> usize {
+    let mut n = 0;
+    while let Some(e) = server.poll(id, T0) {
+        assert!(matches!(record(e), Rec::Packet(_, Some("test:chat"), _)));
+        n += 1;
+    }
+    n
+}

@@ -130,7 +130,8 @@ pub struct ServerOptions {
     /// accepted, inflated within `max_frame`.
     pub compression: Option<Zlib>,
     /// How long a client may leave queued bytes unread (no write progress at
-    /// all) before it is dropped with `writequeuefull`.
+    /// all), or keep more than half of its write queue unread however much
+    /// it reads now and then, before it is dropped with `writequeuefull`.
     pub write_stall_timeout: Duration,
     /// How long a shutdown waits for clients to take their `servershutdown`.
     pub shutdown_grace: Duration,
@@ -1137,6 +1138,9 @@ impl<'a, C: Codec> Loop<'a, C> {
                 }
                 return Err(e);
             }
+            // One pass is one round of fair service: each client's work in
+            // it is bounded (the core's `round_quantum`, `round_work`).
+            self.server.begin_round();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept()?,
@@ -1296,8 +1300,10 @@ impl<'a, C: Codec> Loop<'a, C> {
         let id = p.id;
         let now = self.now();
         let mut read_more = readable || p.paused;
-        // Bounded, for fairness: a client with more to read after 64 reads
-        // goes on the ready list and is read again after the others.
+        // Bounded, for fairness: a client with more to read after 64 reads,
+        // or after the round's share of input and work (the core's fair
+        // service), goes on the ready list and is serviced again after the
+        // others.
         for _ in 0..64 {
             self.handle_events(id, now);
             self.flush(key);
@@ -1314,8 +1320,10 @@ impl<'a, C: Codec> Loop<'a, C> {
             }
             let buf = self.server.receive_buffer(id);
             if buf.is_empty() {
-                // Events are waiting for transmit room.
-                p.paused = true;
+                // This round's input share is read (then the client goes on
+                // the ready list below), or events are waiting for
+                // transmit room.
+                p.paused = !self.server.is_deferred(id);
                 break;
             }
             p.paused = false;
@@ -1350,7 +1358,10 @@ impl<'a, C: Codec> Loop<'a, C> {
         // Edge-triggered readiness will not fire again for bytes that are
         // already there. (A paused client is read again on its next
         // writable or readable event.)
-        if read_more && !p.paused && !closed && !p.queued {
+        // A client the round's budget held back is serviced again next
+        // round, readiness or not.
+        let deferred = self.server.is_deferred(id);
+        if (deferred || (read_more && !p.paused)) && !closed && !p.queued {
             p.queued = true;
             self.ready.push_back(key);
         }

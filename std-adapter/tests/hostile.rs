@@ -480,17 +480,19 @@ const PIPELINED_COMPRESSED: usize = 60;
 const INFLATED_BODY: usize = 1_000_005;
 
 fn pipelined_compressed_echoes(env: &Env) {
-    // On a server of its own: the event loop inflates, decodes, encodes and
-    // compresses all 60 megabytes in one go, which stalls the suite's
-    // well-behaved client for seconds in a debug build. That is a matter of
-    // fair service (issue 13, point 3), apart from the point here: every
-    // echo is answered.
+    // On a server of its own, with a healthy client of its own timed
+    // throughout: the 60 megabytes are served in rounds (fair service,
+    // issue 13 point 3), one echo and its debt at a time; before, all of
+    // them in one go stalled other clients for 8.5 s in a debug build.
     let server = ServerProc::start(env.codec.name());
     let own = Env {
         addr: server.addr,
         codec: server.codec,
         pid: server.pid(),
     };
+    let good = GoodClient::start(own.addr);
+    assert!(good.wait_echoes(20), "the healthy client did not get going");
+    let before = good.echoes() as usize;
     let t = Instant::now();
     let mut r = own.active();
     let probe = "x".repeat(INFLATED_BODY);
@@ -523,9 +525,21 @@ fn pipelined_compressed_echoes(env: &Env) {
         }
     }
     r.echo("after 60 compressed echoes");
+    let took = t.elapsed();
+    let mut stats = good.finish().expect("the healthy client saw no error");
+    stats.rtts.drain(..before.min(stats.rtts.len()));
+    let slowest = stats.rtts.iter().copied().max().unwrap_or_default();
     eprintln!(
-        "{PIPELINED_COMPRESSED} pipelined compressed echoes answered in {:.2} s",
-        t.elapsed().as_secs_f64()
+        "{PIPELINED_COMPRESSED} pipelined compressed echoes answered in {:.2} s; \
+         healthy client beside: {} echoes, p99 {:.1} ms, slowest {:.1} ms",
+        took.as_secs_f64(),
+        stats.rtts.len(),
+        stats.percentile(99).as_secs_f64() * 1e3,
+        slowest.as_secs_f64() * 1e3
+    );
+    assert!(
+        slowest < GOOD_RTT_BOUND,
+        "the healthy client beside waited {slowest:?} for an echo (bound {GOOD_RTT_BOUND:?})"
     );
     server.finish().expect("the server still runs");
 }
@@ -1308,4 +1322,249 @@ fn hostile_server_against_echo(codec: AnyCodec, handshake: Vec<u8>, expected: &s
         "peng3dnet echo holds {rss_full} KiB"
     );
     assert!(took < LIMIT, "took {took:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Fair service (issue 13, point 3): each on a server of its own, beside the
+// suites, with the healthy client timed throughout.
+
+/// Clients that push echoes and never read.
+const PUSHERS: usize = 200;
+/// The body each pushed echo carries (above the 8 KiB compression
+/// threshold: the server compresses every answer).
+const PUSHED_BODY: usize = 500_000;
+/// How long the healthy client is timed under the load.
+const FAIR_MEASURE: Duration = Duration::from_secs(8);
+/// The healthy client's p99 echo under the load: the issue's 100 ms in a
+/// release build; in a debug build the bound of every other case.
+const FAIR_P99_BOUND: Duration = if cfg!(debug_assertions) {
+    GOOD_RTT_BOUND
+} else {
+    Duration::from_millis(100)
+};
+
+/// 200 clients pipeline 500 KB echoes (half compressible to a few hundred
+/// bytes, half letters that deflate to about 60 %) and never read, while
+/// the healthy client is timed: its p99 must stay under the bound, its
+/// every echo under the suite's.
+#[test]
+fn fair_service_200_pushers_never_reading() {
+    let server = ServerProc::start("postcard");
+    let env = Env {
+        addr: server.addr,
+        codec: server.codec,
+        pid: server.pid(),
+    };
+    let probe = env.raw();
+    let frames: [std::sync::Arc<Vec<u8>>; 2] = [
+        std::sync::Arc::new(frame(
+            ECHO_ID,
+            0,
+            &probe.enc("a".repeat(PUSHED_BODY).as_str()),
+        )),
+        std::sync::Arc::new(frame(
+            ECHO_ID,
+            0,
+            &probe.enc(text(PUSHED_BODY, 77).as_str()),
+        )),
+    ];
+    drop(probe);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Every pusher through its handshake first, then all push at once.
+    let connected: Vec<Raw> = (0..PUSHERS).map(|_| env.active()).collect();
+    let go = std::sync::Arc::new(std::sync::Barrier::new(PUSHERS + 1));
+    let deadline = Instant::now() + 4 * LIMIT;
+    let mut pushers = Vec::new();
+    for (i, mut r) in connected.into_iter().enumerate() {
+        let shut = r.stream.try_clone().expect("a clone of the socket");
+        let f = std::sync::Arc::clone(&frames[i % 2]);
+        let stop = std::sync::Arc::clone(&stop);
+        let go = std::sync::Arc::clone(&go);
+        let t = thread::spawn(move || {
+            go.wait();
+            let mut pushed = 0u64;
+            // Bounded in count and time; a shutdown from the test ends a
+            // blocked write.
+            while pushed < 10_000
+                && !stop.load(std::sync::atomic::Ordering::SeqCst)
+                && Instant::now() < deadline
+            {
+                if r.stream.write_all(&f).is_err() {
+                    break;
+                }
+                pushed += 1;
+            }
+            pushed
+        });
+        pushers.push((shut, t));
+    }
+    // The healthy client is connected and echoing, then the load starts
+    // and the echoes from then on are timed.
+    let good = GoodClient::start(env.addr);
+    assert!(good.wait_echoes(20), "the healthy client did not get going");
+    let before_load = good.echoes() as usize;
+    go.wait();
+    let pushing = Instant::now();
+    thread::sleep(FAIR_MEASURE);
+    let stopped_early = good.stopped();
+    let stats = good.finish();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut pushed = 0;
+    for (shut, t) in pushers {
+        let _ = shut.shutdown(std::net::Shutdown::Both);
+        pushed += t.join().expect("a pusher");
+    }
+    let load = pushing.elapsed();
+    let mut stats = match stats {
+        Ok(stats) => stats,
+        Err(e) => panic!(
+            "the healthy client: {e}\nserver stderr (its end):\n{}",
+            tail(&server.stderr(), 4000)
+        ),
+    };
+    // Only the echoes under the load.
+    stats.rtts.drain(..before_load.min(stats.rtts.len()));
+    stats.echoes = stats.rtts.len() as u64;
+    stats.max_rtt = stats.rtts.iter().copied().max().unwrap_or_default();
+    let (p50, p99) = (stats.percentile(50), stats.percentile(99));
+    eprintln!(
+        "fair service: {PUSHERS} clients pushed {pushed} echoes of {PUSHED_BODY} bytes \
+         in {:.1} s (about {} each); healthy client: {} echoes in {FAIR_MEASURE:?}, \
+         p50 {:.1} ms, p99 {:.1} ms, slowest {:.1} ms (p99 bound {FAIR_P99_BOUND:?})",
+        load.as_secs_f64(),
+        pushed / PUSHERS as u64,
+        stats.echoes,
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        stats.max_rtt.as_secs_f64() * 1e3
+    );
+    assert!(
+        !stopped_early && stats.echoes > 0,
+        "the healthy client stopped"
+    );
+    assert!(
+        p99 < FAIR_P99_BOUND,
+        "healthy client p99 {p99:?} under {PUSHERS} pushers (bound {FAIR_P99_BOUND:?})"
+    );
+    assert!(
+        stats.max_rtt < GOOD_RTT_BOUND,
+        "an echo took {:?} (bound {GOOD_RTT_BOUND:?})",
+        stats.max_rtt
+    );
+    server.finish().expect("the server still runs");
+}
+
+/// The write stall of the trickle case's server.
+const TRICKLE_STALL: Duration = Duration::from_secs(3);
+
+/// A client fills its write queue past the read-pause mark with echoes,
+/// then reads 64 KiB a second: the server drops it (a reset, no
+/// `closeconn`) about the write-stall time after its queue last drained,
+/// though it takes bytes every second (the server's keepalive timer has it
+/// write them); the healthy client is timed beside.
+#[test]
+fn trickle_reader_dropped_after_write_stall() {
+    // A keepalive every second has the server look at the client (and
+    // write what the kernel took since) once a second: each 64 KiB read is
+    // write progress then.
+    let stall = format!("{}", TRICKLE_STALL.as_secs());
+    let server = ServerProc::start_with("postcard", &["--write-stall", &stall, "--keepalive", "1"]);
+    let env = Env {
+        addr: server.addr,
+        codec: server.codec,
+        pid: server.pid(),
+    };
+    let good = GoodClient::start(env.addr);
+    assert!(good.wait_echoes(20), "the healthy client did not get going");
+    let mut r = env.active();
+    // Letters deflate to about 60 %: each answer is about 300 KB queued.
+    let f = frame(ECHO_ID, 0, &r.enc(text(PUSHED_BODY, 5).as_str()));
+    r.stream.set_nonblocking(true).unwrap();
+    let (mut written, mut off) = (0usize, 0usize);
+    let mut last_progress = Instant::now();
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        assert!(Instant::now() < deadline, "the server kept reading");
+        assert!(written < 256 << 20, "the server took {written} bytes");
+        match r.stream.write(&f[off..]) {
+            Ok(n) => {
+                written += n;
+                off = (off + n) % f.len();
+                last_progress = Instant::now();
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if last_progress.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    r.stream.set_nonblocking(false).unwrap();
+    r.stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // Trickle: 64 KiB a second, until the server drops it (bounded).
+    let trickle_from = Instant::now();
+    let mut read = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    let ended = 'trickle: loop {
+        assert!(
+            trickle_from.elapsed() < TRICKLE_STALL + LIMIT,
+            "still connected {:?} into the trickle ({read} bytes read)",
+            trickle_from.elapsed()
+        );
+        let mut got = 0;
+        let round = Instant::now();
+        while got < buf.len() && round.elapsed() < Duration::from_secs(1) {
+            match r.stream.read(&mut buf[got..]) {
+                Ok(0) => break 'trickle Ok(()),
+                Ok(n) => got += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => break 'trickle Err(e),
+            }
+        }
+        read += got;
+        if let Ok(Some(e)) = r.stream.take_error() {
+            break Err(e);
+        }
+        thread::sleep(Duration::from_secs(1).saturating_sub(round.elapsed()));
+    };
+    let took = last_progress.elapsed();
+    eprintln!(
+        "trickle reader: wrote {written} bytes ({} echoes), read {read} bytes in {:.1} s of \
+         trickle, dropped {:.1} s after the server stopped taking its echoes ({ended:?})",
+        written / f.len(),
+        trickle_from.elapsed().as_secs_f64(),
+        took.as_secs_f64()
+    );
+    assert!(
+        read >= 64 * 1024,
+        "it read only {read} bytes before the drop"
+    );
+    assert!(
+        matches!(&ended, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "not reset: {ended:?}"
+    );
+    assert!(
+        took < TRICKLE_STALL + Duration::from_secs(5),
+        "dropped {took:?} after the stall began (write stall {TRICKLE_STALL:?})"
+    );
+    let stats = good.finish().expect("the healthy client saw no error");
+    assert!(
+        stats.max_rtt < GOOD_RTT_BOUND,
+        "an echo took {:?} (bound {GOOD_RTT_BOUND:?})",
+        stats.max_rtt
+    );
+    server.finish().expect("the server still runs");
+}
+
+/// The last `n` bytes (or so) of `text`.
+fn tail(text: &str, n: usize) -> &str {
+    let mut from = text.len().saturating_sub(n);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    &text[from..]
 }

@@ -99,7 +99,7 @@ use crate::codec::Codec;
 use crate::registry::{MismatchRecord, Packet, Registry, RegistryAccess, RegistryMismatch};
 use crate::time::{Instant, MaybeInstant};
 use crate::types::{CloseReason, Closed, Initiator, Mode, SecurityLevel, Side, State};
-use crate::wire::FrameDecoder;
+use crate::wire::{Flags, FrameDecoder};
 use conntype::ConnType;
 use core::fmt;
 use progress::{OpenState, Pending, Progress};
@@ -612,6 +612,25 @@ where
             self.update_timers(now);
         }
         found
+    }
+
+    /// The next whole frame waiting in the receive buffer, if one does and
+    /// the connection is open: its packet id, length (prefix included) and
+    /// whether it is compressed. The server's fair service looks at it
+    /// before it hands the frame out.
+    pub(crate) fn peek_frame(&self) -> Option<(u32, usize, bool)> {
+        if self.inner.is_closed() {
+            return None;
+        }
+        let (id, len, flags) = self.rx.peek_whole()?;
+        Some((id, len, flags.contains(Flags::COMPRESSED)))
+    }
+
+    /// Body bytes this connection encoded into frames so far, before
+    /// compression (a wrapping counter): what its answers cost to encode
+    /// and compress.
+    pub fn encoded_bytes(&self) -> u64 {
+        self.inner.tx.encoded()
     }
 
     /// Bytes waiting to be written to the transport.

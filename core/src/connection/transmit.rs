@@ -26,6 +26,9 @@ pub(super) struct TxBuf<B> {
     /// A frame was queued since [`take_queued`](Self::take_queued) last
     /// looked (the keepalive needs none then).
     queued: bool,
+    /// Body bytes encoded into frames so far, counted before compression
+    /// (the server's measure of the work a client's answers cost).
+    encoded: u64,
 }
 
 impl<B> TxBuf<B> {
@@ -36,7 +39,13 @@ impl<B> TxBuf<B> {
             start: 0,
             end: 0,
             queued: false,
+            encoded: 0,
         }
+    }
+
+    /// Body bytes encoded so far, before compression (wrapping).
+    pub(super) fn encoded(&self) -> u64 {
+        self.encoded
     }
 
     /// The caller's storage.
@@ -170,6 +179,7 @@ impl<B: Buffer> TxBuf<B> {
                 let out = &mut self.buf.bytes_mut()[end..end + limit];
                 match body(&mut out[FRAME_OVERHEAD..]) {
                     Ok(n) if n <= MAX_BODY_LEN => {
+                        self.encoded = self.encoded.wrapping_add(n as u64);
                         let wants = compressor.filter(|c| n > c.threshold());
                         if wants.is_some() {
                             // A growable buffer makes room for the deflated

@@ -62,9 +62,23 @@
 //!   the client's whole transmit queue) is refused and nothing else happens:
 //!   it is the sender's mistake, not the client's, and every client of a
 //!   server has the same queue size.
-//! - **Write stall:** a client with bytes queued that takes none of them for
-//!   [`ServerOptions::write_stall_timeout`] is dropped (closed with
-//!   `writequeuefull` and abandoned: it does not read, so it is not told).
+//! - **Write stall:** a client with bytes queued is dropped (closed with
+//!   `writequeuefull` and abandoned: it does not read, so it is not told)
+//!   when, for [`ServerOptions::write_stall_timeout`], it either takes none
+//!   of them or its queue stays above the read-pause mark
+//!   ([`ServerOptions::read_pause_percent`] of it) whatever it takes: the
+//!   timer restarts only when what it took leaves the queue at or below
+//!   the mark. A client that reads a little now and then is dropped like
+//!   one that reads nothing; one that drains its queue below the mark
+//!   within the time is not. (With a mark of 100 any byte taken counts.)
+//! - **Fair service:** an adapter that serves every client on one thread
+//!   calls [`Server::begin_round`] once a pass; each client then gets at
+//!   most [`ServerOptions::round_quantum`] bytes of input a round and
+//!   packets while its credit lasts (frame length, inflated body, and the
+//!   bodies its answers encoded, counted before compression), and once
+//!   the clients together cost [`ServerOptions::round_work`] in a round,
+//!   only packets known to be small are handed out. A client held back is
+//!   [`Server::is_deferred`]: the adapter services it again next round.
 //! - **The connection's timers**, fired through the same timer table:
 //!   handshake ([`Config::handshake_timeout`](crate::connection::Config::handshake_timeout),
 //!   `handshaketimeout`), frame ([`Config::frame_timeout`](crate::connection::Config::frame_timeout),
@@ -188,7 +202,9 @@ pub struct ServerOptions {
     /// storage's size is a bound too, and so is [`MAX_SLOTS`].
     pub max_clients: usize,
     /// How long a client may leave queued bytes untaken (no write progress
-    /// at all) before it is dropped with `writequeuefull`.
+    /// at all), or keep its queue above the read-pause mark
+    /// ([`read_pause_percent`](Self::read_pause_percent)) whatever it
+    /// takes, before it is dropped with `writequeuefull`.
     pub write_stall_timeout: Duration,
     /// How long [`Server::shutdown`] waits for clients to take their
     /// `servershutdown` before it drops them.
@@ -212,12 +228,31 @@ pub struct ServerOptions {
     /// The tokens of the accept bucket: how many clients may arrive at once
     /// above [`accept_rate`](Self::accept_rate).
     pub accept_burst: u32,
+    /// Fair service: the bytes one client may cost in one round of an
+    /// adapter that calls [`Server::begin_round`]. [`Server::receive_buffer`]
+    /// offers at most this much input a round, and [`Server::poll`] hands
+    /// out packets while the client's credit lasts: each round adds this
+    /// much (up to this much), and each packet takes its frame's length,
+    /// its inflated body if it was compressed, and the bodies its answers
+    /// encoded (before compression). A packet larger than what is left of
+    /// the credit takes the shared budget ([`round_work`](Self::round_work));
+    /// a debt it leaves is paid off in the next rounds before the client
+    /// gets another packet. 0 turns fair service off.
+    pub round_quantum: usize,
+    /// Fair service: the bytes all clients together may cost in one round
+    /// before only packets known to be small are handed out (a frame that
+    /// its client's credit covers, a compressed one counted at 4 times its
+    /// length). A larger packet is handed out only while this budget lasts
+    /// (at least one a round), to the client that waited longest first;
+    /// the others wait for the next round.
+    pub round_work: usize,
 }
 
 impl ServerOptions {
     /// The defaults: as many clients as the storage holds, a 30 s write
     /// stall, a 5 s shutdown grace, input paused above half a transmit
-    /// queue, no bound per address or on the accept rate.
+    /// queue, no bound per address or on the accept rate, and rounds of
+    /// 64 KiB a client and 1 MiB in all (when the adapter counts rounds).
     pub const fn new() -> Self {
         ServerOptions {
             max_clients: usize::MAX,
@@ -227,6 +262,8 @@ impl ServerOptions {
             max_per_address: usize::MAX,
             accept_rate: 0,
             accept_burst: 0,
+            round_quantum: 64 * 1024,
+            round_work: 1024 * 1024,
         }
     }
 }
@@ -248,7 +285,8 @@ pub struct ServerStats {
     /// Clients that completed the classic handshake (or entered a custom
     /// connection type's active state).
     pub handshakes: u64,
-    /// Clients dropped because they took no byte for the write-stall timeout.
+    /// Clients dropped by the write-stall rule: they took no byte, or left
+    /// their queue over the read-pause mark, for the write-stall timeout.
     pub write_stalls: u64,
     /// Clients closed by a timer of their connection: handshake, frame or
     /// idle timeout.
@@ -336,6 +374,22 @@ pub struct ClientState<'a, C, R, T, const N: usize> {
     abandoned: bool,
     /// [`Event::Closed`] was handed out.
     reported: bool,
+    /// Fair service: the bytes of work left to this client (negative: a
+    /// debt from a packet larger than it).
+    credit: i64,
+    /// Input bytes it may still be offered this round.
+    input_left: usize,
+    /// The round its credit was last topped up in.
+    round: u32,
+    /// [`Connection::encoded_bytes`] when its work was last counted.
+    encoded_seen: u64,
+    /// The round's budget held a packet back: service it next round.
+    deferred: bool,
+    /// The round's input share is read: service it next round.
+    input_deferred: bool,
+    /// Since which round its next packet waits for the rounds' shared
+    /// budget ([`ServerOptions::round_work`]).
+    waiting_since: Option<u32>,
 }
 
 /// The timers of one client, in the server's one table.
@@ -349,6 +403,54 @@ enum Timer {
 
 impl Timer {
     const ALL: [Timer; 2] = [Timer::Connection, Timer::WriteStall];
+}
+
+/// What [`Server::pollable`] found: the client, the counters, the round's
+/// work left and the cost of the packet it may hand out.
+struct Pollable<'s, 'a, C, R, T, const N: usize> {
+    c: &'s mut ClientState<'a, C, R, T, N>,
+    stats: &'s mut ServerStats,
+    round_left: &'s mut usize,
+    charge: Charge,
+}
+
+/// The cost of the frame a poll may hand out, known before it is.
+#[derive(Clone, Copy, Default)]
+struct Charge {
+    /// Its length on the wire (0: no application packet).
+    frame: usize,
+    /// Whether its body is inflated too.
+    compressed: bool,
+}
+
+impl Charge {
+    /// What the packet cost once handed out with a body of `body` bytes.
+    fn cost(self, body: usize) -> usize {
+        match self.compressed {
+            true => self.frame.saturating_add(body),
+            false => self.frame,
+        }
+    }
+}
+
+impl<C, R, T, const N: usize> ClientState<'_, C, R, T, N> {
+    /// Tops the credit up once a round (at most to one quantum) and gives
+    /// back the round's input share.
+    fn enter_round(&mut self, round: u32, quantum: usize) {
+        if self.round != round {
+            self.round = round;
+            let quantum = quantum as i64;
+            self.credit = self.credit.saturating_add(quantum).min(quantum);
+            self.input_left = quantum as usize;
+            self.input_deferred = false;
+        }
+    }
+
+    /// Takes `cost` bytes of work off the client's credit and the round's.
+    fn charge(&mut self, cost: usize, round_left: &mut usize) {
+        self.credit = self.credit.saturating_sub(cost as i64);
+        *round_left = round_left.saturating_sub(cost);
+    }
 }
 
 impl<C: Codec, R: Buffer, T: Buffer, const N: usize> ClientState<'_, C, R, T, N> {
@@ -384,6 +486,17 @@ pub struct Server<'a, C, R, T, const N: usize, S> {
     grace_cursor: usize,
     /// The accepts left this second ([`ServerOptions::accept_rate`]).
     bucket: AcceptBucket,
+    /// The round of fair service, counted by [`Server::begin_round`].
+    round: u32,
+    /// Whether the adapter counts rounds (called `begin_round` once).
+    rounds: bool,
+    /// The work all clients may still cost this round.
+    round_left: usize,
+    /// The longest any client waited for the shared budget, as of the
+    /// last round: a client that waited less is not served before it.
+    oldest_wait: u32,
+    /// The longest wait seen this round.
+    longest_wait: u32,
     _buffers: PhantomData<fn(R, T)>,
 }
 
@@ -415,6 +528,11 @@ where
             shutting_down: false,
             grace_cursor: 0,
             bucket: AcceptBucket::full(options.accept_burst),
+            round: 0,
+            rounds: false,
+            round_left: options.round_work,
+            oldest_wait: 0,
+            longest_wait: 0,
             _buffers: PhantomData,
         }
     }
@@ -546,12 +664,20 @@ where
         self.admit(now, 0)?;
         let conn = Connection::server(self.config, self.registry, self.codec.clone(), rx, tx, now)
             .map_err(Refused::Connection)?;
+        let encoded_seen = conn.encoded_bytes();
         let client = ClientState {
             conn,
             stall_since: MaybeInstant::NONE,
             stall_unstarted: false,
             abandoned: false,
             reported: false,
+            credit: self.options.round_quantum as i64,
+            input_left: self.options.round_quantum,
+            round: self.round,
+            encoded_seen,
+            deferred: false,
+            input_deferred: false,
+            waiting_since: None,
         };
         let id = match self.table.insert(client, self.options.max_clients) {
             Ok(id) => id,
@@ -616,9 +742,27 @@ where
     /// [`commit_received`](Self::commit_received). Empty for an unknown id,
     /// while the buffer is full ([`poll`](Self::poll) first) and after the
     /// connection closed.
+    ///
+    /// Once the adapter counts rounds ([`begin_round`](Self::begin_round)),
+    /// it offers at most [`ServerOptions::round_quantum`] bytes a round:
+    /// empty when the round's share is read, and
+    /// [`is_deferred`](Self::is_deferred) then says so.
     pub fn receive_buffer(&mut self, id: ClientId) -> &mut [u8] {
+        let (rounds, round, quantum) = (self.rounds, self.round, self.options.round_quantum);
         match self.table.get_mut(id) {
-            Some(c) if !c.abandoned => c.conn.receive_buffer(),
+            Some(c) if !c.abandoned => {
+                let mut limit = usize::MAX;
+                if rounds {
+                    c.enter_round(round, quantum);
+                    if c.input_left == 0 {
+                        c.input_deferred = true;
+                    }
+                    limit = c.input_left;
+                }
+                let buf = c.conn.receive_buffer();
+                let n = buf.len().min(limit);
+                &mut buf[..n]
+            }
             _ => &mut [],
         }
     }
@@ -627,8 +771,37 @@ where
     /// as received.
     pub fn commit_received(&mut self, id: ClientId, n: usize) {
         if let Some(c) = self.table.get_mut(id) {
+            c.input_left = c.input_left.saturating_sub(n);
             c.conn.commit_received(n);
         }
+    }
+
+    // ---- fair service ----
+
+    /// Starts a round of fair service: an adapter that serves its clients
+    /// in turns on one thread calls it once a turn (each pass of its event
+    /// loop). From the first call on, each client's work a round is bounded
+    /// by [`ServerOptions::round_quantum`] and all clients' together by
+    /// [`ServerOptions::round_work`]; a client that had more to do is
+    /// [`is_deferred`](Self::is_deferred) and must be serviced again in the
+    /// next round (read and polled), even without readiness. An adapter
+    /// that never calls it gets no bound (each client's task is its own
+    /// turn).
+    pub fn begin_round(&mut self) {
+        self.rounds = self.options.round_quantum > 0;
+        self.round = self.round.wrapping_add(1);
+        // At least one large packet a round.
+        self.round_left = self.options.round_work.max(1);
+        self.oldest_wait = core::mem::take(&mut self.longest_wait);
+    }
+
+    /// Whether this round's budget held back work of this client (input not
+    /// offered, or a packet not handed out) since it was last polled: service it
+    /// again in the next round.
+    pub fn is_deferred(&self, id: ClientId) -> bool {
+        self.table
+            .get(id)
+            .is_some_and(|c| (c.deferred || c.input_deferred) && !c.abandoned && !c.reported)
     }
 
     /// Copies received bytes in; returns how many were taken (feed the rest
@@ -688,7 +861,7 @@ where
     /// [`take_finished`](Self::take_finished). Handshakes are counted and
     /// the close noted as `poll_protocol` does.
     pub fn drive_protocol(&mut self, id: ClientId, now: Instant) {
-        while let Some((c, stats)) = self.pollable(id, now) {
+        while let Some(Pollable { c, stats, .. }) = self.pollable(id, now, false) {
             match c.conn.step_protocol(now) {
                 None => return,
                 Some(ProtocolStep::Connected) => stats.handshakes += 1,
@@ -711,41 +884,114 @@ where
         now: Instant,
         f: impl FnOnce(Event<'_, C>, &mut Outbox<'_, 'a, C, T, N, &'a Registry<N>>) -> (Take, X),
     ) -> Option<X> {
-        let (c, stats) = self.pollable(id, now)?;
-        let (mut connected, mut closed) = (false, false);
+        let Pollable {
+            c,
+            stats,
+            round_left,
+            charge,
+        } = self.pollable(id, now, true)?;
+        let (mut connected, mut closed, mut body) = (false, false, None);
         let x = c.conn.poll_with(now, |event, outbox| {
             match &event {
                 Event::Connected => connected = true,
                 Event::Closed(_) => closed = true,
+                Event::Packet(p) => body = Some(p.body.len()),
                 _ => {}
             }
             f(event, outbox)
         })?;
         stats.handshakes += connected as u64;
         c.reported |= closed;
+        if let Some(body) = body {
+            c.charge(charge.cost(body), round_left);
+        }
         Some(x)
     }
 
     /// The client, if it may be polled now: it is there, its close was not
     /// handed out yet, and its transmit queue is not over the read pause
     /// (a closed one is polled whatever its queue, to hand out the close).
+    ///
+    /// `packets`: the caller may hand out an application packet, which the
+    /// round's budget may hold back (see [`begin_round`](Self::begin_round));
+    /// the cost of what it hands out is the [`Charge`] returned.
     fn pollable(
         &mut self,
         id: ClientId,
         now: Instant,
-    ) -> Option<(&mut ClientState<'a, C, R, T, N>, &mut ServerStats)> {
+        packets: bool,
+    ) -> Option<Pollable<'_, 'a, C, R, T, N>> {
         self.now = now;
         let i = self.table.index(id)?;
         // What the previous event queued starts the write-stall timer.
         self.refresh(i, true);
         let percent = self.options.read_pause_percent;
+        let (rounds, round, quantum) = (self.rounds, self.round, self.options.round_quantum);
         let c = self.table.storage.slots_mut()[i].client.as_mut()?;
         let paused = over_high_water(&c.conn, percent) && !c.conn.is_closed();
-        (!c.reported && !paused).then_some((c, &mut self.stats))
+        if c.reported || paused {
+            return None;
+        }
+        let mut charge = Charge::default();
+        if rounds {
+            c.enter_round(round, quantum);
+            // The answers the last packets queued.
+            let encoded = c.conn.encoded_bytes();
+            let answers = encoded.wrapping_sub(c.encoded_seen);
+            c.encoded_seen = encoded;
+            c.charge(answers as usize, &mut self.round_left);
+            if let Some((packet_id, len, compressed)) = c.conn.peek_frame() {
+                if packets && packet_id >= crate::registry::FIRST_AUTO_ID {
+                    if c.credit <= 0 {
+                        // A debt to pay off first.
+                        c.deferred = true;
+                        return None;
+                    }
+                    // Small: within the credit, a compressed body taken to
+                    // inflate to at most `INFLATE_GUESS` times its size
+                    // (charged what it did cost once handed out).
+                    let guess = match compressed {
+                        true => len.saturating_mul(INFLATE_GUESS),
+                        false => len,
+                    };
+                    if (guess as i64) > c.credit {
+                        // Large: it takes the shared budget, longest
+                        // waiting first.
+                        let since = *c.waiting_since.get_or_insert(round);
+                        let waited = round.wrapping_sub(since);
+                        if self.round_left == 0 || waited < self.oldest_wait {
+                            // Next round it will have waited one more.
+                            self.longest_wait = self.longest_wait.max(waited.saturating_add(1));
+                            c.deferred = true;
+                            return None;
+                        }
+                    }
+                    c.waiting_since = None;
+                    charge = Charge {
+                        frame: len,
+                        compressed,
+                    };
+                }
+            }
+            c.deferred = false;
+        } else {
+            c.encoded_seen = c.conn.encoded_bytes();
+        }
+        Some(Pollable {
+            c,
+            stats: &mut self.stats,
+            round_left: &mut self.round_left,
+            charge,
+        })
     }
 
     fn poll_by(&mut self, id: ClientId, now: Instant, protocol: bool) -> Option<Event<'_, C>> {
-        let (c, stats) = self.pollable(id, now)?;
+        let Pollable {
+            c,
+            stats,
+            round_left,
+            charge,
+        } = self.pollable(id, now, !protocol)?;
         let event = if protocol {
             c.conn.poll_protocol(now)?
         } else {
@@ -754,6 +1000,12 @@ where
         match &event {
             Event::Connected => stats.handshakes += 1,
             Event::Closed(_) => c.reported = true,
+            Event::Packet(p) => {
+                // Field by field: the event borrows the connection.
+                let cost = charge.cost(p.body.len());
+                c.credit = c.credit.saturating_sub(cost as i64);
+                *round_left = round_left.saturating_sub(cost);
+            }
             _ => {}
         }
         Some(event)
@@ -770,7 +1022,10 @@ where
     }
 
     /// Marks the first `n` bytes of [`poll_transmit`](Self::poll_transmit)
-    /// as written at `now` (any progress restarts the write-stall timer).
+    /// as written at `now`. Progress that leaves at most
+    /// [`ServerOptions::read_pause_percent`] of the queue restarts the
+    /// write-stall timer; progress that leaves the queue above that mark
+    /// does not (see the [rules](self#the-rules-the-server-applies)).
     /// Call it after every write attempt, with 0 when nothing was taken:
     /// that files what the last events queued in the timer table.
     pub fn transmitted(&mut self, id: ClientId, n: usize, now: Instant) {
@@ -778,10 +1033,13 @@ where
         let Some(i) = self.table.index(id) else {
             return;
         };
+        let percent = self.options.read_pause_percent;
         if let Some(c) = self.table.storage.slots_mut()[i].client.as_mut() {
             if n > 0 {
                 c.conn.transmitted(n);
-                c.stall_since = MaybeInstant::NONE;
+                if !over_high_water(&c.conn, percent) {
+                    c.stall_since = MaybeInstant::NONE;
+                }
             }
         }
         self.refresh(i, true);
@@ -1112,6 +1370,11 @@ where
         self.table.refile(i, due);
     }
 }
+
+/// How many times its size a compressed frame is taken to inflate to when
+/// fair service decides whether it is small (see
+/// [`ServerOptions::round_work`]); what it did cost is charged after.
+const INFLATE_GUESS: usize = 4;
 
 /// Whether a connection's transmit queue is fuller than `percent` of it.
 fn over_high_water<C: Codec, R: Buffer, T: Buffer, const N: usize>(

@@ -165,6 +165,10 @@ struct ServeLimits {
     /// 0 sends none.
     #[arg(long, value_name = "SECS", default_value_t = 15.0)]
     keepalive: f64,
+    /// Drop a client whose write queue stays above its read-pause mark (or
+    /// that takes no byte at all) for SECS seconds (`writequeuefull`).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    write_stall: f64,
 }
 
 impl ServeLimits {
@@ -187,6 +191,7 @@ impl ServeLimits {
             keepalive_interval: (self.keepalive > 0.0).then(|| seconds(self.keepalive)),
             max_per_address: self.max_per_ip,
             max_accepts_per_second: self.max_accepts_per_sec,
+            write_stall_timeout: seconds(self.write_stall),
             ..options
         }
     }

@@ -54,9 +54,15 @@ impl ServerProc {
     /// Starts the program and waits (bounded) for its "listening on" line,
     /// which carries the port the kernel chose.
     pub fn start(codec_name: &str) -> ServerProc {
+        Self::start_with(codec_name, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments of `serve`.
+    pub fn start_with(codec_name: &str, extra: &[&str]) -> ServerProc {
         let codec = AnyCodec::from_name(codec_name).expect("a codec name");
         let mut child = Command::new(PROGRAM)
             .args(["serve", "--addr", "127.0.0.1:0", "--codec", codec_name])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -257,12 +263,27 @@ impl EchoPeer for Raw {
 // The well-behaved client
 
 /// What the well-behaved client did.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GoodStats {
     /// Echoes sent and answered unchanged.
     pub echoes: u64,
     /// The slowest round trip.
     pub max_rtt: Duration,
+    /// Every round trip, in order.
+    pub rtts: Vec<Duration>,
+}
+
+impl GoodStats {
+    /// The round trip that `percent` of them took at most (nearest rank).
+    pub fn percentile(&self, percent: u32) -> Duration {
+        let mut sorted = self.rtts.clone();
+        sorted.sort();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = (sorted.len() * percent as usize).div_ceil(100).max(1);
+        sorted[rank.min(sorted.len()) - 1]
+    }
 }
 
 /// A `Client` (codec found from the server's hello) that sends `echo:echo`
@@ -336,6 +357,7 @@ fn good_client(
     let mut stats = GoodStats {
         echoes: 0,
         max_rtt: Duration::ZERO,
+        rtts: Vec::new(),
     };
     while !stop.load(Ordering::SeqCst) {
         // Every 16th message is large enough to be compressed both ways.
@@ -364,7 +386,9 @@ fn good_client(
                 other => return Err(format!("good client: unexpected event {other:?}")),
             }
         }
-        stats.max_rtt = stats.max_rtt.max(sent.elapsed());
+        let rtt = sent.elapsed();
+        stats.max_rtt = stats.max_rtt.max(rtt);
+        stats.rtts.push(rtt);
         stats.echoes += 1;
         *count.lock().unwrap() = stats.echoes;
         thread::sleep(Duration::from_millis(2));
