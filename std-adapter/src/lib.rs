@@ -94,6 +94,8 @@ pub mod client;
 pub mod codec;
 pub mod echo;
 pub mod ping;
+#[cfg(feature = "tokio")]
+mod poll_stream;
 pub mod server;
 pub mod stream;
 #[cfg(feature = "test-util")]

@@ -6,6 +6,12 @@
 //!   [`RunningServer`] it returns is the guard: its
 //!   [`local_addr`](RunningServer::local_addr) is where to connect, and
 //!   dropping it shuts the server down and waits for its thread.
+//! - [`spawn_tokio_server`]: the same for the
+//!   [tokio server](crate::tokio_server), on a runtime of its own.
+//! - [`MemoryServer::start`] (feature `tokio`): the tokio server on your
+//!   test's runtime with no socket at all; [`MemoryServer::client`] gives
+//!   tokio clients connected to it through memory, and dropping it shuts
+//!   the server down. See its example.
 //! - [`stream_pair`]: a client and a server connection over a
 //!   [`MemoryStream`] pair, no socket and no port: the server side is a
 //!   core server connection you drive yourself (answer, refuse, close, stay
@@ -68,6 +74,130 @@ pub fn spawn_server<C: Codec + Send + 'static>(
     builder: ServerBuilder<C>,
 ) -> io::Result<RunningServer<C>> {
     builder.bind("127.0.0.1:0")?.spawn()
+}
+
+/// Binds the tokio server `builder` describes to `127.0.0.1:0` and runs it
+/// on a thread of its own with a multi-thread runtime of its own (one
+/// worker per core); the [`RunningServer`] it returns is the guard, as
+/// [`spawn_server`]'s is.
+///
+/// # Errors
+/// What binding, building the runtime or starting the thread gave.
+#[cfg(feature = "tokio")]
+pub fn spawn_tokio_server<C: Codec + Send + Sync + 'static>(
+    builder: ServerBuilder<C>,
+) -> io::Result<RunningServer<C>> {
+    builder.bind_tokio("127.0.0.1:0")?.spawn()
+}
+
+/// The tokio server running on the caller's runtime with no listening
+/// socket: its clients come through memory ([`client`](Self::client)).
+/// Dropping it shuts the server down (its task ends once its clients are
+/// gone; the runtime's end aborts it).
+///
+/// ```
+/// use peng3dnet_core::registry::Packet;
+/// use peng3dnet_core::rules::Rules;
+/// use peng3dnet_std::client::ClientOptions;
+/// use peng3dnet_std::server::Server;
+/// use peng3dnet_std::test_util::MemoryServer;
+/// use peng3dnet_std::StdRegistry;
+/// use std::time::Duration;
+///
+/// struct Double;
+/// impl Packet for Double {
+///     const NAME: &'static str = "test:double";
+///     const RULES: Rules = Rules::SMART;
+///     type Message<'a> = u32;
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // In a #[tokio::test]:
+/// let mut registry = StdRegistry::new();
+/// registry.register::<Double>()?;
+/// let server = MemoryServer::start(
+///     Server::builder(registry.clone()).on::<Double>(|ctx, n| {
+///         let _ = ctx.send::<Double>(&(n * 2));
+///     }),
+/// )?;
+/// let client = server.client(registry, ClientOptions::default()).await?;
+/// client.send::<Double>(&21).await?;
+/// let answer = client.expect::<Double>(Duration::from_secs(5)).await?;
+/// assert_eq!(answer.decode::<Double>()?, 42);
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "tokio")]
+pub struct MemoryServer<C: Codec = Postcard> {
+    acceptor: crate::tokio_server::StreamAcceptor,
+    handle: crate::server::ServerHandle<C>,
+    task: tokio::task::JoinHandle<io::Result<crate::server::ServerStats>>,
+}
+
+#[cfg(feature = "tokio")]
+impl<C: Codec + Send + Sync + 'static> MemoryServer<C> {
+    /// Builds the tokio server `builder` describes (no listener) and runs
+    /// it in a task of the current runtime.
+    ///
+    /// # Errors
+    /// What [`ServerBuilder::build_tokio`] gave, or `NotFound` when not
+    /// called on a tokio runtime.
+    pub fn start(builder: ServerBuilder<C>) -> io::Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| io::Error::new(ErrorKind::NotFound, e))?;
+        let server = builder.build_tokio()?;
+        let (acceptor, handle) = (server.acceptor(), server.handle());
+        let task = runtime.spawn(server.run());
+        Ok(MemoryServer {
+            acceptor,
+            handle,
+            task,
+        })
+    }
+
+    /// A tokio client connected to the server through memory (Postcard),
+    /// its handshake done.
+    ///
+    /// # Errors
+    /// What [`StreamAcceptor::connect_memory`](crate::tokio_server::StreamAcceptor::connect_memory)
+    /// or the client's `wait_connected` gave (a refusal, a registry
+    /// mismatch, the handshake timeout).
+    pub async fn client(
+        &self,
+        registry: StdRegistry,
+        options: crate::client::ClientOptions,
+    ) -> Result<crate::tokio_client::Client, ClientError> {
+        let client = self.acceptor.connect_memory(registry, options).await?;
+        client.wait_connected().await?;
+        Ok(client)
+    }
+
+    /// The acceptor, to serve streams of your own.
+    pub fn acceptor(&self) -> crate::tokio_server::StreamAcceptor {
+        self.acceptor.clone()
+    }
+
+    /// A handle to command the server (send, broadcast, close a client).
+    pub fn handle(&self) -> crate::server::ServerHandle<C> {
+        self.handle.clone()
+    }
+
+    /// Shuts the server down and waits until its run ended; its counters.
+    ///
+    /// # Errors
+    /// What the run ended with (or `Other` if its task failed).
+    pub async fn shutdown(mut self) -> io::Result<crate::server::ServerStats> {
+        self.handle.shutdown();
+        (&mut self.task).await.map_err(io::Error::other)?
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<C: Codec> Drop for MemoryServer<C> {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
 }
 
 /// Bytes one direction of a [`MemoryStream`] holds before a write waits for

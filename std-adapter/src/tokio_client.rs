@@ -118,6 +118,7 @@ use crate::client::{
     client_event, expect_error, expected, new_connection, setup_failure, tls_failure_of,
     ClientConn, ClientError, ClientEvent, ClientOptions,
 };
+use crate::poll_stream::{ByteStream, PollStream};
 use crate::transport::Transport;
 use crate::{Clock, StdRegistry};
 use peng3dnet_core::codec::{Codec, Postcard};
@@ -127,11 +128,10 @@ use peng3dnet_core::{CloseReason, Closed, Mode, SecurityLevel, State};
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io::{self, ErrorKind};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::Notify;
 
@@ -147,12 +147,6 @@ const READS_PER_TURN: usize = 16;
 /// buffered stream's flush, TCP's end of stream) once the connection ended.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
-/// The byte streams a [`Client`] runs over (blanket: every
-/// `AsyncRead + AsyncWrite + Send + Unpin`).
-trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
-
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}
-
 /// What the driver task and the handles share.
 struct Shared<C> {
     state: Mutex<Inner<C>>,
@@ -166,7 +160,7 @@ struct Shared<C> {
 struct Inner<C> {
     conn: ClientConn<C>,
     /// The stream, plain or inside TLS (polled without blocking).
-    transport: Transport<Socket>,
+    transport: Transport<PollStream>,
     /// Bytes were written that the stream has not flushed yet.
     unflushed: bool,
     /// The connection's `tracing` span (the server's address).
@@ -334,10 +328,7 @@ impl<C: Codec + Send + 'static> Client<C> {
         codec: C,
         options: ClientOptions,
     ) -> Result<Self, ClientError> {
-        let socket = Socket {
-            io: stream,
-            waker: Waker::noop().clone(),
-        };
+        let socket = PollStream::new(stream);
         let transport = match &options.tls {
             Some(tls) => Transport::tls_client(socket, tls).map_err(io::Error::from)?,
             None => Transport::plain(socket),
@@ -693,7 +684,7 @@ async fn drive<C: Codec>(shared: Arc<Shared<C>>, clock: Clock) {
     shared.lock().transport.close_notify();
     let shutdown = poll_fn(|cx| {
         let mut inner = shared.lock();
-        Pin::new(&mut inner.transport.socket_mut().io).poll_shutdown(cx)
+        inner.transport.socket_mut().poll_shutdown(cx)
     });
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, shutdown).await;
     let mut inner = shared.lock();
@@ -787,63 +778,6 @@ fn turn<C: Codec>(inner: &mut Inner<C>, clock: &Clock, eof: &mut bool) -> bool {
         }
     }
     more
-}
-
-/// The async stream as the non-blocking `Read + Write` that [`Transport`]
-/// (and TLS inside it) reads and writes: each call polls the stream once
-/// with the driver task's waker, `WouldBlock` when it is not ready, and the
-/// stream wakes the task when it is.
-struct Socket {
-    io: Box<dyn ByteStream>,
-    /// The driver task's waker, as of its last poll.
-    waker: Waker,
-}
-
-impl Socket {
-    fn set_waker(&mut self, waker: &Waker) {
-        if !self.waker.will_wake(waker) {
-            self.waker = waker.clone();
-        }
-    }
-
-    /// Polls the stream's own flush (a buffered stream's): `WouldBlock`
-    /// while it is not done.
-    fn flush_stream(&mut self) -> io::Result<()> {
-        let mut cx = Context::from_waker(&self.waker);
-        match Pin::new(&mut self.io).poll_flush(&mut cx) {
-            Poll::Ready(r) => r,
-            Poll::Pending => Err(ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
-impl io::Read for Socket {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut cx = Context::from_waker(&self.waker);
-        let mut buf = ReadBuf::new(buf);
-        match Pin::new(&mut self.io).poll_read(&mut cx, &mut buf) {
-            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
-            Poll::Ready(Err(e)) => Err(e),
-            Poll::Pending => Err(ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
-impl io::Write for Socket {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut cx = Context::from_waker(&self.waker);
-        match Pin::new(&mut self.io).poll_write(&mut cx, buf) {
-            Poll::Ready(r) => r,
-            Poll::Pending => Err(ErrorKind::WouldBlock.into()),
-        }
-    }
-
-    /// Nothing: the driver flushes the stream itself
-    /// ([`Socket::flush_stream`]) once per turn after writing, not per
-    /// TLS record.
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Moves the connection's events to the queue.

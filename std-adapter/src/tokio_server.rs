@@ -75,17 +75,32 @@
 //! its packets. A handler still running when its client's connection closes
 //! is dropped.
 //!
+//! # Other byte streams
+//! Besides its TCP listener, the server serves any connected
+//! `AsyncRead + AsyncWrite` stream given to its [`StreamAcceptor`]
+//! ([`TokioServer::acceptor`]): a Unix socket, a `tokio::io::duplex` end
+//! ([`StreamAcceptor::connect_memory`] makes the pair and the client), a
+//! transport of your own. [`ServerBuilder::build_tokio`] makes a server with
+//! no listener at all. Each stream is a client as a TCP one is: the same
+//! admission, rules, handlers, TLS and timers (a stream without an address
+//! is not counted by the per-address limit). Every client's task polls its
+//! stream (`poll_read`, `poll_write`, `poll_flush`, `poll_shutdown` at the
+//! end) rather than waiting for TCP readiness, as the tokio client does.
+//!
 //! # Memory
 //! The server's settings and registry are kept for the life of the process
 //! (a few KiB per server started: the core borrows them from every task).
 //! An idle client holds no buffer; a busy one its frames, bounded as on the
 //! mio server.
 
+use crate::client::{ClientError, ClientOptions};
+use crate::poll_stream::{ByteStream, PollStream};
 use crate::server::{
     apply, check_handshake_fits, handlers_by_id, is_transient_accept_error, listen, Applied,
     BroadcastReport, ClientId, CloseHook, Command, CoreServer, Ctx, HandleError, Handler, Hook,
     IgnoredHook, RunningServer, ServerBuilder, ServerHandle, ServerOptions, ServerStats, Slots,
 };
+use crate::tokio_client::{Client as TokioClient, SHUTDOWN_GRACE};
 use crate::transport::Transport;
 use crate::{Clock, StdRegistry};
 use peng3dnet_core::buffer::Buffer;
@@ -97,12 +112,14 @@ use peng3dnet_core::wire::FRAME_OVERHEAD;
 use peng3dnet_core::{CloseReason, Event, Mode, SecurityLevel, State};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -151,13 +168,25 @@ impl<C: Codec + Send + 'static> ServerBuilder<C> {
     /// [`bind`](ServerBuilder::bind) when a client's transmit queue cannot
     /// hold the `handshake`.
     pub fn bind_tokio(self, addr: impl ToSocketAddrs) -> io::Result<TokioServer<C>> {
-        check_handshake_fits(&self.registry, &self.codec, &self.options)?;
+        let mut server = self.build_tokio()?;
         let addr = addr
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "no address to bind"))?;
         let listener: std::net::TcpListener = listen(addr)?.into();
-        let local_addr = listener.local_addr()?;
+        server.local_addr = listener.local_addr()?;
+        server.listener = Some(listener);
+        Ok(server)
+    }
+
+    /// The [tokio server](crate::tokio_server) without a listening socket:
+    /// it serves the byte streams given to its
+    /// [`StreamAcceptor`](TokioServer::acceptor) (in-memory pairs, Unix
+    /// sockets, a transport of your own). Fails like
+    /// [`bind_tokio`](Self::bind_tokio) when a client's transmit queue
+    /// cannot hold the `handshake`.
+    pub fn build_tokio(self) -> io::Result<TokioServer<C>> {
+        check_handshake_fits(&self.registry, &self.codec, &self.options)?;
         let ServerBuilder {
             registry,
             codec,
@@ -206,12 +235,17 @@ impl<C: Codec + Send + 'static> ServerBuilder<C> {
             stopped: AtomicBool::new(false),
             done: Notify::new(),
         });
+        let (streams_tx, streams) = tokio::sync::mpsc::channel(STREAM_QUEUE);
         Ok(TokioServer {
-            listener,
-            local_addr,
+            listener: None,
+            local_addr: UNBOUND,
             handle: ServerHandle::tokio(Arc::clone(&shared), codec),
             shared,
             async_handlers: HashMap::new(),
+            streams,
+            acceptor: StreamAcceptor {
+                streams: streams_tx,
+            },
         })
     }
 }
@@ -219,17 +253,106 @@ impl<C: Codec + Send + 'static> ServerBuilder<C> {
 /// A server bound for tokio, ready to [`run`](Self::run); see the
 /// [module docs](self).
 pub struct TokioServer<C: Codec = Postcard> {
-    listener: std::net::TcpListener,
+    /// None: built without one ([`ServerBuilder::build_tokio`]).
+    listener: Option<std::net::TcpListener>,
     local_addr: SocketAddr,
     shared: Arc<Shared<C>>,
     handle: ServerHandle<C>,
     async_handlers: HashMap<u32, AsyncHandler<C>>,
+    /// The streams given to the acceptor, for the run loop.
+    streams: tokio::sync::mpsc::Receiver<Incoming_>,
+    acceptor: StreamAcceptor,
 }
 
+/// The address a server without a listener reports
+/// ([`TokioServer::local_addr`], [`RunningServer::local_addr`]): `0.0.0.0:0`,
+/// which no client can connect to.
+pub const UNBOUND: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+/// How many streams given to a [`StreamAcceptor`] wait for the run loop
+/// before [`StreamAcceptor::serve`] waits for room.
+pub const STREAM_QUEUE: usize = 16;
+
+/// A stream given to the server, and its peer's address if it has one.
+type Incoming_ = (Box<dyn ByteStream>, Option<SocketAddr>);
+
+/// Gives a [`TokioServer`] connections over byte streams other than its
+/// TCP listener's: any `AsyncRead + AsyncWrite` that is already connected
+/// (a `tokio::io::duplex` end, a Unix socket, a user's transport). Each is
+/// served as a TCP client is: the same admission, rules, handlers, TLS if
+/// the server has it, timers. Cheap to clone; usable from any task.
+#[derive(Clone)]
+pub struct StreamAcceptor {
+    streams: tokio::sync::mpsc::Sender<Incoming_>,
+}
+
+impl std::fmt::Debug for StreamAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamAcceptor").finish_non_exhaustive()
+    }
+}
+
+impl StreamAcceptor {
+    /// Hands `stream` to the server, which serves it as a client (once it
+    /// runs). `peer` is the peer's address if it has one: the server's
+    /// per-address limit counts it ([`ServerOptions::max_per_address`]);
+    /// streams without one are not counted by address. Waits while
+    /// [`STREAM_QUEUE`] streams wait for the server; fails with
+    /// [`HandleError::Stopped`] once the server's run ended (or it was
+    /// dropped).
+    pub async fn serve<S>(&self, stream: S, peer: Option<SocketAddr>) -> Result<(), HandleError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        self.streams
+            .send((Box::new(stream), peer))
+            .await
+            .map_err(|_| HandleError::Stopped)
+    }
+
+    /// A [tokio client](crate::tokio_client::Client) connected to the
+    /// server through memory (a `tokio::io::duplex` pair of
+    /// [`MEMORY_PIPE`] bytes each way): no socket, no port. The client
+    /// speaks TLS if `options` say so (and the server must then too).
+    pub async fn connect_memory(
+        &self,
+        registry: StdRegistry,
+        options: ClientOptions,
+    ) -> Result<TokioClient, ClientError> {
+        self.connect_memory_with(registry, Postcard, options).await
+    }
+
+    /// [`connect_memory`](Self::connect_memory) with the client's codec.
+    pub async fn connect_memory_with<D: Codec + Send + 'static>(
+        &self,
+        registry: StdRegistry,
+        codec: D,
+        options: ClientOptions,
+    ) -> Result<TokioClient<D>, ClientError> {
+        let (ours, theirs) = tokio::io::duplex(MEMORY_PIPE);
+        self.serve(theirs, None)
+            .await
+            .map_err(|e| ClientError::Io(io::Error::new(ErrorKind::NotConnected, e)))?;
+        TokioClient::over_with(ours, registry, codec, options)
+    }
+}
+
+/// The bytes each direction of a [`StreamAcceptor::connect_memory`] pipe
+/// holds before a write waits for the reader (64 KiB, about what a
+/// loopback socket buffers).
+pub const MEMORY_PIPE: usize = 64 * 1024;
+
 impl<C: Codec + Send + Sync + 'static> TokioServer<C> {
-    /// The bound address.
+    /// The bound address. A server built without a listener
+    /// ([`ServerBuilder::build_tokio`]) has none: it reports [`UNBOUND`].
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Gives the server connections over other byte streams than TCP;
+    /// see [`StreamAcceptor`].
+    pub fn acceptor(&self) -> StreamAcceptor {
+        self.acceptor.clone()
     }
 
     /// A handle to command the server once it runs.
@@ -280,8 +403,12 @@ impl<C: Codec + Send + Sync + 'static> TokioServer<C> {
             listener,
             shared,
             async_handlers,
+            mut streams,
+            acceptor,
             ..
         } = self;
+        // The server's own copy: the channel stays open while it runs.
+        let _acceptor = acceptor;
         // However the run ends (its future dropped too), handles say so.
         struct Stopped<'a>(&'a AtomicBool);
         impl Drop for Stopped<'_> {
@@ -290,8 +417,13 @@ impl<C: Codec + Send + Sync + 'static> TokioServer<C> {
             }
         }
         let _stopped = Stopped(&shared.stopped);
-        listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let listener = match listener {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                Some(tokio::net::TcpListener::from_std(l)?)
+            }
+            None => None,
+        };
         let async_handlers = Arc::new(async_handlers);
         let mut tasks = JoinSet::new();
         tasks.spawn(timers(Arc::clone(&shared)));
@@ -300,9 +432,11 @@ impl<C: Codec + Send + Sync + 'static> TokioServer<C> {
                 break;
             }
             tokio::select! {
-                accepted = listener.accept() => match accepted {
+                accepted = accept_tcp(listener.as_ref()) => match accepted {
                     Ok((stream, addr)) => {
-                        if let Some((task, span)) = accept(&shared, &async_handlers, stream, addr) {
+                        let _ = stream.set_nodelay(true);
+                        let stream = Box::new(stream);
+                        if let Some((task, span)) = accept(&shared, &async_handlers, stream, Some(addr)) {
                             tasks.spawn(task.instrument(span));
                         }
                     }
@@ -311,12 +445,18 @@ impl<C: Codec + Send + Sync + 'static> TokioServer<C> {
                     // for a moment rather than stopping the server.
                     Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
                 },
+                Some((stream, addr)) = streams.recv() => {
+                    if let Some((task, span)) = accept(&shared, &async_handlers, stream, addr) {
+                        tasks.spawn(task.instrument(span));
+                    }
+                }
                 () = shared.stop.notified() => {}
                 Some(_) = tasks.join_next(), if tasks.len() > 1 => {}
             }
         }
         // Shut down: no more accepts; wait until every client is gone.
         drop(listener);
+        streams.close();
         loop {
             let done = shared.done.notified();
             tokio::pin!(done);
@@ -408,7 +548,8 @@ struct Inner<C: Codec> {
 /// its task.
 struct Peer {
     id: ClientId,
-    ip: IpAddr,
+    /// Its address, if its stream has one.
+    ip: Option<IpAddr>,
     span: tracing::Span,
     /// Something for the task to do: bytes queued by another task, a timer
     /// fired, a close.
@@ -605,10 +746,12 @@ impl<C: Codec> Inner<C> {
     /// Removes client `id`'s peer (its task ends).
     fn remove(&mut self, id: ClientId) {
         if let Some(p) = self.peers.get_mut(id.slot()).and_then(Option::take) {
-            if let Some(n) = self.per_address.get_mut(&p.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_address.remove(&p.ip);
+            if let Some(ip) = p.ip {
+                if let Some(n) = self.per_address.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_address.remove(&ip);
+                    }
                 }
             }
             p.room.notify_waiters();
@@ -620,32 +763,37 @@ impl<C: Codec> Inner<C> {
 fn accept<C: Codec + Send + Sync + 'static>(
     shared: &Arc<Shared<C>>,
     async_handlers: &Arc<HashMap<u32, AsyncHandler<C>>>,
-    stream: TcpStream,
-    addr: SocketAddr,
+    stream: Box<dyn ByteStream>,
+    addr: Option<SocketAddr>,
 ) -> Option<(impl Future<Output = ()> + Send + 'static, tracing::Span)> {
-    let _ = stream.set_nodelay(true);
     let options = shared.options;
     let mut inner = shared.lock();
     let now = shared.clock.now();
-    let from_address = inner.per_address.get(&addr.ip()).copied().unwrap_or(0);
-    let refused = |inner: &Inner<C>, stream: &TcpStream, refused: Refused| {
-        tracing::info!(peer = %addr, reason = %refused.reason(), "client refused");
+    let ip = addr.map(|a| a.ip());
+    let peer_name = PeerName(addr);
+    let from_address = ip
+        .and_then(|ip| inner.per_address.get(&ip).copied())
+        .unwrap_or(0);
+    // Refused: the reason, written without waiting (what the stream takes
+    // now)
+    // (below TLS, as the mio server does), and the stream dropped.
+    let refused = |inner: &Inner<C>, stream: &mut PollStream, refused: Refused| {
+        tracing::info!(peer = %peer_name, reason = %refused.reason(), "client refused");
         let mut frame = [0u8; 128];
         if let Ok(n) = inner.server.refusal(refused, &mut frame) {
-            let _ = stream.try_write(&frame[..n]);
+            let _ = io::Write::write(stream, &frame[..n]);
         }
         None
     };
+    let mut socket = PollStream::new(stream);
     if let Err(r) = inner.server.admit(now, from_address) {
-        return refused(&inner, &stream, r);
+        return refused(&inner, &mut socket, r);
     }
-    let stream = Arc::new(stream);
-    let socket = Socket(Arc::clone(&stream));
-    let transport = match &options.tls {
+    let mut transport = match &options.tls {
         Some(tls) => match Transport::tls_server(socket, tls) {
             Ok(t) => t,
             Err(e) => {
-                tracing::info!(peer = %addr, error = %e, "TLS setup failed");
+                tracing::info!(peer = %peer_name, error = %e, "TLS setup failed");
                 return None;
             }
         },
@@ -654,16 +802,16 @@ fn accept<C: Codec + Send + Sync + 'static>(
     let (rx, tx) = options.client_buffers();
     let id = match inner.server.accept(rx, tx, now) {
         Ok(id) => id,
-        Err(r) => return refused(&inner, &stream, r),
+        Err(r) => return refused(&inner, transport.socket_mut(), r),
     };
     if let Some(level) = transport.security_level() {
         inner.server.set_security_level(id, level);
     }
-    let span = tracing::info_span!("peng3dnet_client", client = ?id, peer = %addr);
+    let span = tracing::info_span!("peng3dnet_client", client = ?id, peer = %peer_name);
     tracing::debug!(parent: &span, "client accepted");
     let peer = Arc::new(Peer {
         id,
-        ip: addr.ip(),
+        ip,
         span: span.clone(),
         wake: Notify::new(),
         room: Notify::new(),
@@ -673,8 +821,8 @@ fn accept<C: Codec + Send + Sync + 'static>(
         inner.peers.resize_with(key + 1, || None);
     }
     inner.peers[key] = Some(Arc::clone(&peer));
-    if options.max_per_address.is_some() {
-        *inner.per_address.entry(addr.ip()).or_insert(0) += 1;
+    if let (Some(_), Some(ip)) = (options.max_per_address, ip) {
+        *inner.per_address.entry(ip).or_insert(0) += 1;
     }
     inner.run_hook(id, now, |h| h.on_connect.as_mut());
     inner.server.transmitted(id, 0, now);
@@ -683,7 +831,6 @@ fn accept<C: Codec + Send + Sync + 'static>(
         Arc::clone(shared),
         Arc::clone(async_handlers),
         peer,
-        stream,
         transport,
     );
     Some((task, span))
@@ -698,24 +845,25 @@ async fn finish_handler(task: &mut Option<BoxFuture>) {
     *task = None;
 }
 
-/// tokio's socket as the non-blocking `Read + Write` that [`Transport`] (and
-/// TLS inside it) reads and writes: `WouldBlock` when it is not ready, and
-/// the client's task waits for readiness.
-struct Socket(Arc<TcpStream>);
+/// A peer's address for the logs ("byte stream" for one without).
+struct PeerName(Option<SocketAddr>);
 
-impl io::Read for Socket {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_read(buf)
+impl std::fmt::Display for PeerName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("byte stream"),
+        }
     }
 }
 
-impl io::Write for Socket {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.try_write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+/// The listener's next client (never, without a listener).
+async fn accept_tcp(
+    listener: Option<&tokio::net::TcpListener>,
+) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -733,7 +881,7 @@ enum Step {
 /// A client's task's own state: its transport and what is in flight.
 struct ClientIo {
     id: ClientId,
-    transport: Transport<Socket>,
+    transport: Transport<PollStream>,
     /// The async handler running, if any.
     handler: Option<BoxFuture>,
     /// Bytes the last write took, to report under the next lock.
@@ -893,8 +1041,7 @@ async fn client_task<C: Codec + Send + Sync + 'static>(
     shared: Arc<Shared<C>>,
     async_handlers: Arc<HashMap<u32, AsyncHandler<C>>>,
     peer: Arc<Peer>,
-    stream: Arc<TcpStream>,
-    transport: Transport<Socket>,
+    transport: Transport<PollStream>,
 ) {
     let mut io = ClientIo {
         id: peer.id,
@@ -908,6 +1055,12 @@ async fn client_task<C: Codec + Send + Sync + 'static>(
     };
     let mut rounds = 0usize;
     loop {
+        // The stream wakes this task (what `step` polled it with).
+        poll_fn(|cx| {
+            io.transport.socket_mut().set_waker(cx.waker());
+            Poll::Ready(())
+        })
+        .await;
         let (read, write) = match io.step(&shared, &async_handlers, &peer) {
             Step::Finished => break,
             Step::Progress => {
@@ -919,17 +1072,24 @@ async fn client_task<C: Codec + Send + Sync + 'static>(
             }
             Step::Wait { read, write } => (read, write),
         };
+        // The stream wakes the task when what `step` found not ready
+        // (a read, a write) is; `woken` ends at the first wake-up.
+        let mut polled = false;
+        let woken = poll_fn(|_| match std::mem::replace(&mut polled, true) {
+            false => Poll::Pending,
+            true => Poll::Ready(()),
+        });
         tokio::select! {
-            r = stream.readable(), if read => io.eof |= r.is_err(),
-            r = stream.writable(), if write => io.eof |= r.is_err(),
+            () = woken, if read || write => {}
             () = peer.wake.notified() => {}
             () = finish_handler(&mut io.handler), if io.handler.is_some() => {}
         }
     }
-    // The peer sees TLS's close_notify (what the socket takes) and our end
+    // The peer sees TLS's close_notify (what the stream takes) and our end
     // of stream.
     io.transport.close_notify();
-    let _ = socket2::SockRef::from(&*stream).shutdown(std::net::Shutdown::Both);
+    let shutdown = poll_fn(|cx| io.transport.socket_mut().poll_shutdown(cx));
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, shutdown).await;
 }
 
 /// The timer task: sleeps until the core's earliest deadline and fires it.

@@ -1,5 +1,6 @@
-//! The `test-util` helpers: a server on 127.0.0.1:0 whose guard shuts it
-//! down when dropped, the in-memory stream and the connection pair on it.
+//! The `test-util` helpers: a server (mio and tokio) on 127.0.0.1:0 whose
+//! guard shuts it down when dropped, the tokio server with in-memory
+//! clients, the in-memory stream and the connection pair on it.
 
 use peng3dnet_core::CloseReason;
 use peng3dnet_std::client::{Client, ClientError, ClientOptions, UnexpectedEvent};
@@ -7,7 +8,10 @@ use peng3dnet_std::echo::{self, Echo};
 use peng3dnet_std::server::ServerOptions;
 use peng3dnet_std::stream::ReadTimeout;
 use peng3dnet_std::stream::StreamOptions;
-use peng3dnet_std::test_util::{spawn_server, stream_pair, MemoryStream, MEMORY_STREAM_CAPACITY};
+use peng3dnet_std::test_util::{
+    spawn_server, spawn_tokio_server, stream_pair, MemoryServer, MemoryStream,
+    MEMORY_STREAM_CAPACITY,
+};
 use std::io::{ErrorKind, Read, Write};
 use std::time::Duration;
 
@@ -114,4 +118,72 @@ fn a_blocked_memory_stream_writer_resumes_when_read() {
     assert_eq!(total, 3 * MEMORY_STREAM_CAPACITY);
     drop(writer.join().unwrap());
     assert_eq!(b.read(&mut buf).unwrap(), 0);
+}
+
+#[test]
+fn the_spawned_tokio_server_echoes_and_dropping_it_shuts_it_down() {
+    let server =
+        spawn_tokio_server(echo::server(echo::registry(), ServerOptions::default())).unwrap();
+    let addr = server.local_addr();
+    assert!(addr.ip().is_loopback());
+    let mut client = Client::connect(addr, echo::registry(), ClientOptions::default()).unwrap();
+    client.wait_connected(T).unwrap();
+    client.send::<Echo>(&"ping").unwrap();
+    assert_eq!(
+        client.expect::<Echo>(T).unwrap().decode::<Echo>().unwrap(),
+        "ping"
+    );
+    drop(server);
+    match client.expect::<Echo>(T) {
+        Err(ClientError::Unexpected {
+            got: UnexpectedEvent::Closed(c),
+            ..
+        }) => assert_eq!(c.reason, CloseReason::ServerShutdown),
+        other => panic!("expected the server's shutdown, got {other:?}"),
+    }
+}
+
+/// The memory server echoes to in-memory clients; dropping it shuts the
+/// server down (its clients see `servershutdown`), and `shutdown` returns
+/// its counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_server_serves_clients_without_a_socket() {
+    let server =
+        MemoryServer::start(echo::server(echo::registry(), ServerOptions::default())).unwrap();
+    let a = server
+        .client(echo::registry(), ClientOptions::default())
+        .await
+        .unwrap();
+    a.send::<Echo>(&"over memory").await.unwrap();
+    let echoed = a.expect::<Echo>(T).await.unwrap();
+    assert_eq!(echoed.decode::<Echo>().unwrap(), "over memory");
+    drop(server);
+    match a.expect::<Echo>(T).await {
+        Err(ClientError::Unexpected {
+            got: UnexpectedEvent::Closed(c),
+            ..
+        }) => assert_eq!(c.reason, CloseReason::ServerShutdown),
+        other => panic!("expected the server's shutdown, got {other:?}"),
+    }
+
+    let server =
+        MemoryServer::start(echo::server(echo::registry(), ServerOptions::default())).unwrap();
+    let b = server
+        .client(echo::registry(), ClientOptions::default())
+        .await
+        .unwrap();
+    drop(b);
+    let stats = tokio::time::timeout(T, server.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((stats.accepted, stats.handshakes), (1, 1));
+}
+
+#[test]
+fn the_memory_server_needs_a_runtime() {
+    let e = MemoryServer::start(echo::server(echo::registry(), ServerOptions::default()))
+        .err()
+        .expect("no runtime here");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
 }

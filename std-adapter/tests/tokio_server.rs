@@ -373,3 +373,96 @@ async fn ping_async_gets_the_tokio_servers_ping_data() {
     let stats = timeout(T, serving).await.unwrap().unwrap().unwrap();
     assert_eq!(stats.accepted, 1);
 }
+
+/// A server built without a listener serves clients through memory
+/// (`StreamAcceptor::connect_memory`) and over a Unix socket pair
+/// (`StreamAcceptor::serve`): the same handlers and counters as over TCP,
+/// and its acceptor fails with `Stopped` once its run ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_a_listener_serves_memory_and_unix_streams() {
+    let connects = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&connects);
+    let server = Server::builder(registry())
+        .on_connect(move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+        })
+        .on::<Num>(|ctx, n| {
+            let _ = ctx.send::<Num>(&(n * 2));
+        })
+        .build_tokio()
+        .unwrap();
+    assert_eq!(server.local_addr(), peng3dnet_std::tokio_server::UNBOUND);
+    let (acceptor, handle) = (server.acceptor(), server.handle());
+    let serving = tokio::spawn(server.run());
+
+    let memory = acceptor
+        .connect_memory(registry(), ClientOptions::default())
+        .await
+        .unwrap();
+    timeout(T, memory.wait_connected()).await.unwrap().unwrap();
+    let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+    acceptor.serve(theirs, None).await.unwrap();
+    let unix = Client::over(ours, registry(), ClientOptions::default()).unwrap();
+    timeout(T, unix.wait_connected()).await.unwrap().unwrap();
+    for (client, n) in [(&memory, 21), (&unix, 50)] {
+        for i in 0..100 {
+            client.send::<Num>(&(n + i)).await.unwrap();
+        }
+        for i in 0..100 {
+            assert_eq!(
+                next_packet(client).await.decode::<Num>().unwrap(),
+                2 * (n + i)
+            );
+        }
+    }
+    assert_eq!(connects.load(Ordering::SeqCst), 2);
+    for client in [&memory, &unix] {
+        let closed = timeout(T, client.close(CloseReason::UserRequest))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(closed.reason, CloseReason::UserRequest);
+    }
+    handle.shutdown();
+    let stats = timeout(T, serving).await.unwrap().unwrap().unwrap();
+    assert_eq!((stats.accepted, stats.handshakes), (2, 2));
+    let (_, late) = tokio::io::duplex(64);
+    assert_eq!(acceptor.serve(late, None).await, Err(HandleError::Stopped));
+}
+
+/// Streams given to the acceptor go through the server's admission: with
+/// `max_clients` 1, a second in-memory client is refused `serverfull` (and
+/// a stream without an address is not counted against an address limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_admitted_like_tcp_clients() {
+    let options = peng3dnet_std::server::ServerOptions {
+        max_clients: 1,
+        max_per_address: Some(1),
+        ..Default::default()
+    };
+    let server = Server::builder(registry())
+        .options(options)
+        .build_tokio()
+        .unwrap();
+    let (acceptor, handle) = (server.acceptor(), server.handle());
+    let serving = tokio::spawn(server.run());
+    let first = acceptor
+        .connect_memory(registry(), ClientOptions::default())
+        .await
+        .unwrap();
+    timeout(T, first.wait_connected()).await.unwrap().unwrap();
+    let second = acceptor
+        .connect_memory(registry(), ClientOptions::default())
+        .await
+        .unwrap();
+    match timeout(T, second.wait_connected()).await.unwrap() {
+        Err(peng3dnet_std::client::ClientError::Closed(c)) => {
+            assert_eq!(c.reason, CloseReason::ServerFull, "{c}")
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(first);
+    handle.shutdown();
+    let stats = timeout(T, serving).await.unwrap().unwrap().unwrap();
+    assert_eq!(stats.accepted, 1);
+}
