@@ -226,6 +226,21 @@ pub(crate) fn expected<P: Packet, C>(
     }))
 }
 
+/// A blocking `expect::<P>(timeout)` over `recv_until` (the next event
+/// before a deadline): the blocking client's and `StreamConnection`'s.
+pub(crate) fn expect_blocking<P: Packet, C>(
+    timeout: Duration,
+    mut recv_until: impl FnMut(Instant) -> Result<ClientEvent<C>, ClientError>,
+) -> Result<Incoming<Vec<u8>, C>, ClientError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let event = recv_until(deadline).map_err(|e| expect_error::<P>(e, timeout))?;
+        if let Some(r) = expected::<P, C>(event) {
+            return r;
+        }
+    }
+}
+
 /// A receive's error as an `expect::<P>`'s: a close or a timeout is what
 /// came instead; others stay as they are.
 pub(crate) fn expect_error<P: Packet>(e: ClientError, timeout: Duration) -> ClientError {
@@ -748,15 +763,7 @@ impl<C: Codec> Client<C> {
         &mut self,
         timeout: Duration,
     ) -> Result<Incoming<Vec<u8>, C>, ClientError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let event = self
-                .recv_until(deadline)
-                .map_err(|e| expect_error::<P>(e, timeout))?;
-            if let Some(r) = expected::<P, C>(event) {
-                return r;
-            }
-        }
+        expect_blocking::<P, C>(timeout, |deadline| self.recv_until(deadline))
     }
 
     /// The events received so far, without waiting.

@@ -63,8 +63,8 @@
 
 use crate::buffer::HeapBuffer;
 use crate::client::{
-    client_event, connection_config, expect_error, expected, new_connection, ClientConn,
-    ClientError, ClientEvent, ClientOptions,
+    client_event, connection_config, expect_blocking, new_connection, ClientConn, ClientError,
+    ClientEvent, ClientOptions,
 };
 use crate::{Clock, StdRegistry};
 use peng3dnet_core::codec::{Codec, Postcard};
@@ -364,15 +364,7 @@ impl<S: Read + Write + ReadTimeout, C: Codec> StreamConnection<S, C> {
         &mut self,
         timeout: Duration,
     ) -> Result<Incoming<Vec<u8>, C>, ClientError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let event = self
-                .recv_until(deadline)
-                .map_err(|e| expect_error::<P>(e, timeout))?;
-            if let Some(r) = expected::<P, C>(event) {
-                return r;
-            }
-        }
+        expect_blocking::<P, C>(timeout, |deadline| self.recv_until(deadline))
     }
 
     /// Closes with `reason` and waits (up to 10 s) until the `closeconn` is
