@@ -1432,7 +1432,7 @@ impl<'a, C: Codec> Loop<'a, C> {
                     }
                 }
                 Event::Ignored { packet_id, cause } => {
-                    tracing::debug!(parent: self.span_of(id), packet_id, ?cause, "packet ignored");
+                    tracing::debug!(parent: self.span_of(id), packet_id, %cause, "packet ignored");
                     if let Some(hook) = self.on_ignored.as_mut() {
                         hook(id, packet_id, cause);
                     }

@@ -733,7 +733,7 @@ impl<C: Codec> Inner<C> {
                     }
                 }
                 Event::Ignored { packet_id, cause } => {
-                    tracing::debug!(parent: span, packet_id, ?cause, "packet ignored");
+                    tracing::debug!(parent: span, packet_id, %cause, "packet ignored");
                     if let Some(hook) = self.hooks.on_ignored.as_mut() {
                         as_handler(|| hook(id, packet_id, cause));
                     }

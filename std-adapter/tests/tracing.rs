@@ -83,7 +83,10 @@ fn traced_on(captured: &Captured, runtime: Runtime) {
         line.contains(&format!("peer=127.0.0.1:{peer_port}")),
         "{line}"
     );
-    assert!(line.contains("UnknownId"), "{line}");
+    assert!(
+        line.contains("cause=no packet of this id is registered"),
+        "{line}"
+    );
     captured.wait_for(&["client accepted", &format!("127.0.0.1:{peer_port}")]);
     captured.wait_for(&["handshake complete", &format!("127.0.0.1:{peer_port}")]);
 
