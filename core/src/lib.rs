@@ -88,6 +88,12 @@
 //!
 //! ## Features
 //! - `defmt`: `defmt::Format` for the public types.
+//! - `zlib`: accept zlib-compressed frames (inflated without a heap).
+//! - `mismatch-report`: each connection keeps which names differed when a
+//!   client's handshake closed with `packetregmismatch`
+//!   ([`Connection::registry_mismatch`](connection::Connection::registry_mismatch),
+//!   about 48 bytes per connection); `peng3dnet-std` turns it on, a board's
+//!   slots do without.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

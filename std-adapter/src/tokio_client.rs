@@ -566,9 +566,7 @@ impl<C: Codec> ClientReceiver<C> {
     pub async fn recv(&self) -> Result<ClientEvent<C>, ClientError> {
         let shared = &*self.owner.shared;
         wait_until(shared, &shared.changed, |inner| {
-            if let Some(event) = inner.events.pop_front() {
-                // Room in the queue: the task may read again.
-                shared.wake_driver.notify_one();
+            if let Some(event) = pop_event(shared, inner) {
                 return Some(Ok(event));
             }
             (inner.closed.is_some() || inner.done).then(|| Err(closed_error(inner)))
@@ -622,12 +620,20 @@ impl<C: Codec> ClientReceiver<C> {
 
     /// The next event if one is queued, without waiting.
     pub fn try_recv(&self) -> Option<ClientEvent<C>> {
-        let event = self.owner.shared.lock().events.pop_front();
-        if event.is_some() {
-            self.owner.shared.wake_driver.notify_one();
-        }
-        event
+        let shared = &*self.owner.shared;
+        pop_event(shared, &mut shared.lock())
     }
+}
+
+/// Takes the next queued event; wakes the driver if the queue was full
+/// (it stopped reading until there is room).
+fn pop_event<C>(shared: &Shared<C>, inner: &mut Inner<C>) -> Option<ClientEvent<C>> {
+    let full = inner.events.len() >= EVENT_QUEUE;
+    let event = inner.events.pop_front();
+    if full && event.is_some() {
+        shared.wake_driver.notify_one();
+    }
+    event
 }
 
 /// The task that owns the stream: one turn of non-blocking work each time
@@ -640,20 +646,28 @@ async fn drive<C: Codec>(shared: Arc<Shared<C>>, clock: Clock) {
     let mut armed = None;
     let notified = shared.wake_driver.notified();
     tokio::pin!(notified);
+    // A timer fired since the handles were last woken.
+    let mut timed_out = false;
     poll_fn(|cx| loop {
         // Registered for the handles' wake-ups before the state is looked
         // at, so that none is lost.
         while notified.as_mut().poll(cx).is_ready() {
             notified.set(shared.wake_driver.notified());
         }
-        let (deadline, finished, more) = {
+        let (deadline, finished, more, changed) = {
             let mut inner = shared.lock();
             inner.transport.socket_mut().set_waker(cx.waker());
+            let before = Snapshot::of(&inner);
             let more = turn(&mut inner, &clock, &mut eof);
             let finished = inner.conn.is_finished() || eof && inner.conn.is_closed();
-            (inner.conn.poll_timeout(), finished, more)
+            let changed = std::mem::take(&mut timed_out) || Snapshot::of(&inner) != before;
+            (inner.conn.poll_timeout(), finished, more, changed)
         };
-        shared.changed.notify_waiters();
+        // Handles wait for an event, room or the close: wake them only when
+        // one of these changed (not on every turn).
+        if changed || finished {
+            shared.changed.notify_waiters();
+        }
         if finished {
             return Poll::Ready(());
         }
@@ -669,6 +683,7 @@ async fn drive<C: Codec>(shared: Arc<Shared<C>>, clock: Clock) {
                 armed = None;
                 let now = clock.now();
                 shared.lock().conn.handle_timeout(now);
+                timed_out = true;
                 continue;
             }
         }
@@ -692,6 +707,27 @@ async fn drive<C: Codec>(shared: Arc<Shared<C>>, clock: Clock) {
     inner.closed = inner.conn.closed().or(inner.closed.take());
     drop(inner);
     shared.changed.notify_waiters();
+}
+
+/// What the handles wait on ([`wait_until`]): the events queued, the bytes
+/// waiting to be written (room for a send), the connection's state.
+#[derive(PartialEq, Eq)]
+struct Snapshot {
+    events: usize,
+    queued: usize,
+    connected: bool,
+    closed: bool,
+}
+
+impl Snapshot {
+    fn of<C: Codec>(inner: &Inner<C>) -> Self {
+        Snapshot {
+            events: inner.events.len(),
+            queued: inner.conn.poll_transmit().len(),
+            connected: inner.conn.is_connected(),
+            closed: inner.conn.is_closed() || inner.closed.is_some(),
+        }
+    }
 }
 
 /// One round of non-blocking work: read what is there (a bounded number of

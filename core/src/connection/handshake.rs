@@ -291,12 +291,15 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
                     .check_sync_unchanged(&hs.sync, policy),
             };
             if result.is_err() {
-                let adopts_ids = self.registry.registry_mut().is_some();
-                self.mismatch = Some(
-                    self.registry
-                        .registry()
-                        .mismatch_record(&hs.sync, adopts_ids),
-                );
+                #[cfg(feature = "mismatch-report")]
+                {
+                    let adopts_ids = self.registry.registry_mut().is_some();
+                    self.mismatch = Some(
+                        self.registry
+                            .registry()
+                            .mismatch_record(&hs.sync, adopts_ids),
+                    );
+                }
                 return self.close(CloseReason::PacketRegMismatch);
             }
         }

@@ -96,7 +96,9 @@ pub use transmit::{CLOSE_RESERVE, MIN_TX_BUFFER};
 
 use crate::buffer::Buffer;
 use crate::codec::Codec;
-use crate::registry::{MismatchRecord, Packet, Registry, RegistryAccess, RegistryMismatch};
+#[cfg(feature = "mismatch-report")]
+use crate::registry::{MismatchRecord, RegistryMismatch};
+use crate::registry::{Packet, Registry, RegistryAccess};
 use crate::time::{Instant, MaybeInstant};
 use crate::types::{CloseReason, Closed, Initiator, Mode, SecurityLevel, Side, State};
 use crate::wire::{Flags, FrameDecoder};
@@ -136,6 +138,7 @@ struct Inner<'a, C, T, const N: usize, G> {
     tx: TxBuf<T>,
     /// (Client) how the server's registry differed, when the handshake
     /// closed with `packetregmismatch`.
+    #[cfg(feature = "mismatch-report")]
     mismatch: Option<MismatchRecord>,
 }
 
@@ -185,6 +188,7 @@ where
                 fast_hint: 0,
                 timers: Timers::new(now, config.idle_timeout, config.keepalive_interval),
                 tx: TxBuf::new(tx),
+                #[cfg(feature = "mismatch-report")]
                 mismatch: None,
             },
         }
@@ -302,7 +306,8 @@ where
     /// handshake closed the connection with `packetregmismatch`
     /// ([`SyncPolicy`](crate::registry::SyncPolicy)): the first name the
     /// server lacks, the first we lack, the first id that differs where ids
-    /// must agree, and how many of each.
+    /// must agree, and how many of each. (Feature `mismatch-report`.)
+    #[cfg(feature = "mismatch-report")]
     pub fn registry_mismatch(&self) -> Option<RegistryMismatch> {
         let rec = self.inner.mismatch.as_ref()?;
         Some(self.inner.registry.registry().expand_mismatch(rec))
