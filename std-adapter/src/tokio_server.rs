@@ -67,6 +67,12 @@
 //! different clients run on different workers at once. One more task sleeps
 //! until the core's earliest timer.
 //!
+//! # Fair service
+//! As on the mio server, each client's work in a round is bounded (the
+//! core's `round_quantum` and `round_work`: one large packet does not hold
+//! up the others). The rounds are time slices of at least [`ROUND`]: a
+//! client held back waits for the timer task to start the next round.
+//!
 //! # Async handlers
 //! [`TokioServer::on_async`] runs a future per packet. A client's packets
 //! are handled one at a time, in order: while its handler runs, the
@@ -205,13 +211,16 @@ impl<C: Codec + Send + 'static> ServerBuilder<C> {
             Box::leak(Box::new(options.core_config(ping_entries)));
         let registry: &'static StdRegistry = Box::leak(Box::new(registry));
         let handlers = handlers_by_id(registry, handlers);
-        let server = CoreServer::new(
+        let mut server = CoreServer::new(
             config,
             registry,
             codec.clone(),
             options.core_options(),
             Slots(Vec::new()),
         );
+        // Rounds of fair service from the start (the timer task starts the
+        // next ones: [`ROUND`]).
+        server.begin_round();
         let shared = Arc::new(Shared {
             state: Mutex::new(Inner {
                 server,
@@ -226,6 +235,7 @@ impl<C: Codec + Send + 'static> ServerBuilder<C> {
                 },
                 scratch: Vec::new(),
                 armed: None,
+                round_waiters: Vec::new(),
             }),
             options,
             clock: Clock::new(),
@@ -542,7 +552,18 @@ struct Inner<C: Codec> {
     scratch: Vec<u8>,
     /// The deadline the timer task sleeps until.
     armed: Option<peng3dnet_core::time::Instant>,
+    /// Clients the round's budget held back: their tasks are woken when the
+    /// timer task starts the next round ([`ROUND`]).
+    round_waiters: Vec<ClientId>,
 }
+
+/// How long a round of fair service lasts at least on the tokio server:
+/// the timer task starts the next one ([`CoreServer::begin_round`]) once a
+/// client waits for it and this long has passed, so that each client's
+/// work, and all clients' large packets together, are bounded per round
+/// (the core's `round_quantum` and `round_work`) as on the mio server,
+/// whose rounds are its loop's passes.
+pub const ROUND: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What the server keeps of a client beside the core's state: how to wake
 /// its task.
@@ -557,6 +578,8 @@ struct Peer {
     /// The task wrote, or the client closed: senders waiting for room look
     /// again.
     room: Notify,
+    /// It is on [`Inner::round_waiters`] (under the lock).
+    waits_for_round: AtomicBool,
 }
 
 /// The server's state, locked; dropping it tells the timer task when the
@@ -815,6 +838,7 @@ fn accept<C: Codec + Send + Sync + 'static>(
         span: span.clone(),
         wake: Notify::new(),
         room: Notify::new(),
+        waits_for_round: AtomicBool::new(false),
     });
     let key = id.slot();
     if inner.peers.len() <= key {
@@ -969,6 +993,13 @@ impl ClientIo {
             }
             inner.server.transmitted(id, 0, now);
         }
+        if inner.server.is_deferred(id) && !peer.waits_for_round.swap(true, Ordering::Relaxed) {
+            // Held back by the round's budget: the next round wakes it.
+            if inner.round_waiters.is_empty() {
+                shared.timer.notify_one();
+            }
+            inner.round_waiters.push(id);
+        }
         // Finished: everything written (or given up).
         if (inner.server.is_abandoned(id) || !self.transport.wants_write())
             && inner.server.take_finished(id).is_some()
@@ -1094,22 +1125,36 @@ async fn client_task<C: Codec + Send + Sync + 'static>(
 
 /// The timer task: sleeps until the core's earliest deadline and fires it.
 async fn timers<C: Codec>(shared: Arc<Shared<C>>) {
+    let mut round_started = tokio::time::Instant::now();
     loop {
-        let next = {
+        let (next, round_due) = {
             let mut inner = shared.lock();
             if inner.server.is_done() {
                 return;
             }
             let next = inner.server.poll_timeout();
             inner.armed = next;
-            next
+            (next, !inner.round_waiters.is_empty())
         };
         let sleep = next.map(|at| {
             let now = shared.clock.now();
             tokio::time::Instant::now()
                 + std::time::Duration::from_micros(at.saturating_duration_since(now).as_micros())
         });
+        let round_at = round_started + ROUND;
         tokio::select! {
+            () = tokio::time::sleep_until(round_at), if round_due => {
+                // The next round: the clients held back go on.
+                let mut inner = shared.lock();
+                inner.server.begin_round();
+                round_started = tokio::time::Instant::now();
+                for id in std::mem::take(&mut inner.round_waiters) {
+                    if let Some(p) = inner.peer(id) {
+                        p.waits_for_round.store(false, Ordering::Relaxed);
+                        p.wake.notify_one();
+                    }
+                }
+            }
             () = tokio::time::sleep_until(sleep.unwrap_or_else(tokio::time::Instant::now)),
                 if sleep.is_some() =>
             {

@@ -172,6 +172,10 @@ async fn the_memory_server_serves_clients_without_a_socket() {
         .client(echo::registry(), ClientOptions::default())
         .await
         .unwrap();
+    // An echo: the server has the client's handshake.accept by then (the
+    // client is connected once it sent it).
+    b.send::<Echo>(&"once").await.unwrap();
+    b.expect::<Echo>(T).await.unwrap();
     drop(b);
     let stats = tokio::time::timeout(T, server.shutdown())
         .await
