@@ -94,6 +94,9 @@
 //!   ([`Connection::registry_mismatch`](connection::Connection::registry_mismatch),
 //!   about 48 bytes per connection); `peng3dnet-std` turns it on, a board's
 //!   slots do without.
+//! - `fair-service`: rounds of fair service in the core
+//!   [`Server`](server::Server) (`begin_round`), for adapters that serve
+//!   many clients in turns; `peng3dnet-std` turns it on.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -79,6 +79,7 @@
 //!   the clients together cost [`ServerOptions::round_work`] in a round,
 //!   only packets known to be small are handed out. A client held back is
 //!   [`Server::is_deferred`]: the adapter services it again next round.
+//!   (Feature `fair-service`; without it `begin_round` does nothing.)
 //! - **The connection's timers**, fired through the same timer table:
 //!   handshake ([`Config::handshake_timeout`](crate::connection::Config::handshake_timeout),
 //!   `handshaketimeout`), frame ([`Config::frame_timeout`](crate::connection::Config::frame_timeout),
@@ -752,7 +753,7 @@ where
         match self.table.get_mut(id) {
             Some(c) if !c.abandoned => {
                 let mut limit = usize::MAX;
-                if rounds {
+                if FAIR && rounds {
                     c.enter_round(round, quantum);
                     if c.input_left == 0 {
                         c.input_deferred = true;
@@ -787,8 +788,13 @@ where
     /// next round (read and polled), even without readiness. An adapter
     /// that never calls it gets no bound (each client's task is its own
     /// turn).
+    ///
+    /// Fair service is compiled in with the feature `fair-service` only
+    /// (`peng3dnet-std` turns it on): without it this does nothing, and a
+    /// board's server, which serves each slot in a task of its own, carries
+    /// none of its code.
     pub fn begin_round(&mut self) {
-        self.rounds = self.options.round_quantum > 0;
+        self.rounds = FAIR && self.options.round_quantum > 0;
         self.round = self.round.wrapping_add(1);
         // At least one large packet a round.
         self.round_left = self.options.round_work.max(1);
@@ -801,7 +807,9 @@ where
     pub fn is_deferred(&self, id: ClientId) -> bool {
         self.table
             .get(id)
-            .is_some_and(|c| (c.deferred || c.input_deferred) && !c.abandoned && !c.reported)
+            .is_some_and(|c| {
+                FAIR && (c.deferred || c.input_deferred) && !c.abandoned && !c.reported
+            })
     }
 
     /// Copies received bytes in; returns how many were taken (feed the rest
@@ -933,7 +941,7 @@ where
             return None;
         }
         let mut charge = Charge::default();
-        if rounds {
+        if FAIR && rounds {
             c.enter_round(round, quantum);
             // The answers the last packets queued.
             let encoded = c.conn.encoded_bytes();
@@ -1375,6 +1383,10 @@ where
 /// fair service decides whether it is small (see
 /// [`ServerOptions::round_work`]); what it did cost is charged after.
 const INFLATE_GUESS: usize = 4;
+
+/// Whether fair service is compiled in (feature `fair-service`): without
+/// it [`Server::begin_round`] does nothing and no round is counted.
+const FAIR: bool = cfg!(feature = "fair-service");
 
 /// Whether a connection's transmit queue is fuller than `percent` of it.
 fn over_high_water<C: Codec, R: Buffer, T: Buffer, const N: usize>(
