@@ -70,8 +70,12 @@
 //! # Fair service
 //! As on the mio server, each client's work in a round is bounded (the
 //! core's `round_quantum` and `round_work`: one large packet does not hold
-//! up the others). The rounds are time slices of at least [`ROUND`]: a
-//! client held back waits for the timer task to start the next round.
+//! up the others). A client held back waits for the next round, which the
+//! timer task starts once the tasks ready to run had their turn (it yields
+//! to them first): a round is one pass of the runtime's run queue, as it is
+//! one pass of the event loop on the mio server. (Rounds of a fixed 1 ms
+//! were tried: they capped a pipelining client at its credit per
+//! millisecond, 0.2x the mio server's throughput.)
 //!
 //! # Async handlers
 //! [`TokioServer::on_async`] runs a future per packet. A client's packets
@@ -219,7 +223,7 @@ impl<C: Codec + Send + 'static> ServerBuilder<C> {
             Slots(Vec::new()),
         );
         // Rounds of fair service from the start (the timer task starts the
-        // next ones: [`ROUND`]).
+        // next ones).
         server.begin_round();
         let shared = Arc::new(Shared {
             state: Mutex::new(Inner {
@@ -553,17 +557,9 @@ struct Inner<C: Codec> {
     /// The deadline the timer task sleeps until.
     armed: Option<peng3dnet_core::time::Instant>,
     /// Clients the round's budget held back: their tasks are woken when the
-    /// timer task starts the next round ([`ROUND`]).
+    /// timer task starts the next round.
     round_waiters: Vec<ClientId>,
 }
-
-/// How long a round of fair service lasts at least on the tokio server:
-/// the timer task starts the next one ([`CoreServer::begin_round`]) once a
-/// client waits for it and this long has passed, so that each client's
-/// work, and all clients' large packets together, are bounded per round
-/// (the core's `round_quantum` and `round_work`) as on the mio server,
-/// whose rounds are its loop's passes.
-pub const ROUND: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What the server keeps of a client beside the core's state: how to wake
 /// its task.
@@ -1125,7 +1121,6 @@ async fn client_task<C: Codec + Send + Sync + 'static>(
 
 /// The timer task: sleeps until the core's earliest deadline and fires it.
 async fn timers<C: Codec>(shared: Arc<Shared<C>>) {
-    let mut round_started = tokio::time::Instant::now();
     loop {
         let (next, round_due) = {
             let mut inner = shared.lock();
@@ -1141,13 +1136,12 @@ async fn timers<C: Codec>(shared: Arc<Shared<C>>) {
             tokio::time::Instant::now()
                 + std::time::Duration::from_micros(at.saturating_duration_since(now).as_micros())
         });
-        let round_at = round_started + ROUND;
         tokio::select! {
-            () = tokio::time::sleep_until(round_at), if round_due => {
+            // Once the tasks ready to run now had their turn.
+            () = tokio::task::yield_now(), if round_due => {
                 // The next round: the clients held back go on.
                 let mut inner = shared.lock();
                 inner.server.begin_round();
-                round_started = tokio::time::Instant::now();
                 for id in std::mem::take(&mut inner.round_waiters) {
                     if let Some(p) = inner.peer(id) {
                         p.waits_for_round.store(false, Ordering::Relaxed);

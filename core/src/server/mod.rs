@@ -805,11 +805,9 @@ where
     /// offered, or a packet not handed out) since it was last polled: service it
     /// again in the next round.
     pub fn is_deferred(&self, id: ClientId) -> bool {
-        self.table
-            .get(id)
-            .is_some_and(|c| {
-                FAIR && (c.deferred || c.input_deferred) && !c.abandoned && !c.reported
-            })
+        self.table.get(id).is_some_and(|c| {
+            FAIR && (c.deferred || c.input_deferred) && !c.abandoned && !c.reported
+        })
     }
 
     /// Copies received bytes in; returns how many were taken (feed the rest
