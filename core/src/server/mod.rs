@@ -804,9 +804,17 @@ where
     /// Whether this round's budget held back work of this client (input not
     /// offered, or a packet not handed out) since it was last polled: service it
     /// again in the next round.
+    ///
+    /// A client whose transmit queue is over the read pause is not: its
+    /// write progress brings it back (serviced every round meanwhile, it
+    /// would only keep the adapter busy).
     pub fn is_deferred(&self, id: ClientId) -> bool {
+        let percent = self.options.read_pause_percent;
         self.table.get(id).is_some_and(|c| {
-            FAIR && (c.deferred || c.input_deferred) && !c.abandoned && !c.reported
+            FAIR && (c.deferred || c.input_deferred)
+                && !c.abandoned
+                && !c.reported
+                && !over_high_water(&c.conn, percent)
         })
     }
 
