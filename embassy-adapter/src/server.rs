@@ -11,15 +11,37 @@
 //! a copy buffer for received packets), the embassy-net pattern: put it in a
 //! `static` (its [`new`](ServerResources::new) is a `const fn`, so a
 //! `static_cell::ConstStaticCell` holds it without a copy on the stack) or
-//! on a task's stack. [`Server::run`] serves all slots in one future: each
-//! slot listens on the port, accepts one client into the core's server,
-//! moves its bytes between the TCP socket's buffers and the connection's in
-//! place (the same poll function as [`Session::run_io`](crate::Session::run_io))
-//! beside a future that hands its packets to the user's [`Handler`], closes
-//! the socket and listens again; one more future fires the core's timers.
-//! While every slot is busy, one small extra socket accepts the next client
-//! only to tell it `serverfull` ([`peng3dnet_core::server::Server::refusal`])
-//! and close.
+//! on a task's stack. [`Server::run`] serves all slots in one future of
+//! `N + 1` lanes (TCP sockets) and one that fires the core's timers. Each
+//! lane listens on the port; a lane that accepts a client takes a free
+//! connection (the core's slot and its two buffers, and a copy buffer) and
+//! serves it: moves its bytes between the TCP socket's buffers and the
+//! connection's in place (the same poll function as
+//! [`Session::run_io`](crate::Session::run_io)) beside a future that hands
+//! its packets to the user's [`Handler`]. When no connection is free, the
+//! lane tells the client `serverfull`
+//! ([`peng3dnet_core::server::Server::refusal`]) and closes. Once a client is
+//! done, its connection is free at once; its lane then closes the TCP
+//! socket, which may take up to [`ServerOptions::linger`] (a peer that does
+//! not close its side), and listens again.
+//!
+//! Why one lane more than slots: a lane that lingers on a close is busy, and
+//! with only `N` lanes the slot it freed could serve nobody until the linger
+//! ended; a small refusal socket would meanwhile have told the next client
+//! `serverfull` although the core had room (issue 13, point 5). With a spare
+//! lane of full size a client that arrives after a slot's client finished is
+//! served, whatever the linger, and one that arrives while all `N` clients
+//! are there is still refused with `serverfull`. It costs one more TCP
+//! socket's buffers (`SRX + STX`; the refusal socket had 192 bytes). Two
+//! alternatives were weighed and left: a refusal socket that waits instead
+//! of refusing cannot hand its TCP connection to a slot's socket, and a
+//! close that resets the socket as soon as its `closeconn` is acknowledged
+//! still leaves a window of a round trip (or of the linger, for a peer that
+//! acknowledges nothing). What the spare lane does not cover: while more
+//! lanes are closing than slots are free (several slots freed at once, or
+//! a refusal lingering), the next client finds no lane listening and its
+//! connection is reset by the TCP stack until a lane listens again;
+//! [`ServerStatus::closing`] counts the lanes closing.
 //!
 //! The hooks are those of `peng3dnet-std`'s server: [`Handler::on_connect`],
 //! [`Handler::on_handshake`], [`Handler::on_packet`] and
@@ -95,13 +117,12 @@ use peng3dnet_core::{CloseReason, Closed, Config, Event};
 
 pub use peng3dnet_core::server::{BroadcastReport, ClientId, ServerStats};
 
-/// Receive buffer of the socket that refuses clients while the server is full.
-pub const REFUSAL_RX: usize = 64;
-/// Transmit buffer of the socket that refuses clients (it holds the
-/// `closeconn`).
-pub const REFUSAL_TX: usize = 128;
+/// Room for the lone `closeconn` that tells a refused client why (it is
+/// built on the stack of the lane that refuses).
+const REFUSAL_FRAME: usize = 128;
 
-/// The memory of one client slot.
+/// The memory of one client slot: a lane's TCP socket buffers and one
+/// connection's buffers (which move between lanes, see [`ServerResources`]).
 pub struct SlotResources<
     const RX: usize,
     const TX: usize,
@@ -134,9 +155,19 @@ impl<const RX: usize, const TX: usize, const SRX: usize, const STX: usize, const
 /// `TX` of transmit buffer (at least [`MIN_TX_BUFFER`]; it must hold the
 /// handshake with the server's registry), and `BODY` bytes (`RX` unless given)
 /// where the body of a packet is copied for the async
-/// [`Handler::on_packet`]; plus one small socket that refuses a client while
-/// all slots are busy. A handler that answers every packet in place
-/// ([`Handler::on_packet_in_place`]) needs no copy: give `BODY = 0`.
+/// [`Handler::on_packet`]; plus the buffers of one more TCP socket
+/// (`SRX + STX` bytes), the spare lane. A handler that answers every packet
+/// in place ([`Handler::on_packet_in_place`]) needs no copy: give
+/// `BODY = 0`.
+///
+/// The `N + 1` TCP sockets are lanes and the `N` connections' buffers a pool
+/// (see the [module docs](self)): a lane that accepts a client takes a
+/// connection from the pool, or refuses the client with `serverfull` when
+/// none is left; a connection goes back to the pool as soon as its client
+/// is done, while its lane may still linger on the TCP close. The spare
+/// lane is what lets a freed slot serve the next client at once; it costs
+/// one socket's buffers (the small refusal socket it replaces had 192
+/// bytes).
 pub struct ServerResources<
     const N: usize,
     const RX: usize,
@@ -146,8 +177,9 @@ pub struct ServerResources<
     const BODY: usize = RX,
 > {
     slots: [SlotResources<RX, TX, SRX, STX, BODY>; N],
-    refusal_rx: [u8; REFUSAL_RX],
-    refusal_tx: [u8; REFUSAL_TX],
+    /// The spare lane's TCP socket buffers.
+    spare_rx: [u8; SRX],
+    spare_tx: [u8; STX],
 }
 
 impl<
@@ -175,8 +207,8 @@ impl<
         let () = Self::CHECK;
         ServerResources {
             slots: [SlotResources::NEW; N],
-            refusal_rx: [0; REFUSAL_RX],
-            refusal_tx: [0; REFUSAL_TX],
+            spare_rx: [0; SRX],
+            spare_tx: [0; STX],
         }
     }
 
@@ -205,7 +237,8 @@ impl<
 pub struct ServerOptions {
     /// How long a closed client's socket waits for the client to close its
     /// side (and for our last bytes to be acknowledged) before it is reset,
-    /// and how long the refusal socket gives a refused client.
+    /// and how long a lane gives a refused client. The client's slot is
+    /// free before: only the lane lingers (see the [module docs](self)).
     pub linger: Duration,
     /// How long a client may take none of its queued bytes before it is
     /// closed with `writequeuefull` (the core's write-stall timer; it bounds
@@ -260,8 +293,13 @@ pub struct ServerStatus {
     pub clients: usize,
     /// Of those, connected (handshake complete, not a ping).
     pub connected: usize,
-    /// Slots listening for a client now (free slots).
+    /// Clients the server would serve now: free slots with a lane
+    /// listening for them (the lesser of the two).
     pub listening: usize,
+    /// Lanes (TCP sockets) closing a finished or refused connection now:
+    /// each listens again once the peer closed its side, or after
+    /// [`ServerOptions::linger`].
+    pub closing: usize,
     /// Counters so far.
     pub stats: ServerStats,
 }
@@ -512,16 +550,28 @@ trait Backend<'a, C, const NR: usize> {
     ) -> Result<BroadcastReport, SendError>;
 }
 
+/// The buffers of one client connection: the core's two while a client is
+/// there, and the copy buffer of the lane that serves it.
+struct ConnBuffers<'a> {
+    rx: &'a mut [u8],
+    tx: &'a mut [u8],
+    body: &'a mut [u8],
+}
+
 /// The state every future of a server shares.
 struct Shared<'a, C, const NR: usize, const N: usize, const B: usize> {
     core: CoreServer<'a, C, NR, N>,
     /// By the core's slot of a client: its I/O and handler.
     wakers: [WakerRegistration; N],
+    /// The connections no client has now (a lane takes one to serve a
+    /// client; it is back once the client is done).
+    pool: [Option<ConnBuffers<'a>>; N],
+    /// Lanes listening, and closing a connection.
     listening: usize,
+    closing: usize,
     shutdown: bool,
-    /// The slots that listen (all run in `run`'s one task: one waker).
+    /// The lanes that listen (all run in `run`'s one task: one waker).
     accept_waker: WakerRegistration,
-    refuser: WakerRegistration,
     /// The timer future, and the deadline it sleeps until.
     timer: WakerRegistration,
     timer_at: Option<Instant>,
@@ -529,7 +579,7 @@ struct Shared<'a, C, const NR: usize, const N: usize, const B: usize> {
     scratch: [u8; B],
 }
 
-impl<C: Codec, const NR: usize, const N: usize, const B: usize> Shared<'_, C, NR, N, B> {
+impl<'a, C: Codec, const NR: usize, const N: usize, const B: usize> Shared<'a, C, NR, N, B> {
     /// After a change: wakes the client's futures, and the timer future if
     /// a deadline came before the one it sleeps until.
     fn changed(&mut self, id: ClientId) {
@@ -552,6 +602,28 @@ impl<C: Codec, const NR: usize, const N: usize, const B: usize> Shared<'_, C, NR
         }
         self.check_timer();
     }
+
+    /// How many connections no client has now.
+    fn free(&self) -> usize {
+        self.pool.iter().filter(|c| c.is_some()).count()
+    }
+
+    /// Gives a connection's buffers back to the pool.
+    fn give_back(&mut self, buffers: ConnBuffers<'a>) {
+        // The pool has room for every connection of the resources.
+        if let Some(free) = self.pool.iter_mut().find(|c| c.is_none()) {
+            *free = Some(buffers);
+        }
+    }
+}
+
+/// What a lane does with the client it accepted.
+enum Admission<'a> {
+    /// Serve it with these buffers (the copy buffer; the core has the others).
+    Serve(ClientId, &'a mut [u8]),
+    /// Tell it why not and close: `serverfull` (no connection is free) or
+    /// `servershutdown`.
+    Refuse(core_server::Refused),
 }
 
 /// A peng3dnet server for up to `N` clients at once on an `embassy-net`
@@ -586,10 +658,11 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
                     [const { Slot::EMPTY }; N],
                 ),
                 wakers: [const { WakerRegistration::new() }; N],
+                pool: [const { None }; N],
                 listening: 0,
+                closing: 0,
                 shutdown: false,
                 accept_waker: WakerRegistration::new(),
-                refuser: WakerRegistration::new(),
                 timer: WakerRegistration::new(),
                 timer_at: None,
                 scratch: [0; B],
@@ -621,7 +694,8 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
         self.with(|s| ServerStatus {
             clients: s.core.len(),
             connected: s.core.connected(),
-            listening: s.listening,
+            listening: s.listening.min(s.free()),
+            closing: s.closing,
             stats: s.core.stats(),
         })
     }
@@ -679,7 +753,6 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
             s.shutdown = true;
             s.core.shutdown(now());
             s.accept_waker.wake();
-            s.refuser.wake();
             s.timer.wake();
             s.wake_all();
         });
@@ -713,18 +786,35 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
         handler: &H,
     ) -> Result<ServerStats, NewConnectionError> {
         self.check_tx_capacity(TX)?;
-        self.with(|s| s.shutdown = false);
         let ServerResources {
             slots,
-            refusal_rx,
-            refusal_tx,
+            spare_rx,
+            spare_tx,
         } = resources;
-        let slots = slots
-            .each_mut()
-            .map(|res| self.serve_slot(stack, port, res, handler));
+        self.with(|s| {
+            s.shutdown = false;
+            s.pool = [const { None }; N];
+        });
+        let lanes = slots.each_mut().map(|res| {
+            let SlotResources {
+                socket_rx,
+                socket_tx,
+                rx,
+                tx,
+                body,
+            } = res;
+            self.with(|s| {
+                s.give_back(ConnBuffers {
+                    rx: &mut rx[..],
+                    tx: &mut tx[..],
+                    body: &mut body[..],
+                })
+            });
+            self.lane(stack, port, socket_rx, socket_tx, handler)
+        });
         join3(
-            join_array(slots),
-            self.refuse(stack, port, refusal_rx, refusal_tx),
+            join_array(lanes),
+            self.lane(stack, port, spare_rx, spare_tx, handler),
             self.timers(),
         )
         .await;
@@ -781,10 +871,11 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
     }
 
     fn set_listening(&self, delta: isize) {
-        self.with(|s| {
-            s.listening = s.listening.saturating_add_signed(delta);
-            s.refuser.wake();
-        });
+        self.with(|s| s.listening = s.listening.saturating_add_signed(delta));
+    }
+
+    fn set_closing(&self, delta: isize) {
+        self.with(|s| s.closing = s.closing.saturating_add_signed(delta));
     }
 
     async fn wait_shutdown(&self) {
@@ -801,123 +892,146 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
         .await
     }
 
-    /// One slot's life: listen, serve a client, close, listen again.
-    async fn serve_slot<
-        H: Handler<M, C, NR>,
-        const RX: usize,
-        const TX: usize,
-        const SRX: usize,
-        const STX: usize,
-        const BODY: usize,
-    >(
+    /// One lane's life: listen, take a connection from the pool and serve
+    /// the client (or refuse it when none is free), give the connection
+    /// back as soon as the client is done, close the socket, listen again.
+    async fn lane<H: Handler<M, C, NR>, const SRX: usize, const STX: usize>(
         &self,
         stack: Stack<'_>,
         port: u16,
-        res: &'d mut SlotResources<RX, TX, SRX, STX, BODY>,
+        socket_rx: &mut [u8; SRX],
+        socket_tx: &mut [u8; STX],
         handler: &H,
     ) {
-        let SlotResources {
-            socket_rx,
-            socket_tx,
-            rx,
-            tx,
-            body,
-        } = res;
-        // The connection's buffers: lent to the core while a client is
-        // there, given back when it is done.
-        let mut buffers: Option<(&'d mut [u8], &'d mut [u8])> = Some((&mut rx[..], &mut tx[..]));
-        {
-            loop {
-                if self.with(|s| s.shutdown) {
-                    return;
+        loop {
+            if self.with(|s| s.shutdown) {
+                return;
+            }
+            let mut socket = TcpSocket::new(stack, &mut socket_rx[..], &mut socket_tx[..]);
+            self.set_listening(1);
+            let accepted = select(socket.accept(port), self.wait_shutdown()).await;
+            self.set_listening(-1);
+            match accepted {
+                Either::First(Ok(())) => {}
+                Either::First(Err(_)) => {
+                    // An invalid port or state: do not spin.
+                    drop(socket);
+                    Timer::after_millis(100).await;
+                    continue;
                 }
-                let mut socket = TcpSocket::new(stack, &mut socket_rx[..], &mut socket_tx[..]);
-                self.set_listening(1);
-                let accepted = select(socket.accept(port), self.wait_shutdown()).await;
-                self.set_listening(-1);
-                match accepted {
-                    Either::First(Ok(())) => {}
-                    Either::First(Err(_)) => {
-                        // An invalid port or state: do not spin.
-                        drop(socket);
-                        Timer::after_millis(100).await;
-                        continue;
-                    }
-                    Either::Second(()) => return,
+                Either::Second(()) => return,
+            }
+            socket.set_nagle_enabled(false);
+            socket.set_keep_alive(self.options.keep_alive);
+            socket.set_timeout(self.options.tcp_timeout);
+            let admission = self.with(|s| {
+                let free = if s.core.is_shutting_down() {
+                    None
+                } else {
+                    s.pool.iter_mut().find_map(Option::take)
+                };
+                let Some(ConnBuffers { rx, tx, body }) = free else {
+                    // Counted; `servershutdown` or `serverfull`.
+                    return Some(Admission::Refuse(s.core.refuse()));
+                };
+                let r = s.core.accept(rx, tx, now());
+                s.check_timer();
+                match r {
+                    Ok(id) => Some(Admission::Serve(id, body)),
+                    // Buffers too small for a connection (`run` checked
+                    // them): they are gone for good, and so is the copy
+                    // buffer.
+                    Err(_) => None,
                 }
-                socket.set_nagle_enabled(false);
-                socket.set_keep_alive(self.options.keep_alive);
-                socket.set_timeout(self.options.tcp_timeout);
-                let accepted = self.with(|s| {
-                    let (rx, tx) = buffers.take()?;
-                    let r = s.core.accept(rx, tx, now());
-                    s.check_timer();
-                    r.ok()
-                });
-                let Some(id) = accepted else {
-                    // Refused by the core (shutting down, or buffers too small
-                    // for a connection: then they are gone for good).
+            });
+            match admission {
+                Some(Admission::Serve(id, body)) => {
+                    self.serve(&mut socket, id, body, handler).await
+                }
+                Some(Admission::Refuse(refused)) => {
+                    debug!("server: no free slot, client refused");
+                    let mut frame = [0u8; REFUSAL_FRAME];
+                    let len = self.with(|s| s.core.refusal(refused, &mut frame).unwrap_or(0));
+                    let linger = self.options.linger;
+                    let _ = with_timeout(linger, async {
+                        socket.write_all(&frame[..len]).await?;
+                        socket.flush().await
+                    })
+                    .await;
+                }
+                None => {
                     debug!("server: connection refused by the core");
                     socket.abort();
-                    let _ = with_timeout(self.options.linger, socket.flush()).await;
-                    if buffers.is_none() {
-                        return;
-                    }
-                    continue;
-                };
-                debug!("server: client accepted");
-                // What lives only while the client is there, scoped so that the
-                // socket's close below keeps none of it.
-                buffers = {
-                    let ctx = Ctx {
-                        id,
-                        server: self as &dyn Backend<'d, C, NR>,
-                        _mutex: core::marker::PhantomData,
-                    };
-                    handler.on_connect(&ctx);
-                    let (mut reader, mut writer) = socket.split();
-                    let mut io = IoState::default();
-                    let run_io = poll_fn(|cx| {
-                        let link = ClientLink {
-                            server: self,
-                            id: ctx.id,
-                        };
-                        poll_io(&link, cx, &mut reader, &mut writer, &mut io)
-                    });
-                    // Ends only with the connection (`run_io` above).
-                    let app = async {
-                        if self.wait_connected(ctx.id).await {
-                            handler.on_handshake(&ctx).await;
-                            self.serve_packets(&ctx, handler, body).await;
-                        }
-                        pending::<core::convert::Infallible>().await
-                    };
-                    // The connection ends `run_io`; a handler still running then
-                    // is dropped with the app.
-                    match select(run_io, app).await {
-                        Either::First(_) => {}
-                        Either::Second(never) => match never {},
-                    }
-                    let done = self.with(|s| {
-                        if !s.core.is_abandoned(ctx.id) {
-                            s.core.handle_transport_closed(ctx.id);
-                        }
-                        let done = s.core.take_finished(ctx.id);
-                        // The timer future ends once the last one is gone.
-                        s.timer.wake();
-                        done
-                    });
-                    done.map(|(closed, buffers)| {
-                        debug!("server: client closed");
-                        handler.on_close(ctx.id, &closed);
-                        buffers
-                    })
-                };
-                close_socket(&mut socket, self.options.linger).await;
-                if buffers.is_none() {
-                    return;
                 }
             }
+            // The connection (if any) is back in the pool: another lane may
+            // serve the next client while this one lingers.
+            self.set_closing(1);
+            close_socket(&mut socket, self.options.linger).await;
+            self.set_closing(-1);
+        }
+    }
+
+    /// Serves the client `id` on `socket` until its connection is done,
+    /// then gives its buffers (the core's two and `body`) back to the pool.
+    async fn serve<H: Handler<M, C, NR>>(
+        &self,
+        socket: &mut TcpSocket<'_>,
+        id: ClientId,
+        body: &'d mut [u8],
+        handler: &H,
+    ) {
+        debug!("server: client accepted");
+        let ctx = Ctx {
+            id,
+            server: self as &dyn Backend<'d, C, NR>,
+            _mutex: core::marker::PhantomData,
+        };
+        handler.on_connect(&ctx);
+        {
+            // What lives only while the client is there, scoped so that the
+            // socket's close keeps none of it.
+            let (mut reader, mut writer) = socket.split();
+            let mut io = IoState::default();
+            let run_io = poll_fn(|cx| {
+                let link = ClientLink {
+                    server: self,
+                    id: ctx.id,
+                };
+                poll_io(&link, cx, &mut reader, &mut writer, &mut io)
+            });
+            // Ends only with the connection (`run_io` above).
+            let app = async {
+                if self.wait_connected(ctx.id).await {
+                    handler.on_handshake(&ctx).await;
+                    self.serve_packets(&ctx, handler, &mut *body).await;
+                }
+                pending::<core::convert::Infallible>().await
+            };
+            // The connection ends `run_io`; a handler still running then is
+            // dropped with the app.
+            match select(run_io, app).await {
+                Either::First(_) => {}
+                Either::Second(never) => match never {},
+            }
+        }
+        let closed = self.with(|s| {
+            if !s.core.is_abandoned(ctx.id) {
+                s.core.handle_transport_closed(ctx.id);
+            }
+            let done = s.core.take_finished(ctx.id);
+            // The timer future ends once the last one is gone.
+            s.timer.wake();
+            // Given up above, so finished: `None` would leave the client's
+            // buffers with the core, and the pool one connection short.
+            done.map(|(closed, (rx, tx))| {
+                s.give_back(ConnBuffers { rx, tx, body });
+                closed
+            })
+        });
+        if let Some(closed) = closed {
+            debug!("server: client closed");
+            handler.on_close(ctx.id, &closed);
         }
     }
 
@@ -1012,68 +1126,6 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
             })
         })
         .await
-    }
-
-    /// While no slot listens, accepts the next client on a small socket of
-    /// its own, tells it why (`serverfull`) and closes.
-    async fn refuse(
-        &self,
-        stack: Stack<'_>,
-        port: u16,
-        rx: &mut [u8; REFUSAL_RX],
-        tx: &mut [u8; REFUSAL_TX],
-    ) {
-        loop {
-            // Wait until every slot is busy (or shutdown).
-            let go = poll_fn(|cx| {
-                self.with(|s| {
-                    if s.shutdown {
-                        Poll::Ready(false)
-                    } else if s.listening == 0 {
-                        Poll::Ready(true)
-                    } else {
-                        s.refuser.register(cx.waker());
-                        Poll::Pending
-                    }
-                })
-            })
-            .await;
-            if !go {
-                return;
-            }
-            let mut socket = TcpSocket::new(stack, &mut rx[..], &mut tx[..]);
-            let slot_free = poll_fn(|cx| {
-                self.with(|s| {
-                    if s.shutdown || s.listening > 0 {
-                        Poll::Ready(())
-                    } else {
-                        s.refuser.register(cx.waker());
-                        Poll::Pending
-                    }
-                })
-            });
-            match select(socket.accept(port), slot_free).await {
-                Either::First(Ok(())) => {
-                    debug!("server: full, client refused");
-                    let mut frame = [0u8; REFUSAL_TX];
-                    let len = self.with(|s| {
-                        let refused = s.core.refuse();
-                        s.core.refusal(refused, &mut frame).unwrap_or(0)
-                    });
-                    let linger = self.options.linger;
-                    let _ = with_timeout(linger, async {
-                        socket.write_all(&frame[..len]).await?;
-                        socket.flush().await
-                    })
-                    .await;
-                    close_socket(&mut socket, linger).await;
-                }
-                Either::First(Err(_)) => Timer::after_millis(100).await,
-                // A slot listens again: stop listening here, so that the
-                // next client goes to the slot.
-                Either::Second(()) => {}
-            }
-        }
     }
 }
 
