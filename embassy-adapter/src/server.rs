@@ -104,7 +104,6 @@ use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::waitqueue::WakerRegistration;
 use embassy_time::{with_timeout, Duration, Timer};
-use embedded_io_async::Write;
 use peng3dnet_core::codec::{Codec, CodecError};
 use peng3dnet_core::connection::{
     Incoming, NewConnectionError, Outbox, SendError, Take, MIN_TX_BUFFER,
@@ -116,10 +115,6 @@ use peng3dnet_core::wire::FRAME_OVERHEAD;
 use peng3dnet_core::{CloseReason, Closed, Config, Event};
 
 pub use peng3dnet_core::server::{BroadcastReport, ClientId, ServerStats};
-
-/// Room for the lone `closeconn` that tells a refused client why (it is
-/// built on the stack of the lane that refuses).
-const REFUSAL_FRAME: usize = 128;
 
 /// The memory of one client slot: a lane's TCP socket buffers and one
 /// connection's buffers (which move between lanes, see [`ServerResources`]).
@@ -945,16 +940,76 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
                 }
             });
             match admission {
+                // Served here, not in a function of its own: a nested future
+                // would keep copies of its arguments in every lane (40 bytes a
+                // lane on the QEMU image).
                 Some(Admission::Serve(id, body)) => {
-                    self.serve(&mut socket, id, body, handler).await
+                    debug!("server: client accepted");
+                    let ctx = Ctx {
+                        id,
+                        server: self as &dyn Backend<'d, C, NR>,
+                        _mutex: core::marker::PhantomData,
+                    };
+                    handler.on_connect(&ctx);
+                    {
+                        // What lives only while the client is there, scoped
+                        // so that the socket's close keeps none of it.
+                        let (mut reader, mut writer) = socket.split();
+                        let mut io = IoState::default();
+                        let run_io = poll_fn(|cx| {
+                            let link = ClientLink {
+                                server: self,
+                                id: ctx.id,
+                            };
+                            poll_io(&link, cx, &mut reader, &mut writer, &mut io)
+                        });
+                        // Ends only with the connection (`run_io` above).
+                        let app = async {
+                            if self.wait_connected(ctx.id).await {
+                                handler.on_handshake(&ctx).await;
+                                self.serve_packets(&ctx, handler, &mut *body).await;
+                            }
+                            pending::<core::convert::Infallible>().await
+                        };
+                        // The connection ends `run_io`; a handler still
+                        // running then is dropped with the app.
+                        match select(run_io, app).await {
+                            Either::First(_) => {}
+                            Either::Second(never) => match never {},
+                        }
+                    }
+                    let closed = self.with(|s| {
+                        if !s.core.is_abandoned(ctx.id) {
+                            s.core.handle_transport_closed(ctx.id);
+                        }
+                        let done = s.core.take_finished(ctx.id);
+                        // The timer future ends once the last one is gone.
+                        s.timer.wake();
+                        // Given up above, so finished: `None` would leave the
+                        // client's buffers with the core, and the pool one
+                        // connection short.
+                        done.map(|(closed, (rx, tx))| {
+                            s.give_back(ConnBuffers { rx, tx, body });
+                            closed
+                        })
+                    });
+                    if let Some(closed) = closed {
+                        debug!("server: client closed");
+                        handler.on_close(ctx.id, &closed);
+                    }
                 }
                 Some(Admission::Refuse(refused)) => {
                     debug!("server: no free slot, client refused");
-                    let mut frame = [0u8; REFUSAL_FRAME];
-                    let len = self.with(|s| s.core.refusal(refused, &mut frame).unwrap_or(0));
-                    let linger = self.options.linger;
-                    let _ = with_timeout(linger, async {
-                        socket.write_all(&frame[..len]).await?;
+                    // Encoded straight into the fresh socket's empty transmit
+                    // buffer: the lane's future keeps no frame across the
+                    // wait. A buffer too small for it sends nothing.
+                    let _ = with_timeout(self.options.linger, async {
+                        socket
+                            .write_with(|room| {
+                                let len = self.with(|s| s.core.refusal(refused, room));
+                                (len.unwrap_or(0), ())
+                            })
+                            .await?;
                         socket.flush().await
                     })
                     .await;
@@ -969,69 +1024,6 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
             self.set_closing(1);
             close_socket(&mut socket, self.options.linger).await;
             self.set_closing(-1);
-        }
-    }
-
-    /// Serves the client `id` on `socket` until its connection is done,
-    /// then gives its buffers (the core's two and `body`) back to the pool.
-    async fn serve<H: Handler<M, C, NR>>(
-        &self,
-        socket: &mut TcpSocket<'_>,
-        id: ClientId,
-        body: &'d mut [u8],
-        handler: &H,
-    ) {
-        debug!("server: client accepted");
-        let ctx = Ctx {
-            id,
-            server: self as &dyn Backend<'d, C, NR>,
-            _mutex: core::marker::PhantomData,
-        };
-        handler.on_connect(&ctx);
-        {
-            // What lives only while the client is there, scoped so that the
-            // socket's close keeps none of it.
-            let (mut reader, mut writer) = socket.split();
-            let mut io = IoState::default();
-            let run_io = poll_fn(|cx| {
-                let link = ClientLink {
-                    server: self,
-                    id: ctx.id,
-                };
-                poll_io(&link, cx, &mut reader, &mut writer, &mut io)
-            });
-            // Ends only with the connection (`run_io` above).
-            let app = async {
-                if self.wait_connected(ctx.id).await {
-                    handler.on_handshake(&ctx).await;
-                    self.serve_packets(&ctx, handler, &mut *body).await;
-                }
-                pending::<core::convert::Infallible>().await
-            };
-            // The connection ends `run_io`; a handler still running then is
-            // dropped with the app.
-            match select(run_io, app).await {
-                Either::First(_) => {}
-                Either::Second(never) => match never {},
-            }
-        }
-        let closed = self.with(|s| {
-            if !s.core.is_abandoned(ctx.id) {
-                s.core.handle_transport_closed(ctx.id);
-            }
-            let done = s.core.take_finished(ctx.id);
-            // The timer future ends once the last one is gone.
-            s.timer.wake();
-            // Given up above, so finished: `None` would leave the client's
-            // buffers with the core, and the pool one connection short.
-            done.map(|(closed, (rx, tx))| {
-                s.give_back(ConnBuffers { rx, tx, body });
-                closed
-            })
-        });
-        if let Some(closed) = closed {
-            debug!("server: client closed");
-            handler.on_close(ctx.id, &closed);
         }
     }
 
