@@ -23,7 +23,11 @@
 //! ([`peng3dnet_core::server::Server::refusal`]) and closes. Once a client is
 //! done, its connection is free at once; its lane then closes the TCP
 //! socket, which may take up to [`ServerOptions::linger`] (a peer that does
-//! not close its side), and listens again.
+//! not close its side), and listens again. A lane whose peer acknowledged
+//! everything we sent (its `closeconn` and our FIN) but has not closed its
+//! side gives up waiting as soon as a connection is free and no lane
+//! listens: it resets the socket and listens for the client the free
+//! connection can serve.
 //!
 //! Why one lane more than slots: a lane that lingers on a close is busy, and
 //! with only `N` lanes the slot it freed could serve nobody until the linger
@@ -37,11 +41,16 @@
 //! of refusing cannot hand its TCP connection to a slot's socket, and a
 //! close that resets the socket as soon as its `closeconn` is acknowledged
 //! still leaves a window of a round trip (or of the linger, for a peer that
-//! acknowledges nothing). What the spare lane does not cover: while more
-//! lanes are closing than slots are free (several slots freed at once, or
-//! a refusal lingering), the next client finds no lane listening and its
-//! connection is reset by the TCP stack until a lane listens again;
-//! [`ServerStatus::closing`] counts the lanes closing.
+//! acknowledges nothing); it is kept only as the second step, for when
+//! several slots are freed at once and the spare lane is taken: then a
+//! lingering lane whose peer has everything is reset and listens again.
+//! What is not covered: a client that arrives while every lane is busy and
+//! none of the closing ones has its peer's acknowledgment yet (a round trip
+//! after the close; the linger, for a peer that acknowledges nothing) finds
+//! no lane listening, and the TCP stack resets its connection; so does one
+//! that arrives while all `N` clients are there and the spare lane is still
+//! closing a refusal (a lane is reset early only for a client it can
+//! serve). [`ServerStatus::closing`] counts the lanes closing.
 //!
 //! The hooks are those of `peng3dnet-std`'s server: [`Handler::on_connect`],
 //! [`Handler::on_handshake`], [`Handler::on_packet`] and
@@ -103,7 +112,7 @@ use embassy_net::Stack;
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::waitqueue::WakerRegistration;
-use embassy_time::{with_timeout, Duration, Timer};
+use embassy_time::{with_deadline, with_timeout, Duration, Timer};
 use peng3dnet_core::codec::{Codec, CodecError};
 use peng3dnet_core::connection::{
     Incoming, NewConnectionError, Outbox, SendError, Take, MIN_TX_BUFFER,
@@ -233,7 +242,9 @@ pub struct ServerOptions {
     /// How long a closed client's socket waits for the client to close its
     /// side (and for our last bytes to be acknowledged) before it is reset,
     /// and how long a lane gives a refused client. The client's slot is
-    /// free before: only the lane lingers (see the [module docs](self)).
+    /// free before: only the lane lingers, and it gives up early (a reset)
+    /// once the peer acknowledged everything if the server needs the lane
+    /// to serve a client (see the [module docs](self)).
     pub linger: Duration,
     /// How long a client may take none of its queued bytes before it is
     /// closed with `writequeuefull` (the core's write-stall timer; it bounds
@@ -292,8 +303,8 @@ pub struct ServerStatus {
     /// listening for them (the lesser of the two).
     pub listening: usize,
     /// Lanes (TCP sockets) closing a finished or refused connection now:
-    /// each listens again once the peer closed its side, or after
-    /// [`ServerOptions::linger`].
+    /// each listens again once the peer closed its side, after
+    /// [`ServerOptions::linger`], or earlier when a free slot needs it.
     pub closing: usize,
     /// Counters so far.
     pub stats: ServerStats,
@@ -561,9 +572,13 @@ struct Shared<'a, C, const NR: usize, const N: usize, const B: usize> {
     /// The connections no client has now (a lane takes one to serve a
     /// client; it is back once the client is done).
     pool: [Option<ConnBuffers<'a>>; N],
-    /// Lanes listening, and closing a connection.
+    /// Lanes listening, closing a connection, and giving up a close to
+    /// listen again (see [`Server::lane_needed`]).
     listening: usize,
     closing: usize,
+    reclaiming: usize,
+    /// The lanes that linger on a close, for when one must listen again.
+    needed: WakerRegistration,
     shutdown: bool,
     /// The lanes that listen (all run in `run`'s one task: one waker).
     accept_waker: WakerRegistration,
@@ -609,6 +624,7 @@ impl<'a, C: Codec, const NR: usize, const N: usize, const B: usize> Shared<'a, C
         if let Some(free) = self.pool.iter_mut().find(|c| c.is_none()) {
             *free = Some(buffers);
         }
+        self.needed.wake();
     }
 }
 
@@ -656,6 +672,8 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
                 pool: [const { None }; N],
                 listening: 0,
                 closing: 0,
+                reclaiming: 0,
+                needed: WakerRegistration::new(),
                 shutdown: false,
                 accept_waker: WakerRegistration::new(),
                 timer: WakerRegistration::new(),
@@ -788,6 +806,7 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
         } = resources;
         self.with(|s| {
             s.shutdown = false;
+            s.reclaiming = 0;
             s.pool = [const { None }; N];
         });
         let lanes = slots.each_mut().map(|res| {
@@ -866,7 +885,77 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
     }
 
     fn set_listening(&self, delta: isize) {
-        self.with(|s| s.listening = s.listening.saturating_add_signed(delta));
+        self.with(|s| {
+            s.listening = s.listening.saturating_add_signed(delta);
+            s.needed.wake();
+        });
+    }
+
+    /// Ready when the server needs this lane to listen again: a connection
+    /// is free but no lane listens (or is about to) for the client it could
+    /// serve. Counts the lane as about to listen
+    /// ([`Shared::reclaiming`]) until its next [`listen`](Self::listen).
+    async fn lane_needed(&self) {
+        poll_fn(|cx| {
+            self.with(|s| {
+                if !s.shutdown && s.listening + s.reclaiming == 0 && s.free() > 0 {
+                    s.reclaiming += 1;
+                    Poll::Ready(())
+                } else {
+                    s.needed.register(cx.waker());
+                    Poll::Pending
+                }
+            })
+        })
+        .await
+    }
+
+    /// Closes a lane's socket: our side first, then waits (up to the linger
+    /// in all) until our last bytes and our FIN are acknowledged, and then
+    /// for the peer's side, unless the server needs the lane to serve a
+    /// client before ([`lane_needed`](Self::lane_needed)). A socket not
+    /// closed by then is reset. Whether the lane was reclaimed.
+    async fn close_lane(&self, socket: &mut TcpSocket<'_>) -> bool {
+        let linger = self.options.linger;
+        let end = embassy_time::Instant::now() + linger;
+        socket.close();
+        let mut reclaimed = false;
+        let graceful = match with_timeout(linger, socket.flush()).await {
+            // Everything we sent is acknowledged: the peer has its
+            // `closeconn`, and a reset now loses it nothing it was sent.
+            Ok(Ok(())) => {
+                // Whatever still arrives is dropped where it lies; the
+                // stream's end (or a reset) ends the wait.
+                let peer_closed = with_deadline(end, async {
+                    while socket.read_with(|bytes| (bytes.len(), ())).await.is_ok() {}
+                });
+                match select(peer_closed, self.lane_needed()).await {
+                    Either::First(r) => r.is_ok(),
+                    Either::Second(()) => {
+                        debug!("server: a lingering close reset to serve a client");
+                        reclaimed = true;
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
+        if !graceful {
+            socket.abort();
+            let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
+        }
+        reclaimed
+    }
+
+    /// Counts a lane as listening (and no longer as about to, if it was
+    /// reclaimed).
+    fn listen(&self, reclaimed: bool) {
+        self.with(|s| {
+            s.listening += 1;
+            if reclaimed {
+                s.reclaiming = s.reclaiming.saturating_sub(1);
+            }
+        });
     }
 
     fn set_closing(&self, delta: isize) {
@@ -898,12 +987,13 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
         socket_tx: &mut [u8; STX],
         handler: &H,
     ) {
+        let mut reclaimed = false;
         loop {
             if self.with(|s| s.shutdown) {
                 return;
             }
             let mut socket = TcpSocket::new(stack, &mut socket_rx[..], &mut socket_tx[..]);
-            self.set_listening(1);
+            self.listen(core::mem::take(&mut reclaimed));
             let accepted = select(socket.accept(port), self.wait_shutdown()).await;
             self.set_listening(-1);
             match accepted {
@@ -1022,7 +1112,7 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
             // The connection (if any) is back in the pool: another lane may
             // serve the next client while this one lingers.
             self.set_closing(1);
-            close_socket(&mut socket, self.options.linger).await;
+            reclaimed = self.close_lane(&mut socket).await;
             self.set_closing(-1);
         }
     }
@@ -1269,22 +1359,5 @@ fn offer<M: RawMutex, C: Codec, const NR: usize, H: Handler<M, C, NR>>(
             }
             None => (Take::Consume, Step::Dropped),
         },
-    }
-}
-
-/// Closes our side, waits up to `linger` for the peer's side and for our
-/// last bytes to be acknowledged, and resets the connection otherwise.
-async fn close_socket(socket: &mut TcpSocket<'_>, linger: Duration) {
-    socket.close();
-    let graceful = with_timeout(linger, async {
-        // Whatever still arrives is dropped where it lies; the stream's end
-        // (or a reset) ends the wait.
-        while socket.read_with(|bytes| (bytes.len(), ())).await.is_ok() {}
-        socket.flush().await
-    })
-    .await;
-    if !matches!(graceful, Ok(Ok(()))) {
-        socket.abort();
-        let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
     }
 }

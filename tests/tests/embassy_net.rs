@@ -962,6 +962,82 @@ fn embassy_freed_slot_serves_the_next_client_at_once() {
     );
 }
 
+/// Both slots freed at once (two silent clients closed by the handshake
+/// timeout, which never close their side, so both sockets linger for the 3-s
+/// linger): two clients arriving one after the other are both served. The
+/// spare socket takes the first; for the second, a lingering socket whose
+/// peer acknowledged everything gives up its close and listens again (else
+/// no socket would listen, and the connect would be reset).
+#[test]
+fn embassy_slots_freed_together_serve_the_next_clients() {
+    run_test(
+        "embassy_slots_freed_together_serve_the_next_clients",
+        || async {
+            let config = Config {
+                handshake_timeout: CoreDuration::from_millis(300),
+                ..Config::new()
+            };
+            let options = ServerOptions {
+                linger: Duration::from_secs(3),
+                ..ServerOptions::new()
+            };
+            let handler = Recorder::default();
+            let stats = with_link(async |server_stack, client_stack| {
+                with_server_options(&config, options, server_stack, &handler, async |server| {
+                    let (mut rx0, mut tx0) = ([0u8; 512], [0u8; 512]);
+                    let (mut rx1, mut tx1) = ([0u8; 512], [0u8; 512]);
+                    let mut silent0 = raw_client(client_stack, &mut rx0, &mut tx0).await;
+                    let mut silent1 = raw_client(client_stack, &mut rx1, &mut tx1).await;
+                    handler
+                        .until("both handshake timeouts", |h| h.closes().len() == 2)
+                        .await;
+                    assert!(handler
+                        .closes()
+                        .iter()
+                        .all(|c| *c == (CloseReason::HandshakeTimeout, Initiator::Local)));
+                    let freed = Instant::now();
+                    let first_ready = Signal::<M, ()>::new();
+                    let release = Signal::<M, ()>::new();
+                    let first = client(client_stack, "classic", async |s| {
+                        connected(s).await;
+                        first_ready.signal(());
+                        with_timeout(STEP, release.wait()).await.unwrap();
+                        s.close(CloseReason::UserRequest);
+                    });
+                    let second = async {
+                        with_timeout(STEP, first_ready.wait()).await.unwrap();
+                        let (took, end) = client(client_stack, "classic", async |s| {
+                            connected(s).await;
+                            let took = freed.elapsed();
+                            // Both are there (the server may not have taken
+                            // this one's last handshake packet yet).
+                            assert_eq!(server.status().clients, 2);
+                            s.close(CloseReason::UserRequest);
+                            took
+                        })
+                        .await;
+                        release.signal(());
+                        (took, end)
+                    };
+                    let ((_, end1), (took, end2)) = join(first, second).await;
+                    assert_eq!(end1.reason, CloseReason::UserRequest);
+                    assert_eq!(end2.reason, CloseReason::UserRequest);
+                    // Both within the linger of the two old sockets.
+                    assert!(took < Duration::from_secs(3), "{took:?}");
+                    close_socket(&mut silent0).await;
+                    close_socket(&mut silent1).await;
+                })
+                .await
+            })
+            .await;
+            assert_eq!(stats.accepted, 4);
+            assert_eq!(stats.refused, 0);
+            assert_eq!(stats.handshakes, 2);
+            assert_eq!(stats.peak_clients, 2);
+        },
+    );
+}
+
 // ---- answering in place ----
 
 /// Answers `Echo` where it lies (retrying while the client's queue is full)
