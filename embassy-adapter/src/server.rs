@@ -23,34 +23,38 @@
 //! ([`peng3dnet_core::server::Server::refusal`]) and closes. Once a client is
 //! done, its connection is free at once; its lane then closes the TCP
 //! socket, which may take up to [`ServerOptions::linger`] (a peer that does
-//! not close its side), and listens again. A lane whose peer acknowledged
-//! everything we sent (its `closeconn` and our FIN) but has not closed its
-//! side gives up waiting as soon as a connection is free and no lane
-//! listens: it resets the socket and listens for the client the free
-//! connection can serve.
+//! not close its side), and listens again (sooner when a free slot needs
+//! it, see below).
 //!
-//! Why one lane more than slots: a lane that lingers on a close is busy, and
-//! with only `N` lanes the slot it freed could serve nobody until the linger
-//! ended; a small refusal socket would meanwhile have told the next client
-//! `serverfull` although the core had room (issue 13, point 5). With a spare
-//! lane of full size a client that arrives after a slot's client finished is
-//! served, whatever the linger, and one that arrives while all `N` clients
-//! are there is still refused with `serverfull`. It costs one more TCP
-//! socket's buffers (`SRX + STX`; the refusal socket had 192 bytes). Two
-//! alternatives were weighed and left: a refusal socket that waits instead
-//! of refusing cannot hand its TCP connection to a slot's socket, and a
-//! close that resets the socket as soon as its `closeconn` is acknowledged
-//! still leaves a window of a round trip (or of the linger, for a peer that
-//! acknowledges nothing); it is kept only as the second step, for when
-//! several slots are freed at once and the spare lane is taken: then a
-//! lingering lane whose peer has everything is reset and listens again.
-//! What is not covered: a client that arrives while every lane is busy and
-//! none of the closing ones has its peer's acknowledgment yet (a round trip
-//! after the close; the linger, for a peer that acknowledges nothing) finds
-//! no lane listening, and the TCP stack resets its connection; so does one
-//! that arrives while all `N` clients are there and the spare lane is still
-//! closing a refusal (a lane is reset early only for a client it can
-//! serve). [`ServerStatus::closing`] counts the lanes closing.
+//! Why one lane more than slots: a lane that lingers on a close is busy.
+//! With `N` lanes the slot it freed could serve nobody until the linger
+//! ended, and a small refusal socket told the next client `serverfull`
+//! although the core had room (issue 13, point 5). With a spare lane of full
+//! size, a client that arrives after a slot's client finished is served
+//! whatever the linger, and one that arrives while all `N` clients are there
+//! is still refused with `serverfull`. It costs one more TCP socket's
+//! buffers (`SRX + STX`; the refusal socket had 192 bytes).
+//!
+//! When several slots are freed at once, the spare lane serves the first
+//! client and the next would find every other lane lingering: then a
+//! lingering lane whose peer acknowledged everything (its `closeconn` and
+//! our FIN) resets its socket and listens again. The peer has lost nothing:
+//! what it acknowledged is in its receive buffer (smoltcp and Linux keep it
+//! readable after a reset). A close is cut short only so, for a client the
+//! server has room for.
+//!
+//! Alternatives weighed: a refusal socket that waits instead of refusing
+//! cannot hand its TCP connection to a slot's socket; a close that always
+//! resets once its `closeconn` is acknowledged cuts every close short and
+//! still leaves a window of a round trip (of the linger, for a peer that
+//! acknowledges nothing), so it is only the second step above.
+//!
+//! Not covered: a client that arrives while every lane is busy and no
+//! closing lane has its peer's acknowledgment yet (a round trip after the
+//! close; the linger, for a peer that acknowledges nothing) finds no lane
+//! listening, and the TCP stack resets its connection; so does one that
+//! arrives while all `N` clients are there and the spare lane still closes a
+//! refusal. [`ServerStatus::closing`] counts the lanes closing.
 //!
 //! The hooks are those of `peng3dnet-std`'s server: [`Handler::on_connect`],
 //! [`Handler::on_handshake`], [`Handler::on_packet`] and
