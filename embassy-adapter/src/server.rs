@@ -11,15 +11,50 @@
 //! a copy buffer for received packets), the embassy-net pattern: put it in a
 //! `static` (its [`new`](ServerResources::new) is a `const fn`, so a
 //! `static_cell::ConstStaticCell` holds it without a copy on the stack) or
-//! on a task's stack. [`Server::run`] serves all slots in one future: each
-//! slot listens on the port, accepts one client into the core's server,
-//! moves its bytes between the TCP socket's buffers and the connection's in
-//! place (the same poll function as [`Session::run_io`](crate::Session::run_io))
-//! beside a future that hands its packets to the user's [`Handler`], closes
-//! the socket and listens again; one more future fires the core's timers.
-//! While every slot is busy, one small extra socket accepts the next client
-//! only to tell it `serverfull` ([`peng3dnet_core::server::Server::refusal`])
-//! and close.
+//! on a task's stack. [`Server::run`] serves all slots in one future of
+//! `N + 1` lanes (TCP sockets) and one that fires the core's timers. Each
+//! lane listens on the port; a lane that accepts a client takes a free
+//! connection (the core's slot and its two buffers, and a copy buffer) and
+//! serves it: moves its bytes between the TCP socket's buffers and the
+//! connection's in place (the same poll function as
+//! [`Session::run_io`](crate::Session::run_io)) beside a future that hands
+//! its packets to the user's [`Handler`]. When no connection is free, the
+//! lane tells the client `serverfull`
+//! ([`peng3dnet_core::server::Server::refusal`]) and closes. Once a client is
+//! done, its connection is free at once; its lane then closes the TCP
+//! socket, which may take up to [`ServerOptions::linger`] (a peer that does
+//! not close its side), and listens again (sooner when a free slot needs
+//! it, see below).
+//!
+//! Why one lane more than slots: a lane that lingers on a close is busy.
+//! With `N` lanes the slot it freed could serve nobody until the linger
+//! ended, and a small refusal socket told the next client `serverfull`
+//! although the core had room (issue 13, point 5). With a spare lane of full
+//! size, a client that arrives after a slot's client finished is served
+//! whatever the linger, and one that arrives while all `N` clients are there
+//! is still refused with `serverfull`. It costs one more TCP socket's
+//! buffers (`SRX + STX`; the refusal socket had 192 bytes).
+//!
+//! When several slots are freed at once, the spare lane serves the first
+//! client and the next would find every other lane lingering: then a
+//! lingering lane whose peer acknowledged everything (its `closeconn` and
+//! our FIN) resets its socket and listens again. The peer has lost nothing:
+//! what it acknowledged is in its receive buffer (smoltcp and Linux keep it
+//! readable after a reset). A close is cut short only so, for a client the
+//! server has room for.
+//!
+//! Alternatives weighed: a refusal socket that waits instead of refusing
+//! cannot hand its TCP connection to a slot's socket; a close that always
+//! resets once its `closeconn` is acknowledged cuts every close short and
+//! still leaves a window of a round trip (of the linger, for a peer that
+//! acknowledges nothing), so it is only the second step above.
+//!
+//! Not covered: a client that arrives while every lane is busy and no
+//! closing lane has its peer's acknowledgment yet (a round trip after the
+//! close; the linger, for a peer that acknowledges nothing) finds no lane
+//! listening, and the TCP stack resets its connection; so does one that
+//! arrives while all `N` clients are there and the spare lane still closes a
+//! refusal. [`ServerStatus::closing`] counts the lanes closing.
 //!
 //! The hooks are those of `peng3dnet-std`'s server: [`Handler::on_connect`],
 //! [`Handler::on_handshake`], [`Handler::on_packet`] and
@@ -81,8 +116,7 @@ use embassy_net::Stack;
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::waitqueue::WakerRegistration;
-use embassy_time::{with_timeout, Duration, Timer};
-use embedded_io_async::Write;
+use embassy_time::{with_deadline, with_timeout, Duration, Timer};
 use peng3dnet_core::codec::{Codec, CodecError};
 use peng3dnet_core::connection::{
     Incoming, NewConnectionError, Outbox, SendError, Take, MIN_TX_BUFFER,
@@ -95,13 +129,8 @@ use peng3dnet_core::{CloseReason, Closed, Config, Event};
 
 pub use peng3dnet_core::server::{BroadcastReport, ClientId, ServerStats};
 
-/// Receive buffer of the socket that refuses clients while the server is full.
-pub const REFUSAL_RX: usize = 64;
-/// Transmit buffer of the socket that refuses clients (it holds the
-/// `closeconn`).
-pub const REFUSAL_TX: usize = 128;
-
-/// The memory of one client slot.
+/// The memory of one client slot: a lane's TCP socket buffers and one
+/// connection's buffers (which move between lanes, see [`ServerResources`]).
 pub struct SlotResources<
     const RX: usize,
     const TX: usize,
@@ -134,9 +163,19 @@ impl<const RX: usize, const TX: usize, const SRX: usize, const STX: usize, const
 /// `TX` of transmit buffer (at least [`MIN_TX_BUFFER`]; it must hold the
 /// handshake with the server's registry), and `BODY` bytes (`RX` unless given)
 /// where the body of a packet is copied for the async
-/// [`Handler::on_packet`]; plus one small socket that refuses a client while
-/// all slots are busy. A handler that answers every packet in place
-/// ([`Handler::on_packet_in_place`]) needs no copy: give `BODY = 0`.
+/// [`Handler::on_packet`]; plus the buffers of one more TCP socket
+/// (`SRX + STX` bytes), the spare lane. A handler that answers every packet
+/// in place ([`Handler::on_packet_in_place`]) needs no copy: give
+/// `BODY = 0`.
+///
+/// The `N + 1` TCP sockets are lanes and the `N` connections' buffers a pool
+/// (see the [module docs](self)): a lane that accepts a client takes a
+/// connection from the pool, or refuses the client with `serverfull` when
+/// none is left; a connection goes back to the pool as soon as its client
+/// is done, while its lane may still linger on the TCP close. The spare
+/// lane is what lets a freed slot serve the next client at once; it costs
+/// one socket's buffers (the small refusal socket it replaces had 192
+/// bytes).
 pub struct ServerResources<
     const N: usize,
     const RX: usize,
@@ -146,8 +185,9 @@ pub struct ServerResources<
     const BODY: usize = RX,
 > {
     slots: [SlotResources<RX, TX, SRX, STX, BODY>; N],
-    refusal_rx: [u8; REFUSAL_RX],
-    refusal_tx: [u8; REFUSAL_TX],
+    /// The spare lane's TCP socket buffers.
+    spare_rx: [u8; SRX],
+    spare_tx: [u8; STX],
 }
 
 impl<
@@ -175,8 +215,8 @@ impl<
         let () = Self::CHECK;
         ServerResources {
             slots: [SlotResources::NEW; N],
-            refusal_rx: [0; REFUSAL_RX],
-            refusal_tx: [0; REFUSAL_TX],
+            spare_rx: [0; SRX],
+            spare_tx: [0; STX],
         }
     }
 
@@ -205,7 +245,10 @@ impl<
 pub struct ServerOptions {
     /// How long a closed client's socket waits for the client to close its
     /// side (and for our last bytes to be acknowledged) before it is reset,
-    /// and how long the refusal socket gives a refused client.
+    /// and how long a lane gives a refused client. The client's slot is
+    /// free before: only the lane lingers, and it gives up early (a reset)
+    /// once the peer acknowledged everything if the server needs the lane
+    /// to serve a client (see the [module docs](self)).
     pub linger: Duration,
     /// How long a client may take none of its queued bytes before it is
     /// closed with `writequeuefull` (the core's write-stall timer; it bounds
@@ -260,8 +303,13 @@ pub struct ServerStatus {
     pub clients: usize,
     /// Of those, connected (handshake complete, not a ping).
     pub connected: usize,
-    /// Slots listening for a client now (free slots).
+    /// Clients the server would serve now: free slots with a lane
+    /// listening for them (the lesser of the two).
     pub listening: usize,
+    /// Lanes (TCP sockets) closing a finished or refused connection now:
+    /// each listens again once the peer closed its side, after
+    /// [`ServerOptions::linger`], or earlier when a free slot needs it.
+    pub closing: usize,
     /// Counters so far.
     pub stats: ServerStats,
 }
@@ -512,16 +560,32 @@ trait Backend<'a, C, const NR: usize> {
     ) -> Result<BroadcastReport, SendError>;
 }
 
+/// The buffers of one client connection: the core's two while a client is
+/// there, and the copy buffer of the lane that serves it.
+struct ConnBuffers<'a> {
+    rx: &'a mut [u8],
+    tx: &'a mut [u8],
+    body: &'a mut [u8],
+}
+
 /// The state every future of a server shares.
 struct Shared<'a, C, const NR: usize, const N: usize, const B: usize> {
     core: CoreServer<'a, C, NR, N>,
     /// By the core's slot of a client: its I/O and handler.
     wakers: [WakerRegistration; N],
+    /// The connections no client has now (a lane takes one to serve a
+    /// client; it is back once the client is done).
+    pool: [Option<ConnBuffers<'a>>; N],
+    /// Lanes listening, closing a connection, and giving up a close to
+    /// listen again (see [`Server::lane_needed`]).
     listening: usize,
+    closing: usize,
+    reclaiming: usize,
+    /// The lanes that linger on a close, for when one must listen again.
+    needed: WakerRegistration,
     shutdown: bool,
-    /// The slots that listen (all run in `run`'s one task: one waker).
+    /// The lanes that listen (all run in `run`'s one task: one waker).
     accept_waker: WakerRegistration,
-    refuser: WakerRegistration,
     /// The timer future, and the deadline it sleeps until.
     timer: WakerRegistration,
     timer_at: Option<Instant>,
@@ -529,7 +593,7 @@ struct Shared<'a, C, const NR: usize, const N: usize, const B: usize> {
     scratch: [u8; B],
 }
 
-impl<C: Codec, const NR: usize, const N: usize, const B: usize> Shared<'_, C, NR, N, B> {
+impl<'a, C: Codec, const NR: usize, const N: usize, const B: usize> Shared<'a, C, NR, N, B> {
     /// After a change: wakes the client's futures, and the timer future if
     /// a deadline came before the one it sleeps until.
     fn changed(&mut self, id: ClientId) {
@@ -552,6 +616,29 @@ impl<C: Codec, const NR: usize, const N: usize, const B: usize> Shared<'_, C, NR
         }
         self.check_timer();
     }
+
+    /// How many connections no client has now.
+    fn free(&self) -> usize {
+        self.pool.iter().filter(|c| c.is_some()).count()
+    }
+
+    /// Gives a connection's buffers back to the pool.
+    fn give_back(&mut self, buffers: ConnBuffers<'a>) {
+        // The pool has room for every connection of the resources.
+        if let Some(free) = self.pool.iter_mut().find(|c| c.is_none()) {
+            *free = Some(buffers);
+        }
+        self.needed.wake();
+    }
+}
+
+/// What a lane does with the client it accepted.
+enum Admission<'a> {
+    /// Serve it with these buffers (the copy buffer; the core has the others).
+    Serve(ClientId, &'a mut [u8]),
+    /// Tell it why not and close: `serverfull` (no connection is free) or
+    /// `servershutdown`.
+    Refuse(core_server::Refused),
 }
 
 /// A peng3dnet server for up to `N` clients at once on an `embassy-net`
@@ -586,10 +673,13 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
                     [const { Slot::EMPTY }; N],
                 ),
                 wakers: [const { WakerRegistration::new() }; N],
+                pool: [const { None }; N],
                 listening: 0,
+                closing: 0,
+                reclaiming: 0,
+                needed: WakerRegistration::new(),
                 shutdown: false,
                 accept_waker: WakerRegistration::new(),
-                refuser: WakerRegistration::new(),
                 timer: WakerRegistration::new(),
                 timer_at: None,
                 scratch: [0; B],
@@ -621,7 +711,8 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
         self.with(|s| ServerStatus {
             clients: s.core.len(),
             connected: s.core.connected(),
-            listening: s.listening,
+            listening: s.listening.min(s.free()),
+            closing: s.closing,
             stats: s.core.stats(),
         })
     }
@@ -679,7 +770,6 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
             s.shutdown = true;
             s.core.shutdown(now());
             s.accept_waker.wake();
-            s.refuser.wake();
             s.timer.wake();
             s.wake_all();
         });
@@ -713,18 +803,36 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
         handler: &H,
     ) -> Result<ServerStats, NewConnectionError> {
         self.check_tx_capacity(TX)?;
-        self.with(|s| s.shutdown = false);
         let ServerResources {
             slots,
-            refusal_rx,
-            refusal_tx,
+            spare_rx,
+            spare_tx,
         } = resources;
-        let slots = slots
-            .each_mut()
-            .map(|res| self.serve_slot(stack, port, res, handler));
+        self.with(|s| {
+            s.shutdown = false;
+            s.reclaiming = 0;
+            s.pool = [const { None }; N];
+        });
+        let lanes = slots.each_mut().map(|res| {
+            let SlotResources {
+                socket_rx,
+                socket_tx,
+                rx,
+                tx,
+                body,
+            } = res;
+            self.with(|s| {
+                s.give_back(ConnBuffers {
+                    rx: &mut rx[..],
+                    tx: &mut tx[..],
+                    body: &mut body[..],
+                })
+            });
+            self.lane(stack, port, socket_rx, socket_tx, handler)
+        });
         join3(
-            join_array(slots),
-            self.refuse(stack, port, refusal_rx, refusal_tx),
+            join_array(lanes),
+            self.lane(stack, port, spare_rx, spare_tx, handler),
             self.timers(),
         )
         .await;
@@ -783,8 +891,79 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
     fn set_listening(&self, delta: isize) {
         self.with(|s| {
             s.listening = s.listening.saturating_add_signed(delta);
-            s.refuser.wake();
+            s.needed.wake();
         });
+    }
+
+    /// Ready when the server needs this lane to listen again: a connection
+    /// is free but no lane listens (or is about to) for the client it could
+    /// serve. Counts the lane as about to listen
+    /// ([`Shared::reclaiming`]) until its next [`listen`](Self::listen).
+    async fn lane_needed(&self) {
+        poll_fn(|cx| {
+            self.with(|s| {
+                if !s.shutdown && s.listening + s.reclaiming == 0 && s.free() > 0 {
+                    s.reclaiming += 1;
+                    Poll::Ready(())
+                } else {
+                    s.needed.register(cx.waker());
+                    Poll::Pending
+                }
+            })
+        })
+        .await
+    }
+
+    /// Closes a lane's socket: our side first, then waits (up to the linger
+    /// in all) until our last bytes and our FIN are acknowledged, and then
+    /// for the peer's side, unless the server needs the lane to serve a
+    /// client before ([`lane_needed`](Self::lane_needed)). A socket not
+    /// closed by then is reset. Whether the lane was reclaimed.
+    async fn close_lane(&self, socket: &mut TcpSocket<'_>) -> bool {
+        let linger = self.options.linger;
+        let end = embassy_time::Instant::now() + linger;
+        socket.close();
+        let mut reclaimed = false;
+        let graceful = match with_timeout(linger, socket.flush()).await {
+            // Everything we sent is acknowledged: the peer has its
+            // `closeconn`, and a reset now loses it nothing it was sent.
+            Ok(Ok(())) => {
+                // Whatever still arrives is dropped where it lies; the
+                // stream's end (or a reset) ends the wait.
+                let peer_closed = with_deadline(end, async {
+                    while socket.read_with(|bytes| (bytes.len(), ())).await.is_ok() {}
+                });
+                match select(peer_closed, self.lane_needed()).await {
+                    Either::First(r) => r.is_ok(),
+                    Either::Second(()) => {
+                        debug!("server: a lingering close reset to serve a client");
+                        reclaimed = true;
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
+        if !graceful {
+            socket.abort();
+            let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
+        }
+        reclaimed
+    }
+
+    /// Counts a lane as listening (and no longer as about to, if it was
+    /// reclaimed).
+    fn listen(&self, reclaimed: bool) {
+        self.with(|s| {
+            s.listening += 1;
+            if reclaimed {
+                s.reclaiming = s.reclaiming.saturating_sub(1);
+            }
+        });
+    }
+
+    fn set_closing(&self, delta: isize) {
+        self.with(|s| s.closing = s.closing.saturating_add_signed(delta));
     }
 
     async fn wait_shutdown(&self) {
@@ -801,123 +980,144 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
         .await
     }
 
-    /// One slot's life: listen, serve a client, close, listen again.
-    async fn serve_slot<
-        H: Handler<M, C, NR>,
-        const RX: usize,
-        const TX: usize,
-        const SRX: usize,
-        const STX: usize,
-        const BODY: usize,
-    >(
+    /// One lane's life: listen, take a connection from the pool and serve
+    /// the client (or refuse it when none is free), give the connection
+    /// back as soon as the client is done, close the socket, listen again.
+    async fn lane<H: Handler<M, C, NR>, const SRX: usize, const STX: usize>(
         &self,
         stack: Stack<'_>,
         port: u16,
-        res: &'d mut SlotResources<RX, TX, SRX, STX, BODY>,
+        socket_rx: &mut [u8; SRX],
+        socket_tx: &mut [u8; STX],
         handler: &H,
     ) {
-        let SlotResources {
-            socket_rx,
-            socket_tx,
-            rx,
-            tx,
-            body,
-        } = res;
-        // The connection's buffers: lent to the core while a client is
-        // there, given back when it is done.
-        let mut buffers: Option<(&'d mut [u8], &'d mut [u8])> = Some((&mut rx[..], &mut tx[..]));
-        {
-            loop {
-                if self.with(|s| s.shutdown) {
-                    return;
-                }
-                let mut socket = TcpSocket::new(stack, &mut socket_rx[..], &mut socket_tx[..]);
-                self.set_listening(1);
-                let accepted = select(socket.accept(port), self.wait_shutdown()).await;
-                self.set_listening(-1);
-                match accepted {
-                    Either::First(Ok(())) => {}
-                    Either::First(Err(_)) => {
-                        // An invalid port or state: do not spin.
-                        drop(socket);
-                        Timer::after_millis(100).await;
-                        continue;
-                    }
-                    Either::Second(()) => return,
-                }
-                socket.set_nagle_enabled(false);
-                socket.set_keep_alive(self.options.keep_alive);
-                socket.set_timeout(self.options.tcp_timeout);
-                let accepted = self.with(|s| {
-                    let (rx, tx) = buffers.take()?;
-                    let r = s.core.accept(rx, tx, now());
-                    s.check_timer();
-                    r.ok()
-                });
-                let Some(id) = accepted else {
-                    // Refused by the core (shutting down, or buffers too small
-                    // for a connection: then they are gone for good).
-                    debug!("server: connection refused by the core");
-                    socket.abort();
-                    let _ = with_timeout(self.options.linger, socket.flush()).await;
-                    if buffers.is_none() {
-                        return;
-                    }
+        let mut reclaimed = false;
+        loop {
+            if self.with(|s| s.shutdown) {
+                return;
+            }
+            let mut socket = TcpSocket::new(stack, &mut socket_rx[..], &mut socket_tx[..]);
+            self.listen(core::mem::take(&mut reclaimed));
+            let accepted = select(socket.accept(port), self.wait_shutdown()).await;
+            self.set_listening(-1);
+            match accepted {
+                Either::First(Ok(())) => {}
+                Either::First(Err(_)) => {
+                    // An invalid port or state: do not spin.
+                    drop(socket);
+                    Timer::after_millis(100).await;
                     continue;
+                }
+                Either::Second(()) => return,
+            }
+            socket.set_nagle_enabled(false);
+            socket.set_keep_alive(self.options.keep_alive);
+            socket.set_timeout(self.options.tcp_timeout);
+            let admission = self.with(|s| {
+                let free = if s.core.is_shutting_down() {
+                    None
+                } else {
+                    s.pool.iter_mut().find_map(Option::take)
                 };
-                debug!("server: client accepted");
-                // What lives only while the client is there, scoped so that the
-                // socket's close below keeps none of it.
-                buffers = {
+                let Some(ConnBuffers { rx, tx, body }) = free else {
+                    // Counted; `servershutdown` or `serverfull`.
+                    return Some(Admission::Refuse(s.core.refuse()));
+                };
+                let r = s.core.accept(rx, tx, now());
+                s.check_timer();
+                match r {
+                    Ok(id) => Some(Admission::Serve(id, body)),
+                    // Buffers too small for a connection (`run` checked
+                    // them): they are gone for good, and so is the copy
+                    // buffer.
+                    Err(_) => None,
+                }
+            });
+            match admission {
+                // Served here, not in a function of its own: a nested future
+                // would keep copies of its arguments in every lane (40 bytes a
+                // lane on the QEMU image).
+                Some(Admission::Serve(id, body)) => {
+                    debug!("server: client accepted");
                     let ctx = Ctx {
                         id,
                         server: self as &dyn Backend<'d, C, NR>,
                         _mutex: core::marker::PhantomData,
                     };
                     handler.on_connect(&ctx);
-                    let (mut reader, mut writer) = socket.split();
-                    let mut io = IoState::default();
-                    let run_io = poll_fn(|cx| {
-                        let link = ClientLink {
-                            server: self,
-                            id: ctx.id,
+                    {
+                        // What lives only while the client is there, scoped
+                        // so that the socket's close keeps none of it.
+                        let (mut reader, mut writer) = socket.split();
+                        let mut io = IoState::default();
+                        let run_io = poll_fn(|cx| {
+                            let link = ClientLink {
+                                server: self,
+                                id: ctx.id,
+                            };
+                            poll_io(&link, cx, &mut reader, &mut writer, &mut io)
+                        });
+                        // Ends only with the connection (`run_io` above).
+                        let app = async {
+                            if self.wait_connected(ctx.id).await {
+                                handler.on_handshake(&ctx).await;
+                                self.serve_packets(&ctx, handler, &mut *body).await;
+                            }
+                            pending::<core::convert::Infallible>().await
                         };
-                        poll_io(&link, cx, &mut reader, &mut writer, &mut io)
-                    });
-                    // Ends only with the connection (`run_io` above).
-                    let app = async {
-                        if self.wait_connected(ctx.id).await {
-                            handler.on_handshake(&ctx).await;
-                            self.serve_packets(&ctx, handler, body).await;
+                        // The connection ends `run_io`; a handler still
+                        // running then is dropped with the app.
+                        match select(run_io, app).await {
+                            Either::First(_) => {}
+                            Either::Second(never) => match never {},
                         }
-                        pending::<core::convert::Infallible>().await
-                    };
-                    // The connection ends `run_io`; a handler still running then
-                    // is dropped with the app.
-                    match select(run_io, app).await {
-                        Either::First(_) => {}
-                        Either::Second(never) => match never {},
                     }
-                    let done = self.with(|s| {
+                    let closed = self.with(|s| {
                         if !s.core.is_abandoned(ctx.id) {
                             s.core.handle_transport_closed(ctx.id);
                         }
                         let done = s.core.take_finished(ctx.id);
                         // The timer future ends once the last one is gone.
                         s.timer.wake();
-                        done
+                        // Given up above, so finished: `None` would leave the
+                        // client's buffers with the core, and the pool one
+                        // connection short.
+                        done.map(|(closed, (rx, tx))| {
+                            s.give_back(ConnBuffers { rx, tx, body });
+                            closed
+                        })
                     });
-                    done.map(|(closed, buffers)| {
+                    if let Some(closed) = closed {
                         debug!("server: client closed");
                         handler.on_close(ctx.id, &closed);
-                        buffers
+                    }
+                }
+                Some(Admission::Refuse(refused)) => {
+                    debug!("server: no free slot, client refused");
+                    // Encoded straight into the fresh socket's empty transmit
+                    // buffer: the lane's future keeps no frame across the
+                    // wait. A buffer too small for it sends nothing.
+                    let _ = with_timeout(self.options.linger, async {
+                        socket
+                            .write_with(|room| {
+                                let len = self.with(|s| s.core.refusal(refused, room));
+                                (len.unwrap_or(0), ())
+                            })
+                            .await?;
+                        socket.flush().await
                     })
-                };
-                close_socket(&mut socket, self.options.linger).await;
-                if buffers.is_none() {
-                    return;
+                    .await;
+                }
+                None => {
+                    debug!("server: connection refused by the core");
+                    socket.abort();
                 }
             }
+            // The connection (if any) is back in the pool: another lane may
+            // serve the next client while this one lingers.
+            self.set_closing(1);
+            reclaimed = self.close_lane(&mut socket).await;
+            self.set_closing(-1);
         }
     }
 
@@ -1012,68 +1212,6 @@ impl<'d, M: RawMutex, C: Codec, const NR: usize, const N: usize, const B: usize>
             })
         })
         .await
-    }
-
-    /// While no slot listens, accepts the next client on a small socket of
-    /// its own, tells it why (`serverfull`) and closes.
-    async fn refuse(
-        &self,
-        stack: Stack<'_>,
-        port: u16,
-        rx: &mut [u8; REFUSAL_RX],
-        tx: &mut [u8; REFUSAL_TX],
-    ) {
-        loop {
-            // Wait until every slot is busy (or shutdown).
-            let go = poll_fn(|cx| {
-                self.with(|s| {
-                    if s.shutdown {
-                        Poll::Ready(false)
-                    } else if s.listening == 0 {
-                        Poll::Ready(true)
-                    } else {
-                        s.refuser.register(cx.waker());
-                        Poll::Pending
-                    }
-                })
-            })
-            .await;
-            if !go {
-                return;
-            }
-            let mut socket = TcpSocket::new(stack, &mut rx[..], &mut tx[..]);
-            let slot_free = poll_fn(|cx| {
-                self.with(|s| {
-                    if s.shutdown || s.listening > 0 {
-                        Poll::Ready(())
-                    } else {
-                        s.refuser.register(cx.waker());
-                        Poll::Pending
-                    }
-                })
-            });
-            match select(socket.accept(port), slot_free).await {
-                Either::First(Ok(())) => {
-                    debug!("server: full, client refused");
-                    let mut frame = [0u8; REFUSAL_TX];
-                    let len = self.with(|s| {
-                        let refused = s.core.refuse();
-                        s.core.refusal(refused, &mut frame).unwrap_or(0)
-                    });
-                    let linger = self.options.linger;
-                    let _ = with_timeout(linger, async {
-                        socket.write_all(&frame[..len]).await?;
-                        socket.flush().await
-                    })
-                    .await;
-                    close_socket(&mut socket, linger).await;
-                }
-                Either::First(Err(_)) => Timer::after_millis(100).await,
-                // A slot listens again: stop listening here, so that the
-                // next client goes to the slot.
-                Either::Second(()) => {}
-            }
-        }
     }
 }
 
@@ -1225,22 +1363,5 @@ fn offer<M: RawMutex, C: Codec, const NR: usize, H: Handler<M, C, NR>>(
             }
             None => (Take::Consume, Step::Dropped),
         },
-    }
-}
-
-/// Closes our side, waits up to `linger` for the peer's side and for our
-/// last bytes to be acknowledged, and resets the connection otherwise.
-async fn close_socket(socket: &mut TcpSocket<'_>, linger: Duration) {
-    socket.close();
-    let graceful = with_timeout(linger, async {
-        // Whatever still arrives is dropped where it lies; the stream's end
-        // (or a reset) ends the wait.
-        while socket.read_with(|bytes| (bytes.len(), ())).await.is_ok() {}
-        socket.flush().await
-    })
-    .await;
-    if !matches!(graceful, Ok(Ok(()))) {
-        socket.abort();
-        let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
     }
 }

@@ -12,8 +12,10 @@
 //! broadcast, and the N-slot limit (`serverfull` for the next client, the
 //! slot reused after a close); a handler answering in place with no copy
 //! buffer (retrying while the client's queue is full), `Server::close` before
-//! a handshake, and a slot freed at its connection's end although its
-//! handler never returned. Clients run `Session::run_io` on the sockets.
+//! a handshake, a slot freed at its connection's end although its handler
+//! never returned, and a freed slot serving the next client at once while
+//! its old socket still lingers on the close. Clients run `Session::run_io`
+//! on the sockets.
 
 use embassy_executor::Executor;
 use embassy_futures::join::{join, join3};
@@ -28,7 +30,7 @@ use peng3dnet_core::registry::{Packet, Registry};
 use peng3dnet_core::rules::{InvalidAction, Rules};
 use peng3dnet_core::time::Duration as CoreDuration;
 use peng3dnet_core::{CloseReason, Closed, Config, Initiator, Side};
-use peng3dnet_embassy::server::{ClientId, Flow, ServerOutbox, ServerStats};
+use peng3dnet_embassy::server::{ClientId, Flow, ServerOptions, ServerOutbox, ServerStats};
 use peng3dnet_embassy::test_util::{with_link, SERVER_IP};
 use peng3dnet_embassy::{Ctx, Handler, Resources, Server, ServerResources, Session};
 use serde::{Deserialize, Serialize};
@@ -110,7 +112,11 @@ fn registry() -> Registry<NR> {
 
 // ---- the executor, one per test ----
 
-#[embassy_executor::task(pool_size = 8)]
+/// One task storage per test: a storage is not taken again once its
+/// executor stopped (`run_until` returns before the executor polls the
+/// finished task once more to release it), so the pool must hold as many
+/// as the tests that call [`run_test`].
+#[embassy_executor::task(pool_size = 16)]
 async fn scenario(fut: Pin<Box<dyn Future<Output = ()>>>, done: Arc<AtomicBool>) {
     fut.await;
     done.store(true, Ordering::SeqCst);
@@ -380,6 +386,18 @@ async fn with_server(
     serve_with(config, stack, handler, &mut resources, body).await
 }
 
+/// [`with_server`] with these [`ServerOptions`].
+async fn with_server_options(
+    config: &Config<'_>,
+    options: ServerOptions,
+    stack: Stack<'_>,
+    handler: &Recorder,
+    body: impl AsyncFnOnce(&TestServer<'_>),
+) -> ServerStats {
+    let mut resources = ServerResources::<SLOTS, 1024, 1024>::new();
+    serve_full(config, options, stack, handler, &mut resources, body).await
+}
+
 /// [`with_server`] with any handler and slot sizes.
 async fn serve_with<
     H: Handler<M, Postcard, NR>,
@@ -395,8 +413,35 @@ async fn serve_with<
     resources: &mut ServerResources<SLOTS, RX, TX, SRX, STX, BODY>,
     body: impl AsyncFnOnce(&TestServer<'_>),
 ) -> ServerStats {
+    serve_full(
+        config,
+        ServerOptions::new(),
+        stack,
+        handler,
+        resources,
+        body,
+    )
+    .await
+}
+
+/// [`serve_with`] with these [`ServerOptions`].
+async fn serve_full<
+    H: Handler<M, Postcard, NR>,
+    const RX: usize,
+    const TX: usize,
+    const SRX: usize,
+    const STX: usize,
+    const BODY: usize,
+>(
+    config: &Config<'_>,
+    options: ServerOptions,
+    stack: Stack<'_>,
+    handler: &H,
+    resources: &mut ServerResources<SLOTS, RX, TX, SRX, STX, BODY>,
+    body: impl AsyncFnOnce(&TestServer<'_>),
+) -> ServerStats {
     let registry = registry();
-    let server: TestServer<'_> = Server::new(config, &registry, Postcard);
+    let server: TestServer<'_> = Server::new(config, &registry, Postcard).with_options(options);
     let test = async {
         body(&server).await;
         server.shutdown();
@@ -807,6 +852,190 @@ fn embassy_slots_limit_and_broadcast() {
             .iter()
             .all(|c| *c == (CloseReason::UserRequest, Initiator::Peer)));
     });
+}
+
+/// Issue 13, point 5: a slot whose client finished serves the next client at
+/// once, although the socket it had still lingers on the close (3 s here: the
+/// silent client never sends its FIN). Before, the slot's socket listened only
+/// after the linger, and the next client was refused with `serverfull` while
+/// the core had room. A client arriving while both slots really are busy is
+/// still refused with `serverfull` (and the status says so: no client
+/// would be served, although the spare socket listens).
+#[test]
+fn embassy_freed_slot_serves_the_next_client_at_once() {
+    run_test(
+        "embassy_freed_slot_serves_the_next_client_at_once",
+        || async {
+            let config = Config {
+                handshake_timeout: CoreDuration::from_millis(300),
+                ..Config::new()
+            };
+            let options = ServerOptions {
+                linger: Duration::from_secs(3),
+                ..ServerOptions::new()
+            };
+            let handler = Recorder::default();
+            let stats = with_link(async |server_stack, client_stack| {
+                with_server_options(&config, options, server_stack, &handler, async |server| {
+                    let first_ready = Signal::<M, ()>::new();
+                    let release_first = Signal::<M, ()>::new();
+                    // One client holds a slot for the whole test.
+                    let first = client(client_stack, "classic", async |s| {
+                        connected(s).await;
+                        first_ready.signal(());
+                        with_timeout(LIFE, release_first.wait()).await.unwrap();
+                        s.close(CloseReason::UserRequest);
+                    });
+                    let rest = async {
+                        with_timeout(STEP, first_ready.wait()).await.unwrap();
+                        // A silent client takes the other slot; the handshake
+                        // timeout closes it, and it never closes its side.
+                        let mut rx = [0u8; 512];
+                        let mut tx = [0u8; 512];
+                        let mut silent = raw_client(client_stack, &mut rx, &mut tx).await;
+                        assert_eq!(
+                            handler.close_number(1).await,
+                            (CloseReason::HandshakeTimeout, Initiator::Local)
+                        );
+                        let freed = Instant::now();
+                        // Right after: the next client is served.
+                        let (r, end) = client(client_stack, "classic", async |s| {
+                            let r = with_timeout(STEP, s.wait_connected()).await.unwrap();
+                            if r.is_ok() {
+                                let mut buf = [0u8; 256];
+                                let p = next(s, &mut buf).await;
+                                assert_eq!(p.decode::<Notice>().unwrap(), "welcome");
+                                s.close(CloseReason::UserRequest);
+                            }
+                            (r, freed.elapsed())
+                        })
+                        .await;
+                        let (r, took) = r;
+                        assert!(r.is_ok(), "the next client was refused: {r:?}, {end:?}");
+                        assert_eq!(end.reason, CloseReason::UserRequest);
+                        // Within the linger: the old socket was still closing.
+                        assert!(took < Duration::from_secs(3), "{took:?}");
+                        close_socket(&mut silent).await;
+
+                        // Both slots really busy (the first client and a new
+                        // one), no socket closing: the next is refused.
+                        let second_ready = Signal::<M, ()>::new();
+                        let release_second = Signal::<M, ()>::new();
+                        let second = client(client_stack, "classic", async |s| {
+                            connected(s).await;
+                            second_ready.signal(());
+                            with_timeout(LIFE, release_second.wait()).await.unwrap();
+                            s.close(CloseReason::UserRequest);
+                        });
+                        let refused = async {
+                            with_timeout(STEP, second_ready.wait()).await.unwrap();
+                            let start = Instant::now();
+                            while server.status().closing > 0 {
+                                assert!(start.elapsed() < STEP, "a socket stays closing");
+                                Timer::after_millis(5).await;
+                            }
+                            let status = server.status();
+                            assert_eq!((status.clients, status.listening), (2, 0));
+                            let (r, end) = client(client_stack, "classic", async |s| {
+                                with_timeout(STEP, s.wait_connected()).await.unwrap()
+                            })
+                            .await;
+                            assert_eq!(r.unwrap_err().reason, CloseReason::ServerFull);
+                            assert_eq!(end.reason, CloseReason::ServerFull);
+                            release_second.signal(());
+                        };
+                        let ((_, end), ()) = join(second, refused).await;
+                        assert_eq!(end.reason, CloseReason::UserRequest);
+                        release_first.signal(());
+                    };
+                    let ((_, end), ()) = join(first, rest).await;
+                    assert_eq!(end.reason, CloseReason::UserRequest);
+                })
+                .await
+            })
+            .await;
+            assert_eq!(stats.accepted, 4);
+            assert_eq!(stats.refused, 1);
+            assert_eq!(stats.handshakes, 3);
+            assert_eq!(stats.peak_clients, 2);
+        },
+    );
+}
+
+/// Both slots freed at once (two silent clients closed by the handshake
+/// timeout, which never close their side, so both sockets linger for the 3-s
+/// linger): two clients arriving one after the other are both served. The
+/// spare socket takes the first; for the second, a lingering socket whose
+/// peer acknowledged everything gives up its close and listens again (else
+/// no socket would listen, and the connect would be reset).
+#[test]
+fn embassy_slots_freed_together_serve_the_next_clients() {
+    run_test(
+        "embassy_slots_freed_together_serve_the_next_clients",
+        || async {
+            let config = Config {
+                handshake_timeout: CoreDuration::from_millis(300),
+                ..Config::new()
+            };
+            let options = ServerOptions {
+                linger: Duration::from_secs(3),
+                ..ServerOptions::new()
+            };
+            let handler = Recorder::default();
+            let stats = with_link(async |server_stack, client_stack| {
+                with_server_options(&config, options, server_stack, &handler, async |server| {
+                    let (mut rx0, mut tx0) = ([0u8; 512], [0u8; 512]);
+                    let (mut rx1, mut tx1) = ([0u8; 512], [0u8; 512]);
+                    let mut silent0 = raw_client(client_stack, &mut rx0, &mut tx0).await;
+                    let mut silent1 = raw_client(client_stack, &mut rx1, &mut tx1).await;
+                    handler
+                        .until("both handshake timeouts", |h| h.closes().len() == 2)
+                        .await;
+                    assert!(handler
+                        .closes()
+                        .iter()
+                        .all(|c| *c == (CloseReason::HandshakeTimeout, Initiator::Local)));
+                    let freed = Instant::now();
+                    let first_ready = Signal::<M, ()>::new();
+                    let release = Signal::<M, ()>::new();
+                    let first = client(client_stack, "classic", async |s| {
+                        connected(s).await;
+                        first_ready.signal(());
+                        with_timeout(STEP, release.wait()).await.unwrap();
+                        s.close(CloseReason::UserRequest);
+                    });
+                    let second = async {
+                        with_timeout(STEP, first_ready.wait()).await.unwrap();
+                        let (took, end) = client(client_stack, "classic", async |s| {
+                            connected(s).await;
+                            let took = freed.elapsed();
+                            // Both are there (the server may not have taken
+                            // this one's last handshake packet yet).
+                            assert_eq!(server.status().clients, 2);
+                            s.close(CloseReason::UserRequest);
+                            took
+                        })
+                        .await;
+                        release.signal(());
+                        (took, end)
+                    };
+                    let ((_, end1), (took, end2)) = join(first, second).await;
+                    assert_eq!(end1.reason, CloseReason::UserRequest);
+                    assert_eq!(end2.reason, CloseReason::UserRequest);
+                    // Both within the linger of the two old sockets.
+                    assert!(took < Duration::from_secs(3), "{took:?}");
+                    close_socket(&mut silent0).await;
+                    close_socket(&mut silent1).await;
+                })
+                .await
+            })
+            .await;
+            assert_eq!(stats.accepted, 4);
+            assert_eq!(stats.refused, 0);
+            assert_eq!(stats.handshakes, 2);
+            assert_eq!(stats.peak_clients, 2);
+        },
+    );
 }
 
 // ---- answering in place ----

@@ -135,7 +135,7 @@ pub async fn server_role<
 /// * `client`: a stack of 3 sockets (the echo connection, the ping, DHCP),
 ///   [`client_role`] against the build-time `PENG3DNET_SERVER`.
 /// * `server`: 4 slots with the QEMU image's buffers (512 + 512 connection,
-///   1,024 + 1,024 socket), a stack of 6 sockets (the slots, the refuser,
+///   1,024 + 1,024 socket), a stack of 6 sockets (the slots, the spare lane,
 ///   DHCP), [`server_role`] until `!shutdown`.
 #[cfg(feature = "defmt")]
 #[macro_export]
