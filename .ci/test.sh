@@ -36,7 +36,9 @@ step "cargo test (unit, integration, doc tests)"
 cargo test --workspace --locked
 
 step "the program's suites and the Python interop against the tokio server (PENG3DNET_RUNTIME=tokio)"
-PENG3DNET_RUNTIME=tokio cargo test -p peng3dnet-std --locked --test python_interop --test admission --test timers
+PENG3DNET_RUNTIME=tokio cargo test -p peng3dnet-std --locked --test python_interop --test timers
+# The program's admission and timer cases of the hostile suite (docs/HOSTILE.md).
+PENG3DNET_RUNTIME=tokio cargo test -p peng3dnet-std --locked --test hostile -- the_program_ tls_handshakes_started
 
 step "fuzz targets, 60 s each (fuzz/README.md)"
 bash .ci/fuzz.sh 60
