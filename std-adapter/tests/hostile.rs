@@ -10,6 +10,12 @@
 //!
 //! Slow cases (the 10 s handshake timeout, the 30 s write stall) run on
 //! threads beside the others; every wait is bounded.
+//!
+//! Cases that need a server of their own (other options, or a load whose
+//! effect on the healthy client is the point: fair service, the server's
+//! timers and admission bounds, CPU load) are `#[test]`s of their own after
+//! the suites, each with a healthy client timed throughout its load, its
+//! p99 and slowest echo printed and bounded.
 
 mod hostile_common;
 
@@ -17,12 +23,14 @@ use hostile_common::*;
 use peng3dnet_core::codec::Codec;
 use peng3dnet_core::messages::{HandshakeAccept, Hello, SetType};
 use peng3dnet_core::registry::internal;
+use peng3dnet_std::client::{Client, ClientOptions};
 use peng3dnet_std::codec::AnyCodec;
+use peng3dnet_std::echo;
 use peng3dnet_test_support::{encode, frame, zlib, Arrival, Ending};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::{Command, Stdio};
 use std::thread;
@@ -39,6 +47,15 @@ const NEVER_READS_RSS_BOUND_KIB: u64 = ((MAX_WRITE_QUEUE + MAX_FRAME + (1 << 20)
 
 /// The slowest echo round trip the well-behaved client may see.
 const GOOD_RTT_BOUND: Duration = Duration::from_secs(3);
+
+/// The healthy client's p99 echo under a load of its own server: the
+/// issue's 100 ms in a release build; in a debug build the bound of every
+/// other case.
+const HEALTHY_P99_BOUND: Duration = if cfg!(debug_assertions) {
+    GOOD_RTT_BOUND
+} else {
+    Duration::from_millis(100)
+};
 
 /// The server's handshake timeout and write stall timeout (the program
 /// uses the defaults of `ServerOptions`).
@@ -1335,13 +1352,6 @@ const PUSHERS: usize = 200;
 const PUSHED_BODY: usize = 500_000;
 /// How long the healthy client is timed under the load.
 const FAIR_MEASURE: Duration = Duration::from_secs(8);
-/// The healthy client's p99 echo under the load: the issue's 100 ms in a
-/// release build; in a debug build the bound of every other case.
-const FAIR_P99_BOUND: Duration = if cfg!(debug_assertions) {
-    GOOD_RTT_BOUND
-} else {
-    Duration::from_millis(100)
-};
 
 /// 200 clients pipeline 500 KB echoes (half compressible to a few hundred
 /// bytes, half letters that deflate to about 60 %) and never read, while
@@ -1430,7 +1440,7 @@ fn fair_service_200_pushers_never_reading() {
     eprintln!(
         "fair service: {PUSHERS} clients pushed {pushed} echoes of {PUSHED_BODY} bytes \
          in {:.1} s (about {} each); healthy client: {} echoes in {FAIR_MEASURE:?}, \
-         p50 {:.1} ms, p99 {:.1} ms, slowest {:.1} ms (p99 bound {FAIR_P99_BOUND:?})",
+         p50 {:.1} ms, p99 {:.1} ms, slowest {:.1} ms (p99 bound {HEALTHY_P99_BOUND:?})",
         load.as_secs_f64(),
         pushed / PUSHERS as u64,
         stats.echoes,
@@ -1443,8 +1453,8 @@ fn fair_service_200_pushers_never_reading() {
         "the healthy client stopped"
     );
     assert!(
-        p99 < FAIR_P99_BOUND,
-        "healthy client p99 {p99:?} under {PUSHERS} pushers (bound {FAIR_P99_BOUND:?})"
+        p99 < HEALTHY_P99_BOUND,
+        "healthy client p99 {p99:?} under {PUSHERS} pushers (bound {HEALTHY_P99_BOUND:?})"
     );
     assert!(
         stats.max_rtt < GOOD_RTT_BOUND,
@@ -1558,6 +1568,538 @@ fn trickle_reader_dropped_after_write_stall() {
         stats.max_rtt
     );
     server.finish().expect("the server still runs");
+}
+
+// ---------------------------------------------------------------------------
+// The server's admission bounds, its timers, and CPU load (issue 13, points
+// 2, 5 and 8): each on a server of its own with the options it needs, the
+// healthy client connected first and timed throughout the load. The cases
+// of the program's admission and timer options came here from
+// `admission.rs` and `timers.rs` with their assertions, and gained the
+// healthy client (and, for `--max-per-ip`, a second loopback address).
+
+/// The hostile peers' own loopback address, so that `--max-per-ip` does not
+/// count the healthy client (on 127.0.0.1) among theirs.
+const OTHER_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// The fewest echoes the healthy client is timed over in each case.
+const UNDER_LOAD: u64 = 100;
+
+/// A server of its own and the healthy client on it, echoing.
+struct Loaded {
+    server: ServerProc,
+    env: Env,
+    good: GoodClient,
+}
+
+/// `peng3dnet serve --codec postcard EXTRA...` and a plain healthy client.
+fn loaded(extra: &[&str]) -> Loaded {
+    loaded_with(extra, ClientOptions::default())
+}
+
+/// [`loaded`] with the healthy client's options (TLS).
+fn loaded_with(extra: &[&str], options: ClientOptions) -> Loaded {
+    let server = ServerProc::start_with("postcard", extra);
+    let env = Env {
+        addr: server.addr,
+        codec: server.codec,
+        pid: server.pid(),
+    };
+    let good = GoodClient::start_with(env.addr, options);
+    if !good.wait_echoes(20) {
+        panic!(
+            "the healthy client did not get going: {:?}\nserver stderr:\n{}",
+            good.finish().map(|s| s.summary()),
+            tail(&server.stderr(), 4000)
+        );
+    }
+    Loaded { server, env, good }
+}
+
+impl Loaded {
+    /// The healthy client's echoes so far: where the load begins.
+    fn mark(&self) -> u64 {
+        self.good.echoes()
+    }
+
+    /// Waits (bounded) until the healthy client has done [`UNDER_LOAD`]
+    /// echoes since `from`: a load that a case holds is timed over that many
+    /// echoes at least, and one that is over (a burst) its aftermath.
+    fn settle(&self, from: u64) {
+        assert!(
+            self.good.wait_echoes(from + UNDER_LOAD),
+            "the healthy client did {} echoes under the load, not {UNDER_LOAD}",
+            self.good.echoes().saturating_sub(from)
+        );
+    }
+
+    /// Stops the healthy client and checks what it saw from echo `from` on
+    /// (the load): no error, some echoes, the p99 under
+    /// [`HEALTHY_P99_BOUND`] and every echo under [`GOOD_RTT_BOUND`]; then
+    /// that the server still runs. Prints the figures under `case`.
+    fn finish(self, case: &str, from: u64) -> GoodStats {
+        let stats = match self.good.finish() {
+            Ok(stats) => stats.since(from),
+            Err(e) => panic!(
+                "[{case}] the healthy client: {e}\nserver stderr (its end):\n{}",
+                tail(&self.server.stderr(), 4000)
+            ),
+        };
+        eprintln!(
+            "[{case}] healthy client under the load: {} (bounds: p99 {HEALTHY_P99_BOUND:?}, \
+             each {GOOD_RTT_BOUND:?})",
+            stats.summary()
+        );
+        assert!(stats.echoes > 0, "[{case}] no echo under the load");
+        let p99 = stats.percentile(99);
+        assert!(
+            p99 < HEALTHY_P99_BOUND,
+            "[{case}] healthy client p99 {p99:?} (bound {HEALTHY_P99_BOUND:?})"
+        );
+        assert!(
+            stats.max_rtt < GOOD_RTT_BOUND,
+            "[{case}] an echo took {:?} (bound {GOOD_RTT_BOUND:?})",
+            stats.max_rtt
+        );
+        self.server.finish().expect("the server still runs");
+        stats
+    }
+}
+
+/// The reason of a `closeconn` that is the first frame `peer` gets (its
+/// body, lossily as text), or `None` if the first frame is another
+/// (`hello`: accepted, and read).
+fn refused_with(peer: &mut Raw) -> Option<String> {
+    match peer.read_frame(Instant::now() + LIMIT) {
+        Arrival::Frame(internal::CLOSECONN, _, body) => {
+            Some(String::from_utf8_lossy(&body).into_owned())
+        }
+        Arrival::Frame(..) => None,
+        other => panic!("no first frame: {other:?}"),
+    }
+}
+
+/// A raw peer from [`OTHER_ADDRESS`].
+fn raw_from_other(env: &Env) -> Raw {
+    Raw::from_stream(connect_from(OTHER_ADDRESS, env.addr), env.codec, LIMIT)
+}
+
+#[test]
+fn the_program_closes_a_silent_client_with_idletimeout() {
+    let l = loaded(&["--idle-timeout", "0.3"]);
+    let from = l.mark();
+    let mut peer = l.env.raw();
+    peer.handshake();
+    assert_eq!(peer.ending(), Ending::closed("idletimeout"));
+    // The healthy client, never idle for 0.3 s, was not closed.
+    l.settle(from);
+    l.finish("idle timeout", from);
+}
+
+#[test]
+fn the_program_closes_a_frame_that_never_completes_with_frametimeout() {
+    let l = loaded(&["--frame-timeout", "0.3"]);
+    let from = l.mark();
+    let mut peer = l.env.raw();
+    peer.handshake();
+    // A length prefix promising 100 bytes, and 2 of them.
+    peer.write(&[0, 0, 0, 100, 0, 0]);
+    assert_eq!(peer.ending(), Ending::closed("frametimeout"));
+    l.settle(from);
+    // The healthy client's frames, each complete at once, were not cut.
+    l.finish("frame timeout", from);
+}
+
+/// Silent connections after their handshake.
+const SILENT: usize = 200;
+/// The idle timeout of their server, in seconds.
+const SILENT_IDLE_SECS: f64 = 2.0;
+/// What a silent connection may cost the server at most: `DESIGN.md`'s
+/// 1 KiB for an idle connection, and room for the allocator's rounding.
+const SILENT_BOUND_KIB: u64 = 16;
+
+/// 200 connections complete their handshake and go silent, filling
+/// `--max-clients` (the healthy client holds the one slot more): a
+/// newcomer is refused `serverfull` until `--idle-timeout` closes them,
+/// then gets in and is served; the healthy client is timed throughout.
+#[test]
+fn silent_200_fill_the_server_until_the_idle_timeout() {
+    let max = format!("{}", SILENT + 1);
+    let idle = format!("{SILENT_IDLE_SECS}");
+    let l = loaded(&["--max-clients", &max, "--idle-timeout", &idle]);
+    let from = l.mark();
+    let rss_before = rss_kib(l.env.pid);
+    let filling = Instant::now();
+    let mut silent: Vec<Raw> = (0..SILENT).map(|_| l.env.active()).collect();
+    let filled = filling.elapsed();
+    let rss_held = rss_kib(l.env.pid);
+    let per = rss_held.saturating_sub(rss_before) * 1024 / SILENT as u64;
+    // Full: a newcomer is refused.
+    let mut newcomer = l.env.raw();
+    let reason = refused_with(&mut newcomer).expect("a newcomer is refused while full");
+    assert!(reason.contains("serverfull"), "{reason:?}");
+    // The idle timeout closes every silent one, none before its time.
+    for (i, r) in silent.iter_mut().enumerate() {
+        assert_eq!(r.ending(), Ending::closed("idletimeout"), "silent {i}");
+        if i == 0 {
+            assert!(
+                filling.elapsed().as_secs_f64() >= SILENT_IDLE_SECS,
+                "closed {:?} after it went silent (idle timeout {SILENT_IDLE_SECS} s)",
+                filling.elapsed()
+            );
+        }
+    }
+    let freed = filling.elapsed();
+    // Their slots are free: a newcomer gets in (the server may not have
+    // finished them all yet: a few tries) and is served.
+    let mut admitted = None;
+    for _ in 0..50 {
+        let mut r = l.env.raw();
+        if refused_with(&mut r).is_none() {
+            admitted = Some(r);
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut r = admitted.expect("a slot came free after the idle timeout");
+    r.handshake_rest();
+    r.echo("after the idle timeout");
+    eprintln!(
+        "{SILENT} silent connections at --max-clients {max}: handshakes in {:.2} s, server \
+         RSS {rss_before} KiB -> {rss_held} KiB, {per} B each (bound {SILENT_BOUND_KIB} \
+         KiB); a newcomer refused serverfull; all closed idletimeout {:.2} s after the first \
+         connected (idle timeout {SILENT_IDLE_SECS} s), then a newcomer served",
+        filled.as_secs_f64(),
+        freed.as_secs_f64()
+    );
+    assert!(
+        per <= SILENT_BOUND_KIB * 1024,
+        "each silent connection costs {per} B (bound {SILENT_BOUND_KIB} KiB)"
+    );
+    l.finish("200 silent at max-clients", from);
+}
+
+/// Most clients from one address in the next case.
+const PER_ADDRESS: usize = 50;
+
+/// The same 200 silent connections from one address, at `--max-per-ip 50`:
+/// they get 50 of the 201 slots and the other 150 are refused
+/// `toomanyconnections`; clients from another address get in at once.
+#[test]
+fn one_address_cannot_fill_the_server() {
+    let max = format!("{}", SILENT + 1);
+    let per_ip = format!("{PER_ADDRESS}");
+    let l = loaded(&["--max-clients", &max, "--max-per-ip", &per_ip]);
+    let from = l.mark();
+    let (mut held, mut refused) = (Vec::new(), Vec::new());
+    for _ in 0..SILENT {
+        let mut r = raw_from_other(&l.env);
+        match refused_with(&mut r) {
+            None => {
+                r.handshake_rest();
+                held.push(r);
+            }
+            Some(reason) => refused.push(reason),
+        }
+    }
+    assert_eq!(held.len(), PER_ADDRESS, "admitted from {OTHER_ADDRESS}");
+    assert_eq!(refused.len(), SILENT - PER_ADDRESS);
+    assert!(
+        refused.iter().all(|r| r.contains("toomanyconnections")),
+        "{refused:?}"
+    );
+    // From 127.0.0.1 (the healthy client's address too): in at once.
+    let mut newcomer = l.env.active();
+    newcomer.echo("from another address");
+    l.settle(from);
+    drop(held);
+    l.finish("200 from one address at max-per-ip 50", from);
+}
+
+#[test]
+fn the_program_refuses_a_third_client_from_one_address() {
+    let l = loaded(&["--max-per-ip", "2"]);
+    let from = l.mark();
+    // From an address of their own: the healthy client is not one of the
+    // two.
+    let mut a = raw_from_other(&l.env);
+    a.handshake();
+    let mut b = raw_from_other(&l.env);
+    b.handshake();
+    let mut c = raw_from_other(&l.env);
+    let reason = refused_with(&mut c).expect("the third is refused");
+    assert!(reason.contains("toomanyconnections"), "{reason:?}");
+    // One leaves: the next from that address gets in.
+    a.send_closeconn("userrequest");
+    assert_eq!(a.ending(), Ending::Ended);
+    let mut admitted = false;
+    for _ in 0..50 {
+        let mut d = raw_from_other(&l.env);
+        if refused_with(&mut d).is_none() {
+            admitted = true;
+            break;
+        }
+        // The server may not have seen `a` go yet.
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(admitted, "a slot of that address came free");
+    l.settle(from);
+    l.finish("max-per-ip 2", from);
+}
+
+/// Connects `n` plain TCP sockets at once to `addr` and sorts them: those
+/// that got a `closeconn` first (its body) and those that got anything else
+/// or nothing within `wait` (accepted: a TLS server sends nothing first).
+fn burst(addr: SocketAddr, n: usize, wait: Duration) -> (Vec<String>, usize) {
+    let sockets: Vec<TcpStream> = (0..n)
+        .map(|_| TcpStream::connect_timeout(&addr, LIMIT).expect("connect"))
+        .collect();
+    let (mut refused, mut other) = (Vec::new(), 0);
+    for s in sockets {
+        let mut peer = Raw::from_stream(s, AnyCodec::default(), LIMIT);
+        match peer.read_frame(Instant::now() + wait) {
+            Arrival::Frame(internal::CLOSECONN, _, body) => {
+                refused.push(String::from_utf8_lossy(&body).into_owned())
+            }
+            _ => other += 1,
+        }
+    }
+    (refused, other)
+}
+
+/// Longer than a token bucket of the accept rate takes to refill after the
+/// healthy client took one of its tokens.
+const REFILL: Duration = Duration::from_millis(1_200);
+
+#[test]
+fn the_program_bounds_new_clients_a_second() {
+    let l = loaded(&["--max-accepts-per-sec", "3"]);
+    thread::sleep(REFILL);
+    let from = l.mark();
+    // 12 at once: the burst of 3 (and perhaps one or two refilled while
+    // they connect) get `hello`, the rest `serverbusy`.
+    let (refused, accepted) = burst(l.env.addr, 12, LIMIT);
+    assert!((3..=6).contains(&accepted), "{accepted} accepted");
+    assert_eq!(refused.len(), 12 - accepted);
+    assert!(
+        refused.iter().all(|r| r.contains("serverbusy")),
+        "{refused:?}"
+    );
+    l.settle(from);
+    l.finish("max-accepts-per-sec 3", from);
+}
+
+#[test]
+fn tls_handshakes_started_a_second_are_bounded_too() {
+    let files = TlsFiles::new("accept-rate");
+    let tls = files.serve_args();
+    let mut args: Vec<&str> = tls.iter().map(String::as_str).collect();
+    args.extend(["--max-accepts-per-sec", "2"]);
+    let l = loaded_with(&args, files.client_options());
+    thread::sleep(REFILL);
+    let from = l.mark();
+    // Refused before any TLS is set up: a plain `closeconn`; the accepted
+    // wait for a ClientHello and send nothing.
+    let (refused, accepted) = burst(l.env.addr, 10, Duration::from_millis(300));
+    assert!((2..=4).contains(&accepted), "{accepted} accepted");
+    assert!(refused.len() >= 6, "{refused:?}");
+    assert!(
+        refused.iter().all(|r| r.contains("serverbusy")),
+        "{refused:?}"
+    );
+    l.settle(from);
+    l.finish("TLS, max-accepts-per-sec 2", from);
+}
+
+/// The ClientHello (one TLS record) that a client of `options` sends to a
+/// server: captured on a listener of the test's own, which then hangs up.
+fn captured_client_hello(options: ClientOptions) -> Vec<u8> {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a listener");
+    let addr = listener.local_addr().expect("its address");
+    let client = thread::spawn(move || {
+        // It fails once the listener hangs up: only its first record counts.
+        if let Ok(mut c) = Client::connect(addr, echo::registry(), options) {
+            let _ = c.wait_connected(LIMIT);
+        }
+    });
+    let (mut s, _) = listener.accept().expect("the client connects");
+    s.set_read_timeout(Some(LIMIT)).expect("a read timeout");
+    let mut record = vec![0u8; 5];
+    s.read_exact(&mut record).expect("a TLS record header");
+    assert_eq!(record[0], 0x16, "a handshake record: {record:?}");
+    let len = u16::from_be_bytes([record[3], record[4]]) as usize;
+    record.resize(5 + len, 0);
+    s.read_exact(&mut record[5..]).expect("the ClientHello");
+    assert_eq!(record[5], 1, "a ClientHello");
+    drop(s);
+    client.join().expect("the capturing client");
+    record
+}
+
+/// Replayed ClientHellos, and the time they are sent over.
+const HELLOS: usize = 3000;
+const HELLO_SPAN: Duration = Duration::from_millis(1_500);
+/// The accept rate of their server.
+const HELLO_RATE: u32 = 20;
+
+/// 3,000 connections each replay one captured ClientHello (and read
+/// nothing) within 1.5 s, at a TLS server with `--max-accepts-per-sec 20`:
+/// the server starts at most about 20 TLS handshakes a second and refuses
+/// the rest with a plain `closeconn serverbusy`; a healthy TLS client
+/// connected before is timed throughout, and a new one gets in after.
+#[test]
+fn replayed_tls_client_hellos_at_an_accept_rate() {
+    let files = TlsFiles::new("hellos");
+    let hello = captured_client_hello(files.client_options());
+    let tls = files.serve_args();
+    let rate = format!("{HELLO_RATE}");
+    let mut args: Vec<&str> = tls.iter().map(String::as_str).collect();
+    args.extend(["--max-accepts-per-sec", &rate]);
+    let l = loaded_with(&args, files.client_options());
+    let from = l.mark();
+    let t = Instant::now();
+    let mut sockets = Vec::with_capacity(HELLOS);
+    for i in 0..HELLOS {
+        let due = HELLO_SPAN.mul_f64(i as f64 / HELLOS as f64);
+        if let Some(wait) = due.checked_sub(t.elapsed()) {
+            thread::sleep(wait);
+        }
+        let mut s = TcpStream::connect_timeout(&l.env.addr, LIMIT).expect("connect");
+        // A refused one may be closed already.
+        let _ = s.write_all(&hello);
+        sockets.push(s);
+    }
+    let sent = t.elapsed();
+    // Let the server answer what it took, then see who got a TLS answer
+    // (a handshake record) and who a `closeconn` (a length prefix).
+    thread::sleep(Duration::from_millis(500));
+    let (mut tls_answers, mut refused, mut other) = (0u32, 0u32, 0u32);
+    for s in &mut sockets {
+        s.set_nonblocking(true).expect("non-blocking");
+        let mut first = [0u8; 1];
+        match s.read(&mut first) {
+            Ok(1) if first[0] == 0x16 => tls_answers += 1,
+            Ok(1) if first[0] == 0 => refused += 1,
+            _ => other += 1,
+        }
+    }
+    let took = t.elapsed();
+    drop(sockets);
+    // At most the rate over the whole time, plus the burst, plus the one
+    // second the healthy client's token took to come back.
+    let allowed = HELLO_RATE * (took.as_secs() as u32 + 3);
+    eprintln!(
+        "{HELLOS} replayed ClientHellos sent in {:.2} s at --max-accepts-per-sec \
+         {HELLO_RATE}: {tls_answers} TLS handshakes answered (bound {allowed}), {refused} \
+         refused with a closeconn, {other} neither (reset, or not yet read)",
+        sent.as_secs_f64()
+    );
+    assert!(tls_answers >= 1, "no replayed ClientHello was answered");
+    assert!(
+        tls_answers <= allowed,
+        "{tls_answers} TLS handshakes started in {took:?} (bound {allowed})"
+    );
+    assert!(refused >= 1, "none was refused");
+    // A new TLS client gets in once the burst is over (a token may take
+    // 1/20 s to come back).
+    let mut joined = false;
+    for _ in 0..50 {
+        let mut c =
+            Client::connect(l.env.addr, echo::registry(), files.client_options()).expect("connect");
+        if c.wait_connected(LIMIT).is_ok() {
+            joined = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(joined, "no new TLS client got in after the burst");
+    l.finish("3000 replayed ClientHellos, accept rate 20", from);
+}
+
+/// Clients that send compressed echoes inflating to [`INFLATED_BODY`].
+const INFLATERS: usize = 2;
+/// How long they send.
+const INFLATE_MEASURE: Duration = Duration::from_secs(5);
+
+/// Two clients each send, as fast as the server takes them, compressed
+/// echoes of about 1 KB that inflate to 1 MB (and read their answers): the
+/// server inflates, decodes, encodes and compresses a megabyte for each;
+/// the healthy client is timed throughout.
+#[test]
+fn two_clients_send_1_kb_frames_inflating_to_1_mb() {
+    let l = loaded(&[]);
+    let probe = "x".repeat(INFLATED_BODY);
+    let overhead = l.env.raw().enc(probe.as_str()).len() - probe.len();
+    let message = "a".repeat(INFLATED_BODY - overhead);
+    let body = l.env.raw().enc(message.as_str());
+    assert_eq!(body.len(), INFLATED_BODY);
+    let compressed = zlib(&body, 9);
+    assert!(compressed.len() < 2048, "{} bytes", compressed.len());
+    let wire = std::sync::Arc::new(frame(ECHO_ID, 1, &compressed));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deadline = Instant::now() + INFLATE_MEASURE + LIMIT;
+    let from = l.mark();
+    let started = Instant::now();
+    let mut inflaters = Vec::new();
+    for _ in 0..INFLATERS {
+        let r = l.env.active();
+        let mut reader = r.stream.try_clone().expect("a clone of the socket");
+        let shut = r.stream.try_clone().expect("a clone of the socket");
+        let (wire, stop) = (std::sync::Arc::clone(&wire), std::sync::Arc::clone(&stop));
+        let mut writer = r.stream;
+        let sends = thread::spawn(move || {
+            let mut sent = 0u64;
+            while sent < 100_000
+                && !stop.load(std::sync::atomic::Ordering::SeqCst)
+                && Instant::now() < deadline
+            {
+                if writer.write_all(&wire).is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            sent
+        });
+        // Reads whole frames, by their length prefix, until the end.
+        let reads = thread::spawn(move || {
+            let (mut answered, mut buf) = (0u64, Vec::new());
+            while answered < 100_000 && Instant::now() < deadline {
+                let mut len = [0u8; 4];
+                if reader.read_exact(&mut len).is_err() {
+                    break;
+                }
+                buf.resize(u32::from_be_bytes(len) as usize, 0);
+                if reader.read_exact(&mut buf).is_err() {
+                    break;
+                }
+                answered += 1;
+            }
+            answered
+        });
+        inflaters.push((shut, sends, reads));
+    }
+    thread::sleep(INFLATE_MEASURE);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut report = Vec::new();
+    for (shut, sends, reads) in inflaters {
+        let _ = shut.shutdown(Shutdown::Both);
+        report.push((
+            sends.join().expect("a sender"),
+            reads.join().expect("a reader"),
+        ));
+    }
+    let load = started.elapsed();
+    eprintln!(
+        "{INFLATERS} clients sent {}-byte frames inflating to {INFLATED_BODY} bytes for \
+         {:.1} s: (sent, answered) {report:?}",
+        wire.len(),
+        load.as_secs_f64()
+    );
+    assert!(
+        report.iter().all(|&(_, answered)| answered > 0),
+        "an inflating client was not served: {report:?}"
+    );
+    l.finish("2 clients inflating 1 KB to 1 MB", from);
 }
 
 /// The last `n` bytes (or so) of `text`.

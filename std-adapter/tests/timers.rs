@@ -1,9 +1,11 @@
-//! The connection's timers through the std adapter, on 127.0.0.1: the
-//! program's `--idle-timeout` and `--frame-timeout`; keepalives that keep an
-//! idle client of this crate connected under a server's idle timeout; and a
-//! half-open connection (a path that stops carrying bytes while both sockets
-//! stay open) found on both sides, with the blocking and the tokio client.
-//! Every wait is bounded.
+//! The connection's timers through the std adapter, on 127.0.0.1:
+//! keepalives that keep an idle client of this crate connected under a
+//! server's idle timeout; a half-open connection (a path that stops carrying
+//! bytes while both sockets stay open) found on both sides, with the
+//! blocking and the tokio client; and the `peng3dnet echo --timeout` that
+//! bounds each answer. The program's server timers (`serve --idle-timeout`,
+//! `--frame-timeout`) are cases of `tests/hostile.rs`, with a healthy client
+//! timed beside them. Every wait is bounded.
 
 mod common;
 
@@ -13,7 +15,7 @@ use peng3dnet_core::{CloseReason, Closed, Initiator};
 use peng3dnet_std::client::{Client, ClientError, ClientEvent, ClientOptions};
 use peng3dnet_std::echo::{self, Echo};
 use peng3dnet_std::server::{RunningServer, ServerOptions};
-use peng3dnet_test_support::{Ending, RawPeer};
+use peng3dnet_test_support::RawPeer;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,24 +24,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
-
-#[test]
-fn the_program_closes_a_silent_client_with_idletimeout() {
-    let (_server, addr) = Proc::rust_server(&["--idle-timeout", "0.3"]);
-    let mut peer = RawPeer::connect(addr, Postcard, LIMIT);
-    peer.handshake();
-    assert_eq!(peer.ending(), Ending::closed("idletimeout"));
-}
-
-#[test]
-fn the_program_closes_a_frame_that_never_completes_with_frametimeout() {
-    let (_server, addr) = Proc::rust_server(&["--frame-timeout", "0.3"]);
-    let mut peer = RawPeer::connect(addr, Postcard, LIMIT);
-    peer.handshake();
-    // A length prefix promising 100 bytes, and 2 of them.
-    peer.write(&[0, 0, 0, 100, 0, 0]);
-    assert_eq!(peer.ending(), Ending::closed("frametimeout"));
-}
 
 /// An echo server with these timers and a channel of its closes.
 fn server(

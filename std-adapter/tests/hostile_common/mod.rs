@@ -1,17 +1,21 @@
 //! Helpers of `tests/hostile.rs`: the `peng3dnet serve` process (killed when
 //! dropped, its resident memory and open descriptors read from `/proc`), the
 //! raw peer of `peng3dnet-test-support` in the server's codec with the echo
-//! server's handshake and echoes, and the well-behaved echo client that runs
-//! beside every case.
+//! server's handshake and echoes, sockets bound to another loopback address,
+//! certificate files for `serve --tls-cert`, and the well-behaved echo client
+//! (plain or TLS) that runs beside every case.
 
 use peng3dnet_core::codec::Codec;
 use peng3dnet_core::CloseReason;
 use peng3dnet_std::client::{Client, ClientEvent, ClientOptions};
 use peng3dnet_std::codec::AnyCodec;
 use peng3dnet_std::echo::{self, Echo};
+use peng3dnet_std::tls::TlsClientConfig;
+use peng3dnet_test_pki::Pki;
 use peng3dnet_test_support::{expect_runtime, RawPeer};
 use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -201,6 +205,80 @@ pub fn text(len: usize, seed: u64) -> String {
         .collect()
 }
 
+/// A TCP connection to `addr` from the loopback address `from` (any of
+/// 127.0.0.0/8 on Linux): how a test is two addresses for `--max-per-ip`.
+pub fn connect_from(from: IpAddr, addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a TCP socket");
+    socket
+        .bind(&SocketAddr::new(from, 0).into())
+        .unwrap_or_else(|e| panic!("bind to {from}: {e}"));
+    socket
+        .connect_timeout(&addr.into(), LIMIT)
+        .unwrap_or_else(|e| panic!("connect from {from} to {addr}: {e}"));
+    socket.into()
+}
+
+/// A server certificate (for `localhost` and `127.0.0.1`) and its key in
+/// PEM files for `serve --tls-cert --tls-key`, and the CA that signed it;
+/// the files are removed when dropped.
+pub struct TlsFiles {
+    dir: PathBuf,
+    /// The certificate chain file.
+    pub cert: PathBuf,
+    /// The key file.
+    pub key: PathBuf,
+    /// The CA's certificate, PEM.
+    pub ca_pem: String,
+}
+
+impl TlsFiles {
+    /// Generates them into a directory of their own under cargo's temporary
+    /// directory for tests.
+    pub fn new(name: &str) -> TlsFiles {
+        let pki = Pki::generate(&["localhost", "127.0.0.1"]);
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("hostile-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory for the PEM files");
+        let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+        std::fs::write(&cert, &pki.server.pem).expect("write the certificate");
+        std::fs::write(&key, &pki.server.key_pem).expect("write the key");
+        TlsFiles {
+            dir,
+            cert,
+            key,
+            ca_pem: pki.ca.pem,
+        }
+    }
+
+    /// The arguments of `serve` that turn TLS on with these files.
+    pub fn serve_args(&self) -> [String; 4] {
+        [
+            "--tls-cert".into(),
+            self.cert.display().to_string(),
+            "--tls-key".into(),
+            self.key.display().to_string(),
+        ]
+    }
+
+    /// Client options that verify the server against the CA (SERVERAUTH).
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            tls: Some(
+                TlsClientConfig::verify(self.ca_pem.as_bytes(), "localhost")
+                    .expect("a client configuration of the test CA"),
+            ),
+            ..ClientOptions::default()
+        }
+    }
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Bytes no codec of the server decodes as any message: `0xc1` is never
 /// used in MessagePack, and in postcard it starts a varint (or a bool) that
 /// the rest does not complete.
@@ -284,6 +362,27 @@ impl GoodStats {
         let rank = (sorted.len() * percent as usize).div_ceil(100).max(1);
         sorted[rank.min(sorted.len()) - 1]
     }
+
+    /// Only the round trips from the `from`th on (those under a load that
+    /// began when [`GoodClient::echoes`] said `from`).
+    pub fn since(mut self, from: u64) -> GoodStats {
+        self.rtts.drain(..(from as usize).min(self.rtts.len()));
+        self.echoes = self.rtts.len() as u64;
+        self.max_rtt = self.rtts.iter().copied().max().unwrap_or_default();
+        self
+    }
+
+    /// "N echoes, p50 A ms, p99 B ms, slowest C ms".
+    pub fn summary(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "{} echoes, p50 {:.1} ms, p99 {:.1} ms, slowest {:.1} ms",
+            self.echoes,
+            ms(self.percentile(50)),
+            ms(self.percentile(99)),
+            ms(self.max_rtt)
+        )
+    }
 }
 
 /// A `Client` (codec found from the server's hello) that sends `echo:echo`
@@ -297,12 +396,17 @@ pub struct GoodClient {
 impl GoodClient {
     /// Connects and starts echoing on its own thread.
     pub fn start(addr: SocketAddr) -> GoodClient {
+        Self::start_with(addr, ClientOptions::default())
+    }
+
+    /// [`start`](Self::start) with these options (TLS, for one).
+    pub fn start_with(addr: SocketAddr, options: ClientOptions) -> GoodClient {
         let stop = Arc::new(AtomicBool::new(false));
         let count = Arc::new(Mutex::new(0));
         let (s, c) = (Arc::clone(&stop), Arc::clone(&count));
         let thread = thread::Builder::new()
             .name("good-client".into())
-            .spawn(move || good_client(addr, &s, &c))
+            .spawn(move || good_client(addr, options, &s, &c))
             .expect("spawn the good client");
         GoodClient {
             stop,
@@ -341,17 +445,13 @@ impl GoodClient {
 
 fn good_client(
     addr: SocketAddr,
+    options: ClientOptions,
     stop: &AtomicBool,
     count: &Mutex<u64>,
 ) -> Result<GoodStats, String> {
     let e = |what: &str, err: &dyn std::fmt::Display| format!("good client: {what}: {err}");
-    let mut c = Client::connect_with(
-        addr,
-        echo::registry(),
-        AnyCodec::default(),
-        ClientOptions::default(),
-    )
-    .map_err(|err| e("connect", &err))?;
+    let mut c = Client::connect_with(addr, echo::registry(), AnyCodec::default(), options)
+        .map_err(|err| e("connect", &err))?;
     c.wait_connected(LIMIT)
         .map_err(|err| e("handshake", &err))?;
     let mut stats = GoodStats {
