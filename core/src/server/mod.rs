@@ -377,20 +377,23 @@ pub struct ClientState<'a, C, R, T, const N: usize> {
     reported: bool,
     /// Fair service: the bytes of work left to this client (negative: a
     /// debt from a packet larger than it).
-    credit: i64,
+    credit: i32,
     /// Input bytes it may still be offered this round.
     input_left: usize,
-    /// The round its credit was last topped up in.
-    round: u32,
-    /// [`Connection::encoded_bytes`] when its work was last counted.
-    encoded_seen: u64,
+    /// The round its credit was last topped up in (the round's low 16
+    /// bits: a client not seen for 65,536 rounds misses one top-up).
+    round: u16,
+    /// [`Connection::encoded_bytes`] when its work was last counted (its
+    /// low 32 bits: what was encoded since is the wrapping difference).
+    encoded_seen: u32,
     /// The round's budget held a packet back: service it next round.
     deferred: bool,
     /// The round's input share is read: service it next round.
     input_deferred: bool,
     /// Since which round its next packet waits for the rounds' shared
     /// budget ([`ServerOptions::round_work`]).
-    waiting_since: Option<u32>,
+    /// (The round's low 16 bits: waits are counted modulo 65,536 rounds.)
+    waiting_since: Option<u16>,
 }
 
 /// The timers of one client, in the server's one table.
@@ -438,9 +441,10 @@ impl<C, R, T, const N: usize> ClientState<'_, C, R, T, N> {
     /// Tops the credit up once a round (at most to one quantum) and gives
     /// back the round's input share.
     fn enter_round(&mut self, round: u32, quantum: usize) {
+        let round = round as u16;
         if self.round != round {
             self.round = round;
-            let quantum = quantum as i64;
+            let quantum = clamp_i32(quantum);
             self.credit = self.credit.saturating_add(quantum).min(quantum);
             self.input_left = quantum as usize;
             self.input_deferred = false;
@@ -449,7 +453,7 @@ impl<C, R, T, const N: usize> ClientState<'_, C, R, T, N> {
 
     /// Takes `cost` bytes of work off the client's credit and the round's.
     fn charge(&mut self, cost: usize, round_left: &mut usize) {
-        self.credit = self.credit.saturating_sub(cost as i64);
+        self.credit = self.credit.saturating_sub(clamp_i32(cost));
         *round_left = round_left.saturating_sub(cost);
     }
 }
@@ -665,16 +669,16 @@ where
         self.admit(now, 0)?;
         let conn = Connection::server(self.config, self.registry, self.codec.clone(), rx, tx, now)
             .map_err(Refused::Connection)?;
-        let encoded_seen = conn.encoded_bytes();
+        let encoded_seen = conn.encoded_bytes() as u32;
         let client = ClientState {
             conn,
             stall_since: MaybeInstant::NONE,
             stall_unstarted: false,
             abandoned: false,
             reported: false,
-            credit: self.options.round_quantum as i64,
+            credit: clamp_i32(self.options.round_quantum),
             input_left: self.options.round_quantum,
-            round: self.round,
+            round: self.round as u16,
             encoded_seen,
             deferred: false,
             input_deferred: false,
@@ -950,7 +954,7 @@ where
         if FAIR && rounds {
             c.enter_round(round, quantum);
             // The answers the last packets queued.
-            let encoded = c.conn.encoded_bytes();
+            let encoded = c.conn.encoded_bytes() as u32;
             let answers = encoded.wrapping_sub(c.encoded_seen);
             c.encoded_seen = encoded;
             c.charge(answers as usize, &mut self.round_left);
@@ -968,11 +972,11 @@ where
                         true => len.saturating_mul(INFLATE_GUESS),
                         false => len,
                     };
-                    if (guess as i64) > c.credit {
+                    if guess > c.credit as usize {
                         // Large: it takes the shared budget, longest
                         // waiting first.
-                        let since = *c.waiting_since.get_or_insert(round);
-                        let waited = round.wrapping_sub(since);
+                        let since = *c.waiting_since.get_or_insert(round as u16);
+                        let waited = u32::from((round as u16).wrapping_sub(since));
                         if self.round_left == 0 || waited < self.oldest_wait {
                             // Next round it will have waited one more.
                             self.longest_wait = self.longest_wait.max(waited.saturating_add(1));
@@ -989,7 +993,7 @@ where
             }
             c.deferred = false;
         } else {
-            c.encoded_seen = c.conn.encoded_bytes();
+            c.encoded_seen = c.conn.encoded_bytes() as u32;
         }
         Some(Pollable {
             c,
@@ -1017,7 +1021,7 @@ where
             Event::Packet(p) => {
                 // Field by field: the event borrows the connection.
                 let cost = charge.cost(p.body.len());
-                c.credit = c.credit.saturating_sub(cost as i64);
+                c.credit = c.credit.saturating_sub(clamp_i32(cost));
                 *round_left = round_left.saturating_sub(cost);
             }
             _ => {}
@@ -1389,6 +1393,11 @@ where
 /// fair service decides whether it is small (see
 /// [`ServerOptions::round_work`]); what it did cost is charged after.
 const INFLATE_GUESS: usize = 4;
+
+/// `n` as a credit, at most `i32::MAX`.
+fn clamp_i32(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
 
 /// Whether fair service is compiled in (feature `fair-service`): without
 /// it [`Server::begin_round`] does nothing and no round is counted.
