@@ -150,11 +150,15 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// What the driver task and the handles share.
 struct Shared<C> {
     state: Mutex<Inner<C>>,
-    /// The driver changed something: handles waiting for an event, room or
-    /// the close look again.
+    /// The driver changed something: handles waiting for an event, the
+    /// connection's state or its close look again.
     changed: Notify,
+    /// The driver wrote queued bytes out (or the connection ended): senders
+    /// waiting for room look again.
+    room: Notify,
     /// A handle queued something or closed: the driver writes.
     wake_driver: Notify,
+    clock: Clock,
 }
 
 struct Inner<C> {
@@ -175,6 +179,8 @@ struct Inner<C> {
     /// Any byte came from the server (else a failed set-up over plain TCP
     /// is [`ClientError::NoHello`]).
     received: bool,
+    /// The stream ended or failed: nothing more is read or written.
+    eof: bool,
 }
 
 impl<C> Shared<C> {
@@ -346,11 +352,14 @@ impl<C: Codec + Send + 'static> Client<C> {
                 done: false,
                 tls_failure: None,
                 received: false,
+                eof: false,
             }),
             changed: Notify::new(),
+            room: Notify::new(),
             wake_driver: Notify::new(),
+            clock,
         });
-        tokio::spawn(drive(Arc::clone(&shared), clock));
+        tokio::spawn(drive(Arc::clone(&shared)));
         let owner = Arc::new(Owner { shared });
         Ok(Client {
             sender: ClientSender {
@@ -489,7 +498,7 @@ impl<C: Codec> ClientSender<C> {
     /// future dropped before it returned queued nothing.
     pub async fn send<P: Packet>(&self, msg: &P::Message<'_>) -> Result<(), ClientError> {
         let shared = self.shared();
-        wait_until(shared, &shared.changed, |inner| {
+        wait_until(shared, &shared.room, |inner| {
             match inner.conn.send::<P>(msg) {
                 Ok(()) => {
                     shared.wake_driver.notify_one();
@@ -638,8 +647,8 @@ fn pop_event<C>(shared: &Shared<C>, inner: &mut Inner<C>) -> Option<ClientEvent<
 
 /// The task that owns the stream: one turn of non-blocking work each time
 /// the stream, a handle or the timer wakes it.
-async fn drive<C: Codec>(shared: Arc<Shared<C>>, clock: Clock) {
-    let mut eof = false;
+async fn drive<C: Codec>(shared: Arc<Shared<C>>) {
+    let clock = shared.clock;
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
     // The core's deadline the sleep is set to.
@@ -654,19 +663,25 @@ async fn drive<C: Codec>(shared: Arc<Shared<C>>, clock: Clock) {
         while notified.as_mut().poll(cx).is_ready() {
             notified.set(shared.wake_driver.notified());
         }
-        let (deadline, finished, more, changed) = {
+        let (deadline, finished, more, changed, room) = {
             let mut inner = shared.lock();
             inner.transport.socket_mut().set_waker(cx.waker());
             let before = Snapshot::of(&inner);
-            let more = turn(&mut inner, &clock, &mut eof);
-            let finished = inner.conn.is_finished() || eof && inner.conn.is_closed();
-            let changed = std::mem::take(&mut timed_out) || Snapshot::of(&inner) != before;
-            (inner.conn.poll_timeout(), finished, more, changed)
+            let more = turn(&mut inner, &clock);
+            let finished = inner.conn.is_finished() || inner.eof && inner.conn.is_closed();
+            let after = Snapshot::of(&inner);
+            let timer = std::mem::take(&mut timed_out);
+            let changed = timer || finished || after.state() != before.state();
+            let room = changed || after.queued < before.queued;
+            (inner.conn.poll_timeout(), finished, more, changed, room)
         };
-        // Handles wait for an event, room or the close: wake them only when
-        // one of these changed (not on every turn).
-        if changed || finished {
+        // Handles wait for an event, the state or room: wake them only when
+        // what they wait for changed (not on every turn).
+        if changed {
             shared.changed.notify_waiters();
+        }
+        if room {
+            shared.room.notify_waiters();
         }
         if finished {
             return Poll::Ready(());
@@ -707,11 +722,11 @@ async fn drive<C: Codec>(shared: Arc<Shared<C>>, clock: Clock) {
     inner.closed = inner.conn.closed().or(inner.closed.take());
     drop(inner);
     shared.changed.notify_waiters();
+    shared.room.notify_waiters();
 }
 
 /// What the handles wait on ([`wait_until`]): the events queued, the bytes
 /// waiting to be written (room for a send), the connection's state.
-#[derive(PartialEq, Eq)]
 struct Snapshot {
     events: usize,
     queued: usize,
@@ -720,6 +735,11 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    /// What the handles other than senders wait on.
+    fn state(&self) -> (usize, bool, bool) {
+        (self.events, self.connected, self.closed)
+    }
+
     fn of<C: Codec>(inner: &Inner<C>) -> Self {
         Snapshot {
             events: inner.events.len(),
@@ -734,14 +754,14 @@ impl Snapshot {
 /// times), hand the events out, write what is queued and flush it. Returns
 /// whether reading stopped at the bound with more perhaps to read (else
 /// the stream said "not ready", and wakes the task when it is).
-fn turn<C: Codec>(inner: &mut Inner<C>, clock: &Clock, eof: &mut bool) -> bool {
+fn turn<C: Codec>(inner: &mut Inner<C>, clock: &Clock) -> bool {
     let mut reads = 0;
     let more = loop {
         if reads == READS_PER_TURN {
             break true;
         }
         reads += 1;
-        if *eof || inner.conn.is_closed() || inner.events.len() >= EVENT_QUEUE {
+        if inner.eof || inner.conn.is_closed() || inner.events.len() >= EVENT_QUEUE {
             break false;
         }
         if inner.conn.receive_buffer().is_empty() {
@@ -758,7 +778,7 @@ fn turn<C: Codec>(inner: &mut Inner<C>, clock: &Clock, eof: &mut bool) -> bool {
         }
         match res {
             Ok(0) => {
-                *eof = true;
+                inner.eof = true;
                 inner.conn.handle_transport_closed();
             }
             Ok(n) => {
@@ -770,14 +790,14 @@ fn turn<C: Codec>(inner: &mut Inner<C>, clock: &Clock, eof: &mut bool) -> bool {
             Err(e) => {
                 tracing::info!(parent: &inner.span, error = %e, "transport failed");
                 inner.tls_failure = tls_failure_of(&e).cloned();
-                *eof = true;
+                inner.eof = true;
                 inner.conn.handle_transport_closed();
             }
         }
         drain(inner, clock);
     };
     drain(inner, clock);
-    while !*eof {
+    while !inner.eof {
         let data = inner.conn.poll_transmit();
         if data.is_empty() {
             if inner.transport.wants_write() {
@@ -795,19 +815,19 @@ fn turn<C: Codec>(inner: &mut Inner<C>, clock: &Clock, eof: &mut bool) -> bool {
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::info!(parent: &inner.span, error = %e, "transport failed");
-                *eof = true;
+                inner.eof = true;
                 inner.conn.handle_transport_closed();
                 drain(inner, clock);
             }
         }
     }
-    if inner.unflushed && !*eof {
+    if inner.unflushed && !inner.eof {
         match inner.transport.socket_mut().flush_stream() {
             Ok(()) => inner.unflushed = false,
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(e) => {
                 tracing::info!(parent: &inner.span, error = %e, "transport failed");
-                *eof = true;
+                inner.eof = true;
                 inner.conn.handle_transport_closed();
                 drain(inner, clock);
             }
