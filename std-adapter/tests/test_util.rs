@@ -5,7 +5,7 @@
 use peng3dnet_core::CloseReason;
 use peng3dnet_std::client::{Client, ClientError, ClientOptions, UnexpectedEvent};
 use peng3dnet_std::echo::{self, Echo};
-use peng3dnet_std::server::ServerOptions;
+use peng3dnet_std::server::{RunningServer, ServerOptions};
 use peng3dnet_std::stream::ReadTimeout;
 use peng3dnet_std::stream::StreamOptions;
 use peng3dnet_std::test_util::{
@@ -20,6 +20,13 @@ const T: Duration = Duration::from_secs(10);
 #[test]
 fn the_spawned_server_echoes_and_dropping_it_shuts_it_down() {
     let server = spawn_server(echo::server(echo::registry(), ServerOptions::default())).unwrap();
+    echoes_and_shuts_down_on_drop(server);
+}
+
+/// The guard's server is on 127.0.0.1 and echoes; dropping the guard
+/// returns after the server closed its clients (`servershutdown`) and
+/// stopped listening.
+fn echoes_and_shuts_down_on_drop(server: RunningServer) {
     let addr = server.local_addr();
     assert!(addr.ip().is_loopback());
     assert_ne!(addr.port(), 0);
@@ -124,23 +131,7 @@ fn a_blocked_memory_stream_writer_resumes_when_read() {
 fn the_spawned_tokio_server_echoes_and_dropping_it_shuts_it_down() {
     let server =
         spawn_tokio_server(echo::server(echo::registry(), ServerOptions::default())).unwrap();
-    let addr = server.local_addr();
-    assert!(addr.ip().is_loopback());
-    let mut client = Client::connect(addr, echo::registry(), ClientOptions::default()).unwrap();
-    client.wait_connected(T).unwrap();
-    client.send::<Echo>(&"ping").unwrap();
-    assert_eq!(
-        client.expect::<Echo>(T).unwrap().decode::<Echo>().unwrap(),
-        "ping"
-    );
-    drop(server);
-    match client.expect::<Echo>(T) {
-        Err(ClientError::Unexpected {
-            got: UnexpectedEvent::Closed(c),
-            ..
-        }) => assert_eq!(c.reason, CloseReason::ServerShutdown),
-        other => panic!("expected the server's shutdown, got {other:?}"),
-    }
+    echoes_and_shuts_down_on_drop(server);
 }
 
 /// The memory server echoes to in-memory clients; dropping it shuts the
