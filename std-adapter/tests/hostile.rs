@@ -892,6 +892,39 @@ fn slowloris_trickle(env: &Env) {
     w.join().unwrap();
 }
 
+/// Writes frame `f` over and over, never reading, until the server has
+/// taken no byte for `quiet` (it stopped reading); the bytes it took and
+/// when it took the last. The server must stop within `LIMIT` and 256 MiB.
+fn push_until_refused(stream: &mut TcpStream, f: &[u8], quiet: Duration) -> (usize, Instant) {
+    stream.set_nonblocking(true).unwrap();
+    let (mut written, mut off) = (0usize, 0usize);
+    let mut last_progress = Instant::now();
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        assert!(Instant::now() < deadline, "the server kept reading");
+        assert!(
+            written < 256 << 20,
+            "the server took {written} bytes from a client that never reads"
+        );
+        match stream.write(&f[off..]) {
+            Ok(n) => {
+                written += n;
+                off = (off + n) % f.len();
+                last_progress = Instant::now();
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if last_progress.elapsed() > quiet {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    stream.set_nonblocking(false).unwrap();
+    (written, last_progress)
+}
+
 /// A connected client that pipelined echoes and stopped reading.
 struct NeverReader {
     r: Raw,
@@ -907,32 +940,7 @@ fn never_reads_fill(env: &Env, rss_before: u64) -> NeverReader {
     let mut r = env.active();
     let message = text(8000, 3);
     let f = frame(ECHO_ID, 0, &r.enc(message.as_str()));
-    r.stream.set_nonblocking(true).unwrap();
-    let (mut written, mut off) = (0usize, 0usize);
-    let mut last_progress = Instant::now();
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        assert!(Instant::now() < deadline, "the server kept reading");
-        assert!(
-            written < 256 << 20,
-            "the server took {written} bytes from a client that never reads"
-        );
-        match r.stream.write(&f[off..]) {
-            Ok(n) => {
-                written += n;
-                off = (off + n) % f.len();
-                last_progress = Instant::now();
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if last_progress.elapsed() > Duration::from_secs(1) {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("write: {e}"),
-        }
-    }
-    r.stream.set_nonblocking(false).unwrap();
+    let (written, last_progress) = push_until_refused(&mut r.stream, &f, Duration::from_secs(1));
     let rss = rss_kib(env.pid);
     let growth = rss.saturating_sub(rss_before);
     eprintln!(
@@ -1489,29 +1497,8 @@ fn trickle_reader_dropped_after_write_stall() {
     let mut r = env.active();
     // Letters deflate to about 60 %: each answer is about 300 KB queued.
     let f = frame(ECHO_ID, 0, &r.enc(text(PUSHED_BODY, 5).as_str()));
-    r.stream.set_nonblocking(true).unwrap();
-    let (mut written, mut off) = (0usize, 0usize);
-    let mut last_progress = Instant::now();
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        assert!(Instant::now() < deadline, "the server kept reading");
-        assert!(written < 256 << 20, "the server took {written} bytes");
-        match r.stream.write(&f[off..]) {
-            Ok(n) => {
-                written += n;
-                off = (off + n) % f.len();
-                last_progress = Instant::now();
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if last_progress.elapsed() > Duration::from_millis(500) {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("write: {e}"),
-        }
-    }
-    r.stream.set_nonblocking(false).unwrap();
+    let (written, last_progress) =
+        push_until_refused(&mut r.stream, &f, Duration::from_millis(500));
     r.stream
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
