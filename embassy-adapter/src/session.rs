@@ -172,6 +172,9 @@ pub struct Session<'a, M: RawMutex, C, const N: usize, G, const WAIT: usize = WA
 }
 
 /// The core's time now, from `embassy-time`.
+// Out of line: a session asks for the time in many places, and each inlined
+// copy of the driver's clock read and tick conversion cost flash.
+#[inline(never)]
 pub fn now() -> Instant {
     Instant::from_micros(embassy_time::Instant::now().as_micros())
 }
