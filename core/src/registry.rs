@@ -25,6 +25,7 @@
 //! ```
 
 use crate::rules::{InvalidAction, Rules};
+use crate::text::WireStr;
 use crate::types::{Side, State, CONNTYPE_NOTSET};
 use core::fmt;
 use serde::de::{DeserializeSeed, MapAccess, Visitor};
@@ -109,8 +110,7 @@ impl fmt::Display for RegistryError {
 impl core::error::Error for RegistryError {}
 
 /// FNV-1a, to compare names by a word before comparing their bytes.
-const fn name_hash(name: &str) -> u32 {
-    let bytes = name.as_bytes();
+const fn name_hash(bytes: &[u8]) -> u32 {
     let mut hash = 0x811c_9dc5u32;
     let mut i = 0;
     while i < bytes.len() {
@@ -242,8 +242,8 @@ impl<const N: usize> Registry<N> {
         if self.entries.is_full() {
             return Err(RegistryError::Full { capacity: N });
         }
-        let hash = name_hash(name);
-        if self.find_name(name, hash).is_some() {
+        let hash = name_hash(name.as_bytes());
+        if self.find_name(name.as_bytes(), hash).is_some() {
             return Err(RegistryError::DuplicateName(name));
         }
         let id = match id {
@@ -271,7 +271,7 @@ impl<const N: usize> Registry<N> {
             name,
             id,
             rules,
-            hash: name_hash(name),
+            hash: name_hash(name.as_bytes()),
         };
         self.entries
             .push(entry)
@@ -298,10 +298,10 @@ impl<const N: usize> Registry<N> {
             .map(|pos| self.by_id[pos].1 as usize)
     }
 
-    fn find_name(&self, name: &str, hash: u32) -> Option<usize> {
+    fn find_name(&self, name: &[u8], hash: u32) -> Option<usize> {
         self.entries
             .iter()
-            .position(|e| e.hash == hash && e.name == name)
+            .position(|e| e.hash == hash && e.name.as_bytes() == name)
     }
 
     /// The entry with this id.
@@ -312,7 +312,7 @@ impl<const N: usize> Registry<N> {
 
     /// The entry with this name.
     pub fn by_name(&self, name: &str) -> Option<&Entry> {
-        self.find_name(name, name_hash(name))
+        self.find_name(name.as_bytes(), name_hash(name.as_bytes()))
             .map(|i| &self.entries[i])
     }
 
@@ -754,7 +754,7 @@ impl<'de, const N: usize> Visitor<'de> for SyncSeed<'_, N> {
             duplicate_names: false,
             first_unknown: heapless::String::new(),
         };
-        while let Some((name, id)) = map.next_entry::<NameKey<'de>, u32>()? {
+        while let Some((name, id)) = map.next_entry::<WireStr<'de>, u32>()? {
             match self.0.find_name(name.0, name_hash(name.0)) {
                 Some(i) if report.remote_ids[i].is_some() => report.duplicate_names = true,
                 Some(i) => {
@@ -773,25 +773,12 @@ impl<'de, const N: usize> Visitor<'de> for SyncSeed<'_, N> {
     }
 }
 
-/// `name`, cut to [`MAX_MISMATCH_NAME`] bytes at a character boundary.
-fn cut_name(name: &str) -> heapless::String<MAX_MISMATCH_NAME> {
-    let mut end = name.len().min(MAX_MISMATCH_NAME);
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
+/// `name` (valid UTF-8), cut to [`MAX_MISMATCH_NAME`] bytes at a character
+/// boundary.
+fn cut_name(name: &[u8]) -> heapless::String<MAX_MISMATCH_NAME> {
     let mut s = heapless::String::new();
-    // Cannot fail: at most MAX_MISMATCH_NAME bytes.
-    let _ = s.push_str(&name[..end]);
+    crate::text::push_cut(s.as_mut_view(), name);
     s
-}
-
-/// A borrowed map key.
-struct NameKey<'a>(&'a str);
-
-impl<'de> Deserialize<'de> for NameKey<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <&'de str>::deserialize(d).map(NameKey)
-    }
 }
 
 #[cfg(test)]

@@ -474,25 +474,32 @@ impl CloseReason {
     /// The reason a peer sent: a known name becomes its variant, anything
     /// else [`Other`](Self::Other), cut to [`MAX_REASON_LEN`] bytes.
     pub fn from_wire(reason: Option<&str>) -> CloseReason {
+        CloseReason::from_wire_bytes(reason.map(str::as_bytes))
+    }
+
+    /// [`from_wire`](Self::from_wire) over the reason's bytes, which MUST
+    /// be valid UTF-8 (a connection decodes them as a
+    /// [`WireStr`](crate::text::WireStr), checked).
+    pub(crate) fn from_wire_bytes(reason: Option<&[u8]>) -> CloseReason {
         let Some(text) = reason else {
             return CloseReason::Unspecified;
         };
-        if let Some(i) = NAMES.iter().position(|s| *s == text) {
+        if let Some(i) = NAMES.iter().position(|s| s.as_bytes() == text) {
             return CloseReason::from_index(i);
         }
-        CloseReason::other(text)
+        CloseReason::other_bytes(text)
     }
 
     /// An application's own reason, cut to [`MAX_REASON_LEN`] bytes at a
     /// character boundary.
     pub fn other(text: &str) -> CloseReason {
-        let mut end = text.len().min(MAX_REASON_LEN);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
+        CloseReason::other_bytes(text.as_bytes())
+    }
+
+    /// [`other`](Self::other) over valid UTF-8 bytes.
+    fn other_bytes(text: &[u8]) -> CloseReason {
         let mut s = heapless::String::new();
-        // Cannot fail: `end` is at most the capacity.
-        let _ = s.push_str(&text[..end]);
+        crate::text::push_cut(s.as_mut_view(), text);
         CloseReason::Other(s)
     }
 }

@@ -10,7 +10,7 @@ use super::progress::Progress;
 use super::{Connection, Inner};
 use crate::buffer::Buffer;
 use crate::codec::Codec;
-use crate::messages::CloseConn;
+use crate::messages::CloseConnIn;
 use crate::registry::{internal, RegistryAccess, FIRST_AUTO_ID, INTERNAL_COUNT};
 use crate::rules::{InvalidAction, RuleContext, Rules};
 use crate::time::{Duration, Instant};
@@ -338,8 +338,8 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
     // Out of the per-packet loop, as the side's `Role` is.
     #[inline(never)]
     fn handle_closeconn(&mut self, body: &[u8]) {
-        let reason = match self.codec.decode::<CloseConn>(body) {
-            Ok(msg) => CloseReason::from_wire(msg.reason),
+        let reason = match self.codec.decode::<CloseConnIn>(body) {
+            Ok(msg) => CloseReason::from_wire_bytes(msg.reason.map(|r| r.0)),
             Err(_) => CloseReason::Unspecified,
         };
         self.tx.clear();
