@@ -129,7 +129,10 @@ impl<C: Codec, const N: usize, G: RegistryAccess<N>, const WAIT: usize> Inner<'_
         }
     }
 
-    /// Wakes every waiting task to re-check its condition.
+    /// Wakes every waiting task to re-check its condition. Out of line:
+    /// every command and I/O step ends with it, and each inlined copy of
+    /// the wakers' loop cost flash.
+    #[inline(never)]
     fn notify(&mut self) {
         self.generation = self.generation.wrapping_add(1);
         self.wakers.wake();
