@@ -150,7 +150,10 @@ impl Progress {
         matches!(self, Progress::Closed { .. })
     }
 
-    /// How the connection ended, once it has.
+    /// How the connection ended, once it has. Out of line on bare metal:
+    /// the clone of a reason (a `heapless::String` in `Other`) was inlined
+    /// wherever an adapter asks, several times per image.
+    #[cfg_attr(target_os = "none", inline(never))]
     pub(super) fn closed(&self) -> Option<Closed> {
         match self {
             Progress::Closed {
