@@ -282,7 +282,10 @@ impl<const N: usize> Registry<N> {
         Ok(id)
     }
 
-    #[inline]
+    // Out of line on bare metal, where its inlined copies (sends, polls,
+    // registrations) cost flash; inlined on a host, the hot path.
+    #[cfg_attr(target_os = "none", inline(never))]
+    #[cfg_attr(not(target_os = "none"), inline)]
     fn index_of_id(&self, id: u32) -> Option<usize> {
         // Automatic ids are dense from 64 and sort after the internal ones:
         // id 64 + k is usually at position INTERNAL_COUNT + k.
