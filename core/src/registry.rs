@@ -262,23 +262,21 @@ impl<const N: usize> Registry<N> {
     }
 
     fn insert(&mut self, name: &'static str, id: u32, rules: Rules) -> Result<u32, RegistryError> {
-        let pos = match self.by_id.binary_search_by_key(&id, |&(i, _)| i) {
-            Ok(_) => return Err(RegistryError::DuplicateId(id)),
-            Err(pos) => pos,
-        };
+        if self.entries.is_full() {
+            return Err(RegistryError::Full { capacity: N });
+        }
         let index = self.entries.len() as u16;
+        if !insert_sorted(&mut self.by_id, id, index) {
+            return Err(RegistryError::DuplicateId(id));
+        }
         let entry = Entry {
             name,
             id,
             rules,
             hash: name_hash(name.as_bytes()),
         };
-        self.entries
-            .push(entry)
-            .map_err(|_| RegistryError::Full { capacity: N })?;
-        self.by_id
-            .insert(pos, (id, index))
-            .map_err(|_| RegistryError::Full { capacity: N })?;
+        // Cannot fail: checked above (and by_id has as many slots).
+        let _ = self.entries.push(entry);
         Ok(id)
     }
 
@@ -484,12 +482,10 @@ impl<const N: usize> Registry<N> {
             let id = sync.remote_ids[i].unwrap_or(e.id);
             // A sorted insert rather than a sort afterwards: at most N
             // entries, and no sort routine (5 KB on a Cortex-M) in the image.
-            let pos = match by_id.binary_search_by_key(&id, |&(other, _)| other) {
-                Ok(_) => return Err(SyncError::DuplicateId),
-                Err(pos) => pos,
-            };
-            // Cannot fail: by_id has as many slots as entries, and pos <= len.
-            let _ = by_id.insert(pos, (id, i as u16));
+            // Room cannot lack: by_id has as many slots as entries.
+            if !insert_sorted(&mut by_id, id, i as u16) {
+                return Err(SyncError::DuplicateId);
+            }
         }
         for &(id, i) in by_id.iter() {
             self.entries[i as usize].id = id;
@@ -773,6 +769,20 @@ impl<'de, const N: usize> Visitor<'de> for SyncSeed<'_, N> {
             }
         }
         Ok(report)
+    }
+}
+
+/// Inserts `(id, index)` into `by_id`, kept sorted by id; false (nothing
+/// inserted) when the id is there already or there is no room. One copy for
+/// registration and the registry sync.
+fn insert_sorted<const N: usize>(
+    by_id: &mut heapless::Vec<(u32, u16), N>,
+    id: u32,
+    index: u16,
+) -> bool {
+    match by_id.binary_search_by_key(&id, |&(other, _)| other) {
+        Ok(_) => false,
+        Err(pos) => by_id.insert(pos, (id, index)).is_ok(),
     }
 }
 
