@@ -58,8 +58,9 @@ pub(crate) fn is_utf8(mut bytes: &[u8]) -> bool {
 /// so that one copy serves every capacity.
 #[inline(never)]
 pub(crate) fn push_cut(out: &mut heapless::string::StringView, mut bytes: &[u8]) {
+    let mut utf8 = [0u8; 4];
     while let Some((c, n)) = first_char(bytes) {
-        if out.push(c).is_err() {
+        if out.push_str(c.encode_utf8(&mut utf8)).is_err() {
             break;
         }
         bytes = bytes.get(n..).unwrap_or_default();
