@@ -142,7 +142,7 @@ pub mod internal {
 
 /// The internal packets every registry starts with, with the rules the
 /// reference gives them.
-const INTERNAL: [(&str, u32, Rules); 5] = [
+static INTERNAL: [(&str, u32, Rules); 5] = [
     (
         "peng3dnet:internal.hello",
         internal::HELLO,
@@ -213,10 +213,10 @@ impl<const N: usize> Registry<N> {
             by_id: heapless::Vec::new(),
             next_auto: FIRST_AUTO_ID,
         };
-        for (name, id, rules) in INTERNAL {
+        for (name, id, rules) in &INTERNAL {
             // Cannot fail: N >= 5 is asserted at compile time and the
             // internal names and ids are distinct.
-            let _ = reg.insert(name, id, rules);
+            let _ = reg.insert(name, *id, rules);
         }
         reg
     }
@@ -258,10 +258,13 @@ impl<const N: usize> Registry<N> {
                 id
             }
         };
-        self.insert(name, id, rules)
+        self.insert(name, id, &rules)
     }
 
-    fn insert(&mut self, name: &'static str, id: u32, rules: Rules) -> Result<u32, RegistryError> {
+    /// `rules` by reference: `new` passes the internal packets' from a
+    /// static table (a `Rules` by value was copied to the stack at each of
+    /// its unrolled calls: flash).
+    fn insert(&mut self, name: &'static str, id: u32, rules: &Rules) -> Result<u32, RegistryError> {
         if self.entries.is_full() {
             return Err(RegistryError::Full { capacity: N });
         }
@@ -272,7 +275,7 @@ impl<const N: usize> Registry<N> {
         let entry = Entry {
             name,
             id,
-            rules,
+            rules: *rules,
             hash: name_hash(name.as_bytes()),
         };
         // Cannot fail: checked above (and by_id has as many slots).
