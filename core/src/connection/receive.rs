@@ -234,6 +234,8 @@ where
         if let Some(event) = self.inner.take_pending() {
             return Some(Found::Pending(event));
         }
+        // Every branch that changed the progress ends here, at one copy of
+        // `take_pending` (flash).
         loop {
             if self.inner.is_closed() {
                 return None;
@@ -243,12 +245,12 @@ where
                 Ok(None) if self.inner.transport_ended => {
                     self.inner
                         .finish(CloseReason::SocketClose, Initiator::Transport);
-                    return self.inner.take_pending().map(Found::Pending);
+                    break;
                 }
                 Ok(None) => return None,
                 Err(e) => {
                     self.inner.frame_error(e);
-                    return self.inner.take_pending().map(Found::Pending);
+                    break;
                 }
             };
             let frame_start = range.start - FRAME_OVERHEAD;
@@ -261,14 +263,14 @@ where
                 Ok(inflated) => inflated,
                 Err(reason) => {
                     self.inner.close(reason);
-                    return self.inner.take_pending().map(Found::Pending);
+                    break;
                 }
             };
             let body = self.rx.stored(body_range.clone());
             match self.inner.handle_frame(packet_id, flags, body, now, role) {
                 Outcome::Nothing => {
-                    if let Some(event) = self.inner.take_pending() {
-                        return Some(Found::Pending(event));
+                    if self.inner.pending.is_some() {
+                        break;
                     }
                 }
                 outcome => {
@@ -281,6 +283,7 @@ where
                 }
             }
         }
+        self.inner.take_pending().map(Found::Pending)
     }
 
     /// Inflates a compressed body when decompression is on; otherwise hands
