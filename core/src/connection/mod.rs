@@ -515,7 +515,7 @@ where
             self.update_timers(now);
             return None;
         };
-        Some(found.into_event(&self.rx, &self.inner.codec))
+        Some(found.into_event(&self.rx, &self.inner.codec, &self.inner.progress))
     }
 
     /// Brings the frame and idle timers up to date at the end of a poll
@@ -537,7 +537,7 @@ where
     /// then says whether a packet waits.
     pub fn poll_protocol(&mut self, now: Instant) -> Option<Event<'_, C>> {
         let found = self.next_found_shared(now, true)?;
-        Some(found.into_event(&self.rx, &self.inner.codec))
+        Some(found.into_event(&self.rx, &self.inner.codec, &self.inner.progress))
     }
 
     /// Whether a whole frame waits in the receive buffer.
@@ -587,8 +587,8 @@ where
     /// event is built.
     pub(crate) fn step_protocol(&mut self, now: Instant) -> Option<ProtocolStep> {
         Some(match self.next_found_shared(now, true)? {
-            Found::Pending(Event::Connected) => ProtocolStep::Connected,
-            Found::Pending(Event::Closed(_)) => ProtocolStep::Closed,
+            Found::Pending(Pending::Connected) => ProtocolStep::Connected,
+            Found::Pending(Pending::Closed) => ProtocolStep::Closed,
             _ => ProtocolStep::Other,
         })
     }
@@ -603,10 +603,7 @@ where
     /// [`poll_protocol`]: Self::poll_protocol
     /// [`poll_with`]: Self::poll_with
     #[inline(never)]
-    fn next_found_shared<'e>(&mut self, now: Instant, protocol_only: bool) -> Option<Found<'e, C>>
-    where
-        C: 'e,
-    {
+    fn next_found_shared(&mut self, now: Instant, protocol_only: bool) -> Option<Found> {
         let found = self.next_found(now, protocol_only, handshake::Role::any());
         if found.is_none() {
             self.update_timers(now);

@@ -6,7 +6,7 @@ use super::conntype::{ConnType, Dispatch};
 use super::event::{Event, IgnoreCause, Incoming};
 use super::handshake::Role;
 use super::outbox::{Outbox, Take};
-use super::progress::Progress;
+use super::progress::{Pending, Progress};
 use super::{Connection, Inner};
 use crate::buffer::Buffer;
 use crate::codec::Codec;
@@ -19,9 +19,10 @@ use crate::wire::{Flags, FrameDecoder, FrameError, FRAME_OVERHEAD};
 use core::ops::Range;
 
 /// What [`Connection::poll`] found, before it borrows the receive buffer.
-pub(super) enum Found<'e, C> {
-    /// An event that borrows nothing.
-    Pending(Event<'e, C>),
+/// Small (no event is built yet): it is returned through every poll.
+pub(super) enum Found {
+    /// The event a change of progress left (built by [`into_event`](Self::into_event)).
+    Pending(Pending),
     /// A frame's outcome; `range` starts at the frame's length prefix.
     Frame {
         packet_id: u32,
@@ -31,19 +32,18 @@ pub(super) enum Found<'e, C> {
     },
 }
 
-impl<'e, C: Clone> Found<'e, C> {
-    /// The event, borrowing the frame's body from the receive buffer.
+impl Found {
+    /// The event, borrowing the frame's body from the receive buffer (a
+    /// close's reason from `progress`).
     #[inline(always)]
-    pub(super) fn into_event<'b, B: Buffer>(
+    pub(super) fn into_event<'b, B: Buffer, C: Clone>(
         self,
         rx: &'b FrameDecoder<B>,
         codec: &C,
-    ) -> Event<'b, C>
-    where
-        'e: 'b,
-    {
+        progress: &Progress,
+    ) -> Event<'b, C> {
         let (packet_id, body, outcome) = match self {
-            Found::Pending(event) => return event,
+            Found::Pending(pending) => return pending.event(progress),
             Found::Frame {
                 packet_id,
                 body,
@@ -168,14 +168,14 @@ where
     /// [`poll_with_role`](Self::poll_with_role).
     pub(super) fn hand_out<X>(
         &mut self,
-        found: Found<'_, C>,
+        found: Found,
         f: impl FnOnce(Event<'_, C>, &mut Outbox<'_, 'a, C, T, N, G>) -> (Take, X),
     ) -> X {
         let frame_start = match &found {
             Found::Frame { range, .. } => Some(range.start),
             Found::Pending(_) => None,
         };
-        let event = found.into_event(&self.rx, &self.inner.codec);
+        let event = found.into_event(&self.rx, &self.inner.codec, &self.inner.progress);
         let is_packet = matches!(event, Event::Packet(_) | Event::ConnTypePacket(_));
         let mut outbox = Outbox {
             inner: &mut self.inner,
@@ -197,21 +197,18 @@ where
         role: Role<'a, C, T, N, G>,
     ) -> Option<Event<'_, C>> {
         let found = self.next_found_role(now, true, role)?;
-        Some(found.into_event(&self.rx, &self.inner.codec))
+        Some(found.into_event(&self.rx, &self.inner.codec, &self.inner.progress))
     }
 
     /// The state machine out of line for the two polls above, as
     /// `next_found_shared` is for the others.
     #[inline(never)]
-    fn next_found_role<'e>(
+    fn next_found_role(
         &mut self,
         now: Instant,
         protocol_only: bool,
         role: Role<'a, C, T, N, G>,
-    ) -> Option<Found<'e, C>>
-    where
-        C: 'e,
-    {
+    ) -> Option<Found> {
         let found = self.next_found(now, protocol_only, role);
         if found.is_none() {
             self.update_timers(now);
@@ -222,17 +219,14 @@ where
     /// Runs the state machine up to the next event; what it found refers to
     /// the receive buffer by range, so the caller decides what to borrow.
     #[inline(always)]
-    pub(super) fn next_found<'e>(
+    pub(super) fn next_found(
         &mut self,
         now: Instant,
         protocol_only: bool,
         role: Role<'a, C, T, N, G>,
-    ) -> Option<Found<'e, C>>
-    where
-        C: 'e,
-    {
-        if let Some(event) = self.inner.take_pending() {
-            return Some(Found::Pending(event));
+    ) -> Option<Found> {
+        if let Some(pending) = self.inner.take_pending() {
+            return Some(Found::Pending(pending));
         }
         // Every branch that changed the progress ends here, at one copy of
         // `take_pending` (flash).
