@@ -20,7 +20,7 @@ pub const PROTOVERSION: u32 = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello<'a> {
     /// The sender's software version (informational).
-    #[serde(borrow)]
+    #[serde(borrow, serialize_with = "text")]
     pub version: &'a str,
     /// The protocol version; a client closes on a different one.
     pub protoversion: u32,
@@ -41,11 +41,37 @@ fn classic() -> &'static str {
     crate::types::CONNTYPE_CLASSIC
 }
 
+/// A string field, serialized out of line: one copy of the codec's string
+/// writer for every message that has one (on a board, each message's
+/// inlined copy cost about 100 bytes of flash).
+#[inline(never)]
+fn text<S: serde::Serializer>(value: &&str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(value)
+}
+
+/// A string written by [`text`], where a value is serialized (a map's
+/// key, an option's content).
+pub(crate) struct Text<'a>(pub(crate) &'a str);
+
+impl Serialize for Text<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        text(&self.0, s)
+    }
+}
+
+/// An optional string field, as [`text`] writes a string.
+fn opt_text<S: serde::Serializer>(value: &Option<&str>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.serialize_some(&Text(v)),
+        None => s.serialize_none(),
+    }
+}
+
 /// `peng3dnet:internal.settype`, the client's choice of connection type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetType<'a> {
     /// The connection type; a map without it means `classic`.
-    #[serde(borrow, default = "classic")]
+    #[serde(borrow, default = "classic", serialize_with = "text")]
     pub conntype: &'a str,
 }
 
@@ -56,6 +82,7 @@ pub struct SetType<'a> {
 #[derive(Serialize)]
 pub struct HandshakeOut<'a, const N: usize> {
     /// The server's software version.
+    #[serde(serialize_with = "text")]
     pub version: &'a str,
     /// The protocol version.
     pub protoversion: u32,
@@ -187,7 +214,7 @@ pub struct HandshakeAccept {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloseConn<'a> {
     /// The reason, or `None` (`nil`).
-    #[serde(borrow)]
+    #[serde(borrow, serialize_with = "opt_text")]
     pub reason: Option<&'a str>,
 }
 
@@ -210,9 +237,10 @@ pub struct PingRequest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo<'a> {
     /// Software version.
-    #[serde(borrow)]
+    #[serde(borrow, serialize_with = "text")]
     pub version: &'a str,
     /// Software release.
+    #[serde(serialize_with = "text")]
     pub release: &'a str,
     /// Protocol version.
     pub protoversion: u32,

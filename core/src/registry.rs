@@ -713,7 +713,7 @@ impl<const N: usize> Serialize for RegistryMap<'_, N> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.entries.len()))?;
         for e in self.0.entries.iter() {
-            map.serialize_entry(e.name, &e.id)?;
+            map.serialize_entry(&crate::messages::Text(e.name), &e.id)?;
         }
         map.end()
     }
