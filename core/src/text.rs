@@ -19,22 +19,28 @@ use serde::de::{Deserialize, Deserializer, Error, Visitor};
 /// as they are for `str`).
 pub(crate) fn first_char(bytes: &[u8]) -> Option<(char, usize)> {
     let b0 = *bytes.first()?;
-    // The sequence's length, the smallest code point of that length (a
-    // smaller one is an overlong form) and the lead byte's bits.
-    let (len, min, lead) = match b0 {
-        0x00..=0x7f => return Some((char::from(b0), 1)),
-        0xc0..=0xdf => (2, 0x80, u32::from(b0 & 0x1f)),
-        0xe0..=0xef => (3, 0x800, u32::from(b0 & 0x0f)),
-        0xf0..=0xf7 => (4, 0x1_0000, u32::from(b0 & 0x07)),
-        _ => return None,
-    };
-    let mut code = lead;
+    // The sequence's length is the lead byte's count of leading ones (none
+    // for ASCII; one, or more than four, is not a lead byte).
+    let len = b0.leading_ones() as usize;
+    if len == 0 {
+        return Some((char::from(b0), 1));
+    }
+    if !(2..=4).contains(&len) {
+        return None;
+    }
+    let mut code = u32::from(b0 & (0x7f >> len));
     for &b in bytes.get(1..len)? {
         if b & 0xc0 != 0x80 {
             return None;
         }
         code = (code << 6) | u32::from(b & 0x3f);
     }
+    // The smallest code point of each length: below it, an overlong form.
+    let min = match len {
+        2 => 0x80,
+        3 => 0x800,
+        _ => 0x1_0000,
+    };
     if code < min {
         return None;
     }
