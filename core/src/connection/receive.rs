@@ -23,10 +23,10 @@ use core::ops::Range;
 pub(super) enum Found {
     /// The event a change of progress left (built by [`into_event`](Self::into_event)).
     Pending(Pending),
-    /// A frame's outcome; `range` starts at the frame's length prefix.
+    /// A frame's outcome; `start` is where its length prefix is.
     Frame {
         packet_id: u32,
-        range: Range<usize>,
+        start: usize,
         body: Range<usize>,
         outcome: Outcome,
     },
@@ -52,7 +52,7 @@ impl Found {
             } => (packet_id, rx.stored(body), outcome),
         };
         match outcome {
-            Outcome::Ignored(packet_id, cause) => Event::Ignored { packet_id, cause },
+            Outcome::Ignored(cause) => Event::Ignored { packet_id, cause },
             Outcome::Packet(name) => {
                 Event::Packet(Incoming::new(packet_id, name, body, codec.clone()))
             }
@@ -81,7 +81,7 @@ pub(super) enum Outcome {
     /// The ping answer, after this round trip.
     Pong(Duration),
     /// A dropped packet.
-    Ignored(u32, IgnoreCause),
+    Ignored(IgnoreCause),
 }
 
 impl<'a, C, R, T, const N: usize, G> Connection<'a, C, R, T, N, G>
@@ -172,7 +172,7 @@ where
         f: impl FnOnce(Event<'_, C>, &mut Outbox<'_, 'a, C, T, N, G>) -> (Take, X),
     ) -> X {
         let frame_start = match &found {
-            Found::Frame { range, .. } => Some(range.start),
+            Found::Frame { start, .. } => Some(*start),
             Found::Pending(_) => None,
         };
         let event = found.into_event(&self.rx, &self.inner.codec, &self.inner.progress);
@@ -270,7 +270,7 @@ where
                 outcome => {
                     return Some(Found::Frame {
                         packet_id,
-                        range: frame_start..body_range.end,
+                        start: frame_start,
                         body: body_range,
                         outcome,
                     })
@@ -397,7 +397,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             }
         }
         let Some(entry) = self.registry.registry().by_id(packet_id) else {
-            return Outcome::Ignored(packet_id, IgnoreCause::UnknownId);
+            return Outcome::Ignored(IgnoreCause::UnknownId);
         };
         if let Err(v) = entry
             .rules
@@ -405,13 +405,10 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         {
             return match entry.rules.on_invalid {
                 InvalidAction::Ignore if self.is_keepalive(packet_id) => Outcome::Nothing,
-                InvalidAction::Ignore => Outcome::Ignored(
-                    packet_id,
-                    IgnoreCause::Rules {
-                        packet: entry.name,
-                        violation: v,
-                    },
-                ),
+                InvalidAction::Ignore => Outcome::Ignored(IgnoreCause::Rules {
+                    packet: entry.name,
+                    violation: v,
+                }),
                 InvalidAction::Close => {
                     self.close(CloseReason::SmartPacketInvalid);
                     Outcome::Nothing
