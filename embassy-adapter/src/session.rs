@@ -34,7 +34,6 @@ use crate::fmt::debug;
 use crate::io::{Input, Output};
 use core::cell::RefCell;
 use core::future::{poll_fn, Future};
-use core::pin::pin;
 use core::task::{Context, Poll};
 use embassy_futures::select::{select, select3, Either, Either3};
 use embassy_sync::blocking_mutex::raw::RawMutex;
@@ -759,9 +758,9 @@ pub(crate) fn poll_io<L: Link, I: Input, O: Output>(
                 link.fire_timer();
                 progress = true;
             } else {
-                // A timer polled once registers its wake-up.
-                let timer = pin!(embassy_time::Timer::at(to_embassy(at)));
-                let _ = timer.poll(cx);
+                // The wake-up a timer's first poll registers, without the
+                // timer (its clock read and second path: flash).
+                embassy_time_driver::schedule_wake(to_embassy(at).as_ticks(), cx.waker());
             }
         }
         if !progress {
