@@ -42,7 +42,7 @@ use embassy_sync::waitqueue::MultiWakerRegistration;
 use embedded_io_async::{Read, Write};
 use peng3dnet_core::codec::Codec;
 use peng3dnet_core::connection::{
-    Config, Incoming, NewConnectionError, Outbox, Role, SendError, Take,
+    Config, Incoming, NewConnectionError, Outbox, ProtocolStep, Role, SendError, Take,
 };
 use peng3dnet_core::registry::{Packet, Registry, RegistryAccess};
 use peng3dnet_core::time::{Duration, Instant};
@@ -119,10 +119,10 @@ impl<C: Codec, const N: usize, G: RegistryAccess<N>, const WAIT: usize> Inner<'_
         let Inner {
             conn, pong, role, ..
         } = self;
-        while let Some(event) = conn.poll_protocol_role(now, *role) {
-            match event {
-                Event::Closed(_) => debug!("session closed"),
-                Event::Pong { delay, .. } => *pong = delay.as_micros(),
+        while let Some(step) = conn.step_protocol_role(now, *role) {
+            match step {
+                ProtocolStep::Closed => debug!("session closed"),
+                ProtocolStep::Pong(delay) => *pong = delay.as_micros(),
                 _ => {}
             }
         }

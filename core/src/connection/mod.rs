@@ -97,7 +97,7 @@ pub use transmit::{CLOSE_RESERVE, MIN_TX_BUFFER};
 use crate::buffer::Buffer;
 use crate::codec::Codec;
 use crate::registry::{MismatchRecord, Packet, Registry, RegistryAccess, RegistryMismatch};
-use crate::time::{Instant, MaybeInstant};
+use crate::time::{Duration, Instant, MaybeInstant};
 use crate::types::{CloseReason, Closed, Initiator, Mode, SecurityLevel, Side, State};
 use crate::wire::{Flags, FrameDecoder};
 use conntype::ConnType;
@@ -586,11 +586,7 @@ where
     /// hands no event out (the core's server counts what it needs): no
     /// event is built.
     pub(crate) fn step_protocol(&mut self, now: Instant) -> Option<ProtocolStep> {
-        Some(match self.next_found_shared(now, true)? {
-            Found::Pending(Pending::Connected) => ProtocolStep::Connected,
-            Found::Pending(Pending::Closed) => ProtocolStep::Closed,
-            _ => ProtocolStep::Other,
-        })
+        Some(ProtocolStep::of(self.next_found_shared(now, true)?))
     }
 
     /// The state machine run out of line, once for [`poll_protocol`] and
@@ -669,14 +665,37 @@ where
     }
 }
 
-/// What [`Connection::step_protocol`] did.
-pub(crate) enum ProtocolStep {
-    /// The handshake completed.
+/// What one step of [`Connection::step_protocol_role`] did: the events of
+/// [`poll_protocol_role`](Connection::poll_protocol_role) a driver acts on,
+/// without building them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProtocolStep {
+    /// The handshake completed ([`Event::Connected`]).
     Connected,
-    /// The connection closed.
+    /// The connection closed ([`Event::Closed`]; [`Connection::closed`]
+    /// says why).
     Closed,
+    /// (Ping client) the server's answer came after this round trip
+    /// ([`Event::Pong`]).
+    Pong(Duration),
     /// Anything else.
     Other,
+}
+
+impl ProtocolStep {
+    /// The step a poll found.
+    fn of(found: Found) -> ProtocolStep {
+        match found {
+            Found::Pending(Pending::Connected) => ProtocolStep::Connected,
+            Found::Pending(Pending::Closed) => ProtocolStep::Closed,
+            Found::Frame {
+                outcome: receive::Outcome::Pong(delay),
+                ..
+            } => ProtocolStep::Pong(delay),
+            _ => ProtocolStep::Other,
+        }
+    }
 }
 
 impl<C, R, T, const N: usize, G> fmt::Debug for Connection<'_, C, R, T, N, G> {

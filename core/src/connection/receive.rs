@@ -200,6 +200,20 @@ where
         Some(found.into_event(&self.rx, &self.inner.codec, &self.inner.progress))
     }
 
+    /// [`poll_protocol_role`](Self::poll_protocol_role) for a driver that
+    /// hands no event out (a session, which records the ping's round trip
+    /// and nothing else): what the step did, and no event is built (on a
+    /// board, building them cost flash).
+    pub fn step_protocol_role(
+        &mut self,
+        now: Instant,
+        role: Role<'a, C, T, N, G>,
+    ) -> Option<super::ProtocolStep> {
+        Some(super::ProtocolStep::of(
+            self.next_found_role(now, true, role)?,
+        ))
+    }
+
     /// The state machine out of line for the two polls above, as
     /// `next_found_shared` is for the others.
     #[inline(never)]
