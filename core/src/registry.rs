@@ -777,16 +777,24 @@ impl<'de, const N: usize> Visitor<'de> for SyncSeed<'_, N> {
 
 /// Inserts `(id, index)` into `by_id`, kept sorted by id; false (nothing
 /// inserted) when the id is there already or there is no room. One copy for
-/// registration and the registry sync.
+/// registration and the registry sync: appended, then moved down past the
+/// larger ids (at most `N` entries; smaller code than a binary search and a
+/// shifting insert).
 fn insert_sorted<const N: usize>(
     by_id: &mut heapless::Vec<(u32, u16), N>,
     id: u32,
     index: u16,
 ) -> bool {
-    match by_id.binary_search_by_key(&id, |&(other, _)| other) {
-        Ok(_) => false,
-        Err(pos) => by_id.insert(pos, (id, index)).is_ok(),
+    if by_id.iter().any(|&(other, _)| other == id) || by_id.push((id, index)).is_err() {
+        return false;
     }
+    let slots = by_id.as_mut_slice();
+    let mut k = slots.len() - 1;
+    while k > 0 && slots[k - 1].0 > id {
+        slots.swap(k - 1, k);
+        k -= 1;
+    }
+    true
 }
 
 /// `name` (valid UTF-8), cut to [`MAX_MISMATCH_NAME`] bytes at a character
