@@ -113,6 +113,7 @@ pub mod raw;
 pub mod registry;
 pub mod rules;
 pub mod server;
+mod text;
 pub mod time;
 // The constants' one documented path is the crate root (below); the module
 // stays reachable so that `peng3dnet_core::types::...` keeps compiling.

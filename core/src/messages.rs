@@ -6,7 +6,9 @@
 //! order. Decoding borrows strings from the frame, so no message allocates.
 
 use crate::registry::{Registry, RegistryMap, SyncReport, SyncSeed};
+use crate::text::WireStr;
 use core::fmt;
+use core::marker::PhantomData;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
@@ -18,21 +20,58 @@ pub const PROTOVERSION: u32 = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello<'a> {
     /// The sender's software version (informational).
-    #[serde(borrow)]
+    #[serde(borrow, serialize_with = "text")]
     pub version: &'a str,
     /// The protocol version; a client closes on a different one.
     pub protoversion: u32,
+}
+
+/// [`Hello`] as a connection reads it: the version is checked to be UTF-8
+/// and not kept (see [`crate::text`]).
+#[derive(Deserialize)]
+pub(crate) struct HelloIn<'a> {
+    /// Decoded to be checked; informational, never read.
+    #[serde(borrow)]
+    #[allow(dead_code)]
+    pub(crate) version: WireStr<'a>,
+    pub(crate) protoversion: u32,
 }
 
 fn classic() -> &'static str {
     crate::types::CONNTYPE_CLASSIC
 }
 
+/// A string field, serialized out of line: one copy of the codec's string
+/// writer for every message that has one (on a board, each message's
+/// inlined copy cost about 100 bytes of flash).
+#[inline(never)]
+fn text<S: serde::Serializer>(value: &&str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(value)
+}
+
+/// A string written by [`text`], where a value is serialized (a map's
+/// key, an option's content).
+pub(crate) struct Text<'a>(pub(crate) &'a str);
+
+impl Serialize for Text<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        text(&self.0, s)
+    }
+}
+
+/// An optional string field, as [`text`] writes a string.
+fn opt_text<S: serde::Serializer>(value: &Option<&str>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.serialize_some(&Text(v)),
+        None => s.serialize_none(),
+    }
+}
+
 /// `peng3dnet:internal.settype`, the client's choice of connection type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetType<'a> {
     /// The connection type; a map without it means `classic`.
-    #[serde(borrow, default = "classic")]
+    #[serde(borrow, default = "classic", serialize_with = "text")]
     pub conntype: &'a str,
 }
 
@@ -43,6 +82,7 @@ pub struct SetType<'a> {
 #[derive(Serialize)]
 pub struct HandshakeOut<'a, const N: usize> {
     /// The server's software version.
+    #[serde(serialize_with = "text")]
     pub version: &'a str,
     /// The protocol version.
     pub protoversion: u32,
@@ -76,12 +116,51 @@ impl<'de, const N: usize> DeserializeSeed<'de> for HandshakeSeed<'_, N> {
     type Value = HandshakeIn<'de, N>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let (version, protoversion, sync) = HandshakeFields::new(self.0).deserialize(d)?;
+        Ok(HandshakeIn {
+            version,
+            protoversion,
+            sync,
+        })
+    }
+}
+
+/// The handshake as a connection reads it (its version checked as UTF-8 and
+/// not kept, see [`crate::text`]): the protocol version and the comparison
+/// of the registries.
+pub(crate) struct ClientHandshakeSeed<'r, const N: usize>(pub(crate) &'r Registry<N>);
+
+impl<'de, const N: usize> DeserializeSeed<'de> for ClientHandshakeSeed<'_, N> {
+    type Value = (u32, SyncReport<N>);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let (_version, protoversion, sync) =
+            HandshakeFields::<N, WireStr<'de>>::new(self.0).deserialize(d)?;
+        Ok((protoversion, sync))
+    }
+}
+
+/// The fields of a `handshake`, its version decoded as `V`: one visitor
+/// for [`HandshakeSeed`] (`&str`) and [`ClientHandshakeSeed`]
+/// ([`WireStr`]).
+struct HandshakeFields<'r, const N: usize, V>(&'r Registry<N>, PhantomData<V>);
+
+impl<'r, const N: usize, V> HandshakeFields<'r, N, V> {
+    fn new(registry: &'r Registry<N>) -> Self {
+        HandshakeFields(registry, PhantomData)
+    }
+}
+
+impl<'de, const N: usize, V: Deserialize<'de>> DeserializeSeed<'de> for HandshakeFields<'_, N, V> {
+    type Value = (V, u32, SyncReport<N>);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_struct("HandshakeIn", HANDSHAKE_FIELDS, self)
     }
 }
 
-impl<'de, const N: usize> Visitor<'de> for HandshakeSeed<'_, N> {
-    type Value = HandshakeIn<'de, N>;
+impl<'de, const N: usize, V: Deserialize<'de>> Visitor<'de> for HandshakeFields<'_, N, V> {
+    type Value = (V, u32, SyncReport<N>);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a handshake with version, protoversion and registry")
@@ -98,21 +177,17 @@ impl<'de, const N: usize> Visitor<'de> for HandshakeSeed<'_, N> {
         let sync = seq
             .next_element_seed(SyncSeed::new(self.0))?
             .ok_or_else(|| A::Error::invalid_length(2, &self))?;
-        Ok(HandshakeIn {
-            version,
-            protoversion,
-            sync,
-        })
+        Ok((version, protoversion, sync))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         use serde::de::Error;
         let (mut version, mut protoversion, mut sync) = (None, None, None);
-        while let Some(key) = map.next_key::<&'de str>()? {
-            match key {
-                "version" => version = Some(map.next_value()?),
-                "protoversion" => protoversion = Some(map.next_value()?),
-                "registry" if sync.is_none() => {
+        while let Some(key) = map.next_key::<WireStr<'de>>()? {
+            match key.0 {
+                b"version" => version = Some(map.next_value()?),
+                b"protoversion" => protoversion = Some(map.next_value()?),
+                b"registry" if sync.is_none() => {
                     sync = Some(map.next_value_seed(SyncSeed::new(self.0))?)
                 }
                 _ => {
@@ -120,11 +195,11 @@ impl<'de, const N: usize> Visitor<'de> for HandshakeSeed<'_, N> {
                 }
             }
         }
-        Ok(HandshakeIn {
-            version: version.ok_or_else(|| A::Error::missing_field("version"))?,
-            protoversion: protoversion.ok_or_else(|| A::Error::missing_field("protoversion"))?,
-            sync: sync.ok_or_else(|| A::Error::missing_field("registry"))?,
-        })
+        Ok((
+            version.ok_or_else(|| A::Error::missing_field("version"))?,
+            protoversion.ok_or_else(|| A::Error::missing_field("protoversion"))?,
+            sync.ok_or_else(|| A::Error::missing_field("registry"))?,
+        ))
     }
 }
 
@@ -139,8 +214,15 @@ pub struct HandshakeAccept {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloseConn<'a> {
     /// The reason, or `None` (`nil`).
-    #[serde(borrow)]
+    #[serde(borrow, serialize_with = "opt_text")]
     pub reason: Option<&'a str>,
+}
+
+/// [`CloseConn`] as a connection reads it (see [`crate::text`]).
+#[derive(Deserialize)]
+pub(crate) struct CloseConnIn<'a> {
+    #[serde(borrow)]
+    pub(crate) reason: Option<WireStr<'a>>,
 }
 
 /// The ping request (raw id 64) on a `ping` connection. Only `time` is read and
@@ -155,9 +237,10 @@ pub struct PingRequest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo<'a> {
     /// Software version.
-    #[serde(borrow)]
+    #[serde(borrow, serialize_with = "text")]
     pub version: &'a str,
     /// Software release.
+    #[serde(serialize_with = "text")]
     pub release: &'a str,
     /// Protocol version.
     pub protoversion: u32,

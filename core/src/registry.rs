@@ -25,6 +25,7 @@
 //! ```
 
 use crate::rules::{InvalidAction, Rules};
+use crate::text::WireStr;
 use crate::types::{Side, State, CONNTYPE_NOTSET};
 use core::fmt;
 use serde::de::{DeserializeSeed, MapAccess, Visitor};
@@ -109,8 +110,7 @@ impl fmt::Display for RegistryError {
 impl core::error::Error for RegistryError {}
 
 /// FNV-1a, to compare names by a word before comparing their bytes.
-const fn name_hash(name: &str) -> u32 {
-    let bytes = name.as_bytes();
+const fn name_hash(bytes: &[u8]) -> u32 {
     let mut hash = 0x811c_9dc5u32;
     let mut i = 0;
     while i < bytes.len() {
@@ -142,7 +142,7 @@ pub mod internal {
 
 /// The internal packets every registry starts with, with the rules the
 /// reference gives them.
-const INTERNAL: [(&str, u32, Rules); 5] = [
+static INTERNAL: [(&str, u32, Rules); 5] = [
     (
         "peng3dnet:internal.hello",
         internal::HELLO,
@@ -213,10 +213,10 @@ impl<const N: usize> Registry<N> {
             by_id: heapless::Vec::new(),
             next_auto: FIRST_AUTO_ID,
         };
-        for (name, id, rules) in INTERNAL {
+        for (name, id, rules) in &INTERNAL {
             // Cannot fail: N >= 5 is asserted at compile time and the
             // internal names and ids are distinct.
-            let _ = reg.insert(name, id, rules);
+            let _ = reg.insert(name, *id, rules);
         }
         reg
     }
@@ -242,8 +242,8 @@ impl<const N: usize> Registry<N> {
         if self.entries.is_full() {
             return Err(RegistryError::Full { capacity: N });
         }
-        let hash = name_hash(name);
-        if self.find_name(name, hash).is_some() {
+        let hash = name_hash(name.as_bytes());
+        if self.find_name(name.as_bytes(), hash).is_some() {
             return Err(RegistryError::DuplicateName(name));
         }
         let id = match id {
@@ -258,31 +258,35 @@ impl<const N: usize> Registry<N> {
                 id
             }
         };
-        self.insert(name, id, rules)
+        self.insert(name, id, &rules)
     }
 
-    fn insert(&mut self, name: &'static str, id: u32, rules: Rules) -> Result<u32, RegistryError> {
-        let pos = match self.by_id.binary_search_by_key(&id, |&(i, _)| i) {
-            Ok(_) => return Err(RegistryError::DuplicateId(id)),
-            Err(pos) => pos,
-        };
+    /// `rules` by reference: `new` passes the internal packets' from a
+    /// static table (a `Rules` by value was copied to the stack at each of
+    /// its unrolled calls: flash).
+    fn insert(&mut self, name: &'static str, id: u32, rules: &Rules) -> Result<u32, RegistryError> {
+        if self.entries.is_full() {
+            return Err(RegistryError::Full { capacity: N });
+        }
         let index = self.entries.len() as u16;
+        if !insert_sorted(&mut self.by_id, id, index) {
+            return Err(RegistryError::DuplicateId(id));
+        }
         let entry = Entry {
             name,
             id,
-            rules,
-            hash: name_hash(name),
+            rules: *rules,
+            hash: name_hash(name.as_bytes()),
         };
-        self.entries
-            .push(entry)
-            .map_err(|_| RegistryError::Full { capacity: N })?;
-        self.by_id
-            .insert(pos, (id, index))
-            .map_err(|_| RegistryError::Full { capacity: N })?;
+        // Cannot fail: checked above (and by_id has as many slots).
+        let _ = self.entries.push(entry);
         Ok(id)
     }
 
-    #[inline]
+    // Out of line on bare metal, where its inlined copies (sends, polls,
+    // registrations) cost flash; inlined on a host, the hot path.
+    #[cfg_attr(target_os = "none", inline(never))]
+    #[cfg_attr(not(target_os = "none"), inline)]
     fn index_of_id(&self, id: u32) -> Option<usize> {
         // Automatic ids are dense from 64 and sort after the internal ones:
         // id 64 + k is usually at position INTERNAL_COUNT + k.
@@ -298,10 +302,10 @@ impl<const N: usize> Registry<N> {
             .map(|pos| self.by_id[pos].1 as usize)
     }
 
-    fn find_name(&self, name: &str, hash: u32) -> Option<usize> {
+    fn find_name(&self, name: &[u8], hash: u32) -> Option<usize> {
         self.entries
             .iter()
-            .position(|e| e.hash == hash && e.name == name)
+            .position(|e| e.hash == hash && e.name.as_bytes() == name)
     }
 
     /// The entry with this id.
@@ -312,7 +316,7 @@ impl<const N: usize> Registry<N> {
 
     /// The entry with this name.
     pub fn by_name(&self, name: &str) -> Option<&Entry> {
-        self.find_name(name, name_hash(name))
+        self.find_name(name.as_bytes(), name_hash(name.as_bytes()))
             .map(|i| &self.entries[i])
     }
 
@@ -481,12 +485,10 @@ impl<const N: usize> Registry<N> {
             let id = sync.remote_ids[i].unwrap_or(e.id);
             // A sorted insert rather than a sort afterwards: at most N
             // entries, and no sort routine (5 KB on a Cortex-M) in the image.
-            let pos = match by_id.binary_search_by_key(&id, |&(other, _)| other) {
-                Ok(_) => return Err(SyncError::DuplicateId),
-                Err(pos) => pos,
-            };
-            // Cannot fail: by_id has as many slots as entries, and pos <= len.
-            let _ = by_id.insert(pos, (id, i as u16));
+            // Room cannot lack: by_id has as many slots as entries.
+            if !insert_sorted(&mut by_id, id, i as u16) {
+                return Err(SyncError::DuplicateId);
+            }
         }
         for &(id, i) in by_id.iter() {
             self.entries[i as usize].id = id;
@@ -711,7 +713,7 @@ impl<const N: usize> Serialize for RegistryMap<'_, N> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.entries.len()))?;
         for e in self.0.entries.iter() {
-            map.serialize_entry(e.name, &e.id)?;
+            map.serialize_entry(&crate::messages::Text(e.name), &e.id)?;
         }
         map.end()
     }
@@ -754,7 +756,7 @@ impl<'de, const N: usize> Visitor<'de> for SyncSeed<'_, N> {
             duplicate_names: false,
             first_unknown: heapless::String::new(),
         };
-        while let Some((name, id)) = map.next_entry::<NameKey<'de>, u32>()? {
+        while let Some((name, id)) = map.next_entry::<WireStr<'de>, u32>()? {
             match self.0.find_name(name.0, name_hash(name.0)) {
                 Some(i) if report.remote_ids[i].is_some() => report.duplicate_names = true,
                 Some(i) => {
@@ -773,25 +775,34 @@ impl<'de, const N: usize> Visitor<'de> for SyncSeed<'_, N> {
     }
 }
 
-/// `name`, cut to [`MAX_MISMATCH_NAME`] bytes at a character boundary.
-fn cut_name(name: &str) -> heapless::String<MAX_MISMATCH_NAME> {
-    let mut end = name.len().min(MAX_MISMATCH_NAME);
-    while !name.is_char_boundary(end) {
-        end -= 1;
+/// Inserts `(id, index)` into `by_id`, kept sorted by id; false (nothing
+/// inserted) when the id is there already or there is no room. One copy for
+/// registration and the registry sync: appended, then moved down past the
+/// larger ids (at most `N` entries; smaller code than a binary search and a
+/// shifting insert).
+fn insert_sorted<const N: usize>(
+    by_id: &mut heapless::Vec<(u32, u16), N>,
+    id: u32,
+    index: u16,
+) -> bool {
+    if by_id.iter().any(|&(other, _)| other == id) || by_id.push((id, index)).is_err() {
+        return false;
     }
-    let mut s = heapless::String::new();
-    // Cannot fail: at most MAX_MISMATCH_NAME bytes.
-    let _ = s.push_str(&name[..end]);
-    s
+    let slots = by_id.as_mut_slice();
+    let mut k = slots.len() - 1;
+    while k > 0 && slots[k - 1].0 > id {
+        slots.swap(k - 1, k);
+        k -= 1;
+    }
+    true
 }
 
-/// A borrowed map key.
-struct NameKey<'a>(&'a str);
-
-impl<'de> Deserialize<'de> for NameKey<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <&'de str>::deserialize(d).map(NameKey)
-    }
+/// `name` (valid UTF-8), cut to [`MAX_MISMATCH_NAME`] bytes at a character
+/// boundary.
+fn cut_name(name: &[u8]) -> heapless::String<MAX_MISMATCH_NAME> {
+    let mut s = heapless::String::new();
+    crate::text::push_cut(s.as_mut_view(), name);
+    s
 }
 
 #[cfg(test)]

@@ -149,6 +149,9 @@ impl MaybeInstant {
 impl Add<Duration> for Instant {
     type Output = Instant;
     /// Saturates at the far future instead of overflowing.
+    // Out of line on bare metal: a 64-bit saturating add is a dozen
+    // instructions on a 32-bit core, inlined at every timer.
+    #[cfg_attr(target_os = "none", inline(never))]
     fn add(self, rhs: Duration) -> Instant {
         Instant {
             micros: self.micros.saturating_add(rhs.micros),

@@ -353,43 +353,42 @@ const NAMED: [(CloseReason, &str); 26] = [
     (CloseReason::MalformedPacket, "malformedpacket"),
     (CloseReason::HandshakeFailed, "handshakefailed"),
     (CloseReason::ServerFull, "serverfull"),
-    (CloseReason::WriteQueueFull, "writequeuefull"),
     (CloseReason::TooManyConnections, "toomanyconnections"),
     (CloseReason::ServerBusy, "serverbusy"),
+    (CloseReason::WriteQueueFull, "writequeuefull"),
 ];
 
-/// The wire names of [`NAMED`] alone, in its order: what runs on a board (a
-/// table of [`NAMED`]'s pairs holds a whole `CloseReason`, 64 bytes, per
-/// name: 1.4 KB of flash). `reasons_round_trip_through_their_wire_names`
-/// checks the two against each other.
-static NAMES: [&str; 26] = [
-    "smartpacketinvalid",
-    "protoversionmismatch",
-    "unknownconntype",
-    "packetregmismatch",
-    "pingcomplete",
-    "pinginvalidside",
-    "invalidpingpacket",
-    "servershutdown",
-    "socketclose",
-    "command",
-    "userrequest",
-    "handshaketimeout",
-    "frametimeout",
-    "idletimeout",
-    "packettoolarge",
-    "malformedframe",
-    "unknownflags",
-    "encryptionunsupported",
-    "compressionnotenabled",
-    "decompressionfailed",
-    "malformedpacket",
-    "handshakefailed",
-    "serverfull",
-    "writequeuefull",
-    "toomanyconnections",
-    "serverbusy",
+/// The wire names of [`NAMED`] alone, in its order (the variants' order of
+/// declaration, so that a name's position and its variant convert by
+/// arithmetic, with no table): what runs on a board. One string and the end
+/// of each name in it, rather than a table of `&str` (8 bytes a name) or of
+/// [`NAMED`]'s pairs (a whole `CloseReason`, 64 bytes, a name: 1.4 KB of
+/// flash). `reasons_round_trip_through_their_wire_names` checks them
+/// against [`NAMED`].
+static NAMES: &str = concat!(
+    "smartpacketinvalidprotoversionmismatchunknownconntypepacketregmismatch",
+    "pingcompletepinginvalidsideinvalidpingpacketservershutdownsocketclose",
+    "commanduserrequesthandshaketimeoutframetimeoutidletimeout",
+    "packettoolargemalformedframeunknownflagsencryptionunsupported",
+    "compressionnotenableddecompressionfailedmalformedpackethandshakefailed",
+    "serverfulltoomanyconnectionsserverbusywritequeuefull",
+);
+
+/// Where each name of [`NAMES`] ends.
+static NAME_ENDS: [u16; 26] = [
+    18, 38, 53, 70, 82, 97, 114, 128, 139, 146, 157, 173, 185, 196, 210, 224, 236, 257, 278, 297,
+    312, 327, 337, 355, 365, 379,
 ];
+
+/// The wire name at position `i` of [`NAMES`].
+fn name_at(i: usize) -> Option<&'static str> {
+    let end = usize::from(*NAME_ENDS.get(i)?);
+    let start = match i.checked_sub(1) {
+        Some(before) => usize::from(*NAME_ENDS.get(before)?),
+        None => 0,
+    };
+    NAMES.get(start..end)
+}
 
 impl CloseReason {
     /// The position of a named reason in [`NAMES`].
@@ -418,9 +417,9 @@ impl CloseReason {
             CloseReason::MalformedPacket => 20,
             CloseReason::HandshakeFailed => 21,
             CloseReason::ServerFull => 22,
-            CloseReason::WriteQueueFull => 23,
-            CloseReason::TooManyConnections => 24,
-            CloseReason::ServerBusy => 25,
+            CloseReason::TooManyConnections => 23,
+            CloseReason::ServerBusy => 24,
+            CloseReason::WriteQueueFull => 25,
             CloseReason::Unspecified | CloseReason::Other(_) => return None,
         })
     }
@@ -452,9 +451,9 @@ impl CloseReason {
             20 => CloseReason::MalformedPacket,
             21 => CloseReason::HandshakeFailed,
             22 => CloseReason::ServerFull,
-            23 => CloseReason::WriteQueueFull,
-            24 => CloseReason::TooManyConnections,
-            25 => CloseReason::ServerBusy,
+            23 => CloseReason::TooManyConnections,
+            24 => CloseReason::ServerBusy,
+            25 => CloseReason::WriteQueueFull,
             _ => CloseReason::Unspecified,
         }
     }
@@ -467,32 +466,41 @@ impl CloseReason {
         match self {
             CloseReason::Unspecified => None,
             CloseReason::Other(s) => Some(s.as_str()),
-            named => named.index().map(|i| NAMES[i]),
+            named => named.index().and_then(name_at),
         }
     }
 
     /// The reason a peer sent: a known name becomes its variant, anything
     /// else [`Other`](Self::Other), cut to [`MAX_REASON_LEN`] bytes.
     pub fn from_wire(reason: Option<&str>) -> CloseReason {
+        CloseReason::from_wire_bytes(reason.map(str::as_bytes))
+    }
+
+    /// [`from_wire`](Self::from_wire) over the reason's bytes, which MUST
+    /// be valid UTF-8 (a connection decodes them as a
+    /// [`WireStr`](crate::text::WireStr), checked).
+    pub(crate) fn from_wire_bytes(reason: Option<&[u8]>) -> CloseReason {
         let Some(text) = reason else {
             return CloseReason::Unspecified;
         };
-        if let Some(i) = NAMES.iter().position(|s| *s == text) {
+        if let Some(i) =
+            (0..NAME_ENDS.len()).position(|i| name_at(i).is_some_and(|s| s.as_bytes() == text))
+        {
             return CloseReason::from_index(i);
         }
-        CloseReason::other(text)
+        CloseReason::other_bytes(text)
     }
 
     /// An application's own reason, cut to [`MAX_REASON_LEN`] bytes at a
     /// character boundary.
     pub fn other(text: &str) -> CloseReason {
-        let mut end = text.len().min(MAX_REASON_LEN);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
+        CloseReason::other_bytes(text.as_bytes())
+    }
+
+    /// [`other`](Self::other) over valid UTF-8 bytes.
+    fn other_bytes(text: &[u8]) -> CloseReason {
         let mut s = heapless::String::new();
-        // Cannot fail: `end` is at most the capacity.
-        let _ = s.push_str(&text[..end]);
+        crate::text::push_cut(s.as_mut_view(), text);
         CloseReason::Other(s)
     }
 }
@@ -559,8 +567,10 @@ mod tests {
 
     #[test]
     fn reasons_round_trip_through_their_wire_names() {
-        for (r, s) in NAMED.iter() {
+        for (i, (r, s)) in NAMED.iter().enumerate() {
             assert_eq!(r.as_wire(), Some(*s));
+            assert_eq!(r.index(), Some(i));
+            assert_eq!(&CloseReason::from_index(i), r);
             assert_eq!(&CloseReason::from_wire(Some(s)), r);
         }
         assert_eq!(CloseReason::from_wire(None), CloseReason::Unspecified);

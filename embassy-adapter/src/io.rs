@@ -71,13 +71,11 @@ impl Input for TcpReader<'_> {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(())) => Poll::Ready(Ok(true)),
             // `read_with` reports an orderly end of stream as a reset: a
-            // plain read tells the two apart (nothing is buffered now).
+            // plain read tells the two apart (nothing is buffered now). Into
+            // no room: the end is `Ok(0)`, a reset an error, and the read's
+            // copy compiles away (flash).
             Poll::Ready(Err(e)) => {
-                let mut one = [0u8; 1];
-                let ended = matches!(
-                    pin!(Read::read(self, &mut one)).poll(cx),
-                    Poll::Ready(Ok(0))
-                );
+                let ended = matches!(pin!(Read::read(self, &mut [])).poll(cx), Poll::Ready(Ok(0)));
                 Poll::Ready(if ended { Ok(false) } else { Err(e) })
             }
         }

@@ -34,7 +34,6 @@ use crate::fmt::debug;
 use crate::io::{Input, Output};
 use core::cell::RefCell;
 use core::future::{poll_fn, Future};
-use core::pin::pin;
 use core::task::{Context, Poll};
 use embassy_futures::select::{select, select3, Either, Either3};
 use embassy_sync::blocking_mutex::raw::RawMutex;
@@ -43,7 +42,7 @@ use embassy_sync::waitqueue::MultiWakerRegistration;
 use embedded_io_async::{Read, Write};
 use peng3dnet_core::codec::Codec;
 use peng3dnet_core::connection::{
-    Config, Incoming, NewConnectionError, Outbox, Role, SendError, Take,
+    Config, Incoming, NewConnectionError, Outbox, ProtocolStep, Role, SendError, Take,
 };
 use peng3dnet_core::registry::{Packet, Registry, RegistryAccess};
 use peng3dnet_core::time::{Duration, Instant};
@@ -120,16 +119,19 @@ impl<C: Codec, const N: usize, G: RegistryAccess<N>, const WAIT: usize> Inner<'_
         let Inner {
             conn, pong, role, ..
         } = self;
-        while let Some(event) = conn.poll_protocol_role(now, *role) {
-            match event {
-                Event::Closed(_) => debug!("session closed"),
-                Event::Pong { delay, .. } => *pong = delay.as_micros(),
+        while let Some(step) = conn.step_protocol_role(now, *role) {
+            match step {
+                ProtocolStep::Closed => debug!("session closed"),
+                ProtocolStep::Pong(delay) => *pong = delay.as_micros(),
                 _ => {}
             }
         }
     }
 
-    /// Wakes every waiting task to re-check its condition.
+    /// Wakes every waiting task to re-check its condition. Out of line:
+    /// every command and I/O step ends with it, and each inlined copy of
+    /// the wakers' loop cost flash.
+    #[inline(never)]
     fn notify(&mut self) {
         self.generation = self.generation.wrapping_add(1);
         self.wakers.wake();
@@ -172,6 +174,9 @@ pub struct Session<'a, M: RawMutex, C, const N: usize, G, const WAIT: usize = WA
 }
 
 /// The core's time now, from `embassy-time`.
+// Out of line: a session asks for the time in many places, and each inlined
+// copy of the driver's clock read and tick conversion cost flash.
+#[inline(never)]
 pub fn now() -> Instant {
     Instant::from_micros(embassy_time::Instant::now().as_micros())
 }
@@ -753,9 +758,9 @@ pub(crate) fn poll_io<L: Link, I: Input, O: Output>(
                 link.fire_timer();
                 progress = true;
             } else {
-                // A timer polled once registers its wake-up.
-                let timer = pin!(embassy_time::Timer::at(to_embassy(at)));
-                let _ = timer.poll(cx);
+                // The wake-up a timer's first poll registers, without the
+                // timer (its clock read and second path: flash).
+                embassy_time_driver::schedule_wake(to_embassy(at).as_ticks(), cx.waker());
             }
         }
         if !progress {

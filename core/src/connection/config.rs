@@ -74,6 +74,24 @@ pub trait Compressor {
     /// Compresses `input` into `out` as one zlib stream and returns its
     /// length, or `None` if it does not fit (the body is then sent plain).
     fn compress(&self, input: &[u8], out: &mut [u8]) -> Option<usize>;
+
+    /// Compresses the `n`-byte body at the start of `area` in place, with
+    /// the rest of `area` as room: the compressed length when it is shorter
+    /// (the compressed bytes then start `area`), `None` to send the body
+    /// plain. The connection calls it for bodies over the threshold.
+    /// Implementations keep this default: it is a method so that its code
+    /// is only in an image that has a compressor (a board without one links
+    /// none of it).
+    fn compress_in_place(&self, area: &mut [u8], n: usize) -> Option<usize> {
+        let (body, rest) = area.split_at_mut_checked(n)?;
+        match self.compress(body, rest) {
+            Some(m) if m < n && m <= rest.len() => {
+                area.copy_within(n..n + m, 0);
+                Some(m)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl<'a> Config<'a> {

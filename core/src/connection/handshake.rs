@@ -11,7 +11,9 @@ use super::transmit::CLOSE_RESERVE;
 use super::Inner;
 use crate::buffer::Buffer;
 use crate::codec::{Codec, CodecError};
-use crate::messages::{HandshakeAccept, HandshakeOut, HandshakeSeed, Hello, SetType, PROTOVERSION};
+use crate::messages::{
+    ClientHandshakeSeed, HandshakeAccept, HandshakeOut, Hello, HelloIn, SetType, PROTOVERSION,
+};
 use crate::registry::{internal, Registry, RegistryAccess, FIRST_AUTO_ID};
 use crate::time::Instant;
 use crate::types::{CloseReason, Side, State};
@@ -186,7 +188,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
     /// connection type and enters it.
     fn handle_hello(&mut self, body: &[u8], now: Instant) {
         self.codec.detect_from_hello(body);
-        let Ok(hello) = self.codec.decode::<Hello>(body) else {
+        let Ok(hello) = self.codec.decode::<HelloIn>(body) else {
             return self.close(CloseReason::MalformedPacket);
         };
         if hello.protoversion != PROTOVERSION {
@@ -272,33 +274,27 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
     /// (adopting the server's ids where the registry may change, checking
     /// that they already agree where it is shared), accepts and opens.
     fn handle_handshake(&mut self, body: &[u8]) {
-        let seed = HandshakeSeed(self.registry.registry());
-        let Ok(hs) = self.codec.decode_seed(seed, body) else {
+        let seed = ClientHandshakeSeed(self.registry.registry());
+        let Ok((protoversion, sync)) = self.codec.decode_seed(seed, body) else {
             return self.close(CloseReason::MalformedPacket);
         };
-        if hs.protoversion != PROTOVERSION {
+        if protoversion != PROTOVERSION {
             return self.close(CloseReason::ProtoVersionMismatch);
         }
         if self.config.autosync {
             let policy = self.config.sync_policy;
             let result = match self.registry.registry_mut() {
-                Some(reg) => reg.apply_sync(&hs.sync, policy),
+                Some(reg) => reg.apply_sync(&sync, policy),
                 // A shared registry cannot adopt ids: the server's must be
                 // the ones it has.
-                None => self
-                    .registry
-                    .registry()
-                    .check_sync_unchanged(&hs.sync, policy),
+                None => self.registry.registry().check_sync_unchanged(&sync, policy),
             };
             if result.is_err() {
                 #[cfg(feature = "mismatch-report")]
                 {
                     let adopts_ids = self.registry.registry_mut().is_some();
-                    self.mismatch = Some(
-                        self.registry
-                            .registry()
-                            .mismatch_record(&hs.sync, adopts_ids),
-                    );
+                    self.mismatch =
+                        Some(self.registry.registry().mismatch_record(&sync, adopts_ids));
                 }
                 return self.close(CloseReason::PacketRegMismatch);
             }

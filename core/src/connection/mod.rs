@@ -99,7 +99,7 @@ use crate::codec::Codec;
 #[cfg(feature = "mismatch-report")]
 use crate::registry::{MismatchRecord, RegistryMismatch};
 use crate::registry::{Packet, Registry, RegistryAccess};
-use crate::time::{Instant, MaybeInstant};
+use crate::time::{Duration, Instant, MaybeInstant};
 use crate::types::{CloseReason, Closed, Initiator, Mode, SecurityLevel, Side, State};
 use crate::wire::{Flags, FrameDecoder};
 use conntype::ConnType;
@@ -520,7 +520,7 @@ where
             self.update_timers(now);
             return None;
         };
-        Some(found.into_event(&self.rx, &self.inner.codec))
+        Some(found.into_event(&self.rx, &self.inner.codec, &self.inner.progress))
     }
 
     /// Brings the frame and idle timers up to date at the end of a poll
@@ -542,7 +542,7 @@ where
     /// then says whether a packet waits.
     pub fn poll_protocol(&mut self, now: Instant) -> Option<Event<'_, C>> {
         let found = self.next_found_shared(now, true)?;
-        Some(found.into_event(&self.rx, &self.inner.codec))
+        Some(found.into_event(&self.rx, &self.inner.codec, &self.inner.progress))
     }
 
     /// Whether a whole frame waits in the receive buffer.
@@ -591,11 +591,7 @@ where
     /// hands no event out (the core's server counts what it needs): no
     /// event is built.
     pub(crate) fn step_protocol(&mut self, now: Instant) -> Option<ProtocolStep> {
-        Some(match self.next_found_shared(now, true)? {
-            Found::Pending(Event::Connected) => ProtocolStep::Connected,
-            Found::Pending(Event::Closed(_)) => ProtocolStep::Closed,
-            _ => ProtocolStep::Other,
-        })
+        Some(ProtocolStep::of(self.next_found_shared(now, true)?))
     }
 
     /// The state machine run out of line, once for [`poll_protocol`] and
@@ -608,10 +604,7 @@ where
     /// [`poll_protocol`]: Self::poll_protocol
     /// [`poll_with`]: Self::poll_with
     #[inline(never)]
-    fn next_found_shared<'e>(&mut self, now: Instant, protocol_only: bool) -> Option<Found<'e, C>>
-    where
-        C: 'e,
-    {
+    fn next_found_shared(&mut self, now: Instant, protocol_only: bool) -> Option<Found> {
         let found = self.next_found(now, protocol_only, handshake::Role::any());
         if found.is_none() {
             self.update_timers(now);
@@ -677,14 +670,37 @@ where
     }
 }
 
-/// What [`Connection::step_protocol`] did.
-pub(crate) enum ProtocolStep {
-    /// The handshake completed.
+/// What one step of [`Connection::step_protocol_role`] did: the events of
+/// [`poll_protocol_role`](Connection::poll_protocol_role) a driver acts on,
+/// without building them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProtocolStep {
+    /// The handshake completed ([`Event::Connected`]).
     Connected,
-    /// The connection closed.
+    /// The connection closed ([`Event::Closed`]; [`Connection::closed`]
+    /// says why).
     Closed,
+    /// (Ping client) the server's answer came after this round trip
+    /// ([`Event::Pong`]).
+    Pong(Duration),
     /// Anything else.
     Other,
+}
+
+impl ProtocolStep {
+    /// The step a poll found.
+    fn of(found: Found) -> ProtocolStep {
+        match found {
+            Found::Pending(Pending::Connected) => ProtocolStep::Connected,
+            Found::Pending(Pending::Closed) => ProtocolStep::Closed,
+            Found::Frame {
+                outcome: receive::Outcome::Pong(delay),
+                ..
+            } => ProtocolStep::Pong(delay),
+            _ => ProtocolStep::Other,
+        }
+    }
 }
 
 impl<C, R, T, const N: usize, G> fmt::Debug for Connection<'_, C, R, T, N, G> {

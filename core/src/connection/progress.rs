@@ -150,7 +150,10 @@ impl Progress {
         matches!(self, Progress::Closed { .. })
     }
 
-    /// How the connection ended, once it has.
+    /// How the connection ended, once it has. Out of line on bare metal:
+    /// the clone of a reason (a `heapless::String` in `Other`) was inlined
+    /// wherever an adapter asks, several times per image.
+    #[cfg_attr(target_os = "none", inline(never))]
     pub(super) fn closed(&self) -> Option<Closed> {
         match self {
             Progress::Closed {
@@ -239,6 +242,19 @@ pub(super) enum Pending {
     Closed,
 }
 
+impl Pending {
+    /// The event it stands for; a close's reason comes from `progress`,
+    /// which [`finish`](Inner::finish) closed when it left this.
+    pub(super) fn event<'e, C>(self, progress: &Progress) -> Event<'e, C> {
+        match self {
+            Pending::Connected => Event::Connected,
+            Pending::PingAnswered => Event::PingAnswered,
+            // `closed` is always some here (see above).
+            Pending::Closed => Event::Closed(progress.closed().unwrap_or(Closed::SOCKET_CLOSED)),
+        }
+    }
+}
+
 impl<'a, C: Codec, T: crate::buffer::Buffer, const N: usize, G: RegistryAccess<N>>
     Inner<'a, C, T, N, G>
 {
@@ -286,26 +302,15 @@ impl<'a, C: Codec, T: crate::buffer::Buffer, const N: usize, G: RegistryAccess<N
         self.pending = Some(Pending::Closed);
     }
 
-    /// The event left by the last change, once.
+    /// The event left by the last change, once (built when it is handed
+    /// out, [`Pending::event`]: the polls pass a byte around, not an
+    /// event with a close reason in it).
     #[inline(always)]
-    pub(super) fn take_pending<'e>(&mut self) -> Option<Event<'e, C>> {
+    pub(super) fn take_pending(&mut self) -> Option<Pending> {
         // Usually none waits: one load and one branch on the poll path, no
-        // store; the event is built apart.
+        // store.
         self.pending?;
-        let pending = self.pending.take()?;
-        self.pending_event(pending)
-    }
-
-    /// The event `pending` stands for.
-    // Out of line: keeps building it (a close reason's copy) off the poll
-    // path, whose stack frame it had doubled.
-    #[inline(never)]
-    fn pending_event<'e>(&self, pending: Pending) -> Option<Event<'e, C>> {
-        match pending {
-            Pending::Connected => Some(Event::Connected),
-            Pending::PingAnswered => Some(Event::PingAnswered),
-            Pending::Closed => self.progress.closed().map(Event::Closed),
-        }
+        self.pending.take()
     }
 }
 

@@ -6,11 +6,11 @@ use super::conntype::{ConnType, Dispatch};
 use super::event::{Event, IgnoreCause, Incoming};
 use super::handshake::Role;
 use super::outbox::{Outbox, Take};
-use super::progress::Progress;
+use super::progress::{Pending, Progress};
 use super::{Connection, Inner};
 use crate::buffer::Buffer;
 use crate::codec::Codec;
-use crate::messages::CloseConn;
+use crate::messages::CloseConnIn;
 use crate::registry::{internal, RegistryAccess, FIRST_AUTO_ID, INTERNAL_COUNT};
 use crate::rules::{InvalidAction, RuleContext, Rules};
 use crate::time::{Duration, Instant};
@@ -19,31 +19,31 @@ use crate::wire::{Flags, FrameDecoder, FrameError, FRAME_OVERHEAD};
 use core::ops::Range;
 
 /// What [`Connection::poll`] found, before it borrows the receive buffer.
-pub(super) enum Found<'e, C> {
-    /// An event that borrows nothing.
-    Pending(Event<'e, C>),
-    /// A frame's outcome; `range` starts at the frame's length prefix.
+/// Small (no event is built yet): it is returned through every poll.
+pub(super) enum Found {
+    /// The event a change of progress left (built by [`into_event`](Self::into_event)).
+    Pending(Pending),
+    /// A frame's outcome; `start` is where its length prefix is.
     Frame {
         packet_id: u32,
-        range: Range<usize>,
+        start: usize,
         body: Range<usize>,
         outcome: Outcome,
     },
 }
 
-impl<'e, C: Clone> Found<'e, C> {
-    /// The event, borrowing the frame's body from the receive buffer.
+impl Found {
+    /// The event, borrowing the frame's body from the receive buffer (a
+    /// close's reason from `progress`).
     #[inline(always)]
-    pub(super) fn into_event<'b, B: Buffer>(
+    pub(super) fn into_event<'b, B: Buffer, C: Clone>(
         self,
         rx: &'b FrameDecoder<B>,
         codec: &C,
-    ) -> Event<'b, C>
-    where
-        'e: 'b,
-    {
+        progress: &Progress,
+    ) -> Event<'b, C> {
         let (packet_id, body, outcome) = match self {
-            Found::Pending(event) => return event,
+            Found::Pending(pending) => return pending.event(progress),
             Found::Frame {
                 packet_id,
                 body,
@@ -52,7 +52,7 @@ impl<'e, C: Clone> Found<'e, C> {
             } => (packet_id, rx.stored(body), outcome),
         };
         match outcome {
-            Outcome::Ignored(packet_id, cause) => Event::Ignored { packet_id, cause },
+            Outcome::Ignored(cause) => Event::Ignored { packet_id, cause },
             Outcome::Packet(name) => {
                 Event::Packet(Incoming::new(packet_id, name, body, codec.clone()))
             }
@@ -81,7 +81,7 @@ pub(super) enum Outcome {
     /// The ping answer, after this round trip.
     Pong(Duration),
     /// A dropped packet.
-    Ignored(u32, IgnoreCause),
+    Ignored(IgnoreCause),
 }
 
 impl<'a, C, R, T, const N: usize, G> Connection<'a, C, R, T, N, G>
@@ -168,14 +168,14 @@ where
     /// [`poll_with_role`](Self::poll_with_role).
     pub(super) fn hand_out<X>(
         &mut self,
-        found: Found<'_, C>,
+        found: Found,
         f: impl FnOnce(Event<'_, C>, &mut Outbox<'_, 'a, C, T, N, G>) -> (Take, X),
     ) -> X {
         let frame_start = match &found {
-            Found::Frame { range, .. } => Some(range.start),
+            Found::Frame { start, .. } => Some(*start),
             Found::Pending(_) => None,
         };
-        let event = found.into_event(&self.rx, &self.inner.codec);
+        let event = found.into_event(&self.rx, &self.inner.codec, &self.inner.progress);
         let is_packet = matches!(event, Event::Packet(_) | Event::ConnTypePacket(_));
         let mut outbox = Outbox {
             inner: &mut self.inner,
@@ -197,21 +197,32 @@ where
         role: Role<'a, C, T, N, G>,
     ) -> Option<Event<'_, C>> {
         let found = self.next_found_role(now, true, role)?;
-        Some(found.into_event(&self.rx, &self.inner.codec))
+        Some(found.into_event(&self.rx, &self.inner.codec, &self.inner.progress))
+    }
+
+    /// [`poll_protocol_role`](Self::poll_protocol_role) for a driver that
+    /// hands no event out (a session, which records the ping's round trip
+    /// and nothing else): what the step did, and no event is built (on a
+    /// board, building them cost flash).
+    pub fn step_protocol_role(
+        &mut self,
+        now: Instant,
+        role: Role<'a, C, T, N, G>,
+    ) -> Option<super::ProtocolStep> {
+        Some(super::ProtocolStep::of(
+            self.next_found_role(now, true, role)?,
+        ))
     }
 
     /// The state machine out of line for the two polls above, as
     /// `next_found_shared` is for the others.
     #[inline(never)]
-    fn next_found_role<'e>(
+    fn next_found_role(
         &mut self,
         now: Instant,
         protocol_only: bool,
         role: Role<'a, C, T, N, G>,
-    ) -> Option<Found<'e, C>>
-    where
-        C: 'e,
-    {
+    ) -> Option<Found> {
         let found = self.next_found(now, protocol_only, role);
         if found.is_none() {
             self.update_timers(now);
@@ -222,18 +233,17 @@ where
     /// Runs the state machine up to the next event; what it found refers to
     /// the receive buffer by range, so the caller decides what to borrow.
     #[inline(always)]
-    pub(super) fn next_found<'e>(
+    pub(super) fn next_found(
         &mut self,
         now: Instant,
         protocol_only: bool,
         role: Role<'a, C, T, N, G>,
-    ) -> Option<Found<'e, C>>
-    where
-        C: 'e,
-    {
-        if let Some(event) = self.inner.take_pending() {
-            return Some(Found::Pending(event));
+    ) -> Option<Found> {
+        if let Some(pending) = self.inner.take_pending() {
+            return Some(Found::Pending(pending));
         }
+        // Every branch that changed the progress ends here, at one copy of
+        // `take_pending` (flash).
         loop {
             if self.inner.is_closed() {
                 return None;
@@ -243,12 +253,12 @@ where
                 Ok(None) if self.inner.transport_ended => {
                     self.inner
                         .finish(CloseReason::SocketClose, Initiator::Transport);
-                    return self.inner.take_pending().map(Found::Pending);
+                    break;
                 }
                 Ok(None) => return None,
                 Err(e) => {
                     self.inner.frame_error(e);
-                    return self.inner.take_pending().map(Found::Pending);
+                    break;
                 }
             };
             let frame_start = range.start - FRAME_OVERHEAD;
@@ -261,26 +271,27 @@ where
                 Ok(inflated) => inflated,
                 Err(reason) => {
                     self.inner.close(reason);
-                    return self.inner.take_pending().map(Found::Pending);
+                    break;
                 }
             };
             let body = self.rx.stored(body_range.clone());
             match self.inner.handle_frame(packet_id, flags, body, now, role) {
                 Outcome::Nothing => {
-                    if let Some(event) = self.inner.take_pending() {
-                        return Some(Found::Pending(event));
+                    if self.inner.pending.is_some() {
+                        break;
                     }
                 }
                 outcome => {
                     return Some(Found::Frame {
                         packet_id,
-                        range: frame_start..body_range.end,
+                        start: frame_start,
                         body: body_range,
                         outcome,
                     })
                 }
             }
         }
+        self.inner.take_pending().map(Found::Pending)
     }
 
     /// Inflates a compressed body when decompression is on; otherwise hands
@@ -338,8 +349,8 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
     // Out of the per-packet loop, as the side's `Role` is.
     #[inline(never)]
     fn handle_closeconn(&mut self, body: &[u8]) {
-        let reason = match self.codec.decode::<CloseConn>(body) {
-            Ok(msg) => CloseReason::from_wire(msg.reason),
+        let reason = match self.codec.decode::<CloseConnIn>(body) {
+            Ok(msg) => CloseReason::from_wire_bytes(msg.reason.map(|r| r.0)),
             Err(_) => CloseReason::Unspecified,
         };
         self.tx.clear();
@@ -400,7 +411,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             }
         }
         let Some(entry) = self.registry.registry().by_id(packet_id) else {
-            return Outcome::Ignored(packet_id, IgnoreCause::UnknownId);
+            return Outcome::Ignored(IgnoreCause::UnknownId);
         };
         if let Err(v) = entry
             .rules
@@ -408,13 +419,10 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         {
             return match entry.rules.on_invalid {
                 InvalidAction::Ignore if self.is_keepalive(packet_id) => Outcome::Nothing,
-                InvalidAction::Ignore => Outcome::Ignored(
-                    packet_id,
-                    IgnoreCause::Rules {
-                        packet: entry.name,
-                        violation: v,
-                    },
-                ),
+                InvalidAction::Ignore => Outcome::Ignored(IgnoreCause::Rules {
+                    packet: entry.name,
+                    violation: v,
+                }),
                 InvalidAction::Close => {
                     self.close(CloseReason::SmartPacketInvalid);
                     Outcome::Nothing

@@ -263,18 +263,8 @@ fn compress_in_place(
     n: usize,
     compressor: Option<&(dyn Compressor + Sync)>,
 ) -> (usize, Flags) {
-    let Some(c) = compressor else {
-        return (n, Flags::EMPTY);
-    };
-    if n <= c.threshold() {
-        return (n, Flags::EMPTY);
-    }
-    let (body, rest) = area.split_at_mut(n);
-    match c.compress(body, rest) {
-        Some(m) if m < n && m <= rest.len() => {
-            area.copy_within(n..n + m, 0);
-            (m, Flags::COMPRESSED)
-        }
-        _ => (n, Flags::EMPTY),
+    match compressor.and_then(|c| c.compress_in_place(area, n)) {
+        Some(m) => (m, Flags::COMPRESSED),
+        None => (n, Flags::EMPTY),
     }
 }

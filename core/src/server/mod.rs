@@ -884,7 +884,7 @@ where
                 None => return,
                 Some(ProtocolStep::Connected) => stats.handshakes += 1,
                 Some(ProtocolStep::Closed) => c.reported = true,
-                Some(ProtocolStep::Other) => {}
+                Some(ProtocolStep::Pong(_) | ProtocolStep::Other) => {}
             }
         }
     }
