@@ -274,7 +274,7 @@ pub struct TokioServer<C: Codec = Postcard> {
     handle: ServerHandle<C>,
     async_handlers: HashMap<u32, AsyncHandler<C>>,
     /// The streams given to the acceptor, for the run loop.
-    streams: tokio::sync::mpsc::Receiver<Incoming_>,
+    streams: tokio::sync::mpsc::Receiver<GivenStream>,
     acceptor: StreamAcceptor,
 }
 
@@ -288,7 +288,7 @@ pub const UNBOUND: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::U
 pub const STREAM_QUEUE: usize = 16;
 
 /// A stream given to the server, and its peer's address if it has one.
-type Incoming_ = (Box<dyn ByteStream>, Option<SocketAddr>);
+type GivenStream = (Box<dyn ByteStream>, Option<SocketAddr>);
 
 /// Gives a [`TokioServer`] connections over byte streams other than its
 /// TCP listener's: any `AsyncRead + AsyncWrite` that is already connected
@@ -297,7 +297,7 @@ type Incoming_ = (Box<dyn ByteStream>, Option<SocketAddr>);
 /// the server has it, timers. Cheap to clone; usable from any task.
 #[derive(Clone)]
 pub struct StreamAcceptor {
-    streams: tokio::sync::mpsc::Sender<Incoming_>,
+    streams: tokio::sync::mpsc::Sender<GivenStream>,
 }
 
 impl std::fmt::Debug for StreamAcceptor {
