@@ -407,11 +407,14 @@ impl<const N: usize> Registry<N> {
     /// from this registry: what a client reports when
     /// [`check_sync`](Self::check_sync), [`check_sync_unchanged`](Self::check_sync_unchanged)
     /// (`adopts_ids` false) or [`apply_sync`](Self::apply_sync) refused it.
+    /// (Feature `mismatch-report`.)
+    #[cfg(feature = "mismatch-report")]
     pub fn mismatch(&self, sync: &SyncReport<N>, adopts_ids: bool) -> RegistryMismatch {
         self.expand_mismatch(&self.mismatch_record(sync, adopts_ids))
     }
 
     /// [`mismatch`](Self::mismatch) in the compact form a connection keeps.
+    #[cfg(feature = "mismatch-report")]
     pub(crate) fn mismatch_record(&self, sync: &SyncReport<N>, adopts_ids: bool) -> MismatchRecord {
         let keep = if adopts_ids {
             INTERNAL_COUNT
@@ -448,6 +451,7 @@ impl<const N: usize> Registry<N> {
     }
 
     /// The [`RegistryMismatch`] a record made by this registry stands for.
+    #[cfg(feature = "mismatch-report")]
     pub(crate) fn expand_mismatch(&self, rec: &MismatchRecord) -> RegistryMismatch {
         let name = |i: u16| self.entries.get(usize::from(i)).map(|e| e.name);
         let mut we_lack = heapless::String::new();
@@ -609,10 +613,12 @@ impl defmt::Format for RegistryMismatch {
 }
 
 /// No entry (an index into a registry's entries).
+#[cfg(feature = "mismatch-report")]
 const NO_ENTRY: u16 = u16::MAX;
 
 /// A [`RegistryMismatch`] as a connection keeps it: entry indices instead of
 /// names (48 bytes rather than 96 on a 64-bit host).
+#[cfg(feature = "mismatch-report")]
 #[derive(Clone, Debug)]
 pub(crate) struct MismatchRecord {
     peer_lacks: u16,
@@ -693,7 +699,9 @@ pub struct SyncReport<const N: usize> {
     /// Whether the peer named one packet twice.
     pub duplicate_names: bool,
     /// The first name the peer sent that we do not know (cut to
-    /// [`MAX_MISMATCH_NAME`] bytes; empty if none).
+    /// [`MAX_MISMATCH_NAME`] bytes; empty if none). Feature
+    /// `mismatch-report`: only the mismatch report uses it.
+    #[cfg(feature = "mismatch-report")]
     pub first_unknown: heapless::String<MAX_MISMATCH_NAME>,
 }
 
@@ -754,6 +762,7 @@ impl<'de, const N: usize> Visitor<'de> for SyncSeed<'_, N> {
             unknown: 0,
             ours: self.0.len(),
             duplicate_names: false,
+            #[cfg(feature = "mismatch-report")]
             first_unknown: heapless::String::new(),
         };
         while let Some((name, id)) = map.next_entry::<WireStr<'de>, u32>()? {
@@ -764,6 +773,7 @@ impl<'de, const N: usize> Visitor<'de> for SyncSeed<'_, N> {
                     report.matched += 1;
                 }
                 None => {
+                    #[cfg(feature = "mismatch-report")]
                     if report.unknown == 0 {
                         report.first_unknown = cut_name(name.0);
                     }
@@ -799,6 +809,7 @@ fn insert_sorted<const N: usize>(
 
 /// `name` (valid UTF-8), cut to [`MAX_MISMATCH_NAME`] bytes at a character
 /// boundary.
+#[cfg(feature = "mismatch-report")]
 fn cut_name(name: &[u8]) -> heapless::String<MAX_MISMATCH_NAME> {
     let mut s = heapless::String::new();
     crate::text::push_cut(s.as_mut_view(), name);
