@@ -12,6 +12,12 @@
 //! 3. **2 workers vs 1**: 200 raw clients (handshake done, then pre-encoded
 //!    `echo:echo` frames, 32 at a time) on a one-thread client runtime
 //!    against the tokio server on 2 workers and on 1; messages per second.
+//!    Twice: with the echo service (a handler that costs next to nothing,
+//!    so the one-thread load generator sharing the two CPUs is what limits
+//!    both: the bare tokio echo shows what the machine allows), and with
+//!    [`WORK_ROUNDS`] of hashing per message in an async handler (about
+//!    10 us: the server is what limits, as with a real service), beside the
+//!    bare echo doing the same hashing.
 //!
 //! Every side is measured in blocks that alternate (each side first half of
 //! the time); the figures are the medians over the blocks and the spread
@@ -20,7 +26,8 @@
 //! every server thread on CPU 1; `same`: all on CPU 0); 3 leaves placement
 //! to the scheduler (the server needs both CPUs).
 //!
-//! `cargo bench -p peng3dnet-std --bench tokio [-- --blocks N --quick]`
+//! `cargo bench -p peng3dnet-std --bench tokio [-- --blocks N --quick --scaling --work-rounds N]`
+//! (`--scaling`: 3 only)
 
 #[path = "common/pin.rs"]
 mod pin;
@@ -28,7 +35,7 @@ mod pin;
 use peng3dnet_core::codec::Postcard;
 use peng3dnet_std::client::{ClientEvent, ClientOptions};
 use peng3dnet_std::echo::{self, Echo};
-use peng3dnet_std::server::{Runtime, ServerHandle, ServerOptions};
+use peng3dnet_std::server::{Runtime, Server, ServerHandle, ServerOptions};
 use peng3dnet_std::tokio_client::Client;
 use peng3dnet_test_support::{frame, RawPeer};
 use pin::pin_current_thread;
@@ -50,6 +57,9 @@ const BATCH: usize = 32;
 const LATENCY_TARGET: f64 = 1.25;
 const THROUGHPUT_TARGET: f64 = 0.8;
 const SCALE_TARGET: f64 = 1.3;
+/// Rounds of [`work`] per message in the server-bound part of 3 (about
+/// 10 us on this machine).
+const WORK_ROUNDS: u32 = 150;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -58,6 +68,10 @@ struct Opts {
     round_trips: usize,
     messages: usize,
     per_client: usize,
+    /// `--work-rounds N`: [`work`] per message in 3's server-bound part.
+    work_rounds: u32,
+    /// `--scaling`: part 3 only.
+    scaling_only: bool,
 }
 
 fn parse_opts() -> Opts {
@@ -66,6 +80,8 @@ fn parse_opts() -> Opts {
         round_trips: 1000,
         messages: 20_000,
         per_client: 500,
+        scaling_only: false,
+        work_rounds: WORK_ROUNDS,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -77,6 +93,13 @@ fn parse_opts() -> Opts {
                 o.messages = 5_000;
                 o.per_client = 100;
             }
+            "--scaling" => o.scaling_only = true,
+            "--work-rounds" => {
+                o.work_rounds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(o.work_rounds)
+            }
             // cargo bench passes --bench.
             _ => {}
         }
@@ -86,10 +109,27 @@ fn parse_opts() -> Opts {
 
 // ---------------------------------------------------------------- baseline
 
+/// A service's work on a message: `rounds` passes of FNV-1a over `bytes`
+/// (a chain of multiplications the compiler cannot skip).
+fn work(bytes: &[u8], rounds: u32) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325_u64;
+    for _ in 0..rounds {
+        for &b in std::hint::black_box(bytes) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    std::hint::black_box(h)
+}
+
 /// The bare echo server on a runtime of `workers` threads: a task per
 /// connection reads into a 16 KiB buffer, splits 10-byte-header frames and
 /// writes each back with a fresh header.
 fn spawn_bare_server(workers: usize, cpu: Option<usize>) -> io::Result<SocketAddr> {
+    spawn_bare_worker(workers, cpu, 0)
+}
+
+/// [`spawn_bare_server`] doing `rounds` of [`work`] on each frame's body.
+fn spawn_bare_worker(workers: usize, cpu: Option<usize>, rounds: u32) -> io::Result<SocketAddr> {
     let rt = runtime(workers, cpu)?;
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     std_listener.set_nonblocking(true)?;
@@ -103,14 +143,14 @@ fn spawn_bare_server(workers: usize, cpu: Option<usize>) -> io::Result<SocketAdd
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(bare_conn(stream));
+                tokio::spawn(bare_conn(stream, rounds));
             }
         })
     });
     Ok(addr)
 }
 
-async fn bare_conn(mut stream: TcpStream) -> io::Result<()> {
+async fn bare_conn(mut stream: TcpStream, rounds: u32) -> io::Result<()> {
     let mut rx = vec![0u8; 16 * 1024];
     let (mut start, mut end) = (0, 0);
     let mut tx = Vec::with_capacity(16 * 1024);
@@ -134,6 +174,7 @@ async fn bare_conn(mut stream: TcpStream) -> io::Result<()> {
                 break;
             }
             let body = &rx[start + HEADER..start + 4 + len];
+            work(body, rounds);
             tx.extend_from_slice(&((HEADER - 4 + body.len()) as u32).to_be_bytes());
             tx.extend_from_slice(&rx[start + 4..start + HEADER]);
             tx.extend_from_slice(body);
@@ -395,6 +436,23 @@ fn spawn_server(runtime: Runtime, cpu: Option<usize>) -> Res<(SocketAddr, Server
     }
 }
 
+/// The tokio server on `workers` threads answering `echo:echo` from an async
+/// handler that does [`WORK_ROUNDS`] of [`work`] on the text first.
+fn spawn_work_server(workers: usize, rounds: u32) -> Res<(SocketAddr, ServerHandle)> {
+    let server = Server::builder(echo::registry())
+        .bind_tokio("127.0.0.1:0")?
+        .on_async::<Echo, _, _>(move |ctx, packet| async move {
+            if let Ok(text) = packet.decode::<Echo>() {
+                work(text.as_bytes(), rounds);
+                let _ = ctx.send::<Echo>(&text).await;
+            }
+        });
+    let (addr, handle) = (server.local_addr(), server.handle());
+    let rt = self::runtime(workers, None)?;
+    std::thread::spawn(move || rt.block_on(server.run()));
+    Ok((addr, handle))
+}
+
 /// Runs the two sides of each pair in the order of `flip` and returns
 /// (first, second) as written.
 macro_rules! pair {
@@ -511,20 +569,62 @@ async fn bare_clients(addr: SocketAddr) -> Res<(Vec<TcpStream>, Vec<u8>)> {
 
 /// 3: the tokio server on 2 workers and on 1, and the bare tokio echo on 2
 /// and on 1 (what this machine and load generator allow), threads placed
-/// freely.
-fn scaling(o: &Opts) -> Res<f64> {
-    let (two, two_handle) = spawn_server(Runtime::Tokio { workers: 2 }, None)?;
-    let (one, one_handle) = spawn_server(Runtime::Tokio { workers: 1 }, None)?;
-    let (bare2, bare1) = (spawn_bare_server(2, None)?, spawn_bare_server(1, None)?);
+/// freely: first with the echo service, then server-bound (each message
+/// costs [`WORK_ROUNDS`] of [`work`] on both). The two ratios of the tokio
+/// server.
+fn scaling(o: &Opts) -> Res<[f64; 2]> {
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let _in_client_runtime = client_rt.enter();
+    println!("\nthreads placed by the scheduler: {} blocks", o.blocks);
+    println!("| measure | side | baseline | ratio: median (spread) | target |");
+    println!("|---|---|---|---|---|");
+    let echo = scaling_pass(
+        o,
+        &client_rt,
+        "200 clients, 32 at a time",
+        [
+            spawn_server(Runtime::Tokio { workers: 2 }, None)?,
+            spawn_server(Runtime::Tokio { workers: 1 }, None)?,
+        ],
+        [spawn_bare_server(2, None)?, spawn_bare_server(1, None)?],
+        o.per_client,
+    )?;
+    let bound = scaling_pass(
+        o,
+        &client_rt,
+        "200 clients, 32 at a time, ~10 us of work a message",
+        [
+            spawn_work_server(2, o.work_rounds)?,
+            spawn_work_server(1, o.work_rounds)?,
+        ],
+        [
+            spawn_bare_worker(2, None, o.work_rounds)?,
+            spawn_bare_worker(1, None, o.work_rounds)?,
+        ],
+        o.per_client / 4,
+    )?;
+    Ok([echo, bound])
+}
+
+/// One row pair of 3: `servers` (on 2 workers, on 1) beside `bare` (the
+/// same), `per_client` messages a block from each client; prints both and
+/// returns the servers' ratio. Shuts the servers down.
+fn scaling_pass(
+    o: &Opts,
+    client_rt: &tokio::runtime::Runtime,
+    what: &str,
+    servers: [(SocketAddr, ServerHandle); 2],
+    bare: [SocketAddr; 2],
+    per_client: usize,
+) -> Res<f64> {
+    let [(two, two_handle), (one, one_handle)] = servers;
     let (many2, frame2) = raw_clients(two)?;
     let (many1, frame1) = raw_clients(one)?;
     let r = client_rt.block_on(async {
-        let (b2, bframe) = bare_clients(bare2).await?;
-        let (b1, _) = bare_clients(bare1).await?;
+        let (b2, bframe) = bare_clients(bare[0]).await?;
+        let (b1, _) = bare_clients(bare[1]).await?;
         let (_, mut many2) = many(many2, &frame2, 20).await?;
         let (_, mut many1) = many(many1, &frame1, 20).await?;
         let (_, mut b2) = many(b2, &bframe, 20).await?;
@@ -532,7 +632,7 @@ fn scaling(o: &Opts) -> Res<f64> {
         let (mut scale, mut bare_scale) = (Vec::new(), Vec::new());
         for block in 0..o.blocks {
             let flip = block % 2 == 1;
-            let m = o.per_client;
+            let m = per_client;
             let (a, b) = pair!(
                 flip,
                 many(many2, &frame2, m).await?,
@@ -548,11 +648,8 @@ fn scaling(o: &Opts) -> Res<f64> {
             (b2, b1) = (a.1, b.1);
             bare_scale.push((a.0, b.0));
         }
-        println!("\nthreads placed by the scheduler: {} blocks", o.blocks);
-        println!("| measure | side | baseline | ratio: median (spread) | target |");
-        println!("|---|---|---|---|---|");
         let r = report(
-            "200 clients, 32 at a time",
+            what,
             "msg/s",
             "tokio server, 2 workers",
             "1 worker",
@@ -560,7 +657,7 @@ fn scaling(o: &Opts) -> Res<f64> {
             &format!(">= {SCALE_TARGET}x"),
         );
         report(
-            "200 clients, 32 at a time",
+            what,
             "msg/s",
             "bare tokio echo, 2 workers",
             "1 worker",
@@ -582,16 +679,20 @@ fn main() -> Res<()> {
     );
     // First, while this thread is not pinned yet (threads inherit it).
     let scale = scaling(&o)?;
+    if o.scaling_only {
+        return Ok(());
+    }
     let cross = comparisons(&o, "cross (client CPU 0, servers CPU 1)", 0, 1)?;
     let same = comparisons(&o, "same (all on CPU 0)", 0, 0)?;
     let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
     println!(
-        "\ntargets: latency cross {} same {}, throughput cross {} same {}, 2 workers vs 1 {}",
+        "\ntargets: latency cross {} same {}, throughput cross {} same {}, 2 workers vs 1 {} (server-bound {})",
         verdict(cross[0] <= LATENCY_TARGET),
         verdict(same[0] <= LATENCY_TARGET),
         verdict(cross[1] >= THROUGHPUT_TARGET),
         verdict(same[1] >= THROUGHPUT_TARGET),
-        verdict(scale >= SCALE_TARGET),
+        verdict(scale[0] >= SCALE_TARGET),
+        verdict(scale[1] >= SCALE_TARGET),
     );
     Ok(())
 }

@@ -83,7 +83,15 @@
 //! client's task keeps writing (so that [`AsyncCtx::send`], which waits for
 //! room in the client's queue, cannot wait on itself) but takes no more of
 //! its packets. A handler still running when its client's connection closes
-//! is dropped.
+//! is dropped. Handlers that finish without waiting run one after another
+//! (up to 64) before the task turns to its socket again, so a burst of
+//! small packets costs one read and one write, not one of each per packet.
+//!
+//! Synchronous handlers run under the core's lock, so the clients' other
+//! tasks wait while one runs: give work that takes a while (parsing,
+//! hashing, a database call) to an async handler, which runs outside it, on
+//! any worker. With about 10 us of work a message, 200 clients are served
+//! 1.7x faster on 2 workers than on 1 (the benchmark `tokio`, part 3).
 //!
 //! # Other byte streams
 //! Besides its TCP listener, the server serves any connected
@@ -142,6 +150,10 @@ const CHUNK: usize = 64 * 1024;
 /// Rounds of a client's task without waiting before it yields to the
 /// runtime's other tasks.
 const ROUNDS_PER_TURN: usize = 16;
+
+/// The most async handlers a client's task runs one after another when each
+/// finishes at once, before it turns to its socket again.
+const HANDLERS_PER_STEP: usize = 64;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
@@ -970,24 +982,7 @@ impl ClientIo {
             self.handler = None;
         }
         if self.handler.is_none() {
-            if let Some(packet) =
-                inner.dispatch(id, now, &peer.span, |p| async_handlers.contains_key(&p))
-            {
-                let ctx = AsyncCtx {
-                    id,
-                    shared: Arc::clone(shared),
-                    peer: Arc::clone(peer),
-                };
-                match async_handlers[&packet.packet_id](ctx, packet) {
-                    Ok(f) => self.handler = Some(f),
-                    Err(reason) => {
-                        inner.server.close(id, reason);
-                        while inner.dispatch(id, now, &peer.span, |_| false).is_some() {}
-                    }
-                }
-                progress = true;
-            }
-            inner.server.transmitted(id, 0, now);
+            progress |= self.start_handler(&mut inner, now, shared, async_handlers, peer);
         }
         if inner.server.is_deferred(id) && !peer.waits_for_round.swap(true, Ordering::Relaxed) {
             // Held back by the round's budget: the next round wakes it.
@@ -1062,6 +1057,77 @@ impl ClientIo {
     }
 }
 
+impl ClientIo {
+    /// Runs the client's events through the handlers (under the lock held
+    /// by `inner`) up to the next packet with an async handler, whose
+    /// future it keeps; whether it started one.
+    fn start_handler<C: Codec + Send + Sync + 'static>(
+        &mut self,
+        inner: &mut Locked<'_, C>,
+        now: peng3dnet_core::time::Instant,
+        shared: &Arc<Shared<C>>,
+        async_handlers: &HashMap<u32, AsyncHandler<C>>,
+        peer: &Arc<Peer>,
+    ) -> bool {
+        let id = self.id;
+        let started = match inner.dispatch(id, now, &peer.span, |p| async_handlers.contains_key(&p))
+        {
+            Some(packet) => {
+                let ctx = AsyncCtx {
+                    id,
+                    shared: Arc::clone(shared),
+                    peer: Arc::clone(peer),
+                };
+                match async_handlers[&packet.packet_id](ctx, packet) {
+                    Ok(f) => self.handler = Some(f),
+                    Err(reason) => {
+                        inner.server.close(id, reason);
+                        while inner.dispatch(id, now, &peer.span, |_| false).is_some() {}
+                    }
+                }
+                true
+            }
+            None => false,
+        };
+        inner.server.transmitted(id, 0, now);
+        started
+    }
+
+    /// Polls the async handler running, and while each one finishes at
+    /// once, starts the next (at most [`HANDLERS_PER_STEP`]): a client's
+    /// packets that its handlers answer without waiting are handled in one
+    /// go, not one per pass over its socket.
+    fn run_ready_handlers<C: Codec + Send + Sync + 'static>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        shared: &Arc<Shared<C>>,
+        async_handlers: &HashMap<u32, AsyncHandler<C>>,
+        peer: &Arc<Peer>,
+    ) {
+        for _ in 0..HANDLERS_PER_STEP {
+            let Some(handler) = self.handler.as_mut() else {
+                return;
+            };
+            if handler.as_mut().poll(cx).is_pending() {
+                return;
+            }
+            self.handler = None;
+            let mut inner = shared.lock();
+            if inner
+                .server
+                .connection(self.id)
+                .is_none_or(|c| c.is_closed())
+            {
+                return;
+            }
+            let now = shared.clock.now();
+            if !self.start_handler(&mut inner, now, shared, async_handlers, peer) {
+                return;
+            }
+        }
+    }
+}
+
 /// The task of one client: moves bytes between its socket and the core,
 /// and runs its async handlers one at a time.
 async fn client_task<C: Codec + Send + Sync + 'static>(
@@ -1088,6 +1154,13 @@ async fn client_task<C: Codec + Send + Sync + 'static>(
             Poll::Ready(())
         })
         .await;
+        if io.handler.is_some() {
+            poll_fn(|cx| {
+                io.run_ready_handlers(cx, &shared, &async_handlers, &peer);
+                Poll::Ready(())
+            })
+            .await;
+        }
         let (read, write) = match io.step(&shared, &async_handlers, &peer) {
             Step::Finished => break,
             Step::Progress => {

@@ -125,6 +125,63 @@ async fn async_handlers_answer_one_packet_at_a_time_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_handlers_that_finish_at_once_answer_a_burst_in_order() {
+    // Handlers that finish without waiting are run one after another in a
+    // pass of the client's task: 5,000 pipelined packets, each answered
+    // once, in order, and never two handlers of the client at once.
+    const N: u32 = 5_000;
+    let running = Arc::new(AtomicUsize::new(0));
+    let overlap = Arc::new(AtomicBool::new(false));
+    let (r, o) = (Arc::clone(&running), Arc::clone(&overlap));
+    let server = Server::builder(registry())
+        .bind_tokio("127.0.0.1:0")
+        .unwrap()
+        .on_async::<Num, _, _>(move |ctx, packet| {
+            let (r, o) = (Arc::clone(&r), Arc::clone(&o));
+            async move {
+                if r.fetch_add(1, Ordering::SeqCst) > 0 {
+                    o.store(true, Ordering::SeqCst);
+                }
+                let n = packet.decode::<Num>().unwrap();
+                r.fetch_sub(1, Ordering::SeqCst);
+                ctx.send::<Num>(&(n * 2)).await.unwrap();
+            }
+        });
+    let (addr, handle) = (server.local_addr(), server.handle());
+    let serving = tokio::spawn(server.run());
+    let client = Client::connect(addr, registry(), ClientOptions::default())
+        .await
+        .unwrap();
+    client.wait_connected().await.unwrap();
+    let (sender, receiver) = client.split();
+    let sending = tokio::spawn(async move {
+        for n in 0..N {
+            sender.send::<Num>(&n).await.unwrap();
+        }
+        sender
+    });
+    let mut n = 0;
+    while n < N {
+        match timeout(T, receiver.recv()).await.expect("an event in time") {
+            Ok(ClientEvent::Packet(p)) => {
+                assert_eq!(p.decode::<Num>().unwrap(), n * 2, "answer {n}");
+                n += 1;
+            }
+            Ok(ClientEvent::Connected) => {}
+            other => panic!("expected a packet, got {other:?}"),
+        }
+    }
+    let _sender = timeout(T, sending).await.unwrap().unwrap();
+    assert!(
+        !overlap.load(Ordering::SeqCst),
+        "two handlers of one client ran at once"
+    );
+    handle.shutdown();
+    let stats = timeout(T, serving).await.unwrap().unwrap().unwrap();
+    assert_eq!(stats.handshakes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_async_send_waits_for_room_and_nothing_is_lost_or_closed() {
     // A queue of 256 KiB; the handler sends 64 blobs of 64 KiB (4 MiB) to a
     // client that reads nothing for half a second: a synchronous send would
