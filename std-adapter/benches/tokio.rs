@@ -26,8 +26,8 @@
 //! every server thread on CPU 1; `same`: all on CPU 0); 3 leaves placement
 //! to the scheduler (the server needs both CPUs).
 //!
-//! `cargo bench -p peng3dnet-std --bench tokio [-- --blocks N --quick --scaling --work-rounds N]`
-//! (`--scaling`: 3 only)
+//! `cargo bench -p peng3dnet-std --bench tokio [-- --blocks N --quick --scaling --same --work-rounds N]`
+//! (`--scaling`: 3 only; `--same`: 1 and 2 on one CPU only)
 
 #[path = "common/pin.rs"]
 mod pin;
@@ -70,6 +70,8 @@ struct Opts {
     per_client: usize,
     /// `--work-rounds N`: [`work`] per message in 3's server-bound part.
     work_rounds: u32,
+    /// `--same`: 1 and 2 in the same-CPU placement only (no 3).
+    same_only: bool,
     /// `--scaling`: part 3 only.
     scaling_only: bool,
 }
@@ -81,6 +83,7 @@ fn parse_opts() -> Opts {
         messages: 20_000,
         per_client: 500,
         scaling_only: false,
+        same_only: false,
         work_rounds: WORK_ROUNDS,
     };
     let mut args = std::env::args().skip(1);
@@ -94,6 +97,7 @@ fn parse_opts() -> Opts {
                 o.per_client = 100;
             }
             "--scaling" => o.scaling_only = true,
+            "--same" => o.same_only = true,
             "--work-rounds" => {
                 o.work_rounds = args
                     .next()
@@ -207,6 +211,26 @@ impl BareClient {
             reader: BufReader::with_capacity(16 * 1024, r),
             writer,
             frame,
+            out: Vec::new(),
+        })
+    }
+
+    /// A bare client of the peng3dnet server at `addr`: through the
+    /// handshake (blocking, before the measurements), then the same
+    /// `echo:echo` frames as [`Ours`] sends, pre-encoded.
+    fn handshaken(addr: SocketAddr) -> Res<Self> {
+        let mut peer = RawPeer::connect(addr, Postcard, TIMEOUT);
+        peer.handshake();
+        let id = peer.id("echo:echo");
+        let echo = frame(id, 0, &peer.enc("x".repeat(TEXT_LEN).as_str()));
+        peer.stream.set_nonblocking(true)?;
+        let stream = TcpStream::from_std(peer.stream)?;
+        stream.set_nodelay(true)?;
+        let (r, writer) = stream.into_split();
+        Ok(BareClient {
+            reader: BufReader::with_capacity(16 * 1024, r),
+            writer,
+            frame: echo.as_slice().try_into()?,
             out: Vec::new(),
         })
     }
@@ -479,16 +503,21 @@ fn comparisons(o: &Opts, name: &str, client_cpu: usize, server_cpu: usize) -> Re
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let raw_to_tokio = {
+        let _in = client_rt.enter();
+        BareClient::handshaken(tokio_addr)?
+    };
     let targets = client_rt.block_on(async {
+        let mut raw = Side::Bare(raw_to_tokio);
         let mut ours = Side::Ours(Ours::connect(tokio_addr).await?);
         let mut base = Side::Bare(BareClient::connect(bare).await?);
         let mut on_mio = Side::Ours(Ours::connect(mio_addr).await?);
-        for s in [&mut ours, &mut base, &mut on_mio] {
+        for s in [&mut ours, &mut base, &mut on_mio, &mut raw] {
             s.latency(200).await?;
             s.throughput(2_000).await?;
         }
-        let (mut lat, mut tp, mut vs_lat, mut vs_tp) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut lat, mut tp, mut vs_lat, mut vs_tp, mut raw_lat) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for block in 0..o.blocks {
             let flip = block % 2 == 1;
             let n = o.round_trips;
@@ -509,6 +538,7 @@ fn comparisons(o: &Opts, name: &str, client_cpu: usize, server_cpu: usize) -> Re
                 ours.throughput(m).await?,
                 on_mio.throughput(m).await?
             ));
+            raw_lat.push(pair!(flip, raw.latency(n).await?, base.latency(n).await?));
         }
         println!("\nplacement {name}: {} blocks", o.blocks);
         println!("| measure | side | baseline | ratio: median (spread) | target |");
@@ -544,6 +574,14 @@ fn comparisons(o: &Opts, name: &str, client_cpu: usize, server_cpu: usize) -> Re
             "mio server",
             &vs_tp,
             "(report)",
+        );
+        report(
+            "round trip, median",
+            "us",
+            "bare client + tokio server",
+            "bare tokio echo",
+            &raw_lat,
+            "(the server's share)",
         );
         Ok::<[f64; 2], Box<dyn std::error::Error>>([r1, r2])
     })?;
@@ -678,6 +716,10 @@ fn main() -> Res<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     // First, while this thread is not pinned yet (threads inherit it).
+    if o.same_only {
+        comparisons(&o, "same (all on CPU 0)", 0, 0)?;
+        return Ok(());
+    }
     let scale = scaling(&o)?;
     if o.scaling_only {
         return Ok(());
