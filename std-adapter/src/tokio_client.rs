@@ -68,6 +68,14 @@
 //! queues its frame in the caller's task, checked by the connection's rules
 //! there and then.
 //!
+//! Latency: each answer wakes the task waiting in [`Client::recv`] from the
+//! client's task. A spawned task is woken through the runtime's queue; the
+//! future given to `block_on` (the body of `#[tokio::main]`) is woken
+//! through the runtime's I/O driver instead, one more system call each way.
+//! A request/answer loop on one CPU measured 1.11-1.12x the round trip of
+//! a bare tokio echo from a spawned task, 1.17-1.18x from `block_on`'s
+//! future (the benchmark `tokio`): run latency-bound loops in a task.
+//!
 //! # Back-pressure and cancellation
 //! - [`Client::send`] queues a frame only if it fits the transmit queue
 //!   ([`ClientOptions::max_write_queue`]); otherwise it waits until the task
