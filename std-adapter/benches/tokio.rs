@@ -37,6 +37,7 @@ use peng3dnet_std::client::{ClientEvent, ClientOptions};
 use peng3dnet_std::echo::{self, Echo};
 use peng3dnet_std::server::{Runtime, Server, ServerHandle, ServerOptions};
 use peng3dnet_std::tokio_client::Client;
+use peng3dnet_std::tokio_server::TokioServer;
 use peng3dnet_test_support::{frame, RawPeer};
 use pin::pin_current_thread;
 use std::io;
@@ -219,12 +220,8 @@ impl BareClient {
     /// handshake (blocking, before the measurements), then the same
     /// `echo:echo` frames as [`Ours`] sends, pre-encoded.
     fn handshaken(addr: SocketAddr) -> Res<Self> {
-        let mut peer = RawPeer::connect(addr, Postcard, TIMEOUT);
-        peer.handshake();
-        let id = peer.id("echo:echo");
-        let echo = frame(id, 0, &peer.enc("x".repeat(TEXT_LEN).as_str()));
-        peer.stream.set_nonblocking(true)?;
-        let stream = TcpStream::from_std(peer.stream)?;
+        let (stream, echo) = raw_client(addr)?;
+        let stream = TcpStream::from_std(stream)?;
         stream.set_nodelay(true)?;
         let (r, writer) = stream.into_split();
         Ok(BareClient {
@@ -342,6 +339,17 @@ impl Side {
 
 // -------------------------------------------------------- many raw clients
 
+/// A raw client of the server at `addr` through the handshake (blocking),
+/// non-blocking from then on, and the `echo:echo` frame it sends.
+fn raw_client(addr: SocketAddr) -> Res<(std::net::TcpStream, Vec<u8>)> {
+    let mut peer = RawPeer::connect(addr, Postcard, TIMEOUT);
+    peer.handshake();
+    let id = peer.id("echo:echo");
+    let echo = frame(id, 0, &peer.enc("x".repeat(TEXT_LEN).as_str()));
+    peer.stream.set_nonblocking(true)?;
+    Ok((peer.stream, echo))
+}
+
 /// [`CLIENTS`] raw clients through the handshake with the server at `addr`,
 /// as tokio streams of the client runtime, and the `echo:echo` frame they
 /// send.
@@ -349,12 +357,9 @@ fn raw_clients(addr: SocketAddr) -> Res<(Vec<TcpStream>, Vec<u8>)> {
     let mut streams = Vec::with_capacity(CLIENTS);
     let mut echo_frame = Vec::new();
     for _ in 0..CLIENTS {
-        let mut peer = RawPeer::connect(addr, Postcard, TIMEOUT);
-        peer.handshake();
-        let id = peer.id("echo:echo");
-        echo_frame = frame(id, 0, &peer.enc("x".repeat(TEXT_LEN).as_str()));
-        peer.stream.set_nonblocking(true)?;
-        streams.push(peer.stream);
+        let (stream, echo) = raw_client(addr)?;
+        echo_frame = echo;
+        streams.push(stream);
     }
     let streams = streams
         .into_iter()
@@ -447,17 +452,24 @@ fn spawn_server(runtime: Runtime, cpu: Option<usize>) -> Res<(SocketAddr, Server
             });
             Ok((addr, handle))
         }
-        Runtime::Tokio { workers } => {
-            let server = builder.bind_tokio("127.0.0.1:0")?;
-            let (addr, handle) = (server.local_addr(), server.handle());
-            let rt = self::runtime(workers, cpu)?;
-            std::thread::spawn(move || {
-                pin_current_thread(cpu);
-                rt.block_on(server.run())
-            });
-            Ok((addr, handle))
-        }
+        Runtime::Tokio { workers } => spawn_tokio(builder.bind_tokio("127.0.0.1:0")?, workers, cpu),
     }
+}
+
+/// Runs `server` on a runtime of `workers` threads on `cpu`: its address
+/// and a handle that shuts it down.
+fn spawn_tokio(
+    server: TokioServer,
+    workers: usize,
+    cpu: Option<usize>,
+) -> Res<(SocketAddr, ServerHandle)> {
+    let (addr, handle) = (server.local_addr(), server.handle());
+    let rt = self::runtime(workers, cpu)?;
+    std::thread::spawn(move || {
+        pin_current_thread(cpu);
+        rt.block_on(server.run())
+    });
+    Ok((addr, handle))
 }
 
 /// The tokio server on `workers` threads answering `echo:echo` from an async
@@ -471,10 +483,7 @@ fn spawn_work_server(workers: usize, rounds: u32) -> Res<(SocketAddr, ServerHand
                 let _ = ctx.send::<Echo>(&text).await;
             }
         });
-    let (addr, handle) = (server.local_addr(), server.handle());
-    let rt = self::runtime(workers, None)?;
-    std::thread::spawn(move || rt.block_on(server.run()));
-    Ok((addr, handle))
+    spawn_tokio(server, workers, None)
 }
 
 /// Runs the two sides of each pair in the order of `flip` and returns
