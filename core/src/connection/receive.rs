@@ -12,7 +12,7 @@ use crate::buffer::Buffer;
 use crate::codec::Codec;
 use crate::messages::CloseConnIn;
 use crate::registry::{internal, RegistryAccess, FIRST_AUTO_ID, INTERNAL_COUNT};
-use crate::rules::{InvalidAction, RuleContext, Rules};
+use crate::rules::{InvalidAction, RuleContext, Rules, Violation};
 use crate::time::{Duration, Instant};
 use crate::types::{CloseReason, Initiator, State};
 use crate::wire::{Flags, FrameDecoder, FrameError, FRAME_OVERHEAD};
@@ -344,6 +344,22 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         }
     }
 
+    /// `rules` checked against this connection: for a packet received, or
+    /// (`sending`) for one about to be sent. Out of line on bare metal,
+    /// where the poll path and every send share one copy (flash); inlined
+    /// on a host, where it is on every packet's path.
+    #[cfg_attr(target_os = "none", inline(never))]
+    #[cfg_attr(not(target_os = "none"), inline)]
+    pub(super) fn check_rules(&self, rules: &Rules, sending: bool) -> Result<(), Violation> {
+        let (state, conntype) = self.progress.state_and_conntype();
+        let context = self.rule_context(rules, state, conntype);
+        if sending {
+            rules.check_send(&context)
+        } else {
+            rules.check_receive(&context)
+        }
+    }
+
     /// The peer's `closeconn`: accepted in any state; a body that does not
     /// decode still closes.
     // Out of the per-packet loop, as the side's `Role` is.
@@ -387,8 +403,8 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             self.handle_closeconn(body);
             return Outcome::Nothing;
         }
-        let (state, conntype) = self.progress.state_and_conntype();
         if packet_id >= FIRST_AUTO_ID {
+            let conntype = self.progress.packet_conntype();
             match conntype {
                 ConnType::Ping => return role.handle(self, packet_id, body, now),
                 ConnType::Custom(_) => {
@@ -413,10 +429,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         let Some(entry) = self.registry.registry().by_id(packet_id) else {
             return Outcome::Ignored(IgnoreCause::UnknownId);
         };
-        if let Err(v) = entry
-            .rules
-            .check_receive(&self.rule_context(&entry.rules, state, conntype))
-        {
+        if let Err(v) = self.check_rules(&entry.rules, false) {
             return match entry.rules.on_invalid {
                 InvalidAction::Ignore if self.is_keepalive(packet_id) => Outcome::Nothing,
                 InvalidAction::Ignore => Outcome::Ignored(IgnoreCause::Rules {
