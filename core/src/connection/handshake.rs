@@ -191,7 +191,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         let Ok(hello) = self.codec.decode::<HelloIn>(body) else {
             return self.close(CloseReason::MalformedPacket);
         };
-        if hello.protoversion != PROTOVERSION {
+        if hello.protoversion.0 != PROTOVERSION {
             return self.close(CloseReason::ProtoVersionMismatch);
         }
         // The rules admit `hello` on a client in HELLOWAIT only: while it
