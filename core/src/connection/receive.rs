@@ -362,8 +362,9 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
 
     /// The peer's `closeconn`: accepted in any state; a body that does not
     /// decode still closes.
-    // Out of the per-packet loop, as the side's `Role` is.
-    #[inline(never)]
+    // Out of the per-packet loop on a host, as the side's `Role` is; inlined
+    // into its one caller on bare metal (flash).
+    #[cfg_attr(not(target_os = "none"), inline(never))]
     fn handle_closeconn(&mut self, body: &[u8]) {
         let reason = match self.codec.decode::<CloseConnIn>(body) {
             Ok(msg) => CloseReason::from_wire_bytes(msg.reason.map(|r| r.0)),
