@@ -162,6 +162,49 @@ where
         Some(self.hand_out(found, f))
     }
 
+    /// Like [`poll_with_role`](Self::poll_with_role), but hands `f` the
+    /// application packets only ([`Event::Packet`] and
+    /// [`Event::ConnTypePacket`], as their [`Incoming`]) and reports every
+    /// other step as a [`ProtocolStep`](super::ProtocolStep) (`Err`), its
+    /// event never built: what a session's receiver needs (on a board,
+    /// building a close's event to drop it cost flash). `f` returns
+    /// [`Take::Keep`] to leave the packet buffered, as with `poll_with`.
+    /// `None` when every received frame is processed.
+    // Out of line on bare metal, so that `f` (a session's receiver) is
+    // inlined here rather than into the caller's future (flash).
+    #[cfg_attr(target_os = "none", inline(never))]
+    pub fn poll_packet_role<X>(
+        &mut self,
+        now: Instant,
+        role: Role<'a, C, T, N, G>,
+        f: impl FnOnce(Incoming<&[u8], C>, &mut Outbox<'_, 'a, C, T, N, G>) -> (Take, X),
+    ) -> Option<Result<X, super::ProtocolStep>> {
+        let found = self.next_found_role(now, false, role)?;
+        let Found::Frame {
+            packet_id,
+            start,
+            body,
+            outcome: Outcome::Packet(name) | Outcome::ConnTypePacket(name),
+        } = found
+        else {
+            return Some(Err(super::ProtocolStep::of(found)));
+        };
+        let packet = Incoming::new(
+            packet_id,
+            name,
+            self.rx.stored(body),
+            self.inner.codec.clone(),
+        );
+        let mut outbox = Outbox {
+            inner: &mut self.inner,
+        };
+        let (take, x) = f(packet, &mut outbox);
+        if take == Take::Keep && !self.inner.is_closed() {
+            self.rx.unread(start);
+        }
+        Some(Ok(x))
+    }
+
     /// Hands what a poll found to `f` as an event, with the outbox, and
     /// puts a packet `f` keeps ([`Take::Keep`]) back for the next poll: the
     /// tail of [`poll_with`](Connection::poll_with) and
