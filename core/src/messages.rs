@@ -6,7 +6,7 @@
 //! order. Decoding borrows strings from the frame, so no message allocates.
 
 use crate::registry::{Registry, RegistryMap, SyncReport, SyncSeed};
-use crate::text::WireStr;
+use crate::text::{WireStr, WireU32};
 use core::fmt;
 use core::marker::PhantomData;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -34,7 +34,7 @@ pub(crate) struct HelloIn<'a> {
     #[serde(borrow)]
     #[allow(dead_code)]
     pub(crate) version: WireStr<'a>,
-    pub(crate) protoversion: u32,
+    pub(crate) protoversion: WireU32,
 }
 
 fn classic() -> &'static str {
@@ -171,7 +171,7 @@ impl<'de, const N: usize, V: Deserialize<'de>> Visitor<'de> for HandshakeFields<
         let version = seq
             .next_element()?
             .ok_or_else(|| A::Error::invalid_length(0, &self))?;
-        let protoversion = seq
+        let WireU32(protoversion) = seq
             .next_element()?
             .ok_or_else(|| A::Error::invalid_length(1, &self))?;
         let sync = seq
@@ -186,7 +186,7 @@ impl<'de, const N: usize, V: Deserialize<'de>> Visitor<'de> for HandshakeFields<
         while let Some(key) = map.next_key::<WireStr<'de>>()? {
             match key.0 {
                 b"version" => version = Some(map.next_value()?),
-                b"protoversion" => protoversion = Some(map.next_value()?),
+                b"protoversion" => protoversion = Some(map.next_value::<WireU32>()?.0),
                 b"registry" if sync.is_none() => {
                     sync = Some(map.next_value_seed(SyncSeed::new(self.0))?)
                 }

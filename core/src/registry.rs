@@ -25,7 +25,7 @@
 //! ```
 
 use crate::rules::{InvalidAction, Rules};
-use crate::text::WireStr;
+use crate::text::{WireStr, WireU32};
 use crate::types::{Side, State, CONNTYPE_NOTSET};
 use core::fmt;
 use serde::de::{DeserializeSeed, MapAccess, Visitor};
@@ -765,7 +765,7 @@ impl<'de, const N: usize> Visitor<'de> for SyncSeed<'_, N> {
             #[cfg(feature = "mismatch-report")]
             first_unknown: heapless::String::new(),
         };
-        while let Some((name, id)) = map.next_entry::<WireStr<'de>, u32>()? {
+        while let Some((name, WireU32(id))) = map.next_entry::<WireStr<'de>, WireU32>()? {
             match self.0.find_name(name.0, name_hash(name.0)) {
                 Some(i) if report.remote_ids[i].is_some() => report.duplicate_names = true,
                 Some(i) => {

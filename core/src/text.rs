@@ -111,6 +111,25 @@ impl<'de: 'a, 'a> Visitor<'de> for WireStrVisitor<'a> {
     }
 }
 
+/// A `u32` of the protocol's own messages (a protocol version, a registry
+/// id), decoded out of line: one copy of the codec's integer reader for all
+/// of them (on a board, each inlined copy cost about 40 bytes of flash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WireU32(pub(crate) u32);
+
+impl<'de> Deserialize<'de> for WireU32 {
+    #[inline]
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        wire_u32(d).map(WireU32)
+    }
+}
+
+/// [`WireU32`]'s decoder.
+#[inline(never)]
+fn wire_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    u32::deserialize(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,14 +65,10 @@ pub(crate) const fn whole_secs_f64(secs: u64) -> f64 {
         return 0.0;
     }
     let zeros = secs.leading_zeros() as u64;
-    let exponent = 63 - zeros;
-    // The top bit moves to bit 52 and is dropped (it is implicit).
-    let significand = if exponent > 52 {
-        secs >> (exponent - 52)
-    } else {
-        secs << (52 - exponent)
-    };
-    f64::from_bits(((exponent + 1023) << 52) | (significand & ((1 << 52) - 1)))
+    // The top bit moved to bit 52 (nothing is lost below 2^53), where it
+    // adds the one that the biased exponent 1023 + (63 - zeros) is short of.
+    let significand = (secs << zeros) >> 11;
+    f64::from_bits(((1022 + 63 - zeros) << 52) + significand)
 }
 
 /// The bits of the `f64` nearest to `micros / 1e6`, rounded to nearest, ties

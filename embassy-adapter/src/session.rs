@@ -46,7 +46,7 @@ use peng3dnet_core::connection::{
 };
 use peng3dnet_core::registry::{Packet, Registry, RegistryAccess};
 use peng3dnet_core::time::{Duration, Instant};
-use peng3dnet_core::{CloseReason, Closed, Connection, Event, SecurityLevel, State};
+use peng3dnet_core::{CloseReason, Closed, Connection, SecurityLevel, State};
 
 /// Bytes moved per socket read or write.
 pub const CHUNK: usize = 256;
@@ -566,21 +566,17 @@ impl<'a, M: RawMutex, C: Codec, const N: usize, G: RegistryAccess<N>, const WAIT
             } = &mut *s;
             let mut polled = false;
             let got = loop {
-                let step = conn.poll_with_role(now, *role, |event, outbox| match event {
-                    Event::Packet(p) | Event::ConnTypePacket(p) => {
-                        let (take, x) = f(p, outbox);
-                        (take, Some(x))
-                    }
-                    Event::Pong { delay, .. } => {
-                        *pong = delay.as_micros();
-                        (Take::Consume, None)
-                    }
-                    _ => (Take::Consume, None),
-                });
-                match step {
+                // Packets go to `f`; of the other steps, only the ping's
+                // round trip is kept (no event is built for them).
+                match conn.poll_packet_role(now, *role, &mut f) {
                     None => break None,
-                    Some(Some(x)) => break Some(Ok(x)),
-                    Some(None) => polled = true,
+                    Some(Ok(x)) => break Some(Ok(x)),
+                    Some(Err(step)) => {
+                        if let ProtocolStep::Pong(delay) = step {
+                            *pong = delay.as_micros();
+                        }
+                        polled = true;
+                    }
                 }
             };
             if polled || got.is_some() {

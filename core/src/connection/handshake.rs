@@ -191,7 +191,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         let Ok(hello) = self.codec.decode::<HelloIn>(body) else {
             return self.close(CloseReason::MalformedPacket);
         };
-        if hello.protoversion != PROTOVERSION {
+        if hello.protoversion.0 != PROTOVERSION {
             return self.close(CloseReason::ProtoVersionMismatch);
         }
         // The rules admit `hello` on a client in HELLOWAIT only: while it
@@ -448,6 +448,57 @@ mod tests {
         let [server, client] = with_roles("ping");
         assert_eq!(server.as_slice(), ["ping answered", "closed pingcomplete"]);
         assert_eq!(client.as_slice(), ["pong", "closed pingcomplete"]);
+    }
+
+    /// `poll_packet_role` hands a client's packets to its closure, keeps
+    /// one the closure keeps, and reports the handshake as a step.
+    #[test]
+    fn poll_packet_role_hands_out_packets_and_reports_steps() {
+        use crate::connection::{ProtocolStep, Role, Take};
+        let now = Instant::ZERO;
+        let config = Config::new();
+        let mut server_reg = Registry::<8>::new();
+        server_reg.register_raw("x:num", None, Rules::NONE).unwrap();
+        let mut client_reg = server_reg.clone();
+        let mut s = Connection::server(&config, &server_reg, Postcard, [0u8; 512], [0u8; 512], now)
+            .unwrap();
+        let mut c = Connection::client(
+            &config,
+            &mut client_reg,
+            Postcard,
+            [0u8; 512],
+            [0u8; 512],
+            "classic",
+            now,
+        )
+        .unwrap();
+        let mut steps: heapless::Vec<ProtocolStep, 8> = heapless::Vec::new();
+        for _ in 0..4 {
+            let n = c.handle_input(s.poll_transmit());
+            s.transmitted(n);
+            while let Some(step) =
+                c.poll_packet_role(now, Role::client(), |_, _| (Take::Consume, ()))
+            {
+                let _ = steps.push(step.unwrap_err());
+            }
+            let n = s.handle_input(c.poll_transmit());
+            c.transmitted(n);
+            while s.poll(now).is_some() {}
+        }
+        assert_eq!(steps.as_slice(), [ProtocolStep::Connected]);
+        s.send_by_name("x:num", &7u32).unwrap();
+        let n = c.handle_input(s.poll_transmit());
+        s.transmitted(n);
+        let kept = c.poll_packet_role(now, Role::client(), |p, _| (Take::Keep, p.packet_id));
+        assert_eq!(kept, Some(Ok(64)));
+        let got = c.poll_packet_role(now, Role::client(), |p, _| {
+            (Take::Consume, p.decode_as::<u32>().unwrap())
+        });
+        assert_eq!(got, Some(Ok(7)));
+        assert_eq!(
+            c.poll_packet_role(now, Role::client(), |_, _| (Take::Consume, 0)),
+            None
+        );
     }
 
     #[test]

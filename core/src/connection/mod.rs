@@ -525,7 +525,9 @@ where
 
     /// Brings the frame and idle timers up to date at the end of a poll
     /// (inputs carry no time; see `timers`).
-    #[inline(never)]
+    // Out of line on a host (three callers); inlined on bare metal, where
+    // an image links one or two of them (flash).
+    #[cfg_attr(not(target_os = "none"), inline(never))]
     fn update_timers(&mut self, now: Instant) {
         let partial = self.rx.has_partial().then(|| self.rx.position());
         let config = &self.inner.config;

@@ -104,9 +104,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             // The protocol's own packets are sent by the state machine only.
             return Err(SendError::NotRegistered);
         }
-        let (state, conntype) = self.progress.state_and_conntype();
-        let context = self.rule_context(&entry.rules, state, conntype);
-        if let Err(v) = entry.rules.check_send(&context) {
+        if let Err(v) = self.check_rules(&entry.rules, true) {
             if entry.rules.on_invalid == InvalidAction::Close {
                 self.close(CloseReason::SmartPacketInvalid);
             }
@@ -115,6 +113,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
                 violation: v,
             });
         }
+        let conntype = self.progress.packet_conntype();
         let allowed = match conntype {
             ConnType::Ping => false,
             ConnType::Custom(_) => conntype

@@ -107,8 +107,9 @@ impl Progress {
     }
 
     /// The connection type agreed so far (`_notset` before `settype`).
-    // Out of line: matched in eight places (firmware flash); the packet
-    // path reads an open connection's directly (`state_and_conntype`).
+    // Out of line: matched in eight places (firmware flash); on a host the
+    // packet path reads an open connection's directly (`state_and_conntype`,
+    // `packet_conntype`).
     #[inline(never)]
     pub(super) fn conntype(&self) -> ConnType {
         match self {
@@ -129,6 +130,18 @@ impl Progress {
             Progress::Open { state, conntype } => (state.state(), *conntype),
             other => (other.state(), other.conntype()),
         }
+    }
+
+    /// The connection type, as a packet's path needs it: on a host read at
+    /// once from an open connection (as in `state_and_conntype`); on bare
+    /// metal always through the out-of-line `conntype` (flash).
+    #[inline(always)]
+    pub(super) fn packet_conntype(&self) -> ConnType {
+        #[cfg(not(target_os = "none"))]
+        if let Progress::Open { conntype, .. } = self {
+            return *conntype;
+        }
+        self.conntype()
     }
 
     /// When the handshake timer fires; none once open or closed.

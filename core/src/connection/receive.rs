@@ -12,7 +12,7 @@ use crate::buffer::Buffer;
 use crate::codec::Codec;
 use crate::messages::CloseConnIn;
 use crate::registry::{internal, RegistryAccess, FIRST_AUTO_ID, INTERNAL_COUNT};
-use crate::rules::{InvalidAction, RuleContext, Rules};
+use crate::rules::{InvalidAction, RuleContext, Rules, Violation};
 use crate::time::{Duration, Instant};
 use crate::types::{CloseReason, Initiator, State};
 use crate::wire::{Flags, FrameDecoder, FrameError, FRAME_OVERHEAD};
@@ -160,6 +160,49 @@ where
     ) -> Option<X> {
         let found = self.next_found_role(now, false, role)?;
         Some(self.hand_out(found, f))
+    }
+
+    /// Like [`poll_with_role`](Self::poll_with_role), but hands `f` the
+    /// application packets only ([`Event::Packet`] and
+    /// [`Event::ConnTypePacket`], as their [`Incoming`]) and reports every
+    /// other step as a [`ProtocolStep`](super::ProtocolStep) (`Err`), its
+    /// event never built: what a session's receiver needs (on a board,
+    /// building a close's event to drop it cost flash). `f` returns
+    /// [`Take::Keep`] to leave the packet buffered, as with `poll_with`.
+    /// `None` when every received frame is processed.
+    // Out of line on bare metal, so that `f` (a session's receiver) is
+    // inlined here rather than into the caller's future (flash).
+    #[cfg_attr(target_os = "none", inline(never))]
+    pub fn poll_packet_role<X>(
+        &mut self,
+        now: Instant,
+        role: Role<'a, C, T, N, G>,
+        f: impl FnOnce(Incoming<&[u8], C>, &mut Outbox<'_, 'a, C, T, N, G>) -> (Take, X),
+    ) -> Option<Result<X, super::ProtocolStep>> {
+        let found = self.next_found_role(now, false, role)?;
+        let Found::Frame {
+            packet_id,
+            start,
+            body,
+            outcome: Outcome::Packet(name) | Outcome::ConnTypePacket(name),
+        } = found
+        else {
+            return Some(Err(super::ProtocolStep::of(found)));
+        };
+        let packet = Incoming::new(
+            packet_id,
+            name,
+            self.rx.stored(body),
+            self.inner.codec.clone(),
+        );
+        let mut outbox = Outbox {
+            inner: &mut self.inner,
+        };
+        let (take, x) = f(packet, &mut outbox);
+        if take == Take::Keep && !self.inner.is_closed() {
+            self.rx.unread(start);
+        }
+        Some(Ok(x))
     }
 
     /// Hands what a poll found to `f` as an event, with the outbox, and
@@ -344,10 +387,27 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         }
     }
 
+    /// `rules` checked against this connection: for a packet received, or
+    /// (`sending`) for one about to be sent. Out of line on bare metal,
+    /// where the poll path and every send share one copy (flash); inlined
+    /// on a host, where it is on every packet's path.
+    #[cfg_attr(target_os = "none", inline(never))]
+    #[cfg_attr(not(target_os = "none"), inline)]
+    pub(super) fn check_rules(&self, rules: &Rules, sending: bool) -> Result<(), Violation> {
+        let (state, conntype) = self.progress.state_and_conntype();
+        let context = self.rule_context(rules, state, conntype);
+        if sending {
+            rules.check_send(&context)
+        } else {
+            rules.check_receive(&context)
+        }
+    }
+
     /// The peer's `closeconn`: accepted in any state; a body that does not
     /// decode still closes.
-    // Out of the per-packet loop, as the side's `Role` is.
-    #[inline(never)]
+    // Out of the per-packet loop on a host, as the side's `Role` is; inlined
+    // into its one caller on bare metal (flash).
+    #[cfg_attr(not(target_os = "none"), inline(never))]
     fn handle_closeconn(&mut self, body: &[u8]) {
         let reason = match self.codec.decode::<CloseConnIn>(body) {
             Ok(msg) => CloseReason::from_wire_bytes(msg.reason.map(|r| r.0)),
@@ -387,8 +447,8 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
             self.handle_closeconn(body);
             return Outcome::Nothing;
         }
-        let (state, conntype) = self.progress.state_and_conntype();
         if packet_id >= FIRST_AUTO_ID {
+            let conntype = self.progress.packet_conntype();
             match conntype {
                 ConnType::Ping => return role.handle(self, packet_id, body, now),
                 ConnType::Custom(_) => {
@@ -413,10 +473,7 @@ impl<'a, C: Codec, T: Buffer, const N: usize, G: RegistryAccess<N>> Inner<'a, C,
         let Some(entry) = self.registry.registry().by_id(packet_id) else {
             return Outcome::Ignored(IgnoreCause::UnknownId);
         };
-        if let Err(v) = entry
-            .rules
-            .check_receive(&self.rule_context(&entry.rules, state, conntype))
-        {
+        if let Err(v) = self.check_rules(&entry.rules, false) {
             return match entry.rules.on_invalid {
                 InvalidAction::Ignore if self.is_keepalive(packet_id) => Outcome::Nothing,
                 InvalidAction::Ignore => Outcome::Ignored(IgnoreCause::Rules {
