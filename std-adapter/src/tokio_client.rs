@@ -72,8 +72,8 @@
 //! client's task. A spawned task is woken through the runtime's queue; the
 //! future given to `block_on` (the body of `#[tokio::main]`) is woken
 //! through the runtime's I/O driver instead, one more system call each way.
-//! A request/answer loop on one CPU measured 1.11-1.12x the round trip of
-//! a bare tokio echo from a spawned task, 1.17-1.18x from `block_on`'s
+//! A request/answer loop on one CPU measured 1.09-1.13x the round trip of
+//! a bare tokio echo from a spawned task, 1.14-1.16x from `block_on`'s
 //! future (the benchmark `tokio`): run latency-bound loops in a task.
 //!
 //! # Back-pressure and cancellation

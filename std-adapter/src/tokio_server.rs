@@ -90,8 +90,9 @@
 //! Synchronous handlers run under the core's lock, so the clients' other
 //! tasks wait while one runs: give work that takes a while (parsing,
 //! hashing, a database call) to an async handler, which runs outside it, on
-//! any worker. With about 10 us of work a message, 200 clients are served
-//! 1.7x faster on 2 workers than on 1 (the benchmark `tokio`, part 3).
+//! any worker. With about 10 us of work a message in an async handler, 200
+//! clients are served 1.9-2.1x faster on 2 workers than on 1 (the
+//! benchmark `tokio`, part 3, on 2 cores).
 //!
 //! # Other byte streams
 //! Besides its TCP listener, the server serves any connected
