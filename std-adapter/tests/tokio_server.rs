@@ -79,25 +79,41 @@ async fn next_packet(
     }
 }
 
+/// Watches handlers for two of them running at once.
+#[derive(Default)]
+struct OneAtATime {
+    running: AtomicUsize,
+    overlapped: AtomicBool,
+}
+
+impl OneAtATime {
+    fn enter(&self) {
+        if self.running.fetch_add(1, Ordering::SeqCst) > 0 {
+            self.overlapped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn leave(&self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_handlers_answer_one_packet_at_a_time_in_order() {
-    let running = Arc::new(AtomicUsize::new(0));
-    let overlap = Arc::new(AtomicBool::new(false));
-    let (r, o) = (Arc::clone(&running), Arc::clone(&overlap));
+    let watch = Arc::new(OneAtATime::default());
+    let w = Arc::clone(&watch);
     let server = Server::builder(registry())
         .bind_tokio("127.0.0.1:0")
         .unwrap()
         .on_async::<Num, _, _>(move |ctx, packet| {
-            let (r, o) = (Arc::clone(&r), Arc::clone(&o));
+            let w = Arc::clone(&w);
             async move {
-                if r.fetch_add(1, Ordering::SeqCst) > 0 {
-                    o.store(true, Ordering::SeqCst);
-                }
+                w.enter();
                 let n = packet.decode::<Num>().unwrap();
                 // Earlier packets wait longer: out of order if they ran
                 // side by side.
                 tokio::time::sleep(Duration::from_millis(u64::from(20 - n))).await;
-                r.fetch_sub(1, Ordering::SeqCst);
+                w.leave();
                 ctx.send::<Num>(&n).await.unwrap();
             }
         });
@@ -116,7 +132,7 @@ async fn async_handlers_answer_one_packet_at_a_time_in_order() {
     }
     assert_eq!(got, (0..20).collect::<Vec<_>>());
     assert!(
-        !overlap.load(Ordering::SeqCst),
+        !watch.overlapped.load(Ordering::SeqCst),
         "two handlers of one client ran at once"
     );
     handle.shutdown();
@@ -130,20 +146,17 @@ async fn async_handlers_that_finish_at_once_answer_a_burst_in_order() {
     // pass of the client's task: 5,000 pipelined packets, each answered
     // once, in order, and never two handlers of the client at once.
     const N: u32 = 5_000;
-    let running = Arc::new(AtomicUsize::new(0));
-    let overlap = Arc::new(AtomicBool::new(false));
-    let (r, o) = (Arc::clone(&running), Arc::clone(&overlap));
+    let watch = Arc::new(OneAtATime::default());
+    let w = Arc::clone(&watch);
     let server = Server::builder(registry())
         .bind_tokio("127.0.0.1:0")
         .unwrap()
         .on_async::<Num, _, _>(move |ctx, packet| {
-            let (r, o) = (Arc::clone(&r), Arc::clone(&o));
+            let w = Arc::clone(&w);
             async move {
-                if r.fetch_add(1, Ordering::SeqCst) > 0 {
-                    o.store(true, Ordering::SeqCst);
-                }
+                w.enter();
                 let n = packet.decode::<Num>().unwrap();
-                r.fetch_sub(1, Ordering::SeqCst);
+                w.leave();
                 ctx.send::<Num>(&(n * 2)).await.unwrap();
             }
         });
@@ -173,7 +186,7 @@ async fn async_handlers_that_finish_at_once_answer_a_burst_in_order() {
     }
     let _sender = timeout(T, sending).await.unwrap().unwrap();
     assert!(
-        !overlap.load(Ordering::SeqCst),
+        !watch.overlapped.load(Ordering::SeqCst),
         "two handlers of one client ran at once"
     );
     handle.shutdown();

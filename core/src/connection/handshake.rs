@@ -348,6 +348,22 @@ mod tests {
     use crate::types::Closed;
     use crate::types::{CloseReason, Initiator};
 
+    /// A server connection over registry `$server` and a client one over
+    /// `$client` (with connection type `$conntype`), 512-byte buffers each,
+    /// made at time zero: `(server, client)`.
+    macro_rules! pair {
+        ($config:expr, $server:expr, $client:expr, $conntype:expr) => {{
+            let now = Instant::ZERO;
+            let s = Connection::server($config, $server, Postcard, [0u8; 512], [0u8; 512], now)
+                .unwrap();
+            let c = Connection::client(
+                $config, $client, Postcard, [0u8; 512], [0u8; 512], $conntype, now,
+            )
+            .unwrap();
+            (s, c)
+        }};
+    }
+
     /// The handshake of a server over `server` and a client over `client`:
     /// how each side ended (`None`: connected; else closed with a reason).
     fn handshake<G: RegistryAccess<8>>(
@@ -356,12 +372,7 @@ mod tests {
         client: G,
     ) -> [Option<(CloseReason, Initiator)>; 2] {
         let now = Instant::ZERO;
-        let mut s =
-            Connection::server(config, server, Postcard, [0u8; 512], [0u8; 512], now).unwrap();
-        let mut c = Connection::client(
-            config, client, Postcard, [0u8; 512], [0u8; 512], "classic", now,
-        )
-        .unwrap();
+        let (mut s, mut c) = pair!(config, server, client, "classic");
         let mut ended = [None, None];
         let mut connected = [false, false];
         for _ in 0..4 {
@@ -400,18 +411,7 @@ mod tests {
         let config = Config::new();
         let server_reg = Registry::<8>::new();
         let mut client_reg = Registry::<8>::new();
-        let mut s = Connection::server(&config, &server_reg, Postcard, [0u8; 512], [0u8; 512], now)
-            .unwrap();
-        let mut c = Connection::client(
-            &config,
-            &mut client_reg,
-            Postcard,
-            [0u8; 512],
-            [0u8; 512],
-            conntype,
-            now,
-        )
-        .unwrap();
+        let (mut s, mut c) = pair!(&config, &server_reg, &mut client_reg, conntype);
         let name = |e: &Event<'_, Postcard>| match e {
             Event::Connected => "connected",
             Event::Pong { .. } => "pong",
@@ -460,18 +460,7 @@ mod tests {
         let mut server_reg = Registry::<8>::new();
         server_reg.register_raw("x:num", None, Rules::NONE).unwrap();
         let mut client_reg = server_reg.clone();
-        let mut s = Connection::server(&config, &server_reg, Postcard, [0u8; 512], [0u8; 512], now)
-            .unwrap();
-        let mut c = Connection::client(
-            &config,
-            &mut client_reg,
-            Postcard,
-            [0u8; 512],
-            [0u8; 512],
-            "classic",
-            now,
-        )
-        .unwrap();
+        let (mut s, mut c) = pair!(&config, &server_reg, &mut client_reg, "classic");
         let mut steps: heapless::Vec<ProtocolStep, 8> = heapless::Vec::new();
         for _ in 0..4 {
             let n = c.handle_input(s.poll_transmit());
