@@ -37,8 +37,12 @@ cargo test --workspace --locked
 
 step "the program's suites and the Python interop against the tokio server (PENG3DNET_RUNTIME=tokio)"
 PENG3DNET_RUNTIME=tokio cargo test -p peng3dnet-std --locked --test python_interop --test timers
-# The whole hostile suite against the tokio server too (docs/HOSTILE.md).
-PENG3DNET_RUNTIME=tokio cargo test -p peng3dnet-std --locked --test hostile
+# The whole hostile suite against the tokio server too (docs/HOSTILE.md), in
+# two runs: the two framing suites, then the other cases (the per-connection
+# RSS of silent_200 on the tokio server, 10-15 KB alone in a debug build
+# against a 16 KiB bound, reached 21 KB once beside the framing suites).
+PENG3DNET_RUNTIME=tokio cargo test -p peng3dnet-std --locked --test hostile -- hostile_postcard hostile_msgpack
+PENG3DNET_RUNTIME=tokio cargo test -p peng3dnet-std --locked --test hostile -- --skip hostile_postcard --skip hostile_msgpack
 
 step "fuzz targets, 60 s each (fuzz/README.md)"
 bash .ci/fuzz.sh 60
