@@ -96,6 +96,13 @@ impl OneAtATime {
     fn leave(&self) {
         self.running.fetch_sub(1, Ordering::SeqCst);
     }
+
+    fn assert_never_overlapped(&self) {
+        assert!(
+            !self.overlapped.load(Ordering::SeqCst),
+            "two handlers of one client ran at once"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,10 +138,7 @@ async fn async_handlers_answer_one_packet_at_a_time_in_order() {
         got.push(next_packet(&client).await.decode::<Num>().unwrap());
     }
     assert_eq!(got, (0..20).collect::<Vec<_>>());
-    assert!(
-        !watch.overlapped.load(Ordering::SeqCst),
-        "two handlers of one client ran at once"
-    );
+    watch.assert_never_overlapped();
     handle.shutdown();
     let stats = timeout(T, serving).await.unwrap().unwrap().unwrap();
     assert_eq!(stats.handshakes, 1);
@@ -185,10 +189,7 @@ async fn async_handlers_that_finish_at_once_answer_a_burst_in_order() {
         }
     }
     let _sender = timeout(T, sending).await.unwrap().unwrap();
-    assert!(
-        !watch.overlapped.load(Ordering::SeqCst),
-        "two handlers of one client ran at once"
-    );
+    watch.assert_never_overlapped();
     handle.shutdown();
     let stats = timeout(T, serving).await.unwrap().unwrap().unwrap();
     assert_eq!(stats.handshakes, 1);
