@@ -854,6 +854,20 @@ fn embassy_slots_limit_and_broadcast() {
     });
 }
 
+/// The freed-slot cases' server: a 300 ms handshake timeout frees silent
+/// clients' slots, and a 3 s linger keeps their sockets closing meanwhile.
+fn freed_slot_setup() -> (Config<'static>, ServerOptions) {
+    let config = Config {
+        handshake_timeout: CoreDuration::from_millis(300),
+        ..Config::new()
+    };
+    let options = ServerOptions {
+        linger: Duration::from_secs(3),
+        ..ServerOptions::new()
+    };
+    (config, options)
+}
+
 /// Issue 13, point 5: a slot whose client finished serves the next client at
 /// once, although the socket it had still lingers on the close (3 s here: the
 /// silent client never sends its FIN). Before, the slot's socket listened only
@@ -866,14 +880,7 @@ fn embassy_freed_slot_serves_the_next_client_at_once() {
     run_test(
         "embassy_freed_slot_serves_the_next_client_at_once",
         || async {
-            let config = Config {
-                handshake_timeout: CoreDuration::from_millis(300),
-                ..Config::new()
-            };
-            let options = ServerOptions {
-                linger: Duration::from_secs(3),
-                ..ServerOptions::new()
-            };
+            let (config, options) = freed_slot_setup();
             let handler = Recorder::default();
             let stats = with_link(async |server_stack, client_stack| {
                 with_server_options(&config, options, server_stack, &handler, async |server| {
@@ -973,14 +980,7 @@ fn embassy_slots_freed_together_serve_the_next_clients() {
     run_test(
         "embassy_slots_freed_together_serve_the_next_clients",
         || async {
-            let config = Config {
-                handshake_timeout: CoreDuration::from_millis(300),
-                ..Config::new()
-            };
-            let options = ServerOptions {
-                linger: Duration::from_secs(3),
-                ..ServerOptions::new()
-            };
+            let (config, options) = freed_slot_setup();
             let handler = Recorder::default();
             let stats = with_link(async |server_stack, client_stack| {
                 with_server_options(&config, options, server_stack, &handler, async |server| {
